@@ -1,0 +1,37 @@
+"""The Faust application: configuration for the embedded broker or a real cluster."""
+
+from __future__ import annotations
+
+import faust
+
+from streams.settings import Settings
+
+# Settings the embedded broker needs (DESIGN.md): without them a consumer-group
+# join takes ~30 s. A real cluster keeps Faust's defaults.
+EMBEDDED_BROKER_TIMEOUTS = {
+    "broker_session_timeout": 4.0,
+    "broker_heartbeat_interval": 1.0,
+    "broker_rebalance_timeout": 4.0,
+    "broker_commit_interval": 0.5,
+}
+
+
+def create_app(settings: Settings) -> faust.App:
+    """A Faust app bound to the configured cluster through the visearch transport."""
+    brokers = [f"visearch://{server}" for server in settings.bootstrap_servers.split(",")]
+    options: dict[str, object] = {
+        "broker": brokers,
+        "store": "memory://",
+        "topic_replication_factor": settings.replication_factor,
+        "topic_partitions": settings.upload_partitions,
+        "topic_allow_declare": False,  # topics are created up front with explicit counts
+        "consumer_auto_offset_reset": "earliest",
+        "web_enabled": settings.worker_web_port > 0,
+        "web_port": settings.worker_web_port or 6066,
+        "datadir": str(settings.data_dir / "faust"),
+    }
+    if settings.embedded_broker:
+        options.update(EMBEDDED_BROKER_TIMEOUTS)
+    app = faust.App(settings.app_id, **options)  # type: ignore[arg-type]
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms  # type: ignore[attr-defined]
+    return app

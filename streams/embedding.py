@@ -1,0 +1,99 @@
+"""The embedding step as a plain function: upload messages in, embeddings out.
+
+The Faust agent only moves messages; everything that can fail is here and is
+tested without Kafka. One bad message never fails the batch: it becomes a
+dead-letter record with its reason, and the rest are embedded together.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from encoders.preprocess import ImageLimits, PreprocessError, preprocess
+from encoders.runtime import OnnxEncoder
+from streams.image_source import ImageSourceError, read_image_bytes
+from streams.schemas import (
+    DeadLetter,
+    ImageEmbedded,
+    ImageUploaded,
+    SchemaError,
+    decode,
+    vector_to_b64,
+)
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A Kafka message as the agent received it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+
+
+@dataclass
+class EmbedOutcome:
+    """Embeddings to publish and dead letters to record."""
+
+    embedded: list[ImageEmbedded] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def dead_letter(message: RawMessage, code: str, reason: str) -> DeadLetter:
+    """A dead-letter record that keeps the original bytes for replay."""
+    return DeadLetter(
+        source_topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        error_code=code,
+        message=reason,
+        original_b64=base64.b64encode(message.value or b"").decode(),
+        failed_at=time.time(),
+    )
+
+
+def embed_uploads(
+    messages: Sequence[RawMessage],
+    encoder: OnnxEncoder,
+    allowed_roots: Sequence[Path],
+    limits: ImageLimits,
+) -> EmbedOutcome:
+    """Decode, read, preprocess and embed a batch of ImageUploaded messages."""
+    outcome = EmbedOutcome()
+    accepted: list[tuple[RawMessage, ImageUploaded, np.ndarray]] = []
+    for message in messages:
+        try:
+            event = decode(ImageUploaded, message.value or b"")
+            data = read_image_bytes(event, allowed_roots, limits.max_bytes)
+            inputs = preprocess(data, None, limits)
+        except (SchemaError, ImageSourceError, PreprocessError) as exc:
+            outcome.dead_letters.append(dead_letter(message, exc.code, exc.message))
+            continue
+        accepted.append((message, event, inputs))
+    if not accepted:
+        return outcome
+    vectors = encoder.embed(np.stack([inputs for _, _, inputs in accepted]))
+    embedded_at = time.time()
+    for (message, event, _), vector in zip(accepted, vectors, strict=True):
+        outcome.embedded.append(
+            ImageEmbedded(
+                image_id=event.image_id,
+                model_version=encoder.version,
+                dim=encoder.dim,
+                vector_b64=vector_to_b64(vector),
+                uploaded_at=event.uploaded_at,
+                embedded_at=embedded_at,
+                source_partition=message.partition,
+                source_offset=message.offset,
+                owner_id=event.owner_id,
+                private=event.private,
+            )
+        )
+    return outcome

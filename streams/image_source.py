@@ -1,0 +1,63 @@
+"""Where an upload's bytes come from: inline base64 or a ``file://`` URI.
+
+File URIs are confined to allowed roots (the image store by default):
+an event that names ``file:///etc/shadow`` or ``file://<root>/../x`` is refused,
+because upload events come from other systems and must not turn the embedding
+worker into a file reader for the whole disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from streams.schemas import ImageUploaded, SchemaError
+
+
+class ImageSourceError(ValueError):
+    """The image bytes of an upload cannot be read; ``code`` is machine-readable.
+
+    Codes: ``unsupported_uri``, ``forbidden_path``, ``missing_file``,
+    ``too_many_bytes``, ``bad_inline``.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def file_uri(path: Path) -> str:
+    """The ``file://`` URI of an absolute path."""
+    return path.resolve().as_uri()
+
+
+def read_image_bytes(event: ImageUploaded, allowed_roots: Sequence[Path], max_bytes: int) -> bytes:
+    """The bytes of the uploaded image, within ``max_bytes``."""
+    if event.image_b64:
+        try:
+            data = event.image_bytes()
+        except SchemaError as exc:
+            raise ImageSourceError("bad_inline", exc.message) from exc
+        if len(data) > max_bytes:
+            raise ImageSourceError("too_many_bytes", f"inline image has {len(data)} bytes")
+        return data
+    parsed = urlparse(event.uri)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        raise ImageSourceError(
+            "unsupported_uri", f"{event.uri[:80]!r}: only file:// URIs are supported"
+        )
+    path = Path(unquote(parsed.path)).resolve()
+    roots = [root.resolve() for root in allowed_roots]
+    if not any(path.is_relative_to(root) for root in roots):
+        raise ImageSourceError("forbidden_path", f"{path} is outside the allowed image roots")
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageSourceError("too_many_bytes", f"{path} has {size} bytes")
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ImageSourceError("missing_file", f"{path} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise ImageSourceError("missing_file", f"{path} is a directory") from exc

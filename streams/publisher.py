@@ -1,0 +1,50 @@
+"""Publishing events from outside Faust (API, CLI, selftest) with kafka-python."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from streams.schemas import Event, encode
+from streams.settings import Settings
+
+
+class EventPublisher:
+    """A kafka-python producer that sends schema events keyed by id."""
+
+    def __init__(self, settings: Settings, linger_ms: int = 0) -> None:
+        from kafka import KafkaProducer
+
+        self._producer = KafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id="visearch-publisher",
+            linger_ms=linger_ms,
+            acks="all",
+            max_request_size=max(1_048_576, settings.max_inline_bytes * 2),
+        )
+
+    def publish(self, topic: str, key: str, event: Event, timeout_s: float | None = None) -> None:
+        """Send one event; with ``timeout_s`` wait for the broker's acknowledgement."""
+        future = self._producer.send(topic, key=key.encode(), value=encode(event))
+        if timeout_s is not None:
+            future.get(timeout=timeout_s)
+
+    def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Send bytes as they are (tests of bad input, dead-letter replay)."""
+        self._producer.send(topic, key=key, value=value)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        self._producer.flush(timeout=timeout_s)
+
+    def close(self) -> None:
+        self._producer.close(timeout=5)
+
+    def __enter__(self) -> EventPublisher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,299 @@
+"""Event schemas: every record that crosses a Kafka topic, in one module.
+
+Each record carries ``schema_version``. Topics carry raw bytes and agents call
+:func:`decode` themselves, so that a malformed message becomes a precise
+:class:`SchemaError` (and a dead-letter record) instead of an exception deep
+inside Faust's deserialiser that stops the stream.
+
+Binary payloads (image bytes, float32 vectors) travel base64-encoded inside
+JSON: JSON keeps the log readable by any client (kafka-console-consumer,
+kafka-python, a trainer in another language), base64 float32 is 4/3 the size
+of the raw vector and exactly reversible.
+"""
+
+import base64
+import binascii
+import json
+import math
+import re
+import typing
+from typing import Any, ClassVar, TypeVar
+
+import faust
+import numpy as np
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+UPDATE_ACTIONS = ("delete", "private", "public", "flag", "unflag")
+INTERACTION_TYPES = ("impression", "click", "dwell")
+
+
+class SchemaError(ValueError):
+    """A message that does not match its schema; ``code`` is machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class Event(faust.Record, abstract=True):
+    """Base of every visearch event: versioned, validated, JSON on the wire."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    def check(self) -> None:
+        """Semantic checks beyond field types; subclasses extend."""
+
+
+class ImageUploaded(Event, serializer="json"):
+    """A backend stored a new image (or a new version of one)."""
+
+    image_id: str
+    owner_id: str
+    uploaded_at: float
+    uri: str = ""
+    image_b64: str = ""
+    private: bool = False
+    tags: list[str] | None = None
+    schema_version: int = 1
+
+    def check(self) -> None:
+        _check_id("image_id", self.image_id)
+        _check_finite("uploaded_at", self.uploaded_at)
+        if bool(self.uri) == bool(self.image_b64):
+            raise SchemaError("invalid_value", "exactly one of uri and image_b64 must be set")
+
+    def image_bytes(self) -> bytes:
+        """The inline image, decoded; raises :class:`SchemaError` on bad base64."""
+        try:
+            return base64.b64decode(self.image_b64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise SchemaError("invalid_value", f"image_b64 is not base64: {exc}") from exc
+
+
+class ImageUpdated(Event, serializer="json"):
+    """Visibility change of an image: delete, private, public, flag, unflag."""
+
+    image_id: str
+    action: str
+    updated_at: float
+    schema_version: int = 1
+
+    def check(self) -> None:
+        _check_id("image_id", self.image_id)
+        _check_finite("updated_at", self.updated_at)
+        if self.action not in UPDATE_ACTIONS:
+            raise SchemaError("invalid_value", f"action must be one of {UPDATE_ACTIONS}")
+
+
+class ImageEmbedded(Event, serializer="json"):
+    """One image's embedding under one model version: the vector log's record."""
+
+    image_id: str
+    model_version: str
+    dim: int
+    vector_b64: str
+    uploaded_at: float
+    embedded_at: float
+    source_partition: int
+    source_offset: int
+    owner_id: str = ""
+    private: bool = False
+    tile_count: int = 0
+    tiles_b64: str = ""
+    schema_version: int = 1
+
+    def check(self) -> None:
+        _check_id("image_id", self.image_id)
+        if self.dim < 1:
+            raise SchemaError("invalid_value", "dim must be >= 1")
+        self.vector()  # validates length and finiteness
+        if self.tile_count:
+            self.tiles()
+
+    def vector(self) -> np.ndarray:
+        """The float32 vector of length ``dim``."""
+        return _decode_floats(self.vector_b64, (self.dim,), "vector_b64")
+
+    def tiles(self) -> np.ndarray:
+        """Tile vectors, shape ``(tile_count, dim)``; empty when there are none."""
+        if not self.tile_count:
+            return np.empty((0, self.dim), dtype=np.float32)
+        return _decode_floats(self.tiles_b64, (self.tile_count, self.dim), "tiles_b64")
+
+
+class Interaction(Event, serializer="json"):
+    """An impression, click or dwell on a displayed search result."""
+
+    event_id: str
+    user_id: str
+    search_id: str
+    query_image_id: str
+    displayed_image_id: str
+    position: int
+    type: str
+    timestamp: float
+    dwell_ms: int = 0
+    lat: float | None = None
+    lon: float | None = None
+    schema_version: int = 1
+
+    def check(self) -> None:
+        if self.type not in INTERACTION_TYPES:
+            raise SchemaError("invalid_value", f"type must be one of {INTERACTION_TYPES}")
+        if self.position < 0:
+            raise SchemaError("invalid_value", "position must be >= 0")
+        if self.dwell_ms < 0:
+            raise SchemaError("invalid_value", "dwell_ms must be >= 0")
+        _check_finite("timestamp", self.timestamp)
+        if self.lat is not None and not -90.0 <= self.lat <= 90.0:
+            raise SchemaError("invalid_value", "lat must be in [-90, 90]")
+        if self.lon is not None and not -180.0 <= self.lon <= 180.0:
+            raise SchemaError("invalid_value", "lon must be in [-180, 180]")
+
+
+class LabeledPair(Event, serializer="json"):
+    """A training example from clicks: query, clicked positive, skipped negatives."""
+
+    search_id: str
+    query_image_id: str
+    positive_image_id: str
+    position: int
+    weight: float
+    model_version: str
+    created_at: float
+    negative_image_ids: list[str] | None = None
+    schema_version: int = 1
+
+
+class DeadLetter(Event, serializer="json"):
+    """A message that could not be processed, with everything needed to replay it."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    error_code: str
+    message: str
+    original_b64: str
+    failed_at: float
+    schema_version: int = 1
+
+
+E = TypeVar("E", bound=Event)
+
+
+def encode(event: Event) -> bytes:
+    """Serialise an event to compact JSON bytes (no Faust metadata)."""
+    payload = {name: getattr(event, name) for name in event._options.fields}
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode(cls: type[E], raw: bytes | str) -> E:
+    """Parse and validate one message as ``cls``.
+
+    Raises :class:`SchemaError` with code ``not_json``, ``not_object``,
+    ``unknown_schema_version``, ``missing_field``, ``unknown_field``,
+    ``wrong_type`` or ``invalid_value``.
+    """
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SchemaError("not_json", f"{cls.__name__}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SchemaError("not_object", f"{cls.__name__}: expected a JSON object")
+    version = data.get("schema_version", 1)
+    if type(version) is not int or not 1 <= version <= cls.SCHEMA_VERSION:
+        raise SchemaError(
+            "unknown_schema_version",
+            f"{cls.__name__}: schema_version {version!r} "
+            f"(this build reads 1..{cls.SCHEMA_VERSION})",
+        )
+    hints = _field_types(cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise SchemaError("unknown_field", f"{cls.__name__}: unknown fields {unknown}")
+    defaults = cls._options.defaults
+    values: dict[str, Any] = {}
+    for name, annotation in hints.items():
+        if name not in data:
+            if name not in defaults:
+                raise SchemaError("missing_field", f"{cls.__name__}.{name} is required")
+            continue
+        values[name] = _coerce(cls.__name__, name, annotation, data[name])
+    event = cls(**values)
+    event.check()
+    return event
+
+
+def vector_to_b64(vector: np.ndarray) -> str:
+    """Little-endian float32 bytes, base64: the vector wire format."""
+    return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode()
+
+
+_TYPE_CACHE: dict[type, dict[str, Any]] = {}
+
+
+def _field_types(cls: type[Event]) -> dict[str, Any]:
+    if cls not in _TYPE_CACHE:
+        hints = typing.get_type_hints(cls)
+        _TYPE_CACHE[cls] = {name: hints[name] for name in cls._options.fields}
+    return _TYPE_CACHE[cls]
+
+
+def _coerce(record: str, name: str, annotation: Any, value: Any) -> Any:
+    """Check ``value`` against a field annotation; ints are accepted for floats."""
+    where = f"{record}.{name}"
+    args = typing.get_args(annotation)
+    if type(None) in args:
+        if value is None:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+    if typing.get_origin(annotation) is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise SchemaError("wrong_type", f"{where} must be a list of strings")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise SchemaError("wrong_type", f"{where} must be a boolean")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SchemaError("wrong_type", f"{where} must be an integer")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SchemaError("wrong_type", f"{where} must be a number")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise SchemaError("wrong_type", f"{where} must be a string")
+        return value
+    raise TypeError(f"unsupported annotation {annotation!r} on {where}")  # programming error
+
+
+def _check_id(name: str, value: str) -> None:
+    if not ID_PATTERN.match(value):
+        raise SchemaError(
+            "invalid_value",
+            f"{name} {value[:40]!r} must be 1-128 characters of A-Z a-z 0-9 . _ - "
+            "starting with a letter or digit",
+        )
+
+
+def _check_finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise SchemaError("invalid_value", f"{name} must be finite")
+
+
+def _decode_floats(b64: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    try:
+        raw = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SchemaError("invalid_value", f"{name} is not base64: {exc}") from exc
+    expected = 4 * math.prod(shape)
+    if len(raw) != expected:
+        raise SchemaError("invalid_value", f"{name} has {len(raw)} bytes, expected {expected}")
+    array = np.frombuffer(raw, dtype="<f4").reshape(shape)
+    if not np.isfinite(array).all():
+        raise SchemaError("invalid_value", f"{name} contains NaN or infinity")
+    return array.astype(np.float32, copy=False)

@@ -1,0 +1,196 @@
+"""One frozen settings object, read from ``VISEARCH_*`` environment variables.
+
+Every process (broker launcher, Faust worker, index shard, search API, CLI)
+builds its configuration from the same object so that a value set once in the
+environment means the same thing everywhere. Defaults run on a laptop: an
+embedded broker on loopback, a ``./data`` directory, exact search.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+PREFIX = "VISEARCH_"
+
+
+class SettingsError(ValueError):
+    """A ``VISEARCH_*`` variable holds a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """Kafka topic names; one prefix keeps several deployments apart on one cluster."""
+
+    uploads: str
+    updates: str
+    embeddings: str
+    interactions: str
+    labeled_pairs: str
+    dead_letter: str
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> TopicNames:
+        return cls(
+            uploads=f"{prefix}.image-uploads",
+            updates=f"{prefix}.image-updates",
+            embeddings=f"{prefix}.embeddings",
+            interactions=f"{prefix}.interactions",
+            labeled_pairs=f"{prefix}.labeled-pairs",
+            dead_letter=f"{prefix}.dead-letter",
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration for every visearch process.
+
+    Field ``x`` is read from ``VISEARCH_X``; see :meth:`from_env`.
+    """
+
+    # Kafka. An explicit bootstrap list means "use that cluster"; otherwise the
+    # embedded Tansu broker is started on ``broker_port``.
+    kafka_bootstrap: str = ""
+    embedded_broker: bool = True
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 19092
+    topic_prefix: str = "visearch"
+    upload_partitions: int = 4
+    update_partitions: int = 4
+    embedding_partitions: int = 8
+    interaction_partitions: int = 4
+    replication_factor: int = 1
+    # aiokafka's fetch wait; Faust hard-codes 1500 ms, which costs ~400 ms of
+    # freshness per hop on the embedded broker (DESIGN.md).
+    fetch_max_wait_ms: int = 20
+    app_id: str = "visearch"
+
+    # Paths.
+    data_dir: Path = Path("data")
+    model_dir: Path = Path("")  # empty: <data_dir>/models/efficientnet-lite0
+
+    # Embedding.
+    embed_batch_size: int = 16
+    embed_linger_s: float = 0.02
+    ort_threads: int = 0  # 0: let ONNX Runtime decide
+    max_inline_bytes: int = 750_000
+    max_image_bytes: int = 20_000_000
+    max_image_pixels: int = 40_000_000
+
+    # Index.
+    index_factory: str = "Flat"
+    index_shards: int = 1
+    ann_threshold: int = 50_000
+    ef_search: int = 64
+    nprobe: int = 16
+
+    # HTTP.
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    api_token: str = field(default="", repr=False)  # never printed
+    max_k: int = 100
+    max_upload_bytes: int = 20_000_000
+
+    # Worker web server (Faust); 0 disables it.
+    worker_web_port: int = 0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``VISEARCH_*`` variables; unknown ones are an error.
+
+        An unknown variable is almost always a typo, and a typo that silently
+        falls back to a default is the kind of misconfiguration that costs a
+        day in production.
+        """
+        env = os.environ if environ is None else environ
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, raw in env.items():
+            if not key.startswith(PREFIX):
+                continue
+            name = key[len(PREFIX) :].lower()
+            if name not in known:
+                raise SettingsError(f"{key} is not a visearch setting")
+            values[name] = _parse(key, raw, known[name].default)
+        if values.get("kafka_bootstrap") and "embedded_broker" not in values:
+            values["embedded_broker"] = False
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Reject values that would only fail later, far from their cause."""
+        for name in (
+            "upload_partitions",
+            "update_partitions",
+            "embedding_partitions",
+            "interaction_partitions",
+            "replication_factor",
+            "embed_batch_size",
+            "index_shards",
+            "max_k",
+        ):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1")
+        for name in ("broker_port", "http_port"):
+            if not 0 < getattr(self, name) < 65536:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be a TCP port")
+        if not self.embedded_broker and not self.kafka_bootstrap:
+            raise SettingsError(
+                f"{PREFIX}EMBEDDED_BROKER is off but {PREFIX}KAFKA_BOOTSTRAP is empty"
+            )
+        if self.embed_linger_s < 0:
+            raise SettingsError(f"{PREFIX}EMBED_LINGER_S must be >= 0")
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (tests, CLI flags)."""
+        updated = replace(self, **changes)
+        updated.validate()
+        return updated
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port[,host:port]`` of the cluster in use."""
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        return f"{self.broker_host}:{self.broker_port}"
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames.with_prefix(self.topic_prefix)
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return (
+            self.model_dir
+            if str(self.model_dir)
+            else self.data_dir / "models" / "efficientnet-lite0"
+        )
+
+    @property
+    def image_store_dir(self) -> Path:
+        return self.data_dir / "images"
+
+
+def _parse(key: str, raw: str, default: Any) -> Any:
+    """Convert ``raw`` to the type of the field's default, with a precise error."""
+    try:
+        if isinstance(default, bool):
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError("expected true/false")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{key}={raw!r}: {exc}") from exc

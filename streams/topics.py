@@ -1,0 +1,94 @@
+"""Topic definitions with explicit partition counts, created up front.
+
+Auto-created topics get the broker's default partition count, and Faust then
+fails with PartitionsMismatch; a wrong count on an existing topic is reported
+instead of silently used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class TopicSetupError(RuntimeError):
+    """Topics could not be created or exist with the wrong partition count."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic's name, partition count and what it carries."""
+
+    name: str
+    partitions: int
+    carries: str
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic visearch uses, with its partition count."""
+    names = settings.topics
+    return [
+        TopicSpec(names.uploads, settings.upload_partitions, "ImageUploaded, keyed by image id"),
+        TopicSpec(names.updates, settings.update_partitions, "ImageUpdated, keyed by image id"),
+        TopicSpec(
+            names.embeddings, settings.embedding_partitions, "ImageEmbedded, keyed by image id"
+        ),
+        TopicSpec(
+            names.interactions, settings.interaction_partitions, "Interaction, keyed by search id"
+        ),
+        TopicSpec(names.labeled_pairs, settings.interaction_partitions, "LabeledPair"),
+        TopicSpec(names.dead_letter, 1, "DeadLetter, in arrival order"),
+    ]
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Create missing topics and check the partition counts of existing ones."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    specs = topic_specs(settings)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=settings.bootstrap_servers, client_id="visearch-admin"
+            )
+            break
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise TopicSetupError(
+                    f"Kafka at {settings.bootstrap_servers} is not reachable: {exc}"
+                ) from exc
+            time.sleep(0.2)
+    try:
+        existing = set(admin.list_topics())
+        missing = [
+            NewTopic(spec.name, spec.partitions, settings.replication_factor)
+            for spec in specs
+            if spec.name not in existing
+        ]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
+                admin.create_topics(missing)
+            log.info("created topics %s", [t.name for t in missing])
+        _check_partition_counts(admin, specs)
+    finally:
+        admin.close()
+
+
+def _check_partition_counts(admin: object, specs: list[TopicSpec]) -> None:
+    described = admin.describe_topics([spec.name for spec in specs])  # type: ignore[attr-defined]
+    # kafka-python 3 names the key "name", 2.x "topic".
+    counts = {item.get("name", item.get("topic")): len(item["partitions"]) for item in described}
+    for spec in specs:
+        actual = counts.get(spec.name)
+        if actual != spec.partitions:
+            raise TopicSetupError(
+                f"topic {spec.name} has {actual} partitions, settings say {spec.partitions}"
+            )

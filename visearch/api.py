@@ -1,0 +1,225 @@
+"""The HTTP API and web page: search by image (+crop), upload, thumbnails, health.
+
+Built around a running :class:`~visearch.stack.LocalStack`. Bad input gets a
+4xx with a JSON ``{"detail": {"code", "message"}}`` body; nothing here raises
+a 500 for a client's mistake.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import time
+import uuid
+from importlib import resources
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, UploadFile
+from fastapi.responses import HTMLResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel
+
+from encoders.preprocess import CropBox, ImageLimits, PreprocessError, decode_image
+from index.search import SearchService
+from streams.publisher import EventPublisher
+from streams.schemas import ID_PATTERN
+from streams.settings import Settings
+from visearch.image_store import ImageStore, UnknownImageError, new_image_id
+from visearch.uploads import accept_upload
+
+THUMBNAIL_SIZE = 160
+
+
+class SearchHit(BaseModel):
+    image_id: str
+    score: float
+    thumbnail_url: str
+
+
+class SearchResponse(BaseModel):
+    search_id: str
+    model_version: str
+    results: list[SearchHit]
+    timings_ms: dict[str, float]
+
+
+class UploadResponse(BaseModel):
+    image_id: str
+    status: str
+
+
+class ApiMetrics:
+    """Request counters and latency histograms in base units (seconds)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.searches = Counter(
+            "visearch_searches_total", "Search requests answered", ["outcome"], registry=registry
+        )
+        self.search_seconds = Histogram(
+            "visearch_search_duration_seconds",
+            "Search latency inside the API (decode + embed + search)",
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+            registry=registry,
+        )
+        self.uploads = Counter(
+            "visearch_uploads_total", "Images accepted through the API", registry=registry
+        )
+
+
+def _error(status: int, code: str, message: str) -> HTTPException:
+    return HTTPException(status_code=status, detail={"code": code, "message": message})
+
+
+def create_api(
+    settings: Settings,
+    search: SearchService,
+    store: ImageStore,
+    publisher: EventPublisher,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """The FastAPI application over a running search service."""
+    metrics = ApiMetrics(registry or CollectorRegistry())
+    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
+    app = FastAPI(
+        title="visearch",
+        version="0.1.0",
+        description="Real-time visual search: find images that look like this one.",
+    )
+
+    def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
+        """Write endpoints need ``Authorization: Bearer <VISEARCH_API_TOKEN>`` when set."""
+        if not settings.api_token:
+            return
+        expected = f"Bearer {settings.api_token}"
+        if authorization is None or not hmac.compare_digest(authorization, expected):
+            raise _error(401, "unauthorized", "a valid bearer token is required")
+
+    async def read_upload(upload: UploadFile) -> bytes:
+        data = await upload.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise _error(
+                413, "too_large", f"uploads are limited to {settings.max_upload_bytes} bytes"
+            )
+        return data
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index_page() -> str:
+        return resources.files("visearch").joinpath("web/index.html").read_text()
+
+    @app.post("/v1/search", response_model=SearchResponse)
+    async def search_images(
+        image: Annotated[UploadFile | None, File()] = None,
+        image_id: Annotated[str | None, Form()] = None,
+        crop: Annotated[str | None, Form(description="left,top,right,bottom")] = None,
+        crop_units: Annotated[str, Form(pattern="^(px|relative)$")] = "px",
+        k: Annotated[int, Form(ge=1)] = 10,
+    ) -> SearchResponse:
+        """Images most similar to an uploaded image or a stored one, optionally cropped."""
+        if k > settings.max_k:
+            raise _error(422, "bad_k", f"k must be between 1 and {settings.max_k}")
+        if (image is None) == (image_id is None):
+            raise _error(422, "bad_query", "send exactly one of 'image' and 'image_id'")
+        if image is not None:
+            data = await read_upload(image)
+        else:
+            assert image_id is not None
+            try:
+                data = store.get(image_id)
+            except UnknownImageError as exc:
+                raise _error(404, "unknown_image", f"no image with id {image_id!r}") from exc
+        try:
+            box = CropBox.parse(crop, relative=crop_units == "relative") if crop else None
+            started = time.perf_counter()
+            result = search.search_bytes(data, k, box, exclude_image_id=image_id)
+        except PreprocessError as exc:
+            metrics.searches.labels(outcome="bad_input").inc()
+            raise _error(422 if exc.code == "bad_crop" else 400, exc.code, exc.message) from exc
+        metrics.search_seconds.observe(time.perf_counter() - started)
+        metrics.searches.labels(outcome="ok").inc()
+        return SearchResponse(
+            search_id=uuid.uuid4().hex,
+            model_version=result.model_version,
+            results=[
+                SearchHit(
+                    image_id=hit.image_id,
+                    score=hit.score,
+                    thumbnail_url=f"/v1/images/{hit.image_id}/thumbnail",
+                )
+                for hit in result.hits
+            ],
+            timings_ms=result.timings_ms,
+        )
+
+    @app.post(
+        "/v1/images",
+        response_model=UploadResponse,
+        status_code=202,
+        dependencies=[Depends(require_token)],
+    )
+    async def upload_image(
+        image: Annotated[UploadFile, File()],
+        image_id: Annotated[str | None, Form()] = None,
+        owner_id: Annotated[str, Form(max_length=128)] = "anonymous",
+        private: Annotated[bool, Form()] = False,
+    ) -> UploadResponse:
+        """Store an image and publish it for embedding; searchable within a second."""
+        new_id = image_id or new_image_id()
+        if not ID_PATTERN.match(new_id):
+            raise _error(
+                422, "bad_image_id", "image_id must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+            )
+        data = await read_upload(image)
+        try:
+            accept_upload(settings, store, publisher, new_id, data, owner_id, private)
+        except PreprocessError as exc:
+            raise _error(400, exc.code, exc.message) from exc
+        metrics.uploads.inc()
+        return UploadResponse(image_id=new_id, status="accepted")
+
+    @app.get("/v1/images/{image_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}})
+    def thumbnail(image_id: str) -> Response:
+        """A small JPEG of a stored public image."""
+        try:
+            if store.metadata(image_id).private:
+                raise UnknownImageError(image_id)
+            image = decode_image(store.get(image_id), limits)
+        except UnknownImageError as exc:
+            raise _error(404, "unknown_image", f"no image with id {image_id!r}") from exc
+        except PreprocessError as exc:
+            raise _error(422, exc.code, exc.message) from exc
+        image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, "JPEG", quality=85)
+        return Response(
+            buffer.getvalue(),
+            media_type="image/jpeg",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
+    @app.get("/v1/corpus")
+    def corpus(limit: int = 60, offset: int = 0) -> dict[str, object]:
+        """Public stored image ids, for the page's picker."""
+        limit = max(1, min(limit, 500))
+        public = [img.image_id for img in store if not img.private]
+        return {"total": len(public), "image_ids": public[offset : offset + limit]}
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> dict[str, object]:
+        return {"status": "ok", "indexed": search.size, "model_version": search.encoder.version}
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

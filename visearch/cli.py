@@ -1,0 +1,160 @@
+"""The ``visearch`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from streams.settings import Settings, SettingsError
+from visearch.corpus import DEMO_CORPUS
+
+log = logging.getLogger("visearch")
+
+
+def _cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(settings.broker_host, settings.broker_port).start()
+    signal.signal(signal.SIGTERM, lambda *_: broker.stop())
+    print(f"embedded broker on {broker.bootstrap_servers} (Ctrl-C stops it)", flush=True)
+    try:
+        return broker.wait()
+    except KeyboardInterrupt:
+        broker.stop()
+        return 0
+
+
+def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from visearch.worker import run_worker
+
+    run_worker(settings, loglevel=args.loglevel)
+    return 0
+
+
+def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    from encoders.export import export_pretrained
+    from visearch.corpus import find_images
+
+    out = args.out or settings.resolved_model_dir
+    images = find_images(args.images)[: args.parity_images]
+    metadata = export_pretrained(out, [p.read_bytes() for p in images])
+    print(json.dumps({"model_dir": str(out), "version": metadata.version, **metadata.parity}))
+    return 0
+
+
+def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from visearch.runner import run_service
+
+    run_service(settings, None if args.no_demo else args.demo, args.demo)
+    return 0
+
+
+def _cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.publisher import EventPublisher
+    from streams.topics import ensure_topics
+    from visearch.image_store import ImageStore
+    from visearch.ingest import ingest_folder
+
+    ensure_topics(settings)
+    with EventPublisher(settings) as publisher:
+        summary = ingest_folder(
+            settings, ImageStore(settings.image_store_dir), publisher, args.folder, args.owner
+        )
+    print(
+        json.dumps(
+            {
+                "published": summary.published,
+                "already_stored": summary.already_stored,
+                "rejected": summary.rejected,
+            }
+        )
+    )
+    return 0
+
+
+def _cmd_selftest(settings: Settings, args: argparse.Namespace) -> int:
+    from visearch.selftest import run_selftest
+
+    report = run_selftest(settings, args.images, count=args.count, crop_area=args.crop_area)
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        for key, value in report.as_dict().items():
+            print(f"{key:>14}: {value}")
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visearch",
+        description="Real-time visual search. Configure with VISEARCH_* environment variables.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("broker", help="run the embedded Kafka-compatible broker").set_defaults(
+        func=_cmd_broker
+    )
+
+    worker = sub.add_parser("worker", help="run the Faust embedding worker")
+    worker.add_argument("--loglevel", default="info")
+    worker.set_defaults(func=_cmd_worker)
+
+    export = sub.add_parser("export", help="export the pretrained encoder to ONNX with parity")
+    export.add_argument("--out", type=Path, help="model directory (default: settings)")
+    export.add_argument("--images", type=Path, default=DEMO_CORPUS, help="real images for parity")
+    export.add_argument("--parity-images", type=int, default=16)
+    export.set_defaults(func=_cmd_export)
+
+    run = sub.add_parser("run", help="broker + worker + index + search API on this machine")
+    run.add_argument("--demo", type=Path, default=DEMO_CORPUS, help="demo corpus folder")
+    run.add_argument("--no-demo", action="store_true", help="serve only stored images")
+    run.set_defaults(func=_cmd_run)
+
+    ingest = sub.add_parser("ingest", help="store and publish a folder of images")
+    ingest.add_argument("folder", type=Path)
+    ingest.add_argument("--owner", default="ingest")
+    ingest.set_defaults(func=_cmd_ingest)
+
+    selftest = sub.add_parser(
+        "selftest", help="end-to-end check: upload -> searchable -> crop query"
+    )
+    selftest.add_argument("--json", action="store_true", help="print one JSON object")
+    selftest.add_argument("--images", type=Path, default=DEMO_CORPUS, help="real photos to use")
+    selftest.add_argument("--count", type=int, default=24)
+    selftest.add_argument("--crop-area", type=float, default=0.5)
+    selftest.set_defaults(func=_cmd_selftest)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("kafka", "aiokafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"visearch: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(settings, args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from streams.broker import BrokerError
+        from visearch.corpus import CorpusError
+
+        if isinstance(exc, BrokerError | CorpusError):
+            print(f"visearch: {exc}", file=sys.stderr)
+            return 1
+        raise

@@ -1,0 +1,44 @@
+"""``visearch run``: the whole system on this machine, with the demo corpus."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from streams.settings import Settings
+from visearch.api import create_api
+from visearch.ingest import ingest_folder
+from visearch.model import ensure_exported
+from visearch.stack import LocalStack
+from visearch.uploads import publish_stored
+
+log = logging.getLogger(__name__)
+
+
+def run_service(settings: Settings, demo_dir: Path | None, parity_dir: Path) -> None:
+    """Start broker, worker, index and API; replay stored images; serve until Ctrl-C.
+
+    The embedded broker starts empty every time, so every image already in
+    the store is published again (a new epoch of the log) before new demo
+    images are added: nothing uploaded earlier is lost by a restart.
+    """
+    ensure_exported(settings.resolved_model_dir, demo_dir or parity_dir)
+    with LocalStack(settings) as stack:
+        assert stack.publisher is not None and stack.search is not None
+        replayed = 0
+        for stored in stack.store:
+            publish_stored(settings, stack.store, stack.publisher, stored)
+            replayed += 1
+        stack.publisher.flush()
+        log.info("replayed %d stored images into the log", replayed)
+        if demo_dir is not None:
+            summary = ingest_folder(settings, stack.store, stack.publisher, demo_dir, "demo")
+            log.info(
+                "demo corpus: %d published, %d rejected", summary.published, len(summary.rejected)
+            )
+        api = create_api(settings, stack.search, stack.store, stack.publisher)
+        url = f"http://{settings.http_host}:{settings.http_port}/"
+        print(f"visearch is up: open {url}  (Ctrl-C stops everything)", flush=True)
+        uvicorn.run(api, host=settings.http_host, port=settings.http_port, log_level="warning")

@@ -1,0 +1,166 @@
+"""A whole visearch deployment on one machine, for ``run``, ``selftest`` and tests.
+
+Broker (embedded unless a cluster is configured) and the embedding worker run
+as child processes; index shards and the search service run in this process,
+fed by their own consumers. Everything stops with the stack.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from encoders.preprocess import ImageLimits
+from encoders.runtime import OnnxEncoder
+from index.search import SearchService
+from index.shard import IndexShard, ShardConsumer, owned_partitions
+from streams.broker import EmbeddedBroker
+from streams.publisher import EventPublisher
+from streams.settings import PREFIX, Settings
+from streams.topics import ensure_topics
+from visearch.image_store import ImageStore
+
+log = logging.getLogger(__name__)
+
+
+class StackError(RuntimeError):
+    """A part of the local stack failed to start or died."""
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``VISEARCH_*`` variables that reproduce ``settings`` in a child process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+    for name, value in vars(settings).items():
+        env[f"{PREFIX}{name.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
+    return env
+
+
+class LocalStack:
+    """Starts broker, topics, worker, shards and search; stops them in reverse."""
+
+    def __init__(self, settings: Settings, log_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.log_dir = log_dir or settings.data_dir / "logs"
+        self.broker: EmbeddedBroker | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.consumers: list[ShardConsumer] = []
+        self.shards: list[IndexShard] = []
+        self.search: SearchService | None = None
+        self.publisher: EventPublisher | None = None
+        self.store = ImageStore(settings.image_store_dir)
+
+    def start(self) -> LocalStack:
+        settings = self.settings
+        try:
+            if settings.embedded_broker:
+                self.broker = EmbeddedBroker(settings.broker_host, settings.broker_port).start()
+            ensure_topics(settings)
+            self.publisher = EventPublisher(settings)
+            self._start_worker()
+            encoder = OnnxEncoder(settings.resolved_model_dir, threads=settings.ort_threads)
+            self._start_shards(encoder)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_worker(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.worker_log = self.log_dir / "worker.log"
+        with self.worker_log.open("ab") as log_file:
+            self.worker = subprocess.Popen(
+                [sys.executable, "-m", "visearch", "worker"],
+                env=settings_env(self.settings),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        log.info("embedding worker pid %d, log %s", self.worker.pid, self.worker_log)
+
+    def _start_shards(self, encoder: OnnxEncoder) -> None:
+        settings = self.settings
+        for shard_id in range(settings.index_shards):
+            partitions = owned_partitions(
+                settings.embedding_partitions, shard_id, settings.index_shards
+            )
+            shard = IndexShard(encoder.dim, encoder.version, partitions, settings.index_factory)
+            consumer = ShardConsumer(
+                shard,
+                settings.bootstrap_servers,
+                settings.topics.embeddings,
+                settings.fetch_max_wait_ms,
+            )
+            consumer.start()
+            consumer.ready.wait(30)
+            if consumer.error is not None:
+                raise StackError(f"index shard {shard_id} cannot consume: {consumer.error}")
+            self.shards.append(shard)
+            self.consumers.append(consumer)
+        self.search = SearchService(
+            encoder, self.shards, ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
+        )
+
+    def check_alive(self) -> None:
+        """Raise :class:`StackError` if a child process has died."""
+        if self.broker is not None and not self.broker.is_running():
+            raise StackError("the embedded broker has stopped")
+        if self.worker is not None and self.worker.poll() is not None:
+            raise StackError(
+                f"the embedding worker exited with {self.worker.returncode}; see {self.worker_log}"
+            )
+
+    def wait_searchable(self, image_ids: list[str], timeout_s: float) -> set[str]:
+        """Wait until every image is in some shard; returns those still missing.
+
+        Polling is fine here: the time an image became searchable is recorded
+        by the shard itself, not by this loop.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.check_alive()
+            missing = {i for i in image_ids if self.searchable_at(i) is None}
+            if not missing or time.monotonic() >= deadline:
+                return missing
+            time.sleep(0.01)
+
+    def searchable_at(self, image_id: str) -> float | None:
+        for shard in self.shards:
+            if image_id in shard.searchable_at:
+                return shard.searchable_at[image_id]
+        return None
+
+    def stop(self) -> None:
+        for consumer in self.consumers:
+            consumer.stop()
+        for consumer in self.consumers:
+            consumer.join(timeout=5)
+        if self.publisher is not None:
+            self.publisher.close()
+            self.publisher = None
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.terminate()
+            try:
+                self.worker.wait(15)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait()
+        if self.broker is not None:
+            self.broker.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,47 @@
+"""Accepting an image: check it decodes, store it, publish ImageUploaded.
+
+Shared by the HTTP API, ``visearch ingest`` and the restart replay, so an
+upload means the same thing whichever door it came through.
+"""
+
+from __future__ import annotations
+
+import time
+
+from encoders.preprocess import ImageLimits, decode_image
+from streams.image_source import file_uri
+from streams.publisher import EventPublisher
+from streams.schemas import ImageUploaded
+from streams.settings import Settings
+from visearch.image_store import ImageStore, StoredImage
+
+
+def accept_upload(
+    settings: Settings,
+    store: ImageStore,
+    publisher: EventPublisher,
+    image_id: str,
+    data: bytes,
+    owner_id: str = "anonymous",
+    private: bool = False,
+) -> ImageUploaded:
+    """Validate, store and publish one image; raises PreprocessError on bad bytes."""
+    decode_image(data, ImageLimits(settings.max_image_bytes, settings.max_image_pixels))
+    stored = StoredImage(image_id, owner_id, private, time.time())
+    store.put(stored, data)
+    return publish_stored(settings, store, publisher, stored)
+
+
+def publish_stored(
+    settings: Settings, store: ImageStore, publisher: EventPublisher, stored: StoredImage
+) -> ImageUploaded:
+    """Publish an upload event for an image already in the store."""
+    event = ImageUploaded(
+        image_id=stored.image_id,
+        owner_id=stored.owner_id,
+        uploaded_at=time.time(),
+        uri=file_uri(store.path_of(stored.image_id)),
+        private=stored.private,
+    )
+    publisher.publish(settings.topics.uploads, stored.image_id, event)
+    return event
