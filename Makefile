@@ -1,0 +1,60 @@
+# The two commands: `make run` and `make test`. Each creates or updates .venv,
+# installs what it needs (pip; apt-get for Debian packages), then runs.
+
+PYTHON ?= python3
+VENV ?= .venv
+# EXTRAS=gpu installs onnxruntime-gpu instead of onnxruntime (never both).
+EXTRAS ?= cpu
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(EXTRAS)
+# Debian packages: real photos for the demo corpus and the tests.
+DEBIAN_PACKAGES := tuxpaint-stamps-default
+
+.PHONY: run test lint typecheck unit integration system-deps venv selftest clean
+
+run: system-deps $(STAMP)
+	$(BIN)/visearch run
+
+test: system-deps $(STAMP) lint typecheck
+	$(BIN)/python -m pytest tests
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+integration: system-deps $(STAMP)
+	$(BIN)/python -m pytest tests/integration
+
+selftest: system-deps $(STAMP)
+	$(BIN)/visearch selftest --json
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+venv: $(BIN)/python
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "visearch needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS),dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+system-deps:
+	@missing=""; for pkg in $(DEBIAN_PACKAGES); do \
+	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
