@@ -14,7 +14,7 @@ import uuid
 from importlib import resources
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -34,6 +34,7 @@ from visearch.image_store import ImageStore, UnknownImageError, new_image_id
 from visearch.uploads import accept_upload
 
 THUMBNAIL_SIZE = 160
+MAX_PREVIEW_SIZE = 1024
 
 
 class SearchHit(BaseModel):
@@ -184,8 +185,10 @@ def create_api(
         return UploadResponse(image_id=new_id, status="accepted")
 
     @app.get("/v1/images/{image_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}})
-    def thumbnail(image_id: str) -> Response:
-        """A small JPEG of a stored public image."""
+    def thumbnail(
+        image_id: str, size: Annotated[int, Query(ge=16, le=MAX_PREVIEW_SIZE)] = THUMBNAIL_SIZE
+    ) -> Response:
+        """A JPEG preview of a stored public image, at most ``size`` pixels on a side."""
         try:
             if store.metadata(image_id).private:
                 raise UnknownImageError(image_id)
@@ -194,7 +197,7 @@ def create_api(
             raise _error(404, "unknown_image", f"no image with id {image_id!r}") from exc
         except PreprocessError as exc:
             raise _error(422, exc.code, exc.message) from exc
-        image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        image.thumbnail((size, size))
         buffer = io.BytesIO()
         image.convert("RGB").save(buffer, "JPEG", quality=85)
         return Response(

@@ -1,0 +1,34 @@
+"""A private stack per test module: own broker port, topics, consumer group, data dir."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.broker import free_port
+from streams.settings import Settings
+from visearch.stack import LocalStack
+
+
+def private_settings(data_dir: Path, model_dir: Path, **overrides: object) -> Settings:
+    """Settings no other test shares: unique port, topic prefix and app id."""
+    tag = uuid.uuid4().hex[:8]
+    return Settings().with_overrides(
+        data_dir=data_dir,
+        model_dir=model_dir,
+        broker_port=free_port(),
+        topic_prefix=f"test-{tag}",
+        app_id=f"visearch-test-{tag}",
+        ort_threads=1,
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[LocalStack]:
+    settings = private_settings(tmp_path_factory.mktemp("stack"), model_dir)
+    with LocalStack(settings) as running:
+        yield running

@@ -1,0 +1,117 @@
+"""Upload events become searchable through the real broker, worker, ONNX Runtime and faiss."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+
+from streams.schemas import DeadLetter, ImageUploaded, decode, encode
+from visearch.image_store import StoredImage
+from visearch.stack import LocalStack
+from visearch.uploads import accept_upload, publish_stored
+
+pytestmark = pytest.mark.integration
+TIMEOUT_S = 90.0
+
+
+def _publish_photos(stack: LocalStack, paths: list[Path], prefix: str) -> list[str]:
+    assert stack.publisher is not None
+    ids = []
+    for i, path in enumerate(paths):
+        image_id = f"{prefix}-{i:03d}"
+        accept_upload(stack.settings, stack.store, stack.publisher, image_id, path.read_bytes())
+        ids.append(image_id)
+    stack.publisher.flush()
+    return ids
+
+
+def _dead_letters(stack: LocalStack, expected: int) -> list[DeadLetter]:
+    consumer = KafkaConsumer(
+        stack.settings.topics.dead_letter,
+        bootstrap_servers=stack.settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=2000,
+        fetch_max_wait_ms=20,
+    )
+    letters: list[DeadLetter] = []
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while len(letters) < expected and time.monotonic() < deadline:
+            for message in consumer:
+                letters.append(decode(DeadLetter, message.value))
+    finally:
+        consumer.close()
+    return letters
+
+
+def test_bad_events_are_dead_lettered_and_the_stream_goes_on(
+    stack: LocalStack, photo_paths: list[Path]
+) -> None:
+    assert stack.publisher is not None and stack.search is not None
+    uploads = stack.settings.topics.uploads
+    before = _publish_photos(stack, photo_paths[:5], "before")
+    broken_json = b'{"image_id": "x", '
+    corrupt = ImageUploaded(
+        image_id="corrupt-1",
+        owner_id="t",
+        uploaded_at=time.time(),
+        image_b64=base64.b64encode(b"\x89PNG\r\n\x1a\n not really a png").decode(),
+    )
+    outside = ImageUploaded(
+        image_id="outside-1", owner_id="t", uploaded_at=time.time(), uri="file:///etc/passwd"
+    )
+    stack.publisher.publish_raw(uploads, b"x", broken_json)
+    stack.publisher.publish(uploads, corrupt.image_id, corrupt)
+    stack.publisher.publish(uploads, outside.image_id, outside)
+    after = _publish_photos(stack, photo_paths[5:10], "after")
+
+    assert stack.wait_searchable(before + after, TIMEOUT_S) == set()
+    letters = _dead_letters(stack, 3)
+    by_code = {letter.error_code: letter for letter in letters}
+    assert set(by_code) == {"not_json", "undecodable", "forbidden_path"}
+    assert base64.b64decode(by_code["not_json"].original_b64) == broken_json
+    assert base64.b64decode(by_code["undecodable"].original_b64) == encode(corrupt)
+    assert all(letter.source_topic == uploads for letter in letters)
+    assert "corrupt-1" not in stack.shards[0] and "outside-1" not in stack.shards[0]
+
+
+def test_each_upload_finds_itself_first(stack: LocalStack, photo_paths: list[Path]) -> None:
+    assert stack.search is not None
+    ids = _publish_photos(stack, photo_paths[10:20], "self")
+    assert stack.wait_searchable(ids, TIMEOUT_S) == set()
+    for image_id in ids:
+        hits = stack.search.search_bytes(stack.store.get(image_id), 3).hits
+        assert hits[0].image_id == image_id
+        assert hits[0].score > 0.999
+
+
+def test_reupload_is_one_entry_and_private_images_stay_hidden(
+    stack: LocalStack, photo_paths: list[Path]
+) -> None:
+    assert stack.publisher is not None and stack.search is not None
+    path = photo_paths[20]
+    ids = _publish_photos(stack, [path], "twice")
+    assert stack.wait_searchable(ids, TIMEOUT_S) == set()
+    size = stack.search.size
+    first_indexed = stack.searchable_at(ids[0])
+    publish_stored(stack.settings, stack.store, stack.publisher, stack.store.metadata(ids[0]))
+    secret = StoredImage("secret-1", "owner", True, time.time())
+    stack.store.put(secret, photo_paths[21].read_bytes())
+    publish_stored(stack.settings, stack.store, stack.publisher, secret)
+    stack.publisher.flush()
+    assert stack.wait_searchable(["secret-1"], TIMEOUT_S) == set()
+    deadline = time.monotonic() + TIMEOUT_S
+    while stack.searchable_at(ids[0]) == first_indexed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stack.searchable_at(ids[0]) != first_indexed, "the re-upload was never applied"
+    assert stack.search.size == size + 1  # the private image, not a second copy
+    hits = stack.search.search_bytes(photo_paths[21].read_bytes(), 20).hits
+    assert "secret-1" not in [hit.image_id for hit in hits]
+    assert [hit.image_id for hit in stack.search.search_bytes(path.read_bytes(), 2).hits].count(
+        ids[0]
+    ) == 1
