@@ -148,9 +148,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in {"I;16", "I;16B", "I;16L", "I;16N", "I"}:
+        # 16-bit greyscale spans 0..65535 whatever its content (PNG and TIFF
+        # decoders may hand it over as 32-bit mode "I"), so scale by the range,
+        # not by the brightest pixel: a dark image must stay dark.
         array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if array.max(initial=0) > 255 else 255.0
-        image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8), "L")
+        image = Image.fromarray(np.clip(array / 65535.0 * 255.0, 0, 255).astype(np.uint8), "L")
     if image.mode == "F":
         array = np.asarray(image, dtype=np.float64)
         image = Image.fromarray(np.clip(array * 255.0, 0, 255).astype(np.uint8), "L")

@@ -19,8 +19,7 @@ import faiss
 import numpy as np
 
 from index.ids import image_key
-
-SUPPORTED_FACTORIES = ("Flat",)
+from streams.settings import SUPPORTED_INDEX_FACTORIES as SUPPORTED_FACTORIES
 
 
 class IdCollisionError(RuntimeError):
@@ -94,6 +93,8 @@ class Partition:
         queries = np.asarray(queries, dtype=np.float32)
         if queries.ndim == 1:
             queries = queries.reshape(1, -1)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries have shape {queries.shape}, index has {self.dim} dimensions")
         with self._lock:
             if not self._entries:
                 return [[] for _ in range(len(queries))]

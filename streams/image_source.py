@@ -48,7 +48,10 @@ def read_image_bytes(event: ImageUploaded, allowed_roots: Sequence[Path], max_by
         raise ImageSourceError(
             "unsupported_uri", f"{event.uri[:80]!r}: only file:// URIs are supported"
         )
-    path = Path(unquote(parsed.path)).resolve()
+    try:
+        path = Path(unquote(parsed.path)).resolve()
+    except (ValueError, OSError) as exc:  # e.g. an embedded NUL byte
+        raise ImageSourceError("forbidden_path", f"unusable path in URI: {exc}") from exc
     roots = [root.resolve() for root in allowed_roots]
     if not any(path.is_relative_to(root) for root in roots):
         raise ImageSourceError("forbidden_path", f"{path} is outside the allowed image roots")

@@ -22,7 +22,8 @@ from typing import Any, ClassVar, TypeVar
 import faust
 import numpy as np
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Always use fullmatch: "$" in match() would also accept a trailing newline.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 UPDATE_ACTIONS = ("delete", "private", "public", "flag", "unflag")
 INTERACTION_TYPES = ("impression", "click", "dwell")
 
@@ -105,6 +106,8 @@ class ImageEmbedded(Event, serializer="json"):
 
     def check(self) -> None:
         _check_id("image_id", self.image_id)
+        _check_finite("uploaded_at", self.uploaded_at)
+        _check_finite("embedded_at", self.embedded_at)
         if self.dim < 1:
             raise SchemaError("invalid_value", "dim must be >= 1")
         self.vector()  # validates length and finiteness
@@ -165,6 +168,12 @@ class LabeledPair(Event, serializer="json"):
     negative_image_ids: list[str] | None = None
     schema_version: int = 1
 
+    def check(self) -> None:
+        if self.position < 0:
+            raise SchemaError("invalid_value", "position must be >= 0")
+        _check_finite("weight", self.weight)
+        _check_finite("created_at", self.created_at)
+
 
 class DeadLetter(Event, serializer="json"):
     """A message that could not be processed, with everything needed to replay it."""
@@ -177,6 +186,9 @@ class DeadLetter(Event, serializer="json"):
     original_b64: str
     failed_at: float
     schema_version: int = 1
+
+    def check(self) -> None:
+        _check_finite("failed_at", self.failed_at)
 
 
 E = TypeVar("E", bound=Event)
@@ -272,7 +284,7 @@ def _coerce(record: str, name: str, annotation: Any, value: Any) -> Any:
 
 
 def _check_id(name: str, value: str) -> None:
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):
         raise SchemaError(
             "invalid_value",
             f"{name} {value[:40]!r} must be 1-128 characters of A-Z a-z 0-9 . _ - "

@@ -8,6 +8,7 @@ embedded broker on loopback, a ``./data`` directory, exact search.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "VISEARCH_"
+# Factories index.partition.Partition implements; kept here so a bad value
+# fails at start-up, not on the first upsert.
+SUPPORTED_INDEX_FACTORIES = ("Flat",)
 
 
 class SettingsError(ValueError):
@@ -70,7 +74,9 @@ class Settings:
 
     # Paths.
     data_dir: Path = Path("data")
-    model_dir: Path = Path("")  # empty: <data_dir>/models/efficientnet-lite0
+    # Empty means <data_dir>/models/efficientnet-lite0. A str, not a Path:
+    # Path("") is ".", which would silently mean "the current directory".
+    model_dir: str = ""
 
     # Embedding.
     embed_batch_size: int = 16
@@ -142,8 +148,21 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}EMBEDDED_BROKER is off but {PREFIX}KAFKA_BOOTSTRAP is empty"
             )
-        if self.embed_linger_s < 0:
-            raise SettingsError(f"{PREFIX}EMBED_LINGER_S must be >= 0")
+        if not (math.isfinite(self.embed_linger_s) and self.embed_linger_s >= 0):
+            raise SettingsError(f"{PREFIX}EMBED_LINGER_S must be a finite number >= 0")
+        for name in ("ort_threads", "fetch_max_wait_ms"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be >= 0")
+        for name in ("max_inline_bytes", "max_image_bytes", "max_image_pixels", "max_upload_bytes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1")
+        if not 0 <= self.worker_web_port < 65536:
+            raise SettingsError(f"{PREFIX}WORKER_WEB_PORT must be 0 (off) or a TCP port")
+        if self.index_factory not in SUPPORTED_INDEX_FACTORIES:
+            raise SettingsError(
+                f"{PREFIX}INDEX_FACTORY={self.index_factory!r} is not supported yet; "
+                f"use one of {SUPPORTED_INDEX_FACTORIES}"
+            )
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests, CLI flags)."""
@@ -164,11 +183,9 @@ class Settings:
 
     @property
     def resolved_model_dir(self) -> Path:
-        return (
-            self.model_dir
-            if str(self.model_dir)
-            else self.data_dir / "models" / "efficientnet-lite0"
-        )
+        if self.model_dir:
+            return Path(self.model_dir)
+        return self.data_dir / "models" / "efficientnet-lite0"
 
     @property
     def image_store_dir(self) -> Path:

@@ -172,7 +172,7 @@ def create_api(
     ) -> UploadResponse:
         """Store an image and publish it for embedding; searchable within a second."""
         new_id = image_id or new_image_id()
-        if not ID_PATTERN.match(new_id):
+        if not ID_PATTERN.fullmatch(new_id):
             raise _error(
                 422, "bad_image_id", "image_id must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}"
             )

@@ -49,7 +49,7 @@ class ImageStore:
 
     def path_of(self, image_id: str) -> Path:
         """Where the bytes of ``image_id`` live; the id is checked first."""
-        if not ID_PATTERN.match(image_id):
+        if not ID_PATTERN.fullmatch(image_id):
             raise UnknownImageError(image_id)
         return self.root / f"{image_id}.img"
 
@@ -76,7 +76,10 @@ class ImageStore:
             raise UnknownImageError(image_id) from exc
 
     def __contains__(self, image_id: str) -> bool:
-        return ID_PATTERN.match(image_id) is not None and (self.root / f"{image_id}.json").is_file()
+        return (
+            ID_PATTERN.fullmatch(image_id) is not None
+            and (self.root / f"{image_id}.json").is_file()
+        )
 
     def __iter__(self) -> Iterator[StoredImage]:
         for meta in sorted(self.root.glob("*.json")):

@@ -74,7 +74,7 @@ def run_selftest(
     with tempfile.TemporaryDirectory(prefix="visearch-selftest-") as tmp:
         private = settings.with_overrides(
             data_dir=Path(tmp),
-            model_dir=settings.resolved_model_dir.resolve(),
+            model_dir=str(settings.resolved_model_dir.resolve()),
             topic_prefix=f"selftest-{uuid.uuid4().hex[:8]}",
             app_id=f"visearch-selftest-{uuid.uuid4().hex[:8]}",
             broker_port=free_port() if settings.embedded_broker else settings.broker_port,

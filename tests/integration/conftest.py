@@ -18,7 +18,7 @@ def private_settings(data_dir: Path, model_dir: Path, **overrides: object) -> Se
     tag = uuid.uuid4().hex[:8]
     return Settings().with_overrides(
         data_dir=data_dir,
-        model_dir=model_dir,
+        model_dir=str(model_dir),
         broker_port=free_port(),
         topic_prefix=f"test-{tag}",
         app_id=f"visearch-test-{tag}",

@@ -133,11 +133,6 @@ def test_file_too_many_bytes(root):
     assert len(read_image_bytes(_event(uri=file_uri(root / "fits.img")), [root], MAX)) == MAX
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a NUL byte (%00) in the URI makes Path.resolve() raise a plain ValueError; "
-    "embed_uploads only catches ImageSourceError, so the batch fails instead of a dead letter",
-)
 def test_nul_byte_in_uri_is_an_image_source_error(root):
     with pytest.raises(ImageSourceError):
         read_image_bytes(_event(uri=f"file://{root}/cat%00.img"), [root], MAX)

@@ -172,11 +172,6 @@ def test_sixteen_bit_greyscale(value, expected):
     assert np.abs(pixels.astype(int) - expected).max() <= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: to_rgb guesses the range from the image's maximum, so a dark 16-bit "
-    "image whose pixels are all <= 255 is scaled by 255 and turns white",
-)
 def test_dark_sixteen_bit_image_stays_dark():
     for value in (255, 256):
         image = Image.fromarray(np.full((4, 4), value, dtype=np.uint16))

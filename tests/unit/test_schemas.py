@@ -229,10 +229,6 @@ def test_longest_valid_image_id():
     assert decode(ImageUploaded, _raw(_uploaded(image_id=image_id))).image_id == image_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ID_PATTERN ends with '$', which also matches before a trailing newline",
-)
 def test_image_id_with_trailing_newline_is_invalid():
     assert _code(ImageUploaded, _raw(_uploaded(image_id="img-1\n"))) == "invalid_value"
 
@@ -336,11 +332,6 @@ def test_schema_error_message_carries_code():
     assert isinstance(error, ValueError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ImageEmbedded/LabeledPair/DeadLetter do not check that their float "
-    "fields are finite, so decode() accepts records that encode() then refuses",
-)
 @pytest.mark.parametrize(
     ("cls", "raw"),
     [

@@ -109,10 +109,6 @@ def test_validation_rejects_out_of_range_values(key, raw):
         Settings.from_env({key: raw})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: validate() checks embed_linger_s < 0, which is False for NaN, so nan is accepted",
-)
 def test_nan_linger_is_rejected():
     with pytest.raises(SettingsError, match="VISEARCH_EMBED_LINGER_S"):
         Settings.from_env({"VISEARCH_EMBED_LINGER_S": "nan"})
@@ -162,10 +158,6 @@ def test_explicit_model_dir_is_used():
     assert settings.resolved_model_dir == Path("/models/v2")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: str(Path('')) is '.', so resolved_model_dir returns Path('.') for the default",
-)
 def test_default_model_dir_resolves_under_data_dir():
     settings = Settings.from_env({"VISEARCH_DATA_DIR": "/srv/vs"})
     assert settings.resolved_model_dir == Path("/srv/vs/models/efficientnet-lite0")
