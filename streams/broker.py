@@ -16,7 +16,9 @@ import socket
 import subprocess
 import sys
 import time
-from types import TracebackType
+from typing import Self
+
+from streams.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(Lifecycle):
     """Starts, supervises and stops one Tansu broker on a loopback port."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 19092) -> None:
@@ -59,7 +61,7 @@ class EmbeddedBroker:
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, ready_timeout_s: float = 10.0) -> EmbeddedBroker:
+    def start(self, ready_timeout_s: float = 10.0) -> Self:
         """Start the broker and wait until it accepts connections."""
         if port_in_use(self.host, self.port):
             raise BrokerError(
@@ -127,14 +129,3 @@ class EmbeddedBroker:
         with contextlib.suppress(OSError):
             if process.stderr:
                 process.stderr.close()
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

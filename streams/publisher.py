@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-
+from streams.lifecycle import Lifecycle
 from streams.schemas import Event, encode
 from streams.settings import Settings
 
 
-class EventPublisher:
+class EventPublisher(Lifecycle):
     """A kafka-python producer that sends schema events keyed by id."""
 
     def __init__(self, settings: Settings, linger_ms: int = 0) -> None:
@@ -35,16 +34,5 @@ class EventPublisher:
     def flush(self, timeout_s: float = 30.0) -> None:
         self._producer.flush(timeout=timeout_s)
 
-    def close(self) -> None:
+    def stop(self) -> None:
         self._producer.close(timeout=5)
-
-    def __enter__(self) -> EventPublisher:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

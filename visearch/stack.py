@@ -13,13 +13,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 from encoders.preprocess import ImageLimits
 from encoders.runtime import OnnxEncoder
 from index.search import SearchService
 from index.shard import IndexShard, ShardConsumer, owned_partitions
 from streams.broker import EmbeddedBroker
+from streams.lifecycle import Lifecycle
 from streams.publisher import EventPublisher
 from streams.settings import PREFIX, Settings
 from streams.topics import ensure_topics
@@ -42,7 +43,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-class LocalStack:
+class LocalStack(Lifecycle):
     """Starts broker, topics, worker, shards and search; stops them in reverse."""
 
     def __init__(self, settings: Settings, log_dir: Path | None = None) -> None:
@@ -56,7 +57,7 @@ class LocalStack:
         self.publisher: EventPublisher | None = None
         self.store = ImageStore(settings.image_store_dir)
 
-    def start(self) -> LocalStack:
+    def start(self) -> Self:
         settings = self.settings
         try:
             if settings.embedded_broker:
@@ -142,7 +143,7 @@ class LocalStack:
         for consumer in self.consumers:
             consumer.join(timeout=5)
         if self.publisher is not None:
-            self.publisher.close()
+            self.publisher.stop()
             self.publisher = None
         if self.worker is not None and self.worker.poll() is None:
             self.worker.terminate()
@@ -153,14 +154,3 @@ class LocalStack:
                 self.worker.wait()
         if self.broker is not None:
             self.broker.stop()
-
-    def __enter__(self) -> LocalStack:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
