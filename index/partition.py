@@ -1,115 +1,376 @@
 """One faiss index for one partition of the embeddings topic.
 
-The partition is the unit of ownership, snapshot and recovery: a shard owns
-several partitions, and a partition's content is exactly what its topic
-partition says (the log is the source of truth, the index a view of it).
+The partition is the unit of ownership, snapshot and recovery: its content is
+exactly what its topic partition says (the log is the source of truth).
 
-This first version holds an exact inner-product index (``IndexFlatIP`` under
-``IndexIDMap2``): vectors are L2-normalised, so inner product is cosine
-similarity, results are exact and ``remove_ids`` is cheap. Moving to
-HNSW/IVF past a size threshold is the next step (issue 5).
+Rows, not labels: every vector gets the next dense row number; an image owns
+a contiguous run of rows (its global vector, then its tile vectors). Whether
+a row may be returned is one bit in ``_allowed``, handed to faiss as an
+``IDSelectorBitmap`` on every search, so deleted, private and flagged images
+are filtered inside the index scan, for every index type, HNSW included. An
+upsert or delete only retires rows; a background rebuild drops retired rows
+once they pass ``compact_ratio`` of the index (bounded memory under churn),
+and the same rebuild moves a partition from exact search (Flat) to the
+configured ANN factory once it holds ``ann_threshold`` live vectors. Rebuilds
+run outside the lock and searches continue on the old index meanwhile; only
+the final swap (transfer of rows added during the build, row renumbering)
+holds the lock.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import faiss
 import numpy as np
 
-from index.ids import image_key
-from streams.settings import SUPPORTED_INDEX_FACTORIES as SUPPORTED_FACTORIES
+from index.faiss_index import (
+    SearchParams,
+    build_index,
+    index_bytes,
+    reconstruct_rows,
+    search_parameters,
+    train_and_add,
+)
+from index.visibility import ImageState
 
+log = logging.getLogger(__name__)
 
-class IdCollisionError(RuntimeError):
-    """Two different image ids hash to the same 63-bit label."""
+EXACT_FACTORY = "Flat"
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: an image and its cosine similarity to the query."""
+    """One search result: an image and its best similarity over its vectors."""
 
     image_id: str
     score: float
+    # The image's global vector, when asked for: re-ranking compares results
+    # with each other, and a remote shard ships it with the hit.
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
-@dataclass
-class _Entry:
-    image_id: str
-    private: bool
+@dataclass(frozen=True)
+class MemoryReport:
+    """What a partition occupies; ``bytes_per_vector`` includes the id map."""
+
+    kind: str
+    rows: int
+    live_rows: int
+    images: int
+    index_bytes: int
+    map_bytes: int
+
+    @property
+    def bytes_per_vector(self) -> float:
+        return (self.index_bytes + self.map_bytes) / max(1, self.live_rows)
 
 
 class Partition:
-    """Upsert, delete and search over one partition's vectors; thread-safe."""
+    """Upsert, update visibility, and search one partition's vectors; thread-safe."""
 
-    def __init__(self, dim: int, factory: str = "Flat") -> None:
-        if factory not in SUPPORTED_FACTORIES:
-            raise ValueError(
-                f"index factory {factory!r} is not supported yet; use one of {SUPPORTED_FACTORIES}"
-            )
+    def __init__(
+        self,
+        dim: int,
+        factory: str = "HNSW32",
+        ann_threshold: int = 50_000,
+        compact_ratio: float = 0.25,
+        min_compact_rows: int = 1024,
+        background: bool = True,
+    ) -> None:
+        build_index(dim, factory)  # fail now on a factory faiss cannot build
         self.dim = dim
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        self._entries: dict[int, _Entry] = {}
-        self._lock = threading.RLock()
+        self.factory = factory
+        self.ann_threshold = ann_threshold
+        self.compact_ratio = compact_ratio
+        self.min_compact_rows = min_compact_rows
+        self.background = background
+        self.kind = "exact"
+        self._index: faiss.Index = build_index(dim, EXACT_FACTORY)
+        self._row_image: list[str] = []
+        self._alive = np.zeros(1024, dtype=bool)
+        self._allowed = np.zeros(1024 // 8, dtype=np.uint8)
+        self._dead_rows = 0
+        self._states: dict[str, ImageState] = {}
+        self._max_rows_per_image = 1
+        self._lock = threading.Lock()
+        self._rebuild_thread: threading.Thread | None = None
+        self.rebuilds = 0
+
+    # ----------------------------------------------------------------- queries
 
     def __len__(self) -> int:
-        return len(self._entries)
+        """Images with vectors in the index (visible or not)."""
+        with self._lock:
+            return sum(1 for s in self._states.values() if s.row_count and not s.deleted)
 
     def __contains__(self, image_id: str) -> bool:
-        entry = self._entries.get(image_key(image_id))
-        return entry is not None and entry.image_id == image_id
+        return self.is_visible(image_id)
 
-    def upsert(self, image_id: str, vector: np.ndarray, private: bool = False) -> None:
-        """Insert or replace ``image_id``; the same image twice is one entry."""
-        vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        if vector.shape[1] != self.dim:
-            raise ValueError(f"vector has {vector.shape[1]} dimensions, index has {self.dim}")
-        key = image_key(image_id)
+    def is_visible(self, image_id: str) -> bool:
         with self._lock:
-            existing = self._entries.get(key)
-            if existing is not None:
-                if existing.image_id != image_id:
-                    raise IdCollisionError(
-                        f"{image_id!r} and {existing.image_id!r} share label {key}"
-                    )
-                self._index.remove_ids(np.array([key], dtype=np.int64))  # type: ignore[arg-type]
-            self._index.add_with_ids(vector, np.array([key], dtype=np.int64))
-            self._entries[key] = _Entry(image_id, private)
+            state = self._states.get(image_id)
+            return state is not None and state.visible
 
-    def delete(self, image_id: str) -> bool:
-        """Remove ``image_id``; returns whether it was present."""
-        key = image_key(image_id)
+    def state_of(self, image_id: str) -> ImageState | None:
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or entry.image_id != image_id:
-                return False
-            self._index.remove_ids(np.array([key], dtype=np.int64))  # type: ignore[arg-type]
-            del self._entries[key]
-            return True
+            state = self._states.get(image_id)
+            return None if state is None else ImageState.from_list(state.to_list())
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
-        """Top ``k`` public images per query row, best first."""
-        queries = np.asarray(queries, dtype=np.float32)
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        params: SearchParams | None = None,
+        with_vectors: bool = False,
+    ) -> list[list[Hit]]:
+        """Top ``k`` visible images per query row, best first (max over an image's vectors)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim == 1:
             queries = queries.reshape(1, -1)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries have shape {queries.shape}, index has {self.dim} dimensions")
+        params = params or SearchParams()
         with self._lock:
-            if not self._entries:
+            rows = len(self._row_image)
+            if rows == 0:
                 return [[] for _ in range(len(queries))]
-            private = sum(entry.private for entry in self._entries.values())
-            fetch = min(k + private, len(self._entries))
-            scores, labels = self._index.search(queries, fetch)
+            fetch = min(rows, k * self._max_rows_per_image)
+            selector = faiss.IDSelectorBitmap(rows, faiss.swig_ptr(self._allowed))
+            scores, found = self._index.search(
+                queries, fetch, params=search_parameters(self._index, selector, params)
+            )
+            row_image = self._row_image
             results = []
-            for row_scores, row_labels in zip(scores, labels, strict=True):
-                hits = []
-                for score, label in zip(row_scores, row_labels, strict=True):
-                    entry = self._entries.get(int(label))
-                    if label < 0 or entry is None or entry.private:
-                        continue
-                    hits.append(Hit(entry.image_id, float(score)))
-                    if len(hits) == k:
+            for row_scores, row_ids in zip(scores, found, strict=True):
+                best: dict[str, float] = {}
+                for score, row in zip(row_scores.tolist(), row_ids.tolist(), strict=True):
+                    if row < 0:
                         break
-                results.append(hits)
+                    image_id = row_image[row]
+                    if image_id not in best:  # results are sorted: first is the max
+                        best[image_id] = score
+                        if len(best) == k:
+                            break
+                if with_vectors:
+                    results.append([self._hit_with_vector(i, s) for i, s in best.items()])
+                else:
+                    results.append([Hit(image_id, score) for image_id, score in best.items()])
             return results
+
+    def _hit_with_vector(self, image_id: str, score: float) -> Hit:
+        first_row = self._states[image_id].first_row
+        vector = np.asarray(self._index.reconstruct(first_row), dtype=np.float32)
+        return Hit(image_id, score, vector)
+
+    def vector_of(self, image_id: str) -> np.ndarray | None:
+        """The global vector of a visible image (for near-duplicate checks)."""
+        with self._lock:
+            state = self._states.get(image_id)
+            if state is None or not state.visible:
+                return None
+            return np.asarray(self._index.reconstruct(state.first_row), dtype=np.float32)
+
+    def memory(self, exact_index_bytes: bool = True) -> MemoryReport:
+        """Memory accounting; ``exact_index_bytes`` serializes the index to measure it."""
+        with self._lock:
+            rows = len(self._row_image)
+            live = rows - self._dead_rows
+            size = index_bytes(self._index) if exact_index_bytes else rows * self.dim * 4
+            # Row map (8-byte pointer per row), alive + allowed bitmaps, and about
+            # 200 bytes of Python objects per image state.
+            map_bytes = rows * 8 + len(self._alive) + len(self._allowed) + 200 * len(self._states)
+            images = sum(1 for s in self._states.values() if s.row_count and not s.deleted)
+            return MemoryReport(self.kind, rows, live, images, size, map_bytes)
+
+    # ----------------------------------------------------------------- writes
+
+    def upsert(
+        self, image_id: str, vectors: np.ndarray, uploaded_at: float, private: bool = False
+    ) -> bool:
+        """Index an image's vectors (global first, then tiles); the same image twice is one
+        entry. Returns False when a newer upload or a delete already supersedes it."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim == 1:
+            vectors = vectors.reshape(1, -1)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(vectors) == 0:
+            raise ValueError(f"vectors have shape {vectors.shape}, index has {self.dim} dimensions")
+        with self._lock:
+            state = self._states.setdefault(image_id, ImageState())
+            if not state.accepts_upload(uploaded_at):
+                return False
+            self._retire(state)
+            first = len(self._row_image)
+            self._grow(first + len(vectors))
+            self._index.add(vectors)
+            self._row_image.extend([image_id] * len(vectors))
+            state.first_row, state.row_count = first, len(vectors)
+            self._alive[first : first + len(vectors)] = True
+            self._max_rows_per_image = max(self._max_rows_per_image, len(vectors))
+            state.record_upload(uploaded_at, private)
+            self._refresh(state)
+        self._maybe_rebuild()
+        return True
+
+    def update(self, image_id: str, action: str, at: float) -> None:
+        """Apply delete / private / public / flag / unflag at event time ``at``.
+
+        An update for an image not indexed yet is remembered, so an embedding
+        that arrives later (reordered, or replayed) obeys it.
+        """
+        with self._lock:
+            state = self._states.setdefault(image_id, ImageState())
+            state.apply(action, at)
+            if state.deleted:
+                self._retire(state)
+            else:
+                self._refresh(state)
+        self._maybe_rebuild()
+
+    def wait_idle(self, timeout_s: float | None = None) -> None:
+        """Wait for a background rebuild to finish (tests, benchmarks, shutdown)."""
+        thread = self._rebuild_thread
+        if thread is not None:
+            thread.join(timeout_s)
+
+    # ----------------------------------------------------------- row bookkeeping
+
+    def _grow(self, rows: int) -> None:
+        if rows <= len(self._alive):
+            return
+        capacity = max(rows, 2 * len(self._alive))
+        alive = np.zeros(capacity, dtype=bool)
+        alive[: len(self._alive)] = self._alive
+        allowed = np.zeros((capacity + 7) // 8, dtype=np.uint8)
+        allowed[: len(self._allowed)] = self._allowed
+        self._alive, self._allowed = alive, allowed
+
+    def _retire(self, state: ImageState) -> None:
+        if state.row_count:
+            self._set_allowed(state.rows, False)
+            self._alive[state.first_row : state.first_row + state.row_count] = False
+            self._dead_rows += state.row_count
+            state.first_row, state.row_count = -1, 0
+
+    def _refresh(self, state: ImageState) -> None:
+        self._set_allowed(state.rows, state.visible)
+
+    def _set_allowed(self, rows: range, allowed: bool) -> None:
+        bits = self._allowed
+        for row in rows:
+            if allowed:
+                bits[row >> 3] |= 1 << (row & 7)
+            else:
+                bits[row >> 3] &= ~(1 << (row & 7)) & 0xFF
+
+    # ---------------------------------------------------------------- rebuilds
+
+    def _rebuild_due(self) -> bool:
+        rows = len(self._row_image)
+        live = rows - self._dead_rows
+        if self.kind == "exact" and self.factory != EXACT_FACTORY and live >= self.ann_threshold:
+            return True
+        return (
+            self._dead_rows >= self.min_compact_rows and self._dead_rows > self.compact_ratio * rows
+        )
+
+    def _maybe_rebuild(self) -> None:
+        with self._lock:
+            if not self._rebuild_due():
+                return
+            if self._rebuild_thread is not None and self._rebuild_thread.is_alive():
+                return
+            if not self.background:
+                self._rebuild_thread = None
+            else:
+                self._rebuild_thread = threading.Thread(
+                    target=self._rebuild, name="partition-rebuild", daemon=True
+                )
+                self._rebuild_thread.start()
+                return
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Build a compact index (ANN past the threshold) and swap it in."""
+        with self._lock:
+            rows_at_start = len(self._row_image)
+            live = np.flatnonzero(self._alive[:rows_at_start])
+            vectors = reconstruct_rows(self._index, live)
+        target = self.factory if len(live) >= self.ann_threshold else EXACT_FACTORY
+        fresh = train_and_add(build_index(self.dim, target), vectors)
+        del vectors
+        with self._lock:
+            self._swap(fresh, target, live, rows_at_start)
+        log.info(
+            "partition rebuilt as %s: %d live rows (%d rebuilds)", target, len(live), self.rebuilds
+        )
+
+    def _swap(self, fresh: faiss.Index, target: str, live: np.ndarray, rows_at_start: int) -> None:
+        """Under the lock: add rows written during the build, renumber, replace."""
+        rows_now = len(self._row_image)
+        added = np.arange(rows_at_start, rows_now)
+        added = added[self._alive[rows_at_start:rows_now]]
+        if len(added):
+            fresh.add(reconstruct_rows(self._index, added))
+        kept = np.concatenate([live, added])
+        new_of_old = np.full(rows_now, -1, dtype=np.int64)
+        new_of_old[kept] = np.arange(len(kept))
+        allowed_old = np.unpackbits(self._allowed, bitorder="little")[:rows_now].astype(bool)
+        alive = self._alive[kept]  # rows retired during the build stay in, as dead rows
+        allowed = allowed_old[kept] & alive
+        self._row_image = [self._row_image[row] for row in kept.tolist()]
+        self._alive = np.zeros(max(1024, 2 * len(kept)), dtype=bool)
+        self._alive[: len(kept)] = alive
+        self._allowed = np.zeros(len(self._alive) // 8, dtype=np.uint8)
+        packed = np.packbits(allowed, bitorder="little")
+        self._allowed[: len(packed)] = packed
+        self._dead_rows = int(len(kept) - alive.sum())
+        mapping = new_of_old.tolist()
+        for state in self._states.values():
+            if state.row_count:
+                state.first_row = mapping[state.first_row]
+        self._index = fresh
+        self.kind = "exact" if target == EXACT_FACTORY else "ann"
+        self.rebuilds += 1
+
+    # --------------------------------------------------------------- snapshots
+
+    def export_state(self) -> tuple[bytes, dict[str, Any]]:
+        """The serialized index and the JSON-able bookkeeping, consistent with each other."""
+        with self._lock:
+            rows = len(self._row_image)
+            blob = faiss.serialize_index(self._index).tobytes()
+            state = {
+                "kind": self.kind,
+                "rows": rows,
+                "row_image": self._row_image,
+                "alive": np.packbits(self._alive[:rows], bitorder="little").tobytes().hex(),
+                "states": {image_id: s.to_list() for image_id, s in self._states.items()},
+                "max_rows_per_image": self._max_rows_per_image,
+            }
+            return blob, state
+
+    def import_state(self, blob: bytes, state: dict[str, Any]) -> None:
+        """Replace the content with an exported one (snapshot load)."""
+        index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+        rows = int(state["rows"])
+        if index.ntotal != rows or len(state["row_image"]) != rows or index.d != self.dim:
+            raise ValueError("snapshot index and bookkeeping disagree")
+        alive_bits = np.frombuffer(bytes.fromhex(state["alive"]), dtype=np.uint8)
+        alive = np.unpackbits(alive_bits, bitorder="little")[:rows].astype(bool)
+        states = {image_id: ImageState.from_list(v) for image_id, v in state["states"].items()}
+        with self._lock:
+            self._index = index
+            self.kind = state["kind"]
+            self._row_image = list(state["row_image"])
+            self._alive = np.zeros(max(1024, 2 * rows), dtype=bool)
+            self._alive[:rows] = alive
+            self._allowed = np.zeros(len(self._alive) // 8, dtype=np.uint8)
+            self._dead_rows = int(rows - alive.sum())
+            self._states = states
+            self._max_rows_per_image = int(state["max_rows_per_image"])
+            for image_state in states.values():
+                self._refresh(image_state)

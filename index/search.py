@@ -1,7 +1,8 @@
 """Query path: preprocess (+crop) -> embed -> scatter to shards -> merge -> re-rank.
 
-Shards are called in-process here (the embedded default). The merge keeps the
-best score per image, drops the query image itself, and returns ``k`` results.
+Shards are called in-process here (the embedded default). Results are
+over-fetched so that ``k`` remain after the query image itself and
+near-duplicates are removed; if too few remain, the fetch doubles.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ import numpy as np
 
 from encoders.preprocess import CropBox, ImageLimits, preprocess
 from encoders.runtime import OnnxEncoder
+from index.faiss_index import SearchParams
 from index.partition import Hit
+from index.rerank import collapse_near_duplicates, merge_best
 from index.shard import IndexShard
+
+MAX_FETCH = 4096
 
 
 @dataclass(frozen=True)
@@ -35,10 +40,14 @@ class SearchService:
         encoder: OnnxEncoder,
         shards: Sequence[IndexShard],
         limits: ImageLimits | None = None,
+        dedup_threshold: float = 0.96,
+        params: SearchParams | None = None,
     ) -> None:
         self.encoder = encoder
         self.shards = list(shards)
         self.limits = limits or ImageLimits()
+        self.dedup_threshold = dedup_threshold
+        self.params = params or SearchParams()
 
     @property
     def size(self) -> int:
@@ -71,15 +80,20 @@ class SearchService:
         )
 
     def search_vector(
-        self, query: np.ndarray, k: int, exclude_image_id: str | None = None
+        self,
+        query: np.ndarray,
+        k: int,
+        exclude_image_id: str | None = None,
+        params: SearchParams | None = None,
     ) -> list[Hit]:
-        """Scatter ``query`` to every shard, merge, drop the query image itself."""
-        fetch = k + (1 if exclude_image_id else 0)
-        best: dict[str, Hit] = {}
-        for shard in self.shards:
-            for hit in shard.search(query, fetch):
-                if hit.image_id == exclude_image_id:
-                    continue
-                if hit.image_id not in best or hit.score > best[hit.image_id].score:
-                    best[hit.image_id] = hit
-        return sorted(best.values(), key=lambda hit: hit.score, reverse=True)[:k]
+        """Scatter ``query`` to every shard, merge, re-rank; ``k`` results when they exist."""
+        params = params or self.params
+        fetch = k + 1 + k // 2
+        while True:
+            per_shard = [shard.search(query, fetch, params, True) for shard in self.shards]
+            candidates = (h for h in merge_best(per_shard) if h.image_id != exclude_image_id)
+            kept = collapse_near_duplicates(candidates, self.dedup_threshold, k)
+            exhausted = all(len(hits) < fetch for hits in per_shard)  # nothing more to fetch
+            if len(kept) >= k or exhausted or fetch >= MAX_FETCH:
+                return kept
+            fetch = min(2 * fetch, MAX_FETCH)

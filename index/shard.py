@@ -1,9 +1,17 @@
 """An index shard: the partitions ``p`` with ``p mod shards == shard_id``.
 
-The shard applies ImageEmbedded records to its partitions. A consumer thread
-(:class:`ShardConsumer`) feeds it from the embeddings topic with manual
+The shard applies records of the embeddings topic to its partitions: vectors
+(ImageEmbedded, for the shard's model version) and visibility changes
+(ImageUpdated forwarded under the image's key, hence in the same partition and
+in order with its vectors). :class:`ShardConsumer` feeds it with manual
 partition assignment: shards do not form a consumer group, because every
 replica of a shard must read every one of its partitions in full.
+
+Recovery: on start the shard loads each partition's snapshot and consumes from
+the snapshot's offset. If the log is a new epoch (the topic was recreated, as
+happens to every topic when the in-memory embedded broker restarts), the
+snapshot's content is kept and the new log is read from its beginning; replay
+is idempotent, so records seen before change nothing.
 """
 
 from __future__ import annotations
@@ -11,12 +19,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 
+from index.faiss_index import SearchParams
 from index.partition import Hit, Partition
-from streams.schemas import ImageEmbedded, SchemaError, decode
+from index.snapshot import (
+    SnapshotError,
+    SnapshotInfo,
+    load_snapshot,
+    save_snapshot,
+    snapshot_path,
+)
+from streams.schemas import ImageEmbedded, ImageUpdated, SchemaError, decode_vector_log
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +46,24 @@ def owned_partitions(partition_count: int, shard_id: int, shard_count: int) -> l
 
 
 class IndexShard:
-    """Partitions for one model version, plus when each image became searchable."""
+    """Partitions for one model version, their consumed offsets and snapshots."""
 
     def __init__(
-        self, dim: int, model_version: str, partitions: Iterable[int], factory: str = "Flat"
+        self,
+        dim: int,
+        model_version: str,
+        partitions: Iterable[int],
+        make_partition: Callable[[], Partition] | None = None,
+        snapshot_dir: Path | None = None,
     ) -> None:
         self.dim = dim
         self.model_version = model_version
-        self.partitions = {p: Partition(dim, factory) for p in partitions}
+        make = make_partition or (lambda: Partition(dim))
+        self.partitions = {p: make() for p in partitions}
+        self.snapshot_dir = snapshot_dir
+        self.epoch = ""
         self.consumed_offsets: dict[int, int] = {}
+        self._snapshotted_offsets: dict[int, int] = {}
         self.searchable_at: dict[str, float] = {}
         self.skipped_records = 0
         self._lock = threading.Lock()
@@ -48,31 +74,117 @@ class IndexShard:
     def __contains__(self, image_id: str) -> bool:
         return any(image_id in p for p in self.partitions.values())
 
-    def apply(self, record: ImageEmbedded, partition: int, offset: int) -> bool:
-        """Add one embedding; returns False when it belongs to another model version."""
-        if partition not in self.partitions:
+    # ----------------------------------------------------------------- applying
+
+    def apply(self, record: ImageEmbedded | ImageUpdated, partition: int, offset: int) -> bool:
+        """Apply one record of the embeddings topic; returns whether the index changed."""
+        part = self.partitions.get(partition)
+        if part is None:
             raise ValueError(f"partition {partition} is not owned by this shard")
-        applied = False
-        if record.model_version != self.model_version or record.dim != self.dim:
-            self.skipped_records += 1
+        changed = False
+        if isinstance(record, ImageUpdated):
+            part.update(record.image_id, record.action, record.updated_at)
+            changed = True
+        elif record.model_version == self.model_version and record.dim == self.dim:
+            vectors = np.vstack([record.vector()[None, :], record.tiles()])
+            changed = part.upsert(record.image_id, vectors, record.uploaded_at, record.private)
         else:
-            self.partitions[partition].upsert(record.image_id, record.vector(), record.private)
-            applied = True
+            self.skipped_records += 1
         with self._lock:
             self.consumed_offsets[partition] = offset + 1
-            if applied:
+            if changed:
                 self.searchable_at[record.image_id] = time.time()
-        return applied
+        return changed
 
-    def search(self, query: np.ndarray, k: int) -> list[Hit]:
-        """Top ``k`` over every partition of this shard."""
-        hits = [hit for part in self.partitions.values() for hit in part.search(query, k)[0]]
+    def skip(self, partition: int, offset: int) -> None:
+        """Count an unreadable record as consumed (it stays in the log for inspection)."""
+        self.skipped_records += 1
+        with self._lock:
+            self.consumed_offsets[partition] = offset + 1
+
+    # ----------------------------------------------------------------- queries
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        params: SearchParams | None = None,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """Top ``k`` visible images over every partition of this shard."""
+        hits = [
+            hit
+            for part in self.partitions.values()
+            for hit in part.search(query, k, params, with_vectors)[0]
+        ]
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return hits[:k]
 
+    def vector_of(self, image_id: str) -> np.ndarray | None:
+        for part in self.partitions.values():
+            vector = part.vector_of(image_id)
+            if vector is not None:
+                return vector
+        return None
+
+    # ---------------------------------------------------------------- recovery
+
+    def recover(self, epoch: str) -> dict[int, int]:
+        """Load snapshots; returns the offset to consume from, per partition.
+
+        Missing or corrupt snapshots start that partition empty from offset 0
+        (the log rebuilds it). Snapshots of another epoch keep their content but
+        the new log is read from 0.
+        """
+        self.epoch = epoch
+        starts: dict[int, int] = {}
+        for partition, part in self.partitions.items():
+            starts[partition] = 0
+            if self.snapshot_dir is None:
+                continue
+            path = snapshot_path(self.snapshot_dir, partition)
+            if not path.exists():
+                continue
+            try:
+                info = load_snapshot(path, part, self.model_version)
+            except SnapshotError as exc:
+                log.warning(
+                    "ignoring snapshot, rebuilding partition %d from the log: %s", partition, exc
+                )
+                continue
+            if info.epoch == epoch:
+                starts[partition] = info.offset
+                self.consumed_offsets[partition] = info.offset
+                self._snapshotted_offsets[partition] = info.offset
+            else:
+                log.info(
+                    "partition %d: snapshot from log epoch %s, log is now epoch %s: "
+                    "keeping its %d images and replaying the new log from offset 0",
+                    partition,
+                    info.epoch,
+                    epoch,
+                    len(part),
+                )
+        return starts
+
+    def snapshot(self, force: bool = False) -> list[Path]:
+        """Snapshot every partition that changed since its last snapshot."""
+        if self.snapshot_dir is None:
+            return []
+        written = []
+        for partition, part in self.partitions.items():
+            with self._lock:
+                offset = self.consumed_offsets.get(partition, 0)
+            if not force and self._snapshotted_offsets.get(partition) == offset:
+                continue
+            info = SnapshotInfo(partition, offset, self.epoch, self.model_version)
+            written.append(save_snapshot(self.snapshot_dir, part, info))
+            self._snapshotted_offsets[partition] = offset
+        return written
+
 
 class ShardConsumer(threading.Thread):
-    """Feeds an :class:`IndexShard` from the embeddings topic until stopped."""
+    """Recovers an :class:`IndexShard`, then feeds it from the embeddings topic."""
 
     def __init__(
         self,
@@ -80,12 +192,14 @@ class ShardConsumer(threading.Thread):
         bootstrap_servers: str,
         topic: str,
         fetch_max_wait_ms: int = 20,
+        snapshot_interval_s: float = 30.0,
     ) -> None:
         super().__init__(name=f"shard-consumer-{topic}", daemon=True)
         self.shard = shard
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.snapshot_interval_s = snapshot_interval_s
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self._stop_event = threading.Event()
@@ -97,6 +211,7 @@ class ShardConsumer(threading.Thread):
         from kafka import KafkaConsumer, TopicPartition
 
         try:
+            starts = self.shard.recover(topic_epoch(self.bootstrap_servers, self.topic))
             consumer = KafkaConsumer(
                 bootstrap_servers=self.bootstrap_servers,
                 enable_auto_commit=False,
@@ -106,29 +221,49 @@ class ShardConsumer(threading.Thread):
             )
             assignment = [TopicPartition(self.topic, p) for p in self.shard.partitions]
             consumer.assign(assignment)
-            consumer.seek_to_beginning(*assignment)
+            for tp in assignment:
+                consumer.seek(tp, starts[tp.partition])
         except Exception as exc:  # surfaced to the owner through .error
             self.error = exc
             self.ready.set()
             log.exception("shard consumer could not start")
             return
         self.ready.set()
+        last_snapshot = time.monotonic()
         try:
             while not self._stop_event.is_set():
                 batches = consumer.poll(timeout_ms=100, max_records=500)
                 for tp, messages in batches.items():
                     for message in messages:
                         self._apply(tp.partition, message.offset, message.value)
+                if time.monotonic() - last_snapshot >= self.snapshot_interval_s:
+                    self.shard.snapshot()
+                    last_snapshot = time.monotonic()
+            self.shard.snapshot()
         finally:
             consumer.close()
 
     def _apply(self, partition: int, offset: int, value: bytes) -> None:
         try:
-            record = decode(ImageEmbedded, value)
+            record = decode_vector_log(value)
         except SchemaError as exc:
             log.warning(
                 "skipping embeddings record %s/%d@%d: %s", self.topic, partition, offset, exc
             )
-            self.shard.skipped_records += 1
+            self.shard.skip(partition, offset)
             return
         self.shard.apply(record, partition, offset)
+
+
+def topic_epoch(bootstrap_servers: str, topic: str) -> str:
+    """The topic's id: it changes whenever the topic is recreated (a new log epoch)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="visearch-shard-admin")
+    try:
+        described = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    if not described:
+        raise RuntimeError(f"topic {topic} does not exist")
+    return str(described[0].get("topic_id") or "")

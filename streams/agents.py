@@ -10,31 +10,42 @@ import faust
 
 from encoders.preprocess import ImageLimits
 from encoders.runtime import OnnxEncoder
-from streams.embedding import RawMessage, embed_uploads
-from streams.schemas import encode
+from streams.embedding import RawMessage, dead_letter, embed_uploads
+from streams.schemas import DeadLetter, ImageUpdated, SchemaError, decode, encode
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def register_embedding_agent(app: faust.App, settings: Settings, encoder: OnnxEncoder) -> None:
-    """ImageUploaded -> (decode, read, preprocess, embed in batches) -> ImageEmbedded."""
+def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
+    """A topic of undecoded bytes: agents decode themselves, so bad input is a dead letter."""
+    return app.topic(name, partitions=partitions, key_serializer="raw", value_serializer="raw")
+
+
+def raw_message(event: faust.EventT) -> RawMessage:
+    message = event.message
+    return RawMessage(message.topic, message.partition, message.offset, message.value or b"")
+
+
+async def send_dead_letter(topic: faust.TopicT, letter: DeadLetter) -> None:
+    log.warning(
+        "dead letter %s/%d@%d %s: %s",
+        letter.source_topic,
+        letter.partition,
+        letter.offset,
+        letter.error_code,
+        letter.message,
+    )
+    await topic.send(value=encode(letter))
+
+
+def register_agents(app: faust.App, settings: Settings, encoder: OnnxEncoder) -> None:
+    """The embedding agent and the update forwarder, on their topics."""
     names = settings.topics
-    uploads = app.topic(
-        names.uploads,
-        partitions=settings.upload_partitions,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    embeddings = app.topic(
-        names.embeddings,
-        partitions=settings.embedding_partitions,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    dead_letters = app.topic(
-        names.dead_letter, partitions=1, key_serializer="raw", value_serializer="raw"
-    )
+    uploads = raw_topic(app, names.uploads, settings.upload_partitions)
+    updates = raw_topic(app, names.updates, settings.update_partitions)
+    embeddings = raw_topic(app, names.embeddings, settings.embedding_partitions)
+    dead_letters = raw_topic(app, names.dead_letter, 1)
     allowed_roots = [settings.image_store_dir]
     limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
     # One thread: inference already uses every core through ONNX Runtime, and
@@ -43,31 +54,32 @@ def register_embedding_agent(app: faust.App, settings: Settings, encoder: OnnxEn
 
     @app.agent(uploads, name="embed-uploads")
     async def embed(stream: faust.StreamT) -> None:
+        """ImageUploaded -> (decode, read, preprocess, embed in batches) -> ImageEmbedded."""
         loop = asyncio.get_running_loop()
         async for events in stream.take_events(  # type: ignore[attr-defined]
             settings.embed_batch_size, within=settings.embed_linger_s
         ):
-            messages = [
-                RawMessage(
-                    topic=event.message.topic,
-                    partition=event.message.partition,
-                    offset=event.message.offset,
-                    value=event.message.value,
-                )
-                for event in events
-            ]
+            messages = [raw_message(event) for event in events]
             outcome = await loop.run_in_executor(
                 executor, embed_uploads, messages, encoder, allowed_roots, limits
             )
             for record in outcome.embedded:
                 await embeddings.send(key=record.image_id.encode(), value=encode(record))
             for letter in outcome.dead_letters:
-                log.warning(
-                    "dead letter %s/%d@%d %s: %s",
-                    letter.source_topic,
-                    letter.partition,
-                    letter.offset,
-                    letter.error_code,
-                    letter.message,
-                )
-                await dead_letters.send(value=encode(letter))
+                await send_dead_letter(dead_letters, letter)
+
+    @app.agent(updates, name="forward-updates")
+    async def forward(stream: faust.StreamT) -> None:
+        """ImageUpdated -> the embeddings log, under the image's key.
+
+        Same key, same partition: the shard that holds the image's vectors sees
+        the change in order with them, and a replay of the log replays it too.
+        """
+        async for event in stream.events():
+            message = raw_message(event)
+            try:
+                update = decode(ImageUpdated, message.value or b"")
+            except SchemaError as exc:
+                await send_dead_letter(dead_letters, dead_letter(message, exc.code, exc.message))
+                continue
+            await embeddings.send(key=update.image_id.encode(), value=encode(update))

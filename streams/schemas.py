@@ -207,12 +207,30 @@ def decode(cls: type[E], raw: bytes | str) -> E:
     ``unknown_schema_version``, ``missing_field``, ``unknown_field``,
     ``wrong_type`` or ``invalid_value``.
     """
+    return _from_data(cls, _parse_object(cls.__name__, raw))
+
+
+def decode_vector_log(raw: bytes | str) -> ImageEmbedded | ImageUpdated:
+    """A record of the embeddings topic: a vector, or a visibility change forwarded
+    from image-updates under the same key (so it lands in the same partition and
+    is ordered with the image's vectors)."""
+    data = _parse_object("embeddings record", raw)
+    if "action" in data:
+        return _from_data(ImageUpdated, data)
+    return _from_data(ImageEmbedded, data)
+
+
+def _parse_object(what: str, raw: bytes | str) -> dict[str, Any]:
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise SchemaError("not_json", f"{cls.__name__}: {exc}") from exc
+        raise SchemaError("not_json", f"{what}: {exc}") from exc
     if not isinstance(data, dict):
-        raise SchemaError("not_object", f"{cls.__name__}: expected a JSON object")
+        raise SchemaError("not_object", f"{what}: expected a JSON object")
+    return data
+
+
+def _from_data(cls: type[E], data: dict[str, Any]) -> E:
     version = data.get("schema_version", 1)
     if type(version) is not int or not 1 <= version <= cls.SCHEMA_VERSION:
         raise SchemaError(

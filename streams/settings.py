@@ -16,9 +16,6 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "VISEARCH_"
-# Factories index.partition.Partition implements; kept here so a bad value
-# fails at start-up, not on the first upsert.
-SUPPORTED_INDEX_FACTORIES = ("Flat",)
 
 
 class SettingsError(ValueError):
@@ -87,11 +84,20 @@ class Settings:
     max_image_pixels: int = 40_000_000
 
     # Index.
-    index_factory: str = "Flat"
+    # A partition searches exactly (Flat) until it holds ann_threshold live
+    # vectors, then a background rebuild moves it to this faiss factory.
+    index_factory: str = "HNSW32"
     index_shards: int = 1
     ann_threshold: int = 50_000
     ef_search: int = 64
     nprobe: int = 16
+    # Retired rows (deleted or replaced) past this share of a partition trigger
+    # a background compaction.
+    compact_ratio: float = 0.25
+    snapshot_interval_s: float = 30.0
+    # Results whose mutual cosine similarity reaches this are near-duplicates:
+    # only the best-ranked one is kept. Above 1 disables the collapse.
+    dedup_threshold: float = 0.96
 
     # HTTP.
     http_host: str = "127.0.0.1"
@@ -158,11 +164,10 @@ class Settings:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1")
         if not 0 <= self.worker_web_port < 65536:
             raise SettingsError(f"{PREFIX}WORKER_WEB_PORT must be 0 (off) or a TCP port")
-        if self.index_factory not in SUPPORTED_INDEX_FACTORIES:
-            raise SettingsError(
-                f"{PREFIX}INDEX_FACTORY={self.index_factory!r} is not supported yet; "
-                f"use one of {SUPPORTED_INDEX_FACTORIES}"
-            )
+        if not 0 < self.compact_ratio < 1:
+            raise SettingsError(f"{PREFIX}COMPACT_RATIO must be between 0 and 1")
+        if not self.snapshot_interval_s > 0:
+            raise SettingsError(f"{PREFIX}SNAPSHOT_INTERVAL_S must be > 0")
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests, CLI flags)."""

@@ -12,7 +12,7 @@ import io
 import time
 import uuid
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, UploadFile
 from fastapi.responses import HTMLResponse, Response
@@ -31,7 +31,7 @@ from streams.publisher import EventPublisher
 from streams.schemas import ID_PATTERN
 from streams.settings import Settings
 from visearch.image_store import ImageStore, UnknownImageError, new_image_id
-from visearch.uploads import accept_upload
+from visearch.uploads import accept_upload, publish_update
 
 THUMBNAIL_SIZE = 160
 MAX_PREVIEW_SIZE = 1024
@@ -55,6 +55,10 @@ class UploadResponse(BaseModel):
     status: str
 
 
+class UpdateRequest(BaseModel):
+    action: Literal["private", "public", "flag", "unflag"]
+
+
 class ApiMetrics:
     """Request counters and latency histograms in base units (seconds)."""
 
@@ -71,6 +75,12 @@ class ApiMetrics:
         )
         self.uploads = Counter(
             "visearch_uploads_total", "Images accepted through the API", registry=registry
+        )
+        self.updates = Counter(
+            "visearch_image_updates_total",
+            "Visibility changes accepted through the API",
+            ["action"],
+            registry=registry,
         )
 
 
@@ -183,6 +193,34 @@ def create_api(
             raise _error(400, exc.code, exc.message) from exc
         metrics.uploads.inc()
         return UploadResponse(image_id=new_id, status="accepted")
+
+    def update_image(image_id: str, action: str) -> UploadResponse:
+        try:
+            publish_update(settings, store, publisher, image_id, action)
+        except UnknownImageError as exc:
+            raise _error(404, "unknown_image", f"no image with id {image_id!r}") from exc
+        metrics.updates.labels(action=action).inc()
+        return UploadResponse(image_id=image_id, status="accepted")
+
+    @app.patch(
+        "/v1/images/{image_id}",
+        response_model=UploadResponse,
+        status_code=202,
+        dependencies=[Depends(require_token)],
+    )
+    def patch_image(image_id: str, request: UpdateRequest) -> UploadResponse:
+        """Make an image private or public, flag or unflag it; effective within a second."""
+        return update_image(image_id, request.action)
+
+    @app.delete(
+        "/v1/images/{image_id}",
+        response_model=UploadResponse,
+        status_code=202,
+        dependencies=[Depends(require_token)],
+    )
+    def delete_image(image_id: str) -> UploadResponse:
+        """Delete an image: gone from the store now, from every result within a second."""
+        return update_image(image_id, "delete")
 
     @app.get("/v1/images/{image_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}})
     def thumbnail(

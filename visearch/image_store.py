@@ -75,6 +75,24 @@ class ImageStore:
         except FileNotFoundError as exc:
             raise UnknownImageError(image_id) from exc
 
+    def set_private(self, image_id: str, private: bool) -> StoredImage:
+        """Change the stored private flag; raises :class:`UnknownImageError`."""
+        current = self.metadata(image_id)
+        updated = StoredImage(current.image_id, current.owner_id, private, current.uploaded_at)
+        _atomic_write(
+            self.path_of(image_id).with_suffix(".json"), json.dumps(asdict(updated)).encode()
+        )
+        return updated
+
+    def delete(self, image_id: str) -> None:
+        """Remove an image for good (metadata first: without it the image does not exist)."""
+        path = self.path_of(image_id)
+        meta = path.with_suffix(".json")
+        if not meta.is_file():
+            raise UnknownImageError(image_id)
+        meta.unlink()
+        path.unlink(missing_ok=True)
+
     def __contains__(self, image_id: str) -> bool:
         return (
             ID_PATTERN.fullmatch(image_id) is not None

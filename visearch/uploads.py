@@ -11,9 +11,9 @@ import time
 from encoders.preprocess import ImageLimits, decode_image
 from streams.image_source import file_uri
 from streams.publisher import EventPublisher
-from streams.schemas import ImageUploaded
+from streams.schemas import ImageUpdated, ImageUploaded
 from streams.settings import Settings
-from visearch.image_store import ImageStore, StoredImage
+from visearch.image_store import ImageStore, StoredImage, UnknownImageError
 
 
 def accept_upload(
@@ -44,4 +44,28 @@ def publish_stored(
         private=stored.private,
     )
     publisher.publish(settings.topics.uploads, stored.image_id, event)
+    return event
+
+
+def publish_update(
+    settings: Settings,
+    store: ImageStore,
+    publisher: EventPublisher,
+    image_id: str,
+    action: str,
+) -> ImageUpdated:
+    """Record a visibility change in the store, then publish it.
+
+    The store changes first: a restart replays the store, so a deleted image
+    must already be gone from it and a private one marked private there.
+    The broker's acknowledgement is awaited, so "accepted" means durable in the log.
+    """
+    if action == "delete":
+        store.delete(image_id)
+    elif action in ("private", "public"):
+        store.set_private(image_id, action == "private")
+    elif image_id not in store:
+        raise UnknownImageError(image_id)
+    event = ImageUpdated(image_id=image_id, action=action, updated_at=time.time())
+    publisher.publish(settings.topics.updates, image_id, event, timeout_s=10.0)
     return event

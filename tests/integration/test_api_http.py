@@ -144,3 +144,55 @@ def test_health_readiness_and_metrics(client: TestClient, stack: LocalStack) -> 
     assert "/v1/search" in client.get("/openapi.json").json()["paths"]
     corpus = client.get("/v1/corpus?limit=5").json()
     assert corpus["total"] >= 1 and len(corpus["image_ids"]) <= 5
+
+
+def _wait_until(predicate, timeout_s: float = 30.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def _returned(client: TestClient, path: Path) -> list[str]:
+    response = client.post(
+        "/v1/search", files={"image": ("q.png", path.read_bytes(), "image/png")}, data={"k": "50"}
+    )
+    assert response.status_code == 200, response.text
+    return [hit["image_id"] for hit in response.json()["results"]]
+
+
+def test_private_flagged_and_deleted_images_leave_results_and_come_back(
+    client: TestClient, stack: LocalStack, photo_paths: list[Path]
+) -> None:
+    paths = dict(zip(["vis-priv", "vis-flag", "vis-del"], photo_paths[41:44], strict=True))
+    for image_id, path in paths.items():
+        assert _upload(client, path, image_id) == 202
+    assert stack.wait_searchable(list(paths), 90) == set()
+    for image_id, path in paths.items():
+        assert _returned(client, path)[0] == image_id
+
+    assert client.patch("/v1/images/vis-priv", json={"action": "private"}).status_code == 202
+    assert client.patch("/v1/images/vis-flag", json={"action": "flag"}).status_code == 202
+    assert client.delete("/v1/images/vis-del").status_code == 202
+    for image_id, path in paths.items():
+        assert _wait_until(lambda i=image_id, p=path: i not in _returned(client, p)), image_id
+    assert client.get("/v1/images/vis-priv/thumbnail").status_code == 404
+    assert client.get("/v1/images/vis-del/thumbnail").status_code == 404
+    assert "vis-del" not in stack.store
+
+    assert client.patch("/v1/images/vis-priv", json={"action": "public"}).status_code == 202
+    assert client.patch("/v1/images/vis-flag", json={"action": "unflag"}).status_code == 202
+    for image_id in ("vis-priv", "vis-flag"):
+        assert _wait_until(lambda i=image_id: _returned(client, paths[i])[0] == i), image_id
+    assert "vis-del" not in _returned(client, paths["vis-del"])
+
+
+def test_bad_updates_are_refused(client: TestClient) -> None:
+    assert client.delete("/v1/images/never-uploaded").status_code == 404
+    unknown = client.patch("/v1/images/never-uploaded", json={"action": "flag"})
+    assert unknown.status_code == 404 and unknown.json()["detail"]["code"] == "unknown_image"
+    assert client.patch("/v1/images/api-0", json={"action": "explode"}).status_code == 422

@@ -1,0 +1,105 @@
+"""Whether an image may appear in results: last-writer-wins registers per image.
+
+Uploads, deletes and flag changes for one image can arrive in any order (an
+update can overtake the embedding of the upload it refers to, a replay can
+deliver an old upload after a delete). Each attribute is therefore a register
+stamped with the event time of its last write, and a write only wins when it
+is at least as new. The outcome depends on the events, not on their arrival
+order, so replays and reorderings are safe.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+NEVER = -math.inf
+
+
+@dataclass
+class ImageState:
+    """Everything a partition knows about one image id."""
+
+    # Index rows of the image: ``first_row`` .. ``first_row + row_count - 1``
+    # (global vector, then tiles), added together so always contiguous.
+    first_row: int = -1
+    row_count: int = 0
+    uploaded_at: float = NEVER  # event time of the indexed vectors
+    private: bool = False
+    private_at: float = NEVER
+    flagged: bool = False
+    flagged_at: float = NEVER
+    deleted_at: float = NEVER
+
+    @property
+    def rows(self) -> range:
+        return range(self.first_row, self.first_row + self.row_count)
+
+    @property
+    def deleted(self) -> bool:
+        """Deleted by an update newer than the indexed upload."""
+        return self.deleted_at >= self.uploaded_at
+
+    @property
+    def visible(self) -> bool:
+        """May be returned by a search."""
+        return self.row_count > 0 and not (self.deleted or self.private or self.flagged)
+
+    def accepts_upload(self, uploaded_at: float) -> bool:
+        """A vector from an upload at ``uploaded_at`` replaces what is indexed.
+
+        Equal times are the same upload replayed: nothing to do (idempotent).
+        """
+        return uploaded_at > self.uploaded_at and uploaded_at > self.deleted_at
+
+    def record_upload(self, uploaded_at: float, private: bool) -> None:
+        self.uploaded_at = uploaded_at
+        self.set_private(private, uploaded_at)
+
+    def set_private(self, private: bool, at: float) -> None:
+        if at >= self.private_at:
+            self.private, self.private_at = private, at
+
+    def set_flagged(self, flagged: bool, at: float) -> None:
+        if at >= self.flagged_at:
+            self.flagged, self.flagged_at = flagged, at
+
+    def delete(self, at: float) -> None:
+        self.deleted_at = max(self.deleted_at, at)
+
+    def apply(self, action: str, at: float) -> None:
+        """Apply an ImageUpdated action: delete, private, public, flag, unflag."""
+        if action == "delete":
+            self.delete(at)
+        elif action in ("private", "public"):
+            self.set_private(action == "private", at)
+        elif action in ("flag", "unflag"):
+            self.set_flagged(action == "flag", at)
+        else:
+            raise ValueError(f"unknown visibility action {action!r}")
+
+    def to_list(self) -> list[object]:
+        return [
+            self.first_row,
+            self.row_count,
+            self.uploaded_at,
+            self.private,
+            self.private_at,
+            self.flagged,
+            self.flagged_at,
+            self.deleted_at,
+        ]
+
+    @classmethod
+    def from_list(cls, values: list[object]) -> ImageState:
+        first, count, uploaded_at, private, private_at, flagged, flagged_at, deleted_at = values
+        return cls(
+            int(first),  # type: ignore[call-overload]
+            int(count),  # type: ignore[call-overload]
+            float(uploaded_at),  # type: ignore[arg-type]
+            bool(private),
+            float(private_at),  # type: ignore[arg-type]
+            bool(flagged),
+            float(flagged_at),  # type: ignore[arg-type]
+            float(deleted_at),  # type: ignore[arg-type]
+        )
