@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -18,9 +19,22 @@ from encoders.runtime import OnnxEncoder
 from index.faiss_index import SearchParams
 from index.partition import Hit
 from index.rerank import collapse_near_duplicates, merge_best
-from index.shard import IndexShard
 
 MAX_FETCH = 4096
+
+
+class ShardLike(Protocol):
+    """What the search service needs of a shard, in-process or remote."""
+
+    def __len__(self) -> int: ...
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        params: SearchParams | None = None,
+        with_vectors: bool = False,
+    ) -> list[Hit]: ...
 
 
 @dataclass(frozen=True)
@@ -38,7 +52,7 @@ class SearchService:
     def __init__(
         self,
         encoder: OnnxEncoder,
-        shards: Sequence[IndexShard],
+        shards: Sequence[ShardLike],
         limits: ImageLimits | None = None,
         dedup_threshold: float = 0.96,
         params: SearchParams | None = None,

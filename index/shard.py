@@ -64,6 +64,8 @@ class IndexShard:
         self.epoch = ""
         self.consumed_offsets: dict[int, int] = {}
         self._snapshotted_offsets: dict[int, int] = {}
+        # Offsets restored from snapshots at the last recover() (same epoch only).
+        self.recovered_offsets: dict[int, int] = {}
         self.searchable_at: dict[str, float] = {}
         self.skipped_records = 0
         self._lock = threading.Lock()
@@ -154,6 +156,7 @@ class IndexShard:
                 continue
             if info.epoch == epoch:
                 starts[partition] = info.offset
+                self.recovered_offsets[partition] = info.offset
                 self.consumed_offsets[partition] = info.offset
                 self._snapshotted_offsets[partition] = info.offset
             else:

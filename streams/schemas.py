@@ -116,13 +116,13 @@ class ImageEmbedded(Event, serializer="json"):
 
     def vector(self) -> np.ndarray:
         """The float32 vector of length ``dim``."""
-        return _decode_floats(self.vector_b64, (self.dim,), "vector_b64")
+        return decode_floats(self.vector_b64, (self.dim,), "vector_b64")
 
     def tiles(self) -> np.ndarray:
         """Tile vectors, shape ``(tile_count, dim)``; empty when there are none."""
         if not self.tile_count:
             return np.empty((0, self.dim), dtype=np.float32)
-        return _decode_floats(self.tiles_b64, (self.tile_count, self.dim), "tiles_b64")
+        return decode_floats(self.tiles_b64, (self.tile_count, self.dim), "tiles_b64")
 
 
 class Interaction(Event, serializer="json"):
@@ -315,7 +315,8 @@ def _check_finite(name: str, value: float) -> None:
         raise SchemaError("invalid_value", f"{name} must be finite")
 
 
-def _decode_floats(b64: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+def decode_floats(b64: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """The inverse of :func:`vector_to_b64`, checked for length and finiteness."""
     try:
         raw = base64.b64decode(b64, validate=True)
     except (binascii.Error, ValueError) as exc:

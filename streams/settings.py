@@ -95,6 +95,13 @@ class Settings:
     # a background compaction.
     compact_ratio: float = 0.25
     snapshot_interval_s: float = 30.0
+    # Separate shard processes (`visearch shard`): this process's shard id
+    # (-1: the ordinal at the end of $HOSTNAME, as in a StatefulSet, else 0),
+    # its HTTP port, and for the search API the shard URLs to scatter to
+    # (comma-separated; empty: shards run inside the API process).
+    shard_id: int = -1
+    shard_http_port: int = 8180
+    shard_urls: str = ""
     # Results whose mutual cosine similarity reaches this are near-duplicates:
     # only the best-ranked one is kept. Above 1 disables the collapse.
     dedup_threshold: float = 0.96
@@ -147,7 +154,7 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1")
-        for name in ("broker_port", "http_port"):
+        for name in ("broker_port", "http_port", "shard_http_port"):
             if not 0 < getattr(self, name) < 65536:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be a TCP port")
         if not self.embedded_broker and not self.kafka_bootstrap:
@@ -162,6 +169,8 @@ class Settings:
         for name in ("max_inline_bytes", "max_image_bytes", "max_image_pixels", "max_upload_bytes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1")
+        if self.shard_id >= self.index_shards:
+            raise SettingsError(f"{PREFIX}SHARD_ID must be below {PREFIX}INDEX_SHARDS")
         if not 0 <= self.worker_web_port < 65536:
             raise SettingsError(f"{PREFIX}WORKER_WEB_PORT must be 0 (off) or a TCP port")
         if not 0 < self.compact_ratio < 1:
@@ -181,6 +190,18 @@ class Settings:
         if self.kafka_bootstrap:
             return self.kafka_bootstrap
         return f"{self.broker_host}:{self.broker_port}"
+
+    @property
+    def resolved_shard_id(self) -> int:
+        """The shard id, from the setting or a StatefulSet-style ``$HOSTNAME`` ordinal."""
+        if self.shard_id >= 0:
+            return self.shard_id
+        ordinal = os.environ.get("HOSTNAME", "").rsplit("-", 1)[-1]
+        return int(ordinal) % self.index_shards if ordinal.isdigit() else 0
+
+    @property
+    def remote_shards(self) -> list[str]:
+        return [url.strip().rstrip("/") for url in self.shard_urls.split(",") if url.strip()]
 
     @property
     def topics(self) -> TopicNames:

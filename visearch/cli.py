@@ -36,6 +36,15 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_shard(settings: Settings, args: argparse.Namespace) -> int:
+    from visearch.shards import run_shard_process
+
+    if args.id is not None:
+        settings = settings.with_overrides(shard_id=args.id)
+    run_shard_process(settings)
+    return 0
+
+
 def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     from encoders.export import export_pretrained
     from visearch.corpus import find_images
@@ -104,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the Faust embedding worker")
     worker.add_argument("--loglevel", default="info")
     worker.set_defaults(func=_cmd_worker)
+
+    shard = sub.add_parser("shard", help="run one index shard as its own process (HTTP)")
+    shard.add_argument("--id", type=int, help="shard id (default: VISEARCH_SHARD_ID or $HOSTNAME)")
+    shard.set_defaults(func=_cmd_shard)
 
     export = sub.add_parser("export", help="export the pretrained encoder to ONNX with parity")
     export.add_argument("--out", type=Path, help="model directory (default: settings)")

@@ -17,16 +17,16 @@ from typing import Self
 
 from encoders.preprocess import ImageLimits
 from encoders.runtime import OnnxEncoder
-from index.faiss_index import SearchParams
-from index.partition import Partition
-from index.search import SearchService
-from index.shard import IndexShard, ShardConsumer, owned_partitions
+from index.remote import RemoteShard
+from index.search import SearchService, ShardLike
+from index.shard import IndexShard, ShardConsumer
 from streams.broker import EmbeddedBroker
 from streams.lifecycle import Lifecycle
 from streams.publisher import EventPublisher
 from streams.settings import PREFIX, Settings
 from streams.topics import ensure_topics
 from visearch.image_store import ImageStore
+from visearch.shards import search_params, start_shard
 
 log = logging.getLogger(__name__)
 
@@ -89,42 +89,21 @@ class LocalStack(Lifecycle):
 
     def _start_shards(self, encoder: OnnxEncoder) -> None:
         settings = self.settings
-        snapshot_dir = settings.data_dir / "index" / encoder.version
-
-        def make_partition() -> Partition:
-            return Partition(
-                encoder.dim,
-                settings.index_factory,
-                ann_threshold=settings.ann_threshold,
-                compact_ratio=settings.compact_ratio,
-            )
-
-        for shard_id in range(settings.index_shards):
-            partitions = owned_partitions(
-                settings.embedding_partitions, shard_id, settings.index_shards
-            )
-            shard = IndexShard(
-                encoder.dim, encoder.version, partitions, make_partition, snapshot_dir
-            )
-            consumer = ShardConsumer(
-                shard,
-                settings.bootstrap_servers,
-                settings.topics.embeddings,
-                settings.fetch_max_wait_ms,
-                settings.snapshot_interval_s,
-            )
-            consumer.start()
-            consumer.ready.wait(60)
-            if consumer.error is not None:
-                raise StackError(f"index shard {shard_id} cannot consume: {consumer.error}")
-            self.shards.append(shard)
-            self.consumers.append(consumer)
+        shards: list[ShardLike]
+        if settings.remote_shards:
+            shards = [RemoteShard(url, encoder.dim) for url in settings.remote_shards]
+        else:
+            for shard_id in range(settings.index_shards):
+                shard, consumer = start_shard(settings, encoder.dim, encoder.version, shard_id)
+                self.shards.append(shard)
+                self.consumers.append(consumer)
+            shards = list(self.shards)
         self.search = SearchService(
             encoder,
-            self.shards,
+            shards,
             ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
             dedup_threshold=settings.dedup_threshold,
-            params=SearchParams(ef_search=settings.ef_search, nprobe=settings.nprobe),
+            params=search_params(settings),
         )
 
     def check_alive(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,12 @@ def private_settings(data_dir: Path, model_dir: Path, **overrides: object) -> Se
         ort_threads=1,
         **overrides,
     )
+
+
+@pytest.fixture
+def make_settings() -> Callable[..., Settings]:
+    """Factory of private settings, for tests that run their own stacks."""
+    return private_settings
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,140 @@
+"""Shards in other processes, over HTTP: the server side and the client side.
+
+The wire format is JSON with vectors as base64 little-endian float32 (the same
+encoding as the embeddings log). The client has the same ``search`` and
+``__len__`` as an in-process :class:`~index.shard.IndexShard`, so the search
+service scatters to either without knowing which.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, Field
+
+from index.faiss_index import SearchParams
+from index.partition import Hit
+from index.shard import IndexShard
+from streams.schemas import SchemaError, decode_floats, vector_to_b64
+
+
+class RemoteShardError(RuntimeError):
+    """A shard process did not answer, or answered with an error."""
+
+
+class ShardSearchRequest(BaseModel):
+    vector_b64: str
+    k: int = Field(ge=1, le=4096)
+    ef_search: int = Field(default=64, ge=1, le=4096)
+    nprobe: int = Field(default=16, ge=1, le=65536)
+    with_vectors: bool = False
+
+
+def create_shard_api(shard: IndexShard, shard_id: int) -> FastAPI:
+    """The HTTP face of one shard process."""
+    app = FastAPI(title="visearch shard", version="0.1.0")
+
+    @app.post("/v1/shard/search")
+    def search(request: ShardSearchRequest) -> dict[str, Any]:
+        try:
+            query = decode_floats(request.vector_b64, (shard.dim,), "vector_b64")
+        except SchemaError as exc:
+            raise HTTPException(422, {"code": exc.code, "message": exc.message}) from exc
+        params = SearchParams(ef_search=request.ef_search, nprobe=request.nprobe)
+        hits = shard.search(query, request.k, params, request.with_vectors)
+        return {
+            "hits": [
+                {
+                    "image_id": hit.image_id,
+                    "score": hit.score,
+                    **({"vector_b64": vector_to_b64(hit.vector)} if hit.vector is not None else {}),
+                }
+                for hit in hits
+            ]
+        }
+
+    @app.get("/v1/shard/status")
+    def status() -> dict[str, Any]:
+        return {
+            "shard_id": shard_id,
+            "model_version": shard.model_version,
+            "epoch": shard.epoch,
+            "partitions": sorted(shard.partitions),
+            "images": len(shard),
+            "consumed_offsets": shard.consumed_offsets,
+            "recovered_offsets": shard.recovered_offsets,
+        }
+
+    @app.get("/v1/shard/images/{image_id}")
+    def image(image_id: str) -> dict[str, Any]:
+        return {"image_id": image_id, "visible": image_id in shard}
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+class RemoteShard:
+    """Client of a shard process; quacks like an in-process IndexShard for search."""
+
+    def __init__(self, base_url: str, dim: int, timeout_s: float = 2.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.dim = dim
+        self.timeout_s = timeout_s
+
+    def __len__(self) -> int:
+        return int(self.status()["images"])
+
+    def __contains__(self, image_id: str) -> bool:
+        return bool(self._call("GET", f"/v1/shard/images/{image_id}")["visible"])
+
+    def status(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/shard/status")
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        params: SearchParams | None = None,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        params = params or SearchParams()
+        body = {
+            "vector_b64": vector_to_b64(np.asarray(query, dtype=np.float32).reshape(-1)),
+            "k": k,
+            "ef_search": params.ef_search,
+            "nprobe": params.nprobe,
+            "with_vectors": with_vectors,
+        }
+        answer = self._call("POST", "/v1/shard/search", body)
+        return [
+            Hit(
+                hit["image_id"],
+                float(hit["score"]),
+                decode_floats(hit["vector_b64"], (self.dim,), "vector_b64")
+                if "vector_b64" in hit
+                else None,
+            )
+            for hit in answer["hits"]
+        ]
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return dict(json.loads(response.read()))
+        except (urllib.error.URLError, TimeoutError, ValueError) as exc:
+            raise RemoteShardError(f"shard {self.base_url} failed on {path}: {exc}") from exc

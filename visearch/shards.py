@@ -1,0 +1,71 @@
+"""Starting index shards, in the API process or in a process of their own."""
+
+from __future__ import annotations
+
+from index.faiss_index import SearchParams
+from index.partition import Partition
+from index.shard import IndexShard, ShardConsumer, owned_partitions
+from streams.settings import Settings
+
+
+class ShardStartError(RuntimeError):
+    """A shard could not recover or reach its topic."""
+
+
+def search_params(settings: Settings) -> SearchParams:
+    return SearchParams(ef_search=settings.ef_search, nprobe=settings.nprobe)
+
+
+def start_shard(
+    settings: Settings, dim: int, model_version: str, shard_id: int
+) -> tuple[IndexShard, ShardConsumer]:
+    """Build shard ``shard_id``, recover it from its snapshots and start consuming."""
+
+    def make_partition() -> Partition:
+        return Partition(
+            dim,
+            settings.index_factory,
+            ann_threshold=settings.ann_threshold,
+            compact_ratio=settings.compact_ratio,
+        )
+
+    partitions = owned_partitions(settings.embedding_partitions, shard_id, settings.index_shards)
+    snapshot_dir = settings.data_dir / "index" / model_version
+    shard = IndexShard(dim, model_version, partitions, make_partition, snapshot_dir)
+    consumer = ShardConsumer(
+        shard,
+        settings.bootstrap_servers,
+        settings.topics.embeddings,
+        settings.fetch_max_wait_ms,
+        settings.snapshot_interval_s,
+    )
+    consumer.start()
+    consumer.ready.wait(120)
+    if consumer.error is not None or not consumer.ready.is_set():
+        consumer.stop()
+        raise ShardStartError(f"index shard {shard_id} cannot start: {consumer.error}")
+    return shard, consumer
+
+
+def run_shard_process(settings: Settings) -> None:
+    """``visearch shard``: one shard, served over HTTP until stopped."""
+    import uvicorn
+
+    from encoders.model_dir import read_metadata
+    from index.remote import create_shard_api
+    from streams.topics import ensure_topics
+
+    ensure_topics(settings)
+    metadata = read_metadata(settings.resolved_model_dir)
+    shard_id = settings.resolved_shard_id
+    shard, consumer = start_shard(settings, metadata.dim, metadata.version, shard_id)
+    try:
+        uvicorn.run(
+            create_shard_api(shard, shard_id),
+            host=settings.http_host,
+            port=settings.shard_http_port,
+            log_level="warning",
+        )
+    finally:
+        consumer.stop()
+        consumer.join(timeout=30)
