@@ -91,9 +91,9 @@ class Partition:
         self.kind = "exact"
         self._index: faiss.Index = build_index(dim, EXACT_FACTORY)
         self._row_image: list[str] = []
-        self._alive = np.zeros(1024, dtype=bool)
-        self._allowed = np.zeros(1024 // 8, dtype=np.uint8)
+        self._alive, self._allowed = _row_arrays(1024)
         self._dead_rows = 0
+        self._allowed_rows = 0  # rows whose bit is set: what a search can return
         self._states: dict[str, ImageState] = {}
         self._max_rows_per_image = 1
         self._lock = threading.Lock()
@@ -139,10 +139,7 @@ class Partition:
             if rows == 0:
                 return [[] for _ in range(len(queries))]
             fetch = min(rows, k * self._max_rows_per_image)
-            selector = faiss.IDSelectorBitmap(rows, faiss.swig_ptr(self._allowed))
-            scores, found = self._index.search(
-                queries, fetch, params=search_parameters(self._index, selector, params)
-            )
+            scores, found = self._search_filtered(queries, fetch, params)
             row_image = self._row_image
             results = []
             for row_scores, row_ids in zip(scores, found, strict=True):
@@ -160,6 +157,31 @@ class Partition:
                 else:
                     results.append([Hit(image_id, score) for image_id, score in best.items()])
             return results
+
+    def _search_filtered(
+        self, queries: np.ndarray, fetch: int, params: SearchParams
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """faiss search through the visibility bitmap, with effort raised as needed.
+
+        A graph or cluster walk with a fixed budget (efSearch, nprobe) finds
+        fewer than ``fetch`` results when filtered rows crowd the query's
+        neighbourhood; rather than return short, the budget is quadrupled
+        until enough visible rows are found or none are left to find.
+        """
+        rows = len(self._row_image)
+        selector = faiss.IDSelectorBitmap(rows, faiss.swig_ptr(self._allowed))
+        wanted = min(fetch, self._allowed_rows)
+        while True:
+            scores, found = self._index.search(
+                queries, fetch, params=search_parameters(self._index, selector, params)
+            )
+            short = int(np.min(np.sum(found >= 0, axis=1)))
+            if short >= wanted or self.kind == "exact" or params.ef_search >= rows:
+                return scores, found
+            params = SearchParams(
+                ef_search=min(4 * params.ef_search, max(rows, 1)),
+                nprobe=4 * params.nprobe,
+            )
 
     def _hit_with_vector(self, image_id: str, score: float) -> Hit:
         first_row = self._states[image_id].first_row
@@ -241,10 +263,8 @@ class Partition:
     def _grow(self, rows: int) -> None:
         if rows <= len(self._alive):
             return
-        capacity = max(rows, 2 * len(self._alive))
-        alive = np.zeros(capacity, dtype=bool)
+        alive, allowed = _row_arrays(max(rows, 2 * len(self._alive)))
         alive[: len(self._alive)] = self._alive
-        allowed = np.zeros((capacity + 7) // 8, dtype=np.uint8)
         allowed[: len(self._allowed)] = self._allowed
         self._alive, self._allowed = alive, allowed
 
@@ -261,10 +281,15 @@ class Partition:
     def _set_allowed(self, rows: range, allowed: bool) -> None:
         bits = self._allowed
         for row in rows:
+            mask = 1 << (row & 7)
+            if bool(bits[row >> 3] & mask) == allowed:
+                continue
             if allowed:
-                bits[row >> 3] |= 1 << (row & 7)
+                bits[row >> 3] |= mask
+                self._allowed_rows += 1
             else:
-                bits[row >> 3] &= ~(1 << (row & 7)) & 0xFF
+                bits[row >> 3] &= ~mask & 0xFF
+                self._allowed_rows -= 1
 
     # ---------------------------------------------------------------- rebuilds
 
@@ -322,11 +347,11 @@ class Partition:
         alive = self._alive[kept]  # rows retired during the build stay in, as dead rows
         allowed = allowed_old[kept] & alive
         self._row_image = [self._row_image[row] for row in kept.tolist()]
-        self._alive = np.zeros(max(1024, 2 * len(kept)), dtype=bool)
+        self._alive, self._allowed = _row_arrays(max(1024, 2 * len(kept)))
         self._alive[: len(kept)] = alive
-        self._allowed = np.zeros(len(self._alive) // 8, dtype=np.uint8)
         packed = np.packbits(allowed, bitorder="little")
         self._allowed[: len(packed)] = packed
+        self._allowed_rows = int(allowed.sum())
         self._dead_rows = int(len(kept) - alive.sum())
         mapping = new_of_old.tolist()
         for state in self._states.values():
@@ -366,11 +391,16 @@ class Partition:
             self._index = index
             self.kind = state["kind"]
             self._row_image = list(state["row_image"])
-            self._alive = np.zeros(max(1024, 2 * rows), dtype=bool)
+            self._alive, self._allowed = _row_arrays(max(1024, 2 * rows))
             self._alive[:rows] = alive
-            self._allowed = np.zeros(len(self._alive) // 8, dtype=np.uint8)
+            self._allowed_rows = 0
             self._dead_rows = int(rows - alive.sum())
             self._states = states
             self._max_rows_per_image = int(state["max_rows_per_image"])
             for image_state in states.values():
                 self._refresh(image_state)
+
+
+def _row_arrays(capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row ``alive`` flags and the packed ``allowed`` bitmap, for ``capacity`` rows."""
+    return np.zeros(capacity, dtype=bool), np.zeros((capacity + 7) // 8, dtype=np.uint8)

@@ -7,7 +7,8 @@ Layout of ``partition-<p>.snap``::
 
 The header holds the consumed offset, the log epoch (the topic's id: a fresh
 embedded broker is a new epoch whose offsets restart at 0), the model
-version, the blob lengths and a SHA-256 over both blobs. Writes go to a
+version, the blob lengths and a SHA-256 over the other header fields and both
+blobs (a flipped digit in the offset would otherwise go unnoticed). Writes go to a
 temporary file that is fsynced, renamed over the old snapshot and followed
 by an fsync of the directory: a crash or a full disk at any point leaves the
 previous snapshot intact. A snapshot whose checksum does not match is
@@ -51,22 +52,18 @@ def save_snapshot(directory: Path, part: Partition, info: SnapshotInfo) -> Path:
     """Write ``part`` atomically; returns the snapshot's path."""
     blob, state = part.export_state()
     state_blob = zlib.compress(json.dumps(state, separators=(",", ":")).encode(), 1)
-    digest = hashlib.sha256(blob)
-    digest.update(state_blob)
-    header = json.dumps(
-        {
-            "format": FORMAT_VERSION,
-            "partition": info.partition,
-            "offset": info.offset,
-            "epoch": info.epoch,
-            "model_version": info.model_version,
-            "dim": part.dim,
-            "factory": part.factory,
-            "index_bytes": len(blob),
-            "state_bytes": len(state_blob),
-            "sha256": digest.hexdigest(),
-        }
-    ).encode()
+    fields = {
+        "format": FORMAT_VERSION,
+        "partition": info.partition,
+        "offset": info.offset,
+        "epoch": info.epoch,
+        "model_version": info.model_version,
+        "dim": part.dim,
+        "factory": part.factory,
+        "index_bytes": len(blob),
+        "state_bytes": len(state_blob),
+    }
+    header = json.dumps({**fields, "sha256": _checksum(fields, blob, state_blob)}).encode()
     directory.mkdir(parents=True, exist_ok=True)
     target = snapshot_path(directory, info.partition)
     tmp = target.with_name(f".{target.name}.tmp")
@@ -104,9 +101,9 @@ def load_snapshot(path: Path, part: Partition, model_version: str) -> SnapshotIn
         state_blob = data[index_end : index_end + int(header["state_bytes"])]
     except (ValueError, KeyError, TypeError) as exc:
         raise SnapshotError(f"{path} has a corrupt header: {exc}") from exc
-    digest = hashlib.sha256(blob)
-    digest.update(state_blob)
-    if digest.hexdigest() != header.get("sha256") or index_end + len(state_blob) != len(data):
+    fields = {key: value for key, value in header.items() if key != "sha256"}
+    checksum = _checksum(fields, blob, state_blob)
+    if checksum != header.get("sha256") or index_end + len(state_blob) != len(data):
         raise SnapshotError(f"{path} fails its checksum: it is truncated or corrupt")
     if header.get("format") != FORMAT_VERSION:
         raise SnapshotError(f"{path} has format {header.get('format')}, expected {FORMAT_VERSION}")
@@ -126,6 +123,14 @@ def load_snapshot(path: Path, part: Partition, model_version: str) -> SnapshotIn
         epoch=str(header["epoch"]),
         model_version=str(header["model_version"]),
     )
+
+
+def _checksum(fields: dict[str, object], blob: bytes, state_blob: bytes) -> str:
+    """SHA-256 over the header fields (canonical JSON) and both blobs."""
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
+    digest.update(blob)
+    digest.update(state_blob)
+    return digest.hexdigest()
 
 
 def _fsync_directory(directory: Path) -> None:
