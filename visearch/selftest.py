@@ -13,19 +13,17 @@ import math
 import random
 import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from encoders.preprocess import CropBox, decode_image
-from streams.broker import free_port
 from streams.settings import Settings
 from visearch.corpus import find_images
 from visearch.image_store import StoredImage
 from visearch.model import ensure_exported
-from visearch.stack import LocalStack
+from visearch.stack import LocalStack, isolated_settings
 from visearch.uploads import publish_stored
 
 
@@ -72,13 +70,7 @@ def run_selftest(
     paths = rng.sample(find_images(image_dir), count + 1)
     ensure_exported(settings.resolved_model_dir, image_dir)
     with tempfile.TemporaryDirectory(prefix="visearch-selftest-") as tmp:
-        private = settings.with_overrides(
-            data_dir=Path(tmp),
-            model_dir=str(settings.resolved_model_dir.resolve()),
-            topic_prefix=f"selftest-{uuid.uuid4().hex[:8]}",
-            app_id=f"visearch-selftest-{uuid.uuid4().hex[:8]}",
-            broker_port=free_port() if settings.embedded_broker else settings.broker_port,
-        )
+        private = isolated_settings(settings, Path(tmp), "selftest")
         with LocalStack(private) as stack:
             assert stack.publisher is not None and stack.search is not None
             ids = [f"selftest-{i:03d}" for i in range(len(paths))]

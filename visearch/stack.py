@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Self
 
@@ -20,7 +21,7 @@ from encoders.runtime import OnnxEncoder
 from index.remote import RemoteShard
 from index.search import SearchService, ShardLike
 from index.shard import IndexShard, ShardConsumer
-from streams.broker import EmbeddedBroker
+from streams.broker import EmbeddedBroker, free_port
 from streams.lifecycle import Lifecycle
 from streams.publisher import EventPublisher
 from streams.settings import PREFIX, Settings
@@ -43,6 +44,22 @@ def settings_env(settings: Settings) -> dict[str, str]:
             str(value).lower() if isinstance(value, bool) else str(value)
         )
     return env
+
+
+def isolated_settings(settings: Settings, data_dir: Path, purpose: str) -> Settings:
+    """A private copy of ``settings``: own data dir, topics, consumer group and broker port.
+
+    For selftests and benchmarks that must not disturb (or be disturbed by) a
+    running deployment; the model directory is shared, it is read-only.
+    """
+    tag = f"{purpose}-{uuid.uuid4().hex[:8]}"
+    return settings.with_overrides(
+        data_dir=data_dir,
+        model_dir=str(settings.resolved_model_dir.resolve()),
+        topic_prefix=tag,
+        app_id=f"visearch-{tag}",
+        broker_port=free_port() if settings.embedded_broker else settings.broker_port,
+    )
 
 
 class LocalStack(Lifecycle):

@@ -1,0 +1,1 @@
+"""Benchmark programs: run from the repository root as `python -m bench.<name>`."""

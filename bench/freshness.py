@@ -1,0 +1,169 @@
+"""Freshness under load: uploads at a fixed rate, produced -> searchable per image.
+
+Runs a private stack (embedded broker unless VISEARCH_KAFKA_BOOTSTRAP is set,
+the Faust embedding worker, the in-process index shard) and publishes real
+photos at ``--rate`` per second for ``--duration`` seconds. For every upload it
+records the publish time and the moment the shard applied its vector (after
+which any search finds it). Baseline, in the same run on the same broker: one
+bare aiokafka hop (produce -> consume) at the same rate, the floor that any
+Kafka pipeline pays.
+
+    python -m bench.freshness            # 100/s for 60 s
+    python -m bench.freshness --quick    # 50/s for 10 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from streams.image_source import file_uri
+from streams.schemas import ImageUploaded
+from streams.settings import Settings
+from visearch.bench_output import emit, machine
+from visearch.corpus import DEMO_CORPUS, find_images, image_id_for
+from visearch.image_store import StoredImage
+from visearch.model import ensure_exported
+from visearch.stack import LocalStack, isolated_settings
+
+BENCH = "freshness"
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+async def bare_aiokafka_hop(bootstrap: str, topic: str, rate: float, count: int) -> list[float]:
+    """Produce -> consume latency of one hop with plain aiokafka (fetch wait 20 ms)."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, fetch_max_wait_ms=20, auto_offset_reset="latest"
+    )
+    await producer.start()
+    await consumer.start()
+    latencies: list[float] = []
+    try:
+        await consumer.seek_to_end()
+        await asyncio.sleep(0.5)
+
+        async def consume() -> None:
+            async for message in consumer:
+                latencies.append(time.time() - float(message.value.decode()))
+                if len(latencies) >= count:
+                    return
+
+        task = asyncio.create_task(consume())
+        for _ in range(count):
+            await producer.send_and_wait(topic, str(time.time()).encode())
+            await asyncio.sleep(1.0 / rate)
+        await asyncio.wait_for(task, timeout=30)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return latencies
+
+
+def run(settings: Settings, rate: float, duration: float, image_dir: Path) -> None:
+    ensure_exported(settings.resolved_model_dir, image_dir)
+    sources = find_images(image_dir)
+    with tempfile.TemporaryDirectory(prefix="visearch-bench-") as tmp:
+        private = isolated_settings(settings, Path(tmp), "bench")
+        with LocalStack(private) as stack:
+            assert stack.publisher is not None
+            # Store each source photo once; uploads point at them under fresh ids.
+            uris = []
+            for path in sources:
+                stored = StoredImage(image_id_for(path, image_dir), "bench", False, time.time())
+                uris.append(file_uri(stack.store.put(stored, path.read_bytes())))
+            warmup = f"warmup-{uuid.uuid4().hex[:6]}"
+            stack.publisher.publish(
+                private.topics.uploads,
+                warmup,
+                ImageUploaded(image_id=warmup, owner_id="b", uploaded_at=time.time(), uri=uris[0]),
+            )
+            stack.publisher.flush()
+            if stack.wait_searchable([warmup], 120):
+                raise TimeoutError("the worker did not come up")
+
+            produced: dict[str, float] = {}
+            lag_samples: list[int] = []
+            total = int(rate * duration)
+            started = time.perf_counter()
+            next_sample = started + 1.0
+            for n in range(total):
+                target = started + n / rate
+                while (now := time.perf_counter()) < target:
+                    time.sleep(min(0.002, target - now))
+                image_id = f"fresh-{n:06d}"
+                event = ImageUploaded(
+                    image_id=image_id,
+                    owner_id="bench",
+                    uploaded_at=time.time(),
+                    uri=uris[n % len(uris)],
+                )
+                stack.publisher.publish(private.topics.uploads, image_id, event)
+                produced[image_id] = event.uploaded_at
+                if time.perf_counter() >= next_sample:
+                    lag_samples.append(sum(1 for i in produced if stack.searchable_at(i) is None))
+                    next_sample += 1.0
+            stack.publisher.flush()
+            publish_s = time.perf_counter() - started
+            missing = stack.wait_searchable(list(produced), 120)
+            drained_s = time.perf_counter() - started
+            latencies = [
+                ((stack.searchable_at(i) or 0.0) - t) * 1000.0
+                for i, t in produced.items()
+                if i not in missing
+            ]
+            hop = asyncio.run(
+                bare_aiokafka_hop(private.bootstrap_servers, private.topics.dead_letter, rate, 200)
+            )
+    hop_ms = [v * 1000.0 for v in hop]
+    context = {"rate_per_s": rate, "duration_s": duration, "machine": machine()}
+    for q, name in ((50, "p50"), (95, "p95"), (99, "p99")):
+        emit(
+            BENCH,
+            f"freshness_{name}_ms",
+            percentile(latencies, q),
+            "ms",
+            percentile(hop_ms, q),
+            baseline_name="bare aiokafka hop",
+            **context,
+        )
+    emit(BENCH, "freshness_max_ms", max(latencies), "ms", max(hop_ms), **context)
+    emit(BENCH, "searchable", len(latencies), "images", len(produced), **context)
+    emit(BENCH, "throughput", len(latencies) / drained_s, "images/s", total / publish_s, **context)
+    emit(
+        BENCH,
+        "consumer_lag_max",
+        float(max(lag_samples, default=0)),
+        "images",
+        None,
+        lag_mean=statistics.fmean(lag_samples) if lag_samples else 0.0,
+        **context,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=100.0, help="uploads per second")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of uploads")
+    parser.add_argument("--quick", action="store_true", help="50/s for 10 s")
+    parser.add_argument("--images", type=Path, default=DEMO_CORPUS)
+    args = parser.parse_args()
+    if args.quick:
+        args.rate, args.duration = 50.0, 10.0
+    run(Settings.from_env(), args.rate, args.duration, args.images)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The benchmark output convention: one JSON object per measurement, per line.
+
+Every line carries ``bench``, ``metric``, ``value``, ``unit``, the ``baseline``
+measured in the same run on the same data, and ``ratio`` = value / baseline,
+plus any context fields (machine, sizes). Programs in ``bench/`` use this so
+their output can be collected and compared without parsing prose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from typing import Any, TextIO
+
+
+def machine() -> str:
+    """A short description of where the numbers were measured."""
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"{platform.machine()} {os.cpu_count()} cpu, {python}"
+
+
+def emit(
+    bench: str,
+    metric: str,
+    value: float,
+    unit: str,
+    baseline: float | None = None,
+    stream: TextIO | None = None,
+    **context: Any,
+) -> dict[str, Any]:
+    """Print one measurement as a JSON line and return it."""
+    ratio = None if baseline in (None, 0) else value / baseline  # type: ignore[operator]
+    line = {
+        "bench": bench,
+        "metric": metric,
+        "value": round(value, 4) if isinstance(value, float) else value,
+        "unit": unit,
+        "baseline": round(baseline, 4) if isinstance(baseline, float) else baseline,
+        "ratio": None if ratio is None else round(ratio, 4),
+        **context,
+    }
+    print(json.dumps(line), file=stream or sys.stdout, flush=True)
+    return line
