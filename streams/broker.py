@@ -9,16 +9,13 @@ broker process is tied to its parent (PR_SET_PDEATHSIG on Linux), so a killed
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import signal
 import socket
 import subprocess
-import sys
 import time
 from typing import Self
 
-from streams.lifecycle import Lifecycle
+from streams.lifecycle import Lifecycle, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +36,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the parent dies."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class EmbeddedBroker(Lifecycle):
@@ -86,7 +75,7 @@ class EmbeddedBroker(Lifecycle):
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + ready_timeout_s
         while not port_in_use(self.host, self.port):

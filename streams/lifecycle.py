@@ -1,7 +1,11 @@
-"""One context-manager protocol for everything that starts and stops."""
+"""Starting and stopping: one context-manager protocol, and child processes
+that cannot outlive their parent."""
 
 from __future__ import annotations
 
+import ctypes
+import signal
+import sys
 from types import TracebackType
 from typing import Self
 
@@ -27,3 +31,15 @@ class Lifecycle:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for children: SIGTERM them when the parent dies (Linux).
+
+    Without it a SIGKILLed ``visearch run`` leaves a broker holding its port
+    and workers polling a broker that is gone.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)

@@ -31,7 +31,7 @@ def emit(
     **context: Any,
 ) -> dict[str, Any]:
     """Print one measurement as a JSON line and return it."""
-    ratio = None if baseline in (None, 0) else value / baseline  # type: ignore[operator]
+    ratio = None if not baseline else value / baseline
     line = {
         "bench": bench,
         "metric": metric,

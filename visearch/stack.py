@@ -22,7 +22,7 @@ from index.remote import RemoteShard
 from index.search import SearchService, ShardLike
 from index.shard import IndexShard, ShardConsumer
 from streams.broker import EmbeddedBroker, free_port
-from streams.lifecycle import Lifecycle
+from streams.lifecycle import Lifecycle, die_with_parent
 from streams.publisher import EventPublisher
 from streams.settings import PREFIX, Settings
 from streams.topics import ensure_topics
@@ -101,6 +101,7 @@ class LocalStack(Lifecycle):
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
             )
         log.info("embedding worker pid %d, log %s", self.worker.pid, self.worker_log)
 
