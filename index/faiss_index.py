@@ -39,13 +39,17 @@ def needs_training(factory: str, dim: int) -> bool:
 
 def train_and_add(index: faiss.Index, vectors: np.ndarray) -> faiss.Index:
     """Train if needed (on at most 100k rows), enable reconstruction, add ``vectors``."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and hasattr(faiss.downcast_index(ivf), "do_polysemous_training"):
+        # Polysemous codes speed up Hamming filtering we do not use, and cost
+        # 5x the training time (measured 61 s vs 12 s at 100k vectors).
+        faiss.downcast_index(ivf).do_polysemous_training = False  # type: ignore[attr-defined]
     if not index.is_trained:
         sample = vectors
         if len(vectors) > 100_000:
             rng = np.random.default_rng(0)
             sample = vectors[rng.choice(len(vectors), 100_000, replace=False)]
         index.train(sample)
-    ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         ivf.make_direct_map()  # rows are never removed, so an array map suffices
     if len(vectors):

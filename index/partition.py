@@ -35,6 +35,7 @@ from index.faiss_index import (
     search_parameters,
     train_and_add,
 )
+from index.rwlock import RWLock
 from index.visibility import ImageState
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,8 @@ class Partition:
         self._allowed_rows = 0  # rows whose bit is set: what a search can return
         self._states: dict[str, ImageState] = {}
         self._max_rows_per_image = 1
-        self._lock = threading.Lock()
+        self._lock = RWLock()
+        self._rebuild_guard = threading.Lock()  # one rebuild thread at a time
         self._rebuild_thread: threading.Thread | None = None
         self.rebuilds = 0
 
@@ -104,19 +106,19 @@ class Partition:
 
     def __len__(self) -> int:
         """Images with vectors in the index (visible or not)."""
-        with self._lock:
+        with self._lock.read():
             return sum(1 for s in self._states.values() if s.row_count and not s.deleted)
 
     def __contains__(self, image_id: str) -> bool:
         return self.is_visible(image_id)
 
     def is_visible(self, image_id: str) -> bool:
-        with self._lock:
+        with self._lock.read():
             state = self._states.get(image_id)
             return state is not None and state.visible
 
     def state_of(self, image_id: str) -> ImageState | None:
-        with self._lock:
+        with self._lock.read():
             state = self._states.get(image_id)
             return None if state is None else ImageState.from_list(state.to_list())
 
@@ -134,7 +136,7 @@ class Partition:
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries have shape {queries.shape}, index has {self.dim} dimensions")
         params = params or SearchParams()
-        with self._lock:
+        with self._lock.read():
             rows = len(self._row_image)
             if rows == 0:
                 return [[] for _ in range(len(queries))]
@@ -190,7 +192,7 @@ class Partition:
 
     def vector_of(self, image_id: str) -> np.ndarray | None:
         """The global vector of a visible image (for near-duplicate checks)."""
-        with self._lock:
+        with self._lock.read():
             state = self._states.get(image_id)
             if state is None or not state.visible:
                 return None
@@ -198,13 +200,13 @@ class Partition:
 
     def memory(self, exact_index_bytes: bool = True) -> MemoryReport:
         """Memory accounting; ``exact_index_bytes`` serializes the index to measure it."""
-        with self._lock:
+        with self._lock.read():
             rows = len(self._row_image)
             live = rows - self._dead_rows
             size = index_bytes(self._index) if exact_index_bytes else rows * self.dim * 4
-            # Row map (8-byte pointer per row), alive + allowed bitmaps, and about
-            # 200 bytes of Python objects per image state.
-            map_bytes = rows * 8 + len(self._alive) + len(self._allowed) + 200 * len(self._states)
+            # Row map (8-byte pointer per row), alive + allowed bitmaps, and the
+            # Python objects of each image state (~320 bytes measured with an id).
+            map_bytes = rows * 8 + len(self._alive) + len(self._allowed) + 320 * len(self._states)
             images = sum(1 for s in self._states.values() if s.row_count and not s.deleted)
             return MemoryReport(self.kind, rows, live, images, size, map_bytes)
 
@@ -220,7 +222,7 @@ class Partition:
             vectors = vectors.reshape(1, -1)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(vectors) == 0:
             raise ValueError(f"vectors have shape {vectors.shape}, index has {self.dim} dimensions")
-        with self._lock:
+        with self._lock.write():
             state = self._states.setdefault(image_id, ImageState())
             if not state.accepts_upload(uploaded_at):
                 return False
@@ -243,7 +245,7 @@ class Partition:
         An update for an image not indexed yet is remembered, so an embedding
         that arrives later (reordered, or replayed) obeys it.
         """
-        with self._lock:
+        with self._lock.write():
             state = self._states.setdefault(image_id, ImageState())
             state.apply(action, at)
             if state.deleted:
@@ -303,31 +305,34 @@ class Partition:
         )
 
     def _maybe_rebuild(self) -> None:
-        with self._lock:
-            if not self._rebuild_due():
-                return
+        with self._rebuild_guard:
             if self._rebuild_thread is not None and self._rebuild_thread.is_alive():
                 return
+            with self._lock.read():
+                if not self._rebuild_due():
+                    return
             if not self.background:
-                self._rebuild_thread = None
-            else:
-                self._rebuild_thread = threading.Thread(
-                    target=self._rebuild, name="partition-rebuild", daemon=True
-                )
-                self._rebuild_thread.start()
+                self._rebuild()
                 return
-        self._rebuild()
+            self._rebuild_thread = threading.Thread(
+                target=self._rebuild, name="partition-rebuild", daemon=True
+            )
+            self._rebuild_thread.start()
 
     def _rebuild(self) -> None:
         """Build a compact index (ANN past the threshold) and swap it in."""
-        with self._lock:
+        with self._lock.read():
             rows_at_start = len(self._row_image)
             live = np.flatnonzero(self._alive[:rows_at_start])
             vectors = reconstruct_rows(self._index, live)
-        target = self.factory if len(live) >= self.ann_threshold else EXACT_FACTORY
+        # Hysteresis: an ANN partition goes back to exact search only below half
+        # the threshold, so a partition hovering around it does not flip-flop.
+        stays_ann = self.kind == "ann" and len(live) >= self.ann_threshold // 2
+        ann = len(live) >= self.ann_threshold or stays_ann
+        target = self.factory if ann else EXACT_FACTORY
         fresh = train_and_add(build_index(self.dim, target), vectors)
         del vectors
-        with self._lock:
+        with self._lock.write():
             self._swap(fresh, target, live, rows_at_start)
         log.info(
             "partition rebuilt as %s: %d live rows (%d rebuilds)", target, len(live), self.rebuilds
@@ -365,7 +370,7 @@ class Partition:
 
     def export_state(self) -> tuple[bytes, dict[str, Any]]:
         """The serialized index and the JSON-able bookkeeping, consistent with each other."""
-        with self._lock:
+        with self._lock.read():
             rows = len(self._row_image)
             blob = faiss.serialize_index(self._index).tobytes()
             state = {
@@ -373,6 +378,7 @@ class Partition:
                 "rows": rows,
                 "row_image": self._row_image,
                 "alive": np.packbits(self._alive[:rows], bitorder="little").tobytes().hex(),
+                "allowed": self._allowed[: (rows + 7) // 8].tobytes().hex(),
                 "states": {image_id: s.to_list() for image_id, s in self._states.items()},
                 "max_rows_per_image": self._max_rows_per_image,
             }
@@ -386,19 +392,21 @@ class Partition:
             raise ValueError("snapshot index and bookkeeping disagree")
         alive_bits = np.frombuffer(bytes.fromhex(state["alive"]), dtype=np.uint8)
         alive = np.unpackbits(alive_bits, bitorder="little")[:rows].astype(bool)
+        allowed_bits = np.frombuffer(bytes.fromhex(state["allowed"]), dtype=np.uint8)
+        if len(allowed_bits) != (rows + 7) // 8:
+            raise ValueError("snapshot visibility bitmap has the wrong length")
         states = {image_id: ImageState.from_list(v) for image_id, v in state["states"].items()}
-        with self._lock:
+        with self._lock.write():
             self._index = index
             self.kind = state["kind"]
             self._row_image = list(state["row_image"])
             self._alive, self._allowed = _row_arrays(max(1024, 2 * rows))
             self._alive[:rows] = alive
-            self._allowed_rows = 0
+            self._allowed[: len(allowed_bits)] = allowed_bits
+            self._allowed_rows = int(np.unpackbits(allowed_bits, bitorder="little")[:rows].sum())
             self._dead_rows = int(rows - alive.sum())
             self._states = states
             self._max_rows_per_image = int(state["max_rows_per_image"])
-            for image_state in states.values():
-                self._refresh(image_state)
 
 
 def _row_arrays(capacity: int) -> tuple[np.ndarray, np.ndarray]:
