@@ -86,7 +86,10 @@ class Settings:
     # Index.
     # A partition searches exactly (Flat) until it holds ann_threshold live
     # vectors, then a background rebuild moves it to this faiss factory.
-    index_factory: str = "HNSW32"
+    # IVF over HNSW: at 1M vectors of real-image embeddings IVF1024 with nprobe 16
+    # reached recall@10 0.978 at p95 2.1 ms, HNSW32 0.82 at efSearch 64 and 0.86
+    # at 128 (bench/index.py); IVF also needs no graph repair after deletes.
+    index_factory: str = "IVF1024,Flat"
     index_shards: int = 1
     ann_threshold: int = 50_000
     ef_search: int = 64
