@@ -10,6 +10,7 @@ import faust
 
 from encoders.preprocess import ImageLimits
 from encoders.runtime import OnnxEncoder
+from encoders.tiles import tile_boxes
 from streams.embedding import RawMessage, dead_letter, embed_uploads
 from streams.schemas import DeadLetter, ImageUpdated, SchemaError, decode, encode
 from streams.settings import Settings
@@ -48,6 +49,7 @@ def register_agents(app: faust.App, settings: Settings, encoder: OnnxEncoder) ->
     dead_letters = raw_topic(app, names.dead_letter, 1)
     allowed_roots = [settings.image_store_dir]
     limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
+    tiles = tile_boxes(settings.tiles)
     # One thread: inference already uses every core through ONNX Runtime, and
     # keeping it off the event loop keeps heartbeats and fetches flowing.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
@@ -61,7 +63,7 @@ def register_agents(app: faust.App, settings: Settings, encoder: OnnxEncoder) ->
         ):
             messages = [raw_message(event) for event in events]
             outcome = await loop.run_in_executor(
-                executor, embed_uploads, messages, encoder, allowed_roots, limits
+                executor, embed_uploads, messages, encoder, allowed_roots, limits, tiles
             )
             for record in outcome.embedded:
                 await embeddings.send(key=record.image_id.encode(), value=encode(record))

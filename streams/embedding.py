@@ -15,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from encoders.preprocess import ImageLimits, PreprocessError, preprocess
+from encoders.preprocess import (
+    CropBox,
+    ImageLimits,
+    PreprocessError,
+    decode_image,
+    preprocess_image,
+)
 from encoders.runtime import OnnxEncoder
 from streams.image_source import ImageSourceError, read_image_bytes
 from streams.schemas import (
@@ -64,24 +70,33 @@ def embed_uploads(
     encoder: OnnxEncoder,
     allowed_roots: Sequence[Path],
     limits: ImageLimits,
+    tiles: Sequence[CropBox] = (),
 ) -> EmbedOutcome:
-    """Decode, read, preprocess and embed a batch of ImageUploaded messages."""
+    """Decode, read, preprocess and embed a batch of ImageUploaded messages.
+
+    Each image contributes its global input plus one input per tile; the whole
+    batch goes through the encoder in one call.
+    """
     outcome = EmbedOutcome()
-    accepted: list[tuple[RawMessage, ImageUploaded, np.ndarray]] = []
+    accepted: list[tuple[RawMessage, ImageUploaded]] = []
+    inputs: list[np.ndarray] = []
     for message in messages:
         try:
             event = decode(ImageUploaded, message.value or b"")
-            data = read_image_bytes(event, allowed_roots, limits.max_bytes)
-            inputs = preprocess(data, None, limits)
+            image = decode_image(read_image_bytes(event, allowed_roots, limits.max_bytes), limits)
+            image_inputs = [preprocess_image(image, box) for box in (None, *tiles)]
         except (SchemaError, ImageSourceError, PreprocessError) as exc:
             outcome.dead_letters.append(dead_letter(message, exc.code, exc.message))
             continue
-        accepted.append((message, event, inputs))
+        accepted.append((message, event))
+        inputs.extend(image_inputs)
     if not accepted:
         return outcome
-    vectors = encoder.embed(np.stack([inputs for _, _, inputs in accepted]))
+    per_image = 1 + len(tiles)
+    vectors = encoder.embed(np.stack(inputs)).reshape(len(accepted), per_image, -1)
     embedded_at = time.time()
-    for (message, event, _), vector in zip(accepted, vectors, strict=True):
+    for (message, event), image_vectors in zip(accepted, vectors, strict=True):
+        vector, tile_vectors = image_vectors[0], image_vectors[1:]
         outcome.embedded.append(
             ImageEmbedded(
                 image_id=event.image_id,
@@ -94,6 +109,8 @@ def embed_uploads(
                 source_offset=message.offset,
                 owner_id=event.owner_id,
                 private=event.private,
+                tile_count=len(tile_vectors),
+                tiles_b64=vector_to_b64(tile_vectors) if len(tile_vectors) else "",
             )
         )
     return outcome

@@ -115,3 +115,23 @@ def test_reupload_is_one_entry_and_private_images_stay_hidden(
     assert [hit.image_id for hit in stack.search.search_bytes(path.read_bytes(), 2).hits].count(
         ids[0]
     ) == 1
+
+
+def test_crop_of_a_tile_finds_its_image_through_tile_vectors(
+    tmp_path: Path, model_dir: Path, photo_paths: list[Path], make_settings
+) -> None:
+    from encoders.tiles import tile_boxes
+
+    settings = make_settings(tmp_path, model_dir, tiles="quadrants")
+    with LocalStack(settings) as tiled:
+        assert tiled.search is not None
+        ids = _publish_photos(tiled, photo_paths[44:56], "tiled")
+        assert tiled.wait_searchable(ids, TIMEOUT_S) == set()
+        for image_id in ids:
+            state = tiled.shards[0].partitions
+            rows = [p.state_of(image_id) for p in state.values() if p.state_of(image_id)]
+            assert rows and rows[0].row_count == 6  # global + 5 tiles
+            for box in tile_boxes("quadrants"):
+                hits = tiled.search.search_bytes(tiled.store.get(image_id), 1, box).hits
+                assert hits[0].image_id == image_id
+                assert hits[0].score > 0.999  # the query is exactly that tile

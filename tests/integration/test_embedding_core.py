@@ -1,0 +1,62 @@
+"""The embedding step with the real ONNX encoder and real photos (no Kafka needed)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from encoders.preprocess import ImageLimits, preprocess
+from encoders.runtime import OnnxEncoder
+from encoders.tiles import tile_boxes
+from streams.embedding import RawMessage, embed_uploads
+from streams.schemas import ImageUploaded, encode
+
+pytestmark = pytest.mark.integration
+
+
+def _message(offset: int, image_id: str, data: bytes) -> RawMessage:
+    event = ImageUploaded(
+        image_id=image_id,
+        owner_id="t",
+        uploaded_at=1.0 + offset,
+        image_b64=base64.b64encode(data).decode(),
+    )
+    return RawMessage("uploads", 0, offset, encode(event))
+
+
+def test_tiles_are_embedded_beside_the_global_vector(
+    encoder: OnnxEncoder, photo_paths: list[Path], tmp_path: Path
+) -> None:
+    data = [path.read_bytes() for path in photo_paths[:3]]
+    messages = [_message(i, f"img-{i}", d) for i, d in enumerate(data)]
+    messages.insert(1, _message(9, "broken", b"not an image at all"))
+    boxes = tile_boxes("quadrants")
+    outcome = embed_uploads(messages, encoder, [tmp_path], ImageLimits(), boxes)
+
+    assert [letter.error_code for letter in outcome.dead_letters] == ["undecodable"]
+    assert [record.image_id for record in outcome.embedded] == ["img-0", "img-1", "img-2"]
+    assert [record.source_offset for record in outcome.embedded] == [0, 1, 2]
+    assert outcome.dead_letters[0].offset == 9
+    for record, image in zip(outcome.embedded, data, strict=True):
+        assert record.tile_count == 5 and record.tiles().shape == (5, encoder.dim)
+        # Same preprocessing, same encoder: the vectors are what a query of the
+        # whole image, or of exactly that tile, embeds to.
+        expected_global = encoder.embed(preprocess(image)[None])[0]
+        expected_tile = encoder.embed(preprocess(image, boxes[2])[None])[0]
+        assert float(record.vector() @ expected_global) > 0.9999
+        assert float(record.tiles()[2] @ expected_tile) > 0.9999
+        assert np.allclose(np.linalg.norm(record.tiles(), axis=1), 1.0, atol=1e-4)
+
+
+def test_batch_without_tiles_has_one_vector_per_image(
+    encoder: OnnxEncoder, photo_paths: list[Path], tmp_path: Path
+) -> None:
+    messages = [_message(i, f"g-{i}", p.read_bytes()) for i, p in enumerate(photo_paths[3:7])]
+    outcome = embed_uploads(messages, encoder, [tmp_path], ImageLimits())
+    assert len(outcome.embedded) == 4 and not outcome.dead_letters
+    assert all(record.tile_count == 0 for record in outcome.embedded)
+    vectors = np.stack([record.vector() for record in outcome.embedded])
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
