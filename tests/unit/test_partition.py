@@ -3,7 +3,6 @@
 import json
 import threading
 
-import faiss
 import numpy as np
 import pytest
 
@@ -15,15 +14,6 @@ FACTORIES = ["Flat", "HNSW32", "IVF64,Flat", "IVF64,SQ8", "HNSW32,SQ8"]
 ANN_FACTORIES = FACTORIES[1:]
 # Search knobs for recall checks: IVF64 at the default nprobe=16 reaches ~0.83 here.
 RECALL_PARAMS = SearchParams(ef_search=128, nprobe=32)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread_faiss():
-    """One OpenMP thread: deterministic HNSW graphs, no spin-waits on a busy 2-core box."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 def _norm(vectors):

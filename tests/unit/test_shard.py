@@ -2,7 +2,6 @@
 
 import time
 
-import faiss
 import numpy as np
 import pytest
 
@@ -13,15 +12,6 @@ from streams.schemas import ImageEmbedded, ImageUpdated, decode_vector_log, enco
 
 DIM = 8
 MODEL = "m1"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread_faiss():
-    """One OpenMP thread: no spin-waits on a busy 2-core box."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 def _unit(rng, n, dim=DIM):

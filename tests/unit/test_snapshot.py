@@ -3,7 +3,6 @@
 import json
 import os
 
-import faiss
 import numpy as np
 import pytest
 
@@ -19,15 +18,6 @@ from index.snapshot import (
 
 DIM = 16
 MODEL = "m1"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread_faiss():
-    """One OpenMP thread: deterministic HNSW graphs, no spin-waits on a busy 2-core box."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 def _unit(rng, n):
