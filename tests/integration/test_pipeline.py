@@ -135,3 +135,23 @@ def test_crop_of_a_tile_finds_its_image_through_tile_vectors(
                 hits = tiled.search.search_bytes(tiled.store.get(image_id), 1, box).hits
                 assert hits[0].image_id == image_id
                 assert hits[0].score > 0.999  # the query is exactly that tile
+
+
+def test_ingest_folder_publishes_images_and_reports_bad_files(
+    stack: LocalStack, photo_paths: list[Path], tmp_path: Path
+) -> None:
+    from visearch.ingest import ingest_folder
+
+    assert stack.publisher is not None
+    folder = tmp_path / "mine"
+    (folder / "sub").mkdir(parents=True)
+    for i, path in enumerate(photo_paths[56:59]):
+        (folder / "sub" / f"photo {i}.png").write_bytes(path.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    summary = ingest_folder(stack.settings, stack.store, stack.publisher, folder, progress=False)
+    assert summary.published == 3
+    assert list(summary.rejected) == [str(folder / "broken.jpg")]
+    ids = ["sub-photo_0", "sub-photo_1", "sub-photo_2"]
+    assert stack.wait_searchable(ids, TIMEOUT_S) == set()
+    again = ingest_folder(stack.settings, stack.store, stack.publisher, folder, progress=False)
+    assert again.published == 0 and again.already_stored == 3
