@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from streams.lifecycle import Lifecycle
 from streams.schemas import Event, encode
 from streams.settings import Settings
@@ -27,9 +29,13 @@ class EventPublisher(Lifecycle):
         if timeout_s is not None:
             future.get(timeout=timeout_s)
 
-    def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Send bytes as they are (tests of bad input, dead-letter replay)."""
-        self._producer.send(topic, key=key, value=value)
+    def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> Any:
+        """Send bytes as they are (tests of bad input, dead-letter replay).
+
+        Returns kafka-python's future: ``.get(timeout)`` waits for the
+        acknowledgement and raises if the broker refused the message.
+        """
+        return self._producer.send(topic, key=key, value=value)
 
     def flush(self, timeout_s: float = 30.0) -> None:
         self._producer.flush(timeout=timeout_s)

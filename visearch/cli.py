@@ -9,9 +9,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streams.settings import Settings, SettingsError
 from visearch.corpus import DEMO_CORPUS
+
+if TYPE_CHECKING:
+    from streams.schemas import DeadLetter
 
 log = logging.getLogger("visearch")
 
@@ -98,6 +102,70 @@ def _cmd_selftest(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _read_selected(settings: Settings, args: argparse.Namespace) -> list[tuple[int, DeadLetter]]:
+    from streams.dead_letters import read_dead_letters, select
+
+    limit = getattr(args, "limit", None)
+    # With --code the limit counts matching letters, so the whole range is read.
+    letters = read_dead_letters(
+        settings, from_offset=args.from_offset, limit=None if args.code else limit
+    )
+    return select(letters, args.code, limit)
+
+
+def _print_letters(
+    letters: list[tuple[int, DeadLetter]], as_json: bool = False, with_payload: bool = False
+) -> None:
+    from streams.dead_letters import format_table, letter_json, summarize
+
+    if as_json:
+        for offset, letter in letters:
+            print(letter_json(offset, letter, with_payload))
+        return
+    if not letters:
+        print("no dead letters")
+        return
+    for line in format_table(letters):
+        print(line)
+    counts = ", ".join(f"{code} {count}" for code, count in summarize(letters).items())
+    print(f"{len(letters)} dead letters ({counts}); next offset {letters[-1][0] + 1}")
+
+
+def _cmd_dlq_list(settings: Settings, args: argparse.Namespace) -> int:
+    _print_letters(_read_selected(settings, args), args.json, args.with_payload)
+    return 0
+
+
+def _cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.dead_letters import replay, summarize
+    from streams.publisher import EventPublisher
+
+    letters = _read_selected(settings, args)
+    if not args.yes:
+        _print_letters(letters)
+        if letters:
+            print(f"would replay {len(letters)} dead letters; run again with --yes to replay them")
+        return 0
+    replayed = 0
+    if letters:
+        with EventPublisher(settings) as publisher:
+            replayed = replay(settings, letters, publisher)
+    report = {
+        "replayed": replayed,
+        "skipped": len(letters) - replayed,
+        "by_code": summarize(letters),
+        "next_offset": letters[-1][0] + 1 if letters else args.from_offset,
+    }
+    print(json.dumps(report))
+    return 0
+
+
+def _non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="visearch",
@@ -142,6 +210,30 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--count", type=int, default=24)
     selftest.add_argument("--crop-area", type=float, default=0.5)
     selftest.set_defaults(func=_cmd_selftest)
+
+    dlq = sub.add_parser("dlq", help="list and replay dead letters (events that failed)")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_sub.add_parser("list", help="show dead letters with their reasons")
+    dlq_replay = dlq_sub.add_parser(
+        "replay", help="republish dead letters' original bytes to their source topics"
+    )
+    for command in (dlq_list, dlq_replay):
+        command.add_argument(
+            "--from-offset", type=_non_negative, default=0, help="first dead-letter offset"
+        )
+        command.add_argument(
+            "--code", action="append", help="only this error code (repeatable), e.g. missing_file"
+        )
+    dlq_list.add_argument("--limit", type=_non_negative, help="at most N dead letters")
+    dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    dlq_list.add_argument(
+        "--with-payload", action="store_true", help="with --json: include original_b64"
+    )
+    dlq_list.set_defaults(func=_cmd_dlq_list)
+    dlq_replay.add_argument(
+        "--yes", action="store_true", help="replay (without it: only show what would be replayed)"
+    )
+    dlq_replay.set_defaults(func=_cmd_dlq_replay)
     return parser
 
 
@@ -165,9 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         from streams.broker import BrokerError
+        from streams.dead_letters import DeadLetterError
         from visearch.corpus import CorpusError
 
-        if isinstance(exc, BrokerError | CorpusError):
+        if isinstance(exc, BrokerError | CorpusError | DeadLetterError):
             print(f"visearch: {exc}", file=sys.stderr)
             return 1
         raise
