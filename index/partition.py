@@ -325,9 +325,10 @@ class Partition:
             rows_at_start = len(self._row_image)
             live = np.flatnonzero(self._alive[:rows_at_start])
             vectors = reconstruct_rows(self._index, live)
-        # Hysteresis: an ANN partition goes back to exact search only below half
-        # the threshold, so a partition hovering around it does not flip-flop.
-        stays_ann = self.kind == "ann" and len(live) >= self.ann_threshold // 2
+        # Hysteresis: an ANN partition goes back to exact search only below 80 %
+        # of the threshold, so a partition hovering around it does not flip-flop
+        # (and IVF is never retrained on far fewer points than it first had).
+        stays_ann = self.kind == "ann" and len(live) >= 0.8 * self.ann_threshold
         ann = len(live) >= self.ann_threshold or stays_ann
         target = self.factory if ann else EXACT_FACTORY
         fresh = train_and_add(build_index(self.dim, target), vectors)
