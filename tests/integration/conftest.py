@@ -11,6 +11,7 @@ import pytest
 from streams.broker import free_port
 from streams.settings import Settings
 from visearch.stack import LocalStack
+from visearch.uploads import accept_upload
 
 
 def private_settings(data_dir: Path, model_dir: Path, **overrides: object) -> Settings:
@@ -31,6 +32,24 @@ def private_settings(data_dir: Path, model_dir: Path, **overrides: object) -> Se
 def make_settings() -> Callable[..., Settings]:
     """Factory of private settings, for tests that run their own stacks."""
     return private_settings
+
+
+def publish_photos(stack: LocalStack, paths: list[Path], prefix: str, start: int = 0) -> list[str]:
+    """Store and publish real photos as ``<prefix>-<n>``; returns once the broker acknowledged."""
+    assert stack.publisher is not None
+    ids = []
+    for i, path in enumerate(paths, start):
+        image_id = f"{prefix}-{i:04d}"
+        accept_upload(stack.settings, stack.store, stack.publisher, image_id, path.read_bytes())
+        ids.append(image_id)
+    stack.publisher.flush()
+    return ids
+
+
+@pytest.fixture
+def publish() -> Callable[..., list[str]]:
+    """:func:`publish_photos`, for test modules (they cannot import conftest)."""
+    return publish_photos
 
 
 @pytest.fixture(scope="module")

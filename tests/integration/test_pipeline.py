@@ -7,54 +7,31 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
 
-from streams.schemas import DeadLetter, ImageUploaded, decode, encode
+from streams.dead_letters import read_dead_letters
+from streams.schemas import DeadLetter, ImageUploaded, encode
 from visearch.image_store import StoredImage
 from visearch.stack import LocalStack
-from visearch.uploads import accept_upload, publish_stored
+from visearch.uploads import publish_stored
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 90.0
 
 
-def _publish_photos(stack: LocalStack, paths: list[Path], prefix: str) -> list[str]:
-    assert stack.publisher is not None
-    ids = []
-    for i, path in enumerate(paths):
-        image_id = f"{prefix}-{i:03d}"
-        accept_upload(stack.settings, stack.store, stack.publisher, image_id, path.read_bytes())
-        ids.append(image_id)
-    stack.publisher.flush()
-    return ids
-
-
 def _dead_letters(stack: LocalStack, expected: int) -> list[DeadLetter]:
-    consumer = KafkaConsumer(
-        stack.settings.topics.dead_letter,
-        bootstrap_servers=stack.settings.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=2000,
-        fetch_max_wait_ms=20,
-    )
-    letters: list[DeadLetter] = []
     deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while len(letters) < expected and time.monotonic() < deadline:
-            for message in consumer:
-                letters.append(decode(DeadLetter, message.value))
-    finally:
-        consumer.close()
-    return letters
+    letters = read_dead_letters(stack.settings)
+    while len(letters) < expected and time.monotonic() < deadline:
+        letters = read_dead_letters(stack.settings)
+    return [letter for _, letter in letters]
 
 
 def test_bad_events_are_dead_lettered_and_the_stream_goes_on(
-    stack: LocalStack, photo_paths: list[Path]
+    stack: LocalStack, photo_paths: list[Path], publish
 ) -> None:
     assert stack.publisher is not None and stack.search is not None
     uploads = stack.settings.topics.uploads
-    before = _publish_photos(stack, photo_paths[:5], "before")
+    before = publish(stack, photo_paths[:5], "before")
     broken_json = b'{"image_id": "x", '
     corrupt = ImageUploaded(
         image_id="corrupt-1",
@@ -68,7 +45,7 @@ def test_bad_events_are_dead_lettered_and_the_stream_goes_on(
     stack.publisher.publish_raw(uploads, b"x", broken_json)
     stack.publisher.publish(uploads, corrupt.image_id, corrupt)
     stack.publisher.publish(uploads, outside.image_id, outside)
-    after = _publish_photos(stack, photo_paths[5:10], "after")
+    after = publish(stack, photo_paths[5:10], "after")
 
     assert stack.wait_searchable(before + after, TIMEOUT_S) == set()
     letters = _dead_letters(stack, 3)
@@ -80,9 +57,11 @@ def test_bad_events_are_dead_lettered_and_the_stream_goes_on(
     assert "corrupt-1" not in stack.shards[0] and "outside-1" not in stack.shards[0]
 
 
-def test_each_upload_finds_itself_first(stack: LocalStack, photo_paths: list[Path]) -> None:
+def test_each_upload_finds_itself_first(
+    stack: LocalStack, photo_paths: list[Path], publish
+) -> None:
     assert stack.search is not None
-    ids = _publish_photos(stack, photo_paths[10:20], "self")
+    ids = publish(stack, photo_paths[10:20], "self")
     assert stack.wait_searchable(ids, TIMEOUT_S) == set()
     for image_id in ids:
         hits = stack.search.search_bytes(stack.store.get(image_id), 3).hits
@@ -91,11 +70,11 @@ def test_each_upload_finds_itself_first(stack: LocalStack, photo_paths: list[Pat
 
 
 def test_reupload_is_one_entry_and_private_images_stay_hidden(
-    stack: LocalStack, photo_paths: list[Path]
+    stack: LocalStack, photo_paths: list[Path], publish
 ) -> None:
     assert stack.publisher is not None and stack.search is not None
     path = photo_paths[20]
-    ids = _publish_photos(stack, [path], "twice")
+    ids = publish(stack, [path], "twice")
     assert stack.wait_searchable(ids, TIMEOUT_S) == set()
     size = stack.search.size
     first_indexed = stack.searchable_at(ids[0])
@@ -118,14 +97,14 @@ def test_reupload_is_one_entry_and_private_images_stay_hidden(
 
 
 def test_crop_of_a_tile_finds_its_image_through_tile_vectors(
-    tmp_path: Path, model_dir: Path, photo_paths: list[Path], make_settings
+    tmp_path: Path, model_dir: Path, photo_paths: list[Path], make_settings, publish
 ) -> None:
     from encoders.tiles import tile_boxes
 
     settings = make_settings(tmp_path, model_dir, tiles="quadrants")
     with LocalStack(settings) as tiled:
         assert tiled.search is not None
-        ids = _publish_photos(tiled, photo_paths[44:56], "tiled")
+        ids = publish(tiled, photo_paths[44:56], "tiled")
         assert tiled.wait_searchable(ids, TIMEOUT_S) == set()
         for image_id in ids:
             state = tiled.shards[0].partitions

@@ -17,7 +17,6 @@ from streams.broker import free_port
 from streams.settings import Settings
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.stack import LocalStack, settings_env
-from visearch.uploads import accept_upload
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 120.0
@@ -59,19 +58,8 @@ def _wait_images(settings: Settings, count: int) -> int:
     return images
 
 
-def _publish(stack: LocalStack, paths: list[Path], offset: int) -> list[str]:
-    assert stack.publisher is not None
-    ids = []
-    for i, path in enumerate(paths):
-        image_id = f"kill-{offset + i:04d}"
-        accept_upload(stack.settings, stack.store, stack.publisher, image_id, path.read_bytes())
-        ids.append(image_id)
-    stack.publisher.flush()  # acknowledged by the broker from here on
-    return ids
-
-
 def test_sigkilled_shard_restarts_from_snapshot_and_loses_nothing(
-    tmp_path: Path, model_dir: Path, make_settings
+    tmp_path: Path, model_dir: Path, make_settings, publish
 ) -> None:
     port = free_port()
     settings = make_settings(
@@ -87,18 +75,18 @@ def test_sigkilled_shard_restarts_from_snapshot_and_loses_nothing(
         assert stack.search is not None
         shard = _start_shard_process(settings, log_path)
         try:
-            ids = _publish(stack, paths[:40], 0)
+            ids = publish(stack, paths[:40], "kill")
             assert _wait_images(settings, 40) == 40
             snapshots = settings.data_dir / "index" / stack.search.encoder.version
             deadline = time.monotonic() + TIMEOUT_S
             while not list(snapshots.glob("*.snap")) and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert list(snapshots.glob("*.snap")), "no snapshot was written"
-            ids += _publish(stack, paths[40:80], 40)
+            ids += publish(stack, paths[40:80], "kill", 40)
             time.sleep(0.2)  # mid-ingest: the worker is still embedding this batch
             shard.send_signal(signal.SIGKILL)
             shard.wait(10)
-            ids += _publish(stack, paths[80:], 80)  # acknowledged while no shard runs
+            ids += publish(stack, paths[80:], "kill", 80)  # acknowledged while no shard runs
             shard = _start_shard_process(settings, log_path)
             assert _status(settings)["recovered_offsets"], "restart did not use the snapshots"
             assert _wait_images(settings, 120) == 120
@@ -115,11 +103,11 @@ def test_sigkilled_shard_restarts_from_snapshot_and_loses_nothing(
 
 
 def test_restart_with_a_fresh_broker_keeps_the_index(
-    tmp_path: Path, model_dir: Path, photo_paths: list[Path], make_settings
+    tmp_path: Path, model_dir: Path, photo_paths: list[Path], make_settings, publish
 ) -> None:
     settings = make_settings(tmp_path, model_dir)
     with LocalStack(settings) as stack:
-        ids = _publish(stack, photo_paths[:10], 0)
+        ids = publish(stack, photo_paths[:10], "restart")
         assert stack.wait_searchable(ids, TIMEOUT_S) == set()
     # The embedded broker is gone with its data; a new one is a new log epoch.
     restarted = settings.with_overrides(broker_port=free_port())
