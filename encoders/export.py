@@ -100,7 +100,7 @@ def check_parity(onnx_path: Path, inputs: np.ndarray, expected: np.ndarray) -> P
     cosines = np.sum(actual * expected, axis=1) / (
         np.linalg.norm(actual, axis=1) * np.linalg.norm(expected, axis=1)
     )
-    same_nn = int(np.sum(_nearest(actual) == _nearest(expected)))
+    same_nn = int(np.sum(nearest_neighbours(actual) == nearest_neighbours(expected)))
     report = ParityReport(
         images=len(inputs),
         max_abs_diff=float(np.abs(actual - expected).max()),
@@ -112,7 +112,8 @@ def check_parity(onnx_path: Path, inputs: np.ndarray, expected: np.ndarray) -> P
     return report
 
 
-def _nearest(vectors: np.ndarray) -> np.ndarray:
+def nearest_neighbours(vectors: np.ndarray) -> np.ndarray:
+    """Index of each row's nearest other row by inner product."""
     similarity = vectors @ vectors.T
     np.fill_diagonal(similarity, -np.inf)
     return np.argmax(similarity, axis=1)

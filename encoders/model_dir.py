@@ -38,6 +38,7 @@ class ModelMetadata:
     mean: float
     std: float
     resize: str
+    precision: str = "fp32"
     input_name: str = "images"
     output_name: str = "embeddings"
     parity: dict[str, Any] = field(default_factory=dict)

@@ -60,6 +60,23 @@ def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quantize(settings: Settings, args: argparse.Namespace) -> int:
+    import random
+
+    from encoders.quantize import quantize_int8
+    from visearch.corpus import find_images
+
+    source = args.model or settings.resolved_model_dir
+    out = args.out or source.with_name(source.name + "-int8")
+    images = find_images(args.images)
+    random.Random(0).shuffle(images)
+    calibration = [p.read_bytes() for p in images[: args.calibration_images]]
+    evaluation = [p.read_bytes() for p in images[args.calibration_images :][:64]]
+    metadata = quantize_int8(source, out, calibration, evaluation)
+    print(json.dumps({"model_dir": str(out), "version": metadata.version, **metadata.parity}))
+    return 0
+
+
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from visearch.runner import run_service
 
@@ -191,6 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--images", type=Path, default=DEMO_CORPUS, help="real images for parity")
     export.add_argument("--parity-images", type=int, default=16)
     export.set_defaults(func=_cmd_export)
+
+    quantize = sub.add_parser(
+        "quantize", help="static int8 quantisation, calibrated on real images"
+    )
+    quantize.add_argument("--model", type=Path, help="fp32 model directory (default: settings)")
+    quantize.add_argument("--out", type=Path, help="output directory (default: <model>-int8)")
+    quantize.add_argument("--images", type=Path, default=DEMO_CORPUS, help="real images")
+    quantize.add_argument("--calibration-images", type=int, default=128)
+    quantize.set_defaults(func=_cmd_quantize)
 
     run = sub.add_parser("run", help="broker + worker + index + search API on this machine")
     run.add_argument("--demo", type=Path, default=DEMO_CORPUS, help="demo corpus folder")
