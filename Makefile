@@ -7,8 +7,9 @@ VENV ?= .venv
 EXTRAS ?= cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRAS)
-# Debian packages: real photos for the demo corpus and the tests.
-DEBIAN_PACKAGES := tuxpaint-stamps-default
+# Debian packages: real photos for the demo corpus and the tests, and the
+# browser the page tests drive (Playwright must never download its own).
+DEBIAN_PACKAGES := tuxpaint-stamps-default chromium
 
 .PHONY: run test lint typecheck unit integration system-deps venv selftest clean
 
