@@ -107,7 +107,10 @@ class Partition:
     def __len__(self) -> int:
         """Images with vectors in the index (visible or not)."""
         with self._lock.read():
-            return sum(1 for s in self._states.values() if s.row_count and not s.deleted)
+            return self._image_count()
+
+    def _image_count(self) -> int:
+        return sum(1 for s in self._states.values() if s.row_count and not s.deleted)
 
     def __contains__(self, image_id: str) -> bool:
         return self.is_visible(image_id)
@@ -186,9 +189,11 @@ class Partition:
             )
 
     def _hit_with_vector(self, image_id: str, score: float) -> Hit:
-        first_row = self._states[image_id].first_row
-        vector = np.asarray(self._index.reconstruct(first_row), dtype=np.float32)
-        return Hit(image_id, score, vector)
+        return Hit(image_id, score, self._global_vector(self._states[image_id]))
+
+    def _global_vector(self, state: ImageState) -> np.ndarray:
+        """An image's first row: its global vector (tiles follow it)."""
+        return np.asarray(self._index.reconstruct(state.first_row), dtype=np.float32)
 
     def vector_of(self, image_id: str) -> np.ndarray | None:
         """The global vector of a visible image (for near-duplicate checks)."""
@@ -196,7 +201,7 @@ class Partition:
             state = self._states.get(image_id)
             if state is None or not state.visible:
                 return None
-            return np.asarray(self._index.reconstruct(state.first_row), dtype=np.float32)
+            return self._global_vector(state)
 
     def memory(self, exact_index_bytes: bool = True) -> MemoryReport:
         """Memory accounting; ``exact_index_bytes`` serializes the index to measure it."""
@@ -207,8 +212,7 @@ class Partition:
             # Row map (8-byte pointer per row), alive + allowed bitmaps, and the
             # Python objects of each image state (~320 bytes measured with an id).
             map_bytes = rows * 8 + len(self._alive) + len(self._allowed) + 320 * len(self._states)
-            images = sum(1 for s in self._states.values() if s.row_count and not s.deleted)
-            return MemoryReport(self.kind, rows, live, images, size, map_bytes)
+            return MemoryReport(self.kind, rows, live, self._image_count(), size, map_bytes)
 
     # ----------------------------------------------------------------- writes
 
