@@ -15,7 +15,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from streams.schemas import ID_PATTERN
@@ -57,47 +57,44 @@ class ImageStore:
         """Store bytes then metadata (metadata last: its presence means complete)."""
         path = self.path_of(image.image_id)
         _atomic_write(path, data)
-        _atomic_write(path.with_suffix(".json"), json.dumps(asdict(image)).encode())
+        self._write_metadata(image)
         return path
+
+    def _meta_path(self, image_id: str) -> Path:
+        """Where the metadata of ``image_id`` lives; its presence means the image exists."""
+        return self.path_of(image_id).with_suffix(".json")
+
+    def _write_metadata(self, image: StoredImage) -> None:
+        _atomic_write(self._meta_path(image.image_id), json.dumps(asdict(image)).encode())
 
     def get(self, image_id: str) -> bytes:
         """The stored bytes; raises :class:`UnknownImageError`."""
-        path = self.path_of(image_id)
-        if not path.with_suffix(".json").is_file():
+        if image_id not in self:
             raise UnknownImageError(image_id)
-        return path.read_bytes()
+        return self.path_of(image_id).read_bytes()
 
     def metadata(self, image_id: str) -> StoredImage:
         """The stored metadata; raises :class:`UnknownImageError`."""
-        meta = self.path_of(image_id).with_suffix(".json")
         try:
-            return StoredImage(**json.loads(meta.read_text()))
+            return StoredImage(**json.loads(self._meta_path(image_id).read_text()))
         except FileNotFoundError as exc:
             raise UnknownImageError(image_id) from exc
 
     def set_private(self, image_id: str, private: bool) -> StoredImage:
         """Change the stored private flag; raises :class:`UnknownImageError`."""
-        current = self.metadata(image_id)
-        updated = StoredImage(current.image_id, current.owner_id, private, current.uploaded_at)
-        _atomic_write(
-            self.path_of(image_id).with_suffix(".json"), json.dumps(asdict(updated)).encode()
-        )
+        updated = replace(self.metadata(image_id), private=private)
+        self._write_metadata(updated)
         return updated
 
     def delete(self, image_id: str) -> None:
         """Remove an image for good (metadata first: without it the image does not exist)."""
-        path = self.path_of(image_id)
-        meta = path.with_suffix(".json")
-        if not meta.is_file():
+        if image_id not in self:
             raise UnknownImageError(image_id)
-        meta.unlink()
-        path.unlink(missing_ok=True)
+        self._meta_path(image_id).unlink()
+        self.path_of(image_id).unlink(missing_ok=True)
 
     def __contains__(self, image_id: str) -> bool:
-        return (
-            ID_PATTERN.fullmatch(image_id) is not None
-            and (self.root / f"{image_id}.json").is_file()
-        )
+        return ID_PATTERN.fullmatch(image_id) is not None and self._meta_path(image_id).is_file()
 
     def __iter__(self) -> Iterator[StoredImage]:
         for meta in sorted(self.root.glob("*.json")):
