@@ -69,7 +69,7 @@ def read_dead_letters(
             # from the start and the offset filter below drops everything.
             auto_offset_reset="earliest",
             allow_auto_create_topics=False,  # an auto-created topic gets the wrong partitions
-            fetch_max_wait_ms=20,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
             max_partition_fetch_bytes=max(1_048_576, settings.max_inline_bytes * 3),
         )
     except KafkaError as exc:
