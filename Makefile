@@ -7,9 +7,10 @@ VENV ?= .venv
 EXTRAS ?= cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRAS)
-# Debian packages: real photos for the demo corpus and the tests, and the
-# browser the page tests drive (Playwright must never download its own).
-DEBIAN_PACKAGES := tuxpaint-stamps-default chromium
+# Debian packages: real photos for the demo corpus and the tests, Fashion-MNIST
+# for the class-based evaluation set (`visearch eval build fashion-mnist`), and
+# the browser the page tests drive (Playwright must never download its own).
+DEBIAN_PACKAGES := tuxpaint-stamps-default dataset-fashion-mnist chromium
 
 .PHONY: run test lint typecheck unit integration system-deps venv selftest clean
 
