@@ -14,7 +14,12 @@ to their count, which is why they are a setting (``VISEARCH_TILES``).
 
 from __future__ import annotations
 
-from encoders.preprocess import CropBox
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from encoders.preprocess import CropBox, preprocess_image
 
 TILE_SCHEMES = ("none", "quadrants")
 
@@ -32,3 +37,12 @@ def tile_boxes(scheme: str) -> list[CropBox]:
             CropBox(0.25, 0.25, 0.75, 0.75, relative=True),
         ]
     raise ValueError(f"unknown tile scheme {scheme!r}; use one of {TILE_SCHEMES}")
+
+
+def image_inputs(image: Image.Image, tiles: Sequence[CropBox] = ()) -> list[np.ndarray]:
+    """Model inputs of one indexed image: the whole image first, then each tile.
+
+    The order is the index's row order (global vector, then tiles). One function
+    so that the embedding agent and ``visearch eval`` index images identically.
+    """
+    return [preprocess_image(image, box) for box in (None, *tiles)]

@@ -20,9 +20,9 @@ from encoders.preprocess import (
     ImageLimits,
     PreprocessError,
     decode_image,
-    preprocess_image,
 )
 from encoders.runtime import OnnxEncoder
+from encoders.tiles import image_inputs
 from streams.image_source import ImageSourceError, read_image_bytes
 from streams.schemas import (
     DeadLetter,
@@ -84,12 +84,12 @@ def embed_uploads(
         try:
             event = decode(ImageUploaded, message.value or b"")
             image = decode_image(read_image_bytes(event, allowed_roots, limits.max_bytes), limits)
-            image_inputs = [preprocess_image(image, box) for box in (None, *tiles)]
+            inputs_of_image = image_inputs(image, tiles)
         except (SchemaError, ImageSourceError, PreprocessError) as exc:
             outcome.dead_letters.append(dead_letter(message, exc.code, exc.message))
             continue
         accepted.append((message, event))
-        inputs.extend(image_inputs)
+        inputs.extend(inputs_of_image)
     if not accepted:
         return outcome
     per_image = 1 + len(tiles)

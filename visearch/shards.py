@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from index.faiss_index import SearchParams
 from index.partition import Partition
 from index.shard import IndexShard, ShardConsumer, owned_partitions
@@ -16,10 +18,8 @@ def search_params(settings: Settings) -> SearchParams:
     return SearchParams(ef_search=settings.ef_search, nprobe=settings.nprobe)
 
 
-def start_shard(
-    settings: Settings, dim: int, model_version: str, shard_id: int
-) -> tuple[IndexShard, ShardConsumer]:
-    """Build shard ``shard_id``, recover it from its snapshots and start consuming."""
+def partition_factory(settings: Settings, dim: int) -> Callable[[], Partition]:
+    """How the service makes a partition; ``visearch eval`` builds its index with it too."""
 
     def make_partition() -> Partition:
         return Partition(
@@ -29,6 +29,14 @@ def start_shard(
             compact_ratio=settings.compact_ratio,
         )
 
+    return make_partition
+
+
+def start_shard(
+    settings: Settings, dim: int, model_version: str, shard_id: int
+) -> tuple[IndexShard, ShardConsumer]:
+    """Build shard ``shard_id``, recover it from its snapshots and start consuming."""
+    make_partition = partition_factory(settings, dim)
     partitions = owned_partitions(settings.embedding_partitions, shard_id, settings.index_shards)
     snapshot_dir = settings.data_dir / "index" / model_version
     shard = IndexShard(dim, model_version, partitions, make_partition, snapshot_dir)
