@@ -84,6 +84,22 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    from visearch.runner import run_api
+
+    run_api(settings)
+    return 0
+
+
+def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.topics import ensure_topics, topic_specs
+
+    ensure_topics(settings)
+    for spec in topic_specs(settings):
+        print(json.dumps({"topic": spec.name, "partitions": spec.partitions}))
+    return 0
+
+
 def _cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from streams.publisher import EventPublisher
     from streams.topics import ensure_topics
@@ -222,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--demo", type=Path, default=DEMO_CORPUS, help="demo corpus folder")
     run.add_argument("--no-demo", action="store_true", help="serve only stored images")
     run.set_defaults(func=_cmd_run)
+
+    sub.add_parser(
+        "api", help="the search API alone (workers and shards run elsewhere, as in Helm)"
+    ).set_defaults(func=_cmd_api)
+
+    sub.add_parser(
+        "topics", help="create missing topics, check partition counts, print them"
+    ).set_defaults(func=_cmd_topics)
 
     ingest = sub.add_parser("ingest", help="store and publish a folder of images")
     ingest.add_argument("folder", type=Path)

@@ -42,3 +42,17 @@ def run_service(settings: Settings, demo_dir: Path | None, parity_dir: Path) -> 
         url = f"http://{settings.http_host}:{settings.http_port}/"
         print(f"visearch is up: open {url}  (Ctrl-C stops everything)", flush=True)
         uvicorn.run(api, host=settings.http_host, port=settings.http_port, log_level="warning")
+
+
+def run_api(settings: Settings) -> None:
+    """``visearch api``: only the search API, for a cluster (the Helm chart).
+
+    Workers and shards run as their own pods there (``VISEARCH_SHARD_URLS``),
+    so unlike :func:`run_service` this starts no worker, exports no model (the
+    image carries it) and replays nothing: a real Kafka keeps the log, and
+    replaying the whole image store on every API restart would re-embed it.
+    """
+    with LocalStack(settings, with_worker=False) as stack:
+        assert stack.publisher is not None and stack.search is not None
+        api = create_api(settings, stack.search, stack.store, stack.publisher)
+        uvicorn.run(api, host=settings.http_host, port=settings.http_port, log_level="warning")

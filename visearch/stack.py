@@ -65,8 +65,12 @@ def isolated_settings(settings: Settings, data_dir: Path, purpose: str) -> Setti
 class LocalStack(Lifecycle):
     """Starts broker, topics, worker, shards and search; stops them in reverse."""
 
-    def __init__(self, settings: Settings, log_dir: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, log_dir: Path | None = None, with_worker: bool = True
+    ) -> None:
         self.settings = settings
+        # False for `visearch api`: in a cluster the embedding workers are their own pods.
+        self.with_worker = with_worker
         self.log_dir = log_dir or settings.data_dir / "logs"
         self.broker: EmbeddedBroker | None = None
         self.worker: subprocess.Popen[bytes] | None = None
@@ -83,7 +87,8 @@ class LocalStack(Lifecycle):
                 self.broker = EmbeddedBroker(settings.broker_host, settings.broker_port).start()
             ensure_topics(settings)
             self.publisher = EventPublisher(settings)
-            self._start_worker()
+            if self.with_worker:
+                self._start_worker()
             encoder = OnnxEncoder(settings.resolved_model_dir, threads=settings.ort_threads)
             self._start_shards(encoder)
         except BaseException:
