@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,6 +13,7 @@ from encoders.preprocess import ImageLimits
 from encoders.runtime import OnnxEncoder
 from encoders.tiles import tile_boxes
 from streams.embedding import RawMessage, dead_letter, embed_uploads
+from streams.remote_fetch import RemoteFetch
 from streams.schemas import DeadLetter, ImageUpdated, SchemaError, decode, encode
 from streams.settings import Settings
 
@@ -50,6 +52,7 @@ def register_agents(app: faust.App, settings: Settings, encoder: OnnxEncoder) ->
     allowed_roots = [settings.image_store_dir]
     limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
     tiles = tile_boxes(settings.tiles)
+    remote = RemoteFetch(settings.image_fetch_timeout_s, settings.image_fetch_allow_private)
     # One thread: inference already uses every core through ONNX Runtime, and
     # keeping it off the event loop keeps heartbeats and fetches flowing.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
@@ -63,7 +66,17 @@ def register_agents(app: faust.App, settings: Settings, encoder: OnnxEncoder) ->
         ):
             messages = [raw_message(event) for event in events]
             outcome = await loop.run_in_executor(
-                executor, embed_uploads, messages, encoder, allowed_roots, limits, tiles
+                executor,
+                functools.partial(
+                    embed_uploads,
+                    max_inline_bytes=settings.max_inline_bytes,
+                    remote=remote,
+                ),
+                messages,
+                encoder,
+                allowed_roots,
+                limits,
+                tiles,
             )
             for record in outcome.embedded:
                 await embeddings.send(key=record.image_id.encode(), value=encode(record))

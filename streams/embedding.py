@@ -24,6 +24,7 @@ from encoders.preprocess import (
 from encoders.runtime import OnnxEncoder
 from encoders.tiles import image_inputs
 from streams.image_source import ImageSourceError, read_image_bytes
+from streams.remote_fetch import RemoteFetch
 from streams.schemas import (
     DeadLetter,
     ImageEmbedded,
@@ -71,11 +72,15 @@ def embed_uploads(
     allowed_roots: Sequence[Path],
     limits: ImageLimits,
     tiles: Sequence[CropBox] = (),
+    *,
+    max_inline_bytes: int | None = None,
+    remote: RemoteFetch | None = None,
 ) -> EmbedOutcome:
     """Decode, read, preprocess and embed a batch of ImageUploaded messages.
 
     Each image contributes its global input plus one input per tile; the whole
-    batch goes through the encoder in one call.
+    batch goes through the encoder in one call. ``remote`` enables http(s)
+    URIs (see :mod:`streams.remote_fetch`).
     """
     outcome = EmbedOutcome()
     accepted: list[tuple[RawMessage, ImageUploaded]] = []
@@ -83,7 +88,14 @@ def embed_uploads(
     for message in messages:
         try:
             event = decode(ImageUploaded, message.value or b"")
-            image = decode_image(read_image_bytes(event, allowed_roots, limits.max_bytes), limits)
+            data = read_image_bytes(
+                event,
+                allowed_roots,
+                limits.max_bytes,
+                max_inline_bytes=max_inline_bytes,
+                remote=remote,
+            )
+            image = decode_image(data, limits)
             inputs_of_image = image_inputs(image, tiles)
         except (SchemaError, ImageSourceError, PreprocessError) as exc:
             outcome.dead_letters.append(dead_letter(message, exc.code, exc.message))

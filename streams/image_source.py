@@ -1,9 +1,11 @@
-"""Where an upload's bytes come from: inline base64 or a ``file://`` URI.
+"""Where an upload's bytes come from: inline base64, a ``file://`` or an ``http(s)://`` URI.
 
 File URIs are confined to allowed roots (the image store by default):
 an event that names ``file:///etc/shadow`` or ``file://<root>/../x`` is refused,
 because upload events come from other systems and must not turn the embedding
-worker into a file reader for the whole disk.
+worker into a file reader for the whole disk. HTTP URIs are fetched only when
+a :class:`~streams.remote_fetch.RemoteFetch` policy is given, with the SSRF
+guard, deadline and size cap described in :mod:`streams.remote_fetch`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from streams.remote_fetch import FetchError, RemoteFetch, fetch
 from streams.schemas import ImageUploaded, SchemaError
 
 
@@ -19,7 +22,8 @@ class ImageSourceError(ValueError):
     """The image bytes of an upload cannot be read; ``code`` is machine-readable.
 
     Codes: ``unsupported_uri``, ``forbidden_path``, ``missing_file``,
-    ``too_many_bytes``, ``bad_inline``.
+    ``too_many_bytes``, ``bad_inline``, and for http(s) URIs
+    ``forbidden_address``, ``fetch_failed``, ``fetch_timeout``.
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -33,20 +37,43 @@ def file_uri(path: Path) -> str:
     return path.resolve().as_uri()
 
 
-def read_image_bytes(event: ImageUploaded, allowed_roots: Sequence[Path], max_bytes: int) -> bytes:
-    """The bytes of the uploaded image, within ``max_bytes``."""
+def read_image_bytes(
+    event: ImageUploaded,
+    allowed_roots: Sequence[Path],
+    max_bytes: int,
+    *,
+    max_inline_bytes: int | None = None,
+    remote: RemoteFetch | None = None,
+) -> bytes:
+    """The bytes of the uploaded image, within ``max_bytes``.
+
+    Inline images are further limited to ``max_inline_bytes`` (a big image
+    belongs in a store, not in the log); ``http(s)://`` URIs are refused
+    unless ``remote`` says how to fetch them.
+    """
     if event.image_b64:
+        inline_limit = min(max_bytes, max_inline_bytes or max_bytes)
+        if len(event.image_b64) > 4 * (inline_limit // 3 + 1):  # before decoding it
+            raise ImageSourceError(
+                "too_many_bytes", f"inline image exceeds the inline limit of {inline_limit} bytes"
+            )
         try:
             data = event.image_bytes()
         except SchemaError as exc:
             raise ImageSourceError("bad_inline", exc.message) from exc
-        if len(data) > max_bytes:
+        if len(data) > inline_limit:
             raise ImageSourceError("too_many_bytes", f"inline image has {len(data)} bytes")
         return data
     parsed = urlparse(event.uri)
+    if parsed.scheme in ("http", "https") and remote is not None:
+        try:
+            return fetch(event.uri, max_bytes, remote)
+        except FetchError as exc:
+            raise ImageSourceError(exc.code, exc.message) from exc
     if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        supported = "file:// and http(s)://" if remote is not None else "file://"
         raise ImageSourceError(
-            "unsupported_uri", f"{event.uri[:80]!r}: only file:// URIs are supported"
+            "unsupported_uri", f"{event.uri[:80]!r}: only {supported} URIs are supported"
         )
     try:
         path = Path(unquote(parsed.path)).resolve()

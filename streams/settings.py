@@ -86,6 +86,10 @@ class Settings:
     max_inline_bytes: int = 750_000
     max_image_bytes: int = 20_000_000
     max_image_pixels: int = 40_000_000
+    # http(s):// image URIs in upload events: one deadline for the whole fetch,
+    # and loopback/private/link-local addresses refused unless allowed (SSRF).
+    image_fetch_timeout_s: float = 5.0
+    image_fetch_allow_private: bool = False
 
     # Index.
     # A partition searches exactly (Flat) until it holds ann_threshold live
@@ -184,6 +188,8 @@ class Settings:
             raise SettingsError(f"{PREFIX}TILES must be 'none' or 'quadrants'")
         if not 0 < self.compact_ratio < 1:
             raise SettingsError(f"{PREFIX}COMPACT_RATIO must be between 0 and 1")
+        if not (math.isfinite(self.image_fetch_timeout_s) and self.image_fetch_timeout_s > 0):
+            raise SettingsError(f"{PREFIX}IMAGE_FETCH_TIMEOUT_S must be a finite number > 0")
         if not self.snapshot_interval_s > 0:
             raise SettingsError(f"{PREFIX}SNAPSHOT_INTERVAL_S must be > 0")
 
