@@ -34,6 +34,7 @@ from index.snapshot import (
     snapshot_path,
 )
 from streams.schemas import ImageEmbedded, ImageUpdated, SchemaError, decode_vector_log
+from streams.topics import topic_epoch
 
 log = logging.getLogger(__name__)
 
@@ -256,17 +257,3 @@ class ShardConsumer(threading.Thread):
             self.shard.skip(partition, offset)
             return
         self.shard.apply(record, partition, offset)
-
-
-def topic_epoch(bootstrap_servers: str, topic: str) -> str:
-    """The topic's id: it changes whenever the topic is recreated (a new log epoch)."""
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="visearch-shard-admin")
-    try:
-        described = admin.describe_topics([topic])
-    finally:
-        admin.close()
-    if not described:
-        raise RuntimeError(f"topic {topic} does not exist")
-    return str(described[0].get("topic_id") or "")

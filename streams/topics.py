@@ -92,3 +92,17 @@ def _check_partition_counts(admin: object, specs: list[TopicSpec]) -> None:
             raise TopicSetupError(
                 f"topic {spec.name} has {actual} partitions, settings say {spec.partitions}"
             )
+
+
+def topic_epoch(bootstrap_servers: str, topic: str) -> str:
+    """The topic's id: it changes whenever the topic is recreated (a new log epoch)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="visearch-epoch-admin")
+    try:
+        described = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    if not described:
+        raise RuntimeError(f"topic {topic} does not exist")
+    return str(described[0].get("topic_id") or "")
