@@ -16,6 +16,7 @@ import binascii
 import json
 import math
 import re
+import time
 import typing
 from typing import Any, ClassVar, TypeVar
 
@@ -60,7 +61,7 @@ class ImageUploaded(Event, serializer="json"):
 
     def check(self) -> None:
         _check_id("image_id", self.image_id)
-        _check_finite("uploaded_at", self.uploaded_at)
+        _check_event_time("uploaded_at", self.uploaded_at)
         if bool(self.uri) == bool(self.image_b64):
             raise SchemaError("invalid_value", "exactly one of uri and image_b64 must be set")
 
@@ -82,7 +83,7 @@ class ImageUpdated(Event, serializer="json"):
 
     def check(self) -> None:
         _check_id("image_id", self.image_id)
-        _check_finite("updated_at", self.updated_at)
+        _check_event_time("updated_at", self.updated_at)
         if self.action not in UPDATE_ACTIONS:
             raise SchemaError("invalid_value", f"action must be one of {UPDATE_ACTIONS}")
 
@@ -313,6 +314,22 @@ def _check_id(name: str, value: str) -> None:
 def _check_finite(name: str, value: float) -> None:
     if not math.isfinite(value):
         raise SchemaError("invalid_value", f"{name} must be finite")
+
+
+# How far ahead of this machine's clock an event time may be. Visibility is a
+# set of last-writer-wins registers stamped with event time: an upload stamped
+# far in the future would win against every later delete or make-private
+# until that time came, so such events are refused, not "clamped".
+MAX_CLOCK_SKEW_S = 300.0
+
+
+def _check_event_time(name: str, value: float) -> None:
+    _check_finite(name, value)
+    if value > time.time() + MAX_CLOCK_SKEW_S:
+        raise SchemaError(
+            "invalid_value",
+            f"{name} {value!r} is more than {MAX_CLOCK_SKEW_S:.0f} s in the future",
+        )
 
 
 def decode_floats(b64: str, shape: tuple[int, ...], name: str) -> np.ndarray:
