@@ -25,7 +25,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 INPUT_SIZE = 224
 MEAN = 127.0 / 255.0
@@ -132,13 +132,22 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PreprocessError("too_many_pixels", str(exc)) from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except UnidentifiedImageError as exc:
+        raise PreprocessError(
+            "undecodable", "not an image in a format this service reads (e.g. JPEG, PNG, WebP)"
+        ) from exc
+    except Exception as exc:  # Pillow's decoders raise many types on hostile input
         raise PreprocessError("undecodable", f"cannot decode image: {exc}") from exc
     try:
         image = ImageOps.exif_transpose(image)
-    except (OSError, ValueError, SyntaxError) as exc:  # broken EXIF: keep pixels as stored
+    except Exception as exc:  # broken EXIF: keep pixels as stored
         del exc
-    return to_rgb(image)
+    try:
+        return to_rgb(image)
+    except Exception as exc:  # an exotic mode without a conversion to RGB
+        raise PreprocessError(
+            "undecodable", f"cannot convert {image.mode} pixels to RGB: {exc}"
+        ) from exc
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

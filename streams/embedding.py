@@ -8,9 +8,10 @@ dead-letter record with its reason, and the rest are embedded together.
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,8 @@ from streams.schemas import (
     vector_to_b64,
 )
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class RawMessage:
@@ -53,17 +56,36 @@ class EmbedOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
+# Original bytes kept in a dead letter: base64 of this fits well under the
+# default 1 MB producer request limit, so recording a huge bad message can never
+# fail (and stop the agent) itself. A message this big is not replayable anyway.
+MAX_DEAD_LETTER_ORIGINAL = 512 * 1024
+# Room for the fields of an upload event beside its inline image.
+EVENT_OVERHEAD_BYTES = 64 * 1024
+
+
 def dead_letter(message: RawMessage, code: str, reason: str) -> DeadLetter:
-    """A dead-letter record that keeps the original bytes for replay."""
+    """A dead-letter record that keeps the original bytes for replay (truncated if huge)."""
+    original = message.value or b""
+    if len(original) > MAX_DEAD_LETTER_ORIGINAL:
+        reason = (
+            f"{reason} (original truncated to {MAX_DEAD_LETTER_ORIGINAL} of {len(original)} bytes)"
+        )
+        original = original[:MAX_DEAD_LETTER_ORIGINAL]
     return DeadLetter(
         source_topic=message.topic,
         partition=message.partition,
         offset=message.offset,
         error_code=code,
         message=reason,
-        original_b64=base64.b64encode(message.value or b"").decode(),
+        original_b64=base64.b64encode(original).decode(),
         failed_at=time.time(),
     )
+
+
+def max_event_bytes(max_inline_bytes: int) -> int:
+    """The largest upload event worth parsing: a maximal inline image plus the fields."""
+    return 4 * (max_inline_bytes // 3 + 1) + EVENT_OVERHEAD_BYTES
 
 
 def embed_uploads(
@@ -86,6 +108,10 @@ def embed_uploads(
     accepted: list[tuple[RawMessage, ImageUploaded]] = []
     inputs: list[np.ndarray] = []
     for message in messages:
+        if max_inline_bytes is not None and len(message.value) > max_event_bytes(max_inline_bytes):
+            reason = f"{len(message.value)} bytes exceeds {max_event_bytes(max_inline_bytes)}"
+            outcome.dead_letters.append(dead_letter(message, "too_large", reason))
+            continue
         try:
             event = decode(ImageUploaded, message.value or b"")
             data = read_image_bytes(
@@ -99,6 +125,11 @@ def embed_uploads(
             inputs_of_image = image_inputs(image, tiles)
         except (SchemaError, ImageSourceError, PreprocessError) as exc:
             outcome.dead_letters.append(dead_letter(message, exc.code, exc.message))
+            continue
+        except Exception as exc:  # a decoder bug must cost one message, not the stream
+            log.exception("unexpected error on %s/%d@%d", *astuple(message)[:3])
+            reason = f"{type(exc).__name__}: {exc}"
+            outcome.dead_letters.append(dead_letter(message, "internal_error", reason))
             continue
         accepted.append((message, event))
         inputs.extend(inputs_of_image)
