@@ -140,9 +140,21 @@ class Interaction(Event, serializer="json"):
     dwell_ms: int = 0
     lat: float | None = None
     lon: float | None = None
+    # The model version that ranked the results (from the search response):
+    # CTR by model version is how two encoders are compared online.
+    model_version: str = ""
     schema_version: int = 1
 
     def check(self) -> None:
+        _check_id("event_id", self.event_id)
+        _check_id("search_id", self.search_id)
+        _check_id("displayed_image_id", self.displayed_image_id)
+        if self.query_image_id:  # empty for searches by an uploaded image
+            _check_id("query_image_id", self.query_image_id)
+        if not 1 <= len(self.user_id) <= 128:
+            raise SchemaError("invalid_value", "user_id must be 1-128 characters")
+        if len(self.model_version) > 64:
+            raise SchemaError("invalid_value", "model_version must be at most 64 characters")
         if self.type not in INTERACTION_TYPES:
             raise SchemaError("invalid_value", f"type must be one of {INTERACTION_TYPES}")
         if self.position < 0:
@@ -157,8 +169,13 @@ class Interaction(Event, serializer="json"):
 
 
 class LabeledPair(Event, serializer="json"):
-    """A training example from clicks: query, clicked positive, skipped negatives."""
+    """A training example from clicks: query, clicked positive, skipped negatives.
 
+    ``pair_id`` is deterministic (search id + click position): a pair emitted
+    again after a crash and replay has the same id, so readers deduplicate.
+    """
+
+    pair_id: str
     search_id: str
     query_image_id: str
     positive_image_id: str

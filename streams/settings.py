@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "VISEARCH_"
+# Shortest window retention (feedback/windows.py) minus one window.
+MAX_ALLOWED_LATENESS_S = 2 * 3600 - 60
 
 
 class SettingsError(ValueError):
@@ -127,6 +129,25 @@ class Settings:
     # Worker web server (Faust); 0 disables it.
     worker_web_port: int = 0
 
+    # Feedback loop (impressions, clicks, dwell -> CTR, time spent, labelled pairs).
+    # Events older than the partition's largest event time minus this are
+    # dead-lettered as late: deduplication is exact only inside this horizon.
+    feedback_allowed_lateness_s: float = 3600.0
+    # Events stamped this far after their record's broker timestamp are refused.
+    feedback_max_future_s: float = 300.0
+    # A search session closes (and yields labelled pairs) after this much
+    # event time without an event.
+    feedback_session_gap_s: float = 600.0
+    feedback_checkpoint_interval_s: float = 10.0
+    # `visearch feedback` serves /metrics and /v1/feedback on this port; the
+    # API reads the summary from feedback_url (empty: aggregate in-process).
+    feedback_http_port: int = 8190
+    feedback_url: str = ""
+    # POST /v1/interactions is the page's beacon: open unless this is set
+    # (then it needs the API token like the other write endpoints).
+    interactions_require_token: bool = False
+    max_interactions_per_request: int = 500
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``VISEARCH_*`` variables; unknown ones are an error.
@@ -162,10 +183,11 @@ class Settings:
             "embed_batch_size",
             "index_shards",
             "max_k",
+            "max_interactions_per_request",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1")
-        for name in ("broker_port", "http_port", "shard_http_port"):
+        for name in ("broker_port", "http_port", "shard_http_port", "feedback_http_port"):
             if not 0 < getattr(self, name) < 65536:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be a TCP port")
         if not self.embedded_broker and not self.kafka_bootstrap:
@@ -190,8 +212,21 @@ class Settings:
             raise SettingsError(f"{PREFIX}COMPACT_RATIO must be between 0 and 1")
         if not (math.isfinite(self.image_fetch_timeout_s) and self.image_fetch_timeout_s > 0):
             raise SettingsError(f"{PREFIX}IMAGE_FETCH_TIMEOUT_S must be a finite number > 0")
-        if not self.snapshot_interval_s > 0:
-            raise SettingsError(f"{PREFIX}SNAPSHOT_INTERVAL_S must be > 0")
+        for name in (
+            "snapshot_interval_s",
+            "feedback_allowed_lateness_s",
+            "feedback_max_future_s",
+            "feedback_session_gap_s",
+            "feedback_checkpoint_interval_s",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise SettingsError(f"{PREFIX}{name.upper()} must be a finite number > 0")
+        if self.feedback_allowed_lateness_s > MAX_ALLOWED_LATENESS_S:
+            raise SettingsError(
+                f"{PREFIX}FEEDBACK_ALLOWED_LATENESS_S must be at most {MAX_ALLOWED_LATENESS_S} "
+                "(the 1-minute windows are kept 2 hours)"
+            )
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests, CLI flags)."""

@@ -91,6 +91,7 @@ RECORDS = [
     ),
     Interaction(**_interaction(type="dwell", dwell_ms=1500, lat=-33.9, lon=151.2)),
     LabeledPair(
+        pair_id="s1:1",
         search_id="s1",
         query_image_id="q1",
         positive_image_id="p1",
@@ -338,7 +339,7 @@ def test_schema_error_message_carries_code():
         (ImageEmbedded, json.dumps(_embedded(embedded_at=float("inf"))).encode()),
         (
             LabeledPair,
-            b'{"search_id":"s","query_image_id":"q","positive_image_id":"p","position":0,'
+            b'{"pair_id":"s:0","search_id":"s","query_image_id":"q","positive_image_id":"p","position":0,'
             b'"weight":NaN,"model_version":"m","created_at":1.0}',
         ),
     ],
