@@ -26,11 +26,14 @@ from prometheus_client import (
 from pydantic import BaseModel
 
 from encoders.preprocess import CropBox, ImageLimits, PreprocessError, decode_image
+from feedback.prometheus import FeedbackCollector
+from feedback.service import FeedbackService
 from index.search import SearchService
 from streams.publisher import EventPublisher
 from streams.schemas import ID_PATTERN
 from streams.settings import Settings
 from visearch.image_store import ImageStore, UnknownImageError, new_image_id
+from visearch.interactions_api import FeedbackSource, RemoteFeedback, interactions_router
 from visearch.uploads import accept_upload, publish_update
 
 THUMBNAIL_SIZE = 160
@@ -94,9 +97,16 @@ def create_api(
     store: ImageStore,
     publisher: EventPublisher,
     registry: CollectorRegistry | None = None,
+    feedback: FeedbackService | None = None,
 ) -> FastAPI:
-    """The FastAPI application over a running search service."""
+    """The FastAPI application over a running search service.
+
+    ``feedback``: the in-process aggregator (its metrics join ``/metrics``);
+    without it the live summary comes from ``VISEARCH_FEEDBACK_URL`` if set.
+    """
     metrics = ApiMetrics(registry or CollectorRegistry())
+    if feedback is not None:
+        metrics.registry.register(FeedbackCollector(feedback.state))
     limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
     app = FastAPI(
         title="visearch",
@@ -119,6 +129,11 @@ def create_api(
                 413, "too_large", f"uploads are limited to {settings.max_upload_bytes} bytes"
             )
         return data
+
+    source: FeedbackSource | None = feedback
+    if source is None and settings.feedback_url:
+        source = RemoteFeedback(settings.feedback_url)
+    app.include_router(interactions_router(settings, publisher, source, require_token))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index_page() -> str:

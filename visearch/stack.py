@@ -18,6 +18,7 @@ from typing import Self
 
 from encoders.preprocess import ImageLimits
 from encoders.runtime import OnnxEncoder
+from feedback.service import FeedbackService
 from index.remote import RemoteShard
 from index.search import SearchService, ShardLike
 from index.shard import IndexShard, ShardConsumer
@@ -78,6 +79,8 @@ class LocalStack(Lifecycle):
         self.shards: list[IndexShard] = []
         self.search: SearchService | None = None
         self.publisher: EventPublisher | None = None
+        # In-process feedback aggregation unless a `visearch feedback` process does it.
+        self.feedback: FeedbackService | None = None
         self.store = ImageStore(settings.image_store_dir)
 
     def start(self) -> Self:
@@ -91,6 +94,8 @@ class LocalStack(Lifecycle):
                 self._start_worker()
             encoder = OnnxEncoder(settings.resolved_model_dir, threads=settings.ort_threads)
             self._start_shards(encoder)
+            if not settings.feedback_url:
+                self.feedback = FeedbackService(settings).start()
         except BaseException:
             self.stop()
             raise
@@ -159,6 +164,9 @@ class LocalStack(Lifecycle):
         return None
 
     def stop(self) -> None:
+        if self.feedback is not None:
+            self.feedback.stop()
+            self.feedback = None
         for consumer in self.consumers:
             consumer.stop()
         for consumer in self.consumers:

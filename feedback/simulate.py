@@ -1,0 +1,199 @@
+"""``visearch simulate-traffic``: realistic search sessions against a running API.
+
+Each session searches from a random corpus image, logs an impression for
+every result shown, then clicks with a position-biased cascade that favours
+truly similar results, and logs dwell times. "Truly similar" is ground truth
+from the image ids: ids made by ``visearch ingest`` are folder paths joined
+by ``-`` (``animals-birds-cardinal``), and two images are relevant to each
+other when they share the folder (``animals-birds``). Everything goes
+through the public HTTP API, so the simulator exercises exactly what a page
+or a backend does.
+
+Click model (per shown result, top down): the user examines position ``p``
+with probability ``examine_decay ** p`` and clicks an examined result with
+``p_click_relevant`` or ``p_click_irrelevant``; dwell is log-normal around
+``dwell_relevant_s`` or ``dwell_irrelevant_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ClickModel:
+    examine_decay: float = 0.85
+    p_click_relevant: float = 0.5
+    p_click_irrelevant: float = 0.04
+    dwell_relevant_s: float = 25.0
+    dwell_irrelevant_s: float = 3.0
+
+
+@dataclass
+class SimulationReport:
+    sessions: int = 0
+    searches_failed: int = 0
+    impressions: int = 0
+    clicks: int = 0
+    dwells: int = 0
+    relevant_clicks: int = 0
+    search_ms: list[float] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        latencies = sorted(self.search_ms)
+        p50 = latencies[len(latencies) // 2] if latencies else None
+        return {
+            "sessions": self.sessions,
+            "searches_failed": self.searches_failed,
+            "impressions": self.impressions,
+            "clicks": self.clicks,
+            "dwells": self.dwells,
+            "relevant_click_share": self.relevant_clicks / self.clicks if self.clicks else None,
+            "ctr": self.clicks / self.impressions if self.impressions else None,
+            "search_p50_ms": p50,
+        }
+
+
+def image_group(image_id: str) -> str | None:
+    """The folder part of an ingested id (``animals-birds-cardinal`` -> ``animals-birds``)."""
+    return image_id.rsplit("-", 1)[0] if "-" in image_id else None
+
+
+def is_relevant(query_id: str, result_id: str) -> bool:
+    group = image_group(query_id)
+    return group is not None and group == image_group(result_id)
+
+
+def session_events(
+    rng: random.Random,
+    model: ClickModel,
+    user_id: str,
+    query_id: str,
+    response: dict[str, Any],
+    now: float,
+) -> list[dict[str, Any]]:
+    """The interaction events of one simulated session over a search response."""
+    search_id = response["search_id"]
+    common = {
+        "user_id": user_id,
+        "search_id": search_id,
+        "query_image_id": query_id,
+        "model_version": response.get("model_version", ""),
+    }
+    events: list[dict[str, Any]] = []
+    for position, hit in enumerate(response["results"]):
+        shown = {**common, "displayed_image_id": hit["image_id"], "position": position}
+        events.append(
+            {
+                **shown,
+                "event_id": f"{search_id}-i{position}",
+                "type": "impression",
+                "timestamp": now,
+            }
+        )
+        if rng.random() > model.examine_decay**position:
+            continue
+        relevant = is_relevant(query_id, hit["image_id"])
+        if rng.random() < (model.p_click_relevant if relevant else model.p_click_irrelevant):
+            mean = model.dwell_relevant_s if relevant else model.dwell_irrelevant_s
+            dwell_ms = int(rng.lognormvariate(0, 0.5) * mean * 1000)
+            events.append(
+                {**shown, "event_id": f"{search_id}-c{position}", "type": "click",
+                 "timestamp": now + 1 + position}
+            )  # fmt: skip
+            events.append(
+                {**shown, "event_id": f"{search_id}-d{position}", "type": "dwell",
+                 "timestamp": now + 1 + position, "dwell_ms": dwell_ms}
+            )  # fmt: skip
+    return events
+
+
+class ApiClient:
+    """The few API calls the simulator makes, with urllib (no extra dependency)."""
+
+    def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def corpus(self, limit: int = 500) -> list[str]:
+        ids: list[str] = []
+        while True:
+            page = self._json("GET", f"/v1/corpus?limit={limit}&offset={len(ids)}")
+            ids.extend(page["image_ids"])
+            if not page["image_ids"] or len(ids) >= page["total"]:
+                return ids
+
+    def search(self, image_id: str, k: int) -> dict[str, Any]:
+        body = urllib.parse.urlencode({"image_id": image_id, "k": str(k)}).encode()
+        return self._json(
+            "POST", "/v1/search", body, {"Content-Type": "application/x-www-form-urlencoded"}
+        )
+
+    def log(self, events: list[dict[str, Any]]) -> None:
+        body = json.dumps({"events": events}).encode()
+        self._json("POST", "/v1/interactions", body, {"Content-Type": "application/json"})
+
+    def _json(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        request = urllib.request.Request(
+            self.base_url + path, data=body, method=method, headers=headers or {}
+        )
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            data: dict[str, Any] = json.loads(response.read())
+            return data
+
+
+def simulate(
+    client: ApiClient,
+    sessions: int,
+    users: int = 50,
+    k: int = 10,
+    rate_per_s: float = 0.0,
+    seed: int = 0,
+    model: ClickModel | None = None,
+) -> SimulationReport:
+    """Run ``sessions`` sessions (at most ``rate_per_s`` per second when > 0)."""
+    rng = random.Random(seed)
+    model = model or ClickModel()
+    corpus = client.corpus()
+    if not corpus:
+        raise RuntimeError("the corpus is empty: ingest images first")
+    report = SimulationReport()
+    started = time.monotonic()
+    for number in range(sessions):
+        if rate_per_s > 0:
+            time.sleep(max(0.0, started + number / rate_per_s - time.monotonic()))
+        query = rng.choice(corpus)
+        begin = time.perf_counter()
+        try:
+            response = client.search(query, k)
+        except urllib.error.HTTPError:
+            report.searches_failed += 1  # e.g. deleted meanwhile
+            continue
+        report.search_ms.append((time.perf_counter() - begin) * 1000)
+        user = f"sim-user-{rng.randrange(users)}-{uuid.UUID(int=seed).hex[:6]}"
+        events = session_events(rng, model, user, query, response, time.time())
+        client.log(events)
+        report.sessions += 1
+        for event in events:
+            if event["type"] == "impression":
+                report.impressions += 1
+            elif event["type"] == "click":
+                report.clicks += 1
+                report.relevant_clicks += is_relevant(query, event["displayed_image_id"])
+            else:
+                report.dwells += 1
+    return report

@@ -1,0 +1,191 @@
+"""The feedback loop on the real broker: interactions in, CTR / time spent / pairs out.
+
+One interactions partition, so that a later event closes an earlier session
+(the watermark is per partition) and the test can reason about order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from feedback.service import FeedbackService
+from feedback.trainer_feed import export_pairs, load_pairs
+from streams.schemas import DeadLetter, decode
+from visearch.api import create_api
+from visearch.stack import LocalStack
+
+pytestmark = pytest.mark.integration
+
+STACK_SETTINGS = {
+    "interaction_partitions": 1,
+    "feedback_session_gap_s": 30.0,
+    "feedback_checkpoint_interval_s": 0.2,
+}
+T0 = time.time() - 600  # event times in the recent past (not "future", not "late")
+
+
+@pytest.fixture(scope="module")
+def client(stack: LocalStack) -> TestClient:
+    assert stack.search is not None and stack.publisher is not None
+    api = create_api(
+        stack.settings,
+        stack.search,
+        stack.store,
+        stack.publisher,
+        CollectorRegistry(),
+        feedback=stack.feedback,
+    )
+    return TestClient(api)
+
+
+def interaction(event_id, type_, position, search="s-1", ts=T0, **extra):
+    fields = {
+        "event_id": event_id,
+        "user_id": "user-1",
+        "search_id": search,
+        "query_image_id": "fb-0000",
+        "displayed_image_id": f"shown-{position}",
+        "position": position,
+        "type": type_,
+        "timestamp": ts,
+        "model_version": "m-test",
+    }
+    fields.update(extra)
+    return fields
+
+
+def wait_for(client: TestClient, predicate, timeout_s: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        summary = client.get("/v1/feedback").json()
+        if predicate(summary) or time.monotonic() > deadline:
+            return summary
+        time.sleep(0.05)
+
+
+def test_interactions_become_ctr_time_spent_metrics_and_pairs(
+    client: TestClient, stack: LocalStack, tmp_path: Path, read_topic
+) -> None:
+    session = [interaction(f"imp-{p}", "impression", p) for p in range(6)]
+    session += [
+        interaction("click-3", "click", 3, ts=T0 + 2),
+        interaction("dwell-3", "dwell", 3, ts=T0 + 20, dwell_ms=12_000),
+    ]
+    response = client.post("/v1/interactions", json={"events": session})
+    assert response.status_code == 202, response.text
+    assert response.json() == {"accepted": 8}
+    # delivered again (a retrying client): must count once
+    assert client.post("/v1/interactions", json={"events": session[:3]}).status_code == 202
+
+    summary = wait_for(client, lambda s: s["events"].get("counted", 0) >= 8)
+    assert (summary["impressions"], summary["clicks"]) == (6, 1)
+    assert summary["events"]["duplicate"] == 3
+    assert summary["ctr"] == pytest.approx(1 / 6)
+    by_position = {row["key"]: row for row in summary["by_position"]}
+    assert by_position["3-4"]["clicks"] == 1 and by_position["0"]["clicks"] == 0
+    assert summary["by_model"] == [
+        {"key": "m-test", "impressions": 6, "clicks": 1, "ctr": pytest.approx(1 / 6)}
+    ]
+    assert summary["time_spent_s"]["daily"] == pytest.approx(12.0)
+
+    metrics = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for sample in family.samples
+    }
+    labels = (("model_version", "m-test"), ("position_bucket", "3-4"))
+    assert metrics[("visearch_feedback_clicks_total", labels)] == 1
+    assert metrics[("visearch_feedback_impressions_total", labels)] == 2
+    assert metrics[("visearch_feedback_dwell_seconds_count", ())] == 1
+    assert metrics[("visearch_feedback_dwell_seconds_sum", ())] == pytest.approx(12.0)
+    assert metrics[("visearch_feedback_window_ctr", (("window", "1h"),))] == pytest.approx(1 / 6)
+
+    # a later session's event moves the watermark past the first session's gap
+    later = interaction("imp-later", "impression", 0, search="s-2", ts=T0 + 60)
+    assert client.post("/v1/interactions", json={"events": [later]}).status_code == 202
+    summary = wait_for(client, lambda s: s["pairs_emitted"] >= 1)
+    assert summary["pairs_emitted"] == 1
+    stack.feedback.consumer.save_checkpoint()  # flushes the pair to the topic
+    out = tmp_path / "pairs.jsonl"
+    exported = export_pairs(stack.settings, out, idle_s=1.0)
+    assert exported.written == 1
+    (pair,) = load_pairs(out)
+    assert (pair.query_image_id, pair.positive_image_id, pair.position) == ("fb-0000", "shown-3", 3)
+    assert pair.negative_image_ids[:3] == ["shown-0", "shown-1", "shown-2"]
+    assert set(pair.negative_image_ids[3:]) == {"shown-4", "shown-5"}
+    assert pair.model_version == "m-test" and pair.weight == 1.0
+
+
+def test_a_bad_batch_is_refused_whole_with_every_reason(client: TestClient) -> None:
+    before = client.get("/v1/feedback").json()["events"].get("counted", 0)
+    events = [
+        interaction("ok-1", "impression", 0, search="s-bad"),
+        interaction("neg", "impression", -1, search="s-bad"),
+        {"event_id": "missing-fields"},
+        interaction("typo", "clik", 0, search="s-bad"),
+    ]
+    response = client.post("/v1/interactions", json={"events": events})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail["code"] == "bad_interactions"
+    assert [(e["index"], e["code"]) for e in detail["errors"]] == [
+        (1, "invalid_value"),
+        (2, "missing_field"),
+        (3, "invalid_value"),
+    ]
+    assert "position" in detail["errors"][0]["message"]
+    too_many = [interaction(f"m{i}", "impression", 0) for i in range(501)]
+    assert client.post("/v1/interactions", json={"events": too_many}).status_code == 413
+    assert client.post("/v1/interactions", json={"events": []}).status_code == 422
+    time.sleep(0.5)
+    assert client.get("/v1/feedback").json()["events"].get("counted", 0) == before
+
+
+def test_undecodable_late_and_future_events_are_dead_lettered(
+    client: TestClient, stack: LocalStack, read_topic
+) -> None:
+    assert stack.publisher is not None
+    topic = stack.settings.topics.interactions
+    stack.publisher.publish_raw(topic, b"s-x", b"{not json").get(10)
+    late = interaction("too-late", "impression", 0, search="s-x", ts=T0 - 7200)
+    future = interaction("future", "impression", 0, search="s-x", ts=time.time() + 3600)
+    for event in (late, future):
+        stack.publisher.publish_raw(topic, b"s-x", json.dumps(event).encode()).get(10)
+    summary = wait_for(
+        client, lambda s: s["events"].get("late_event", 0) and s["events"].get("future_timestamp")
+    )
+    assert summary["events"]["late_event"] == 1 and summary["events"]["future_timestamp"] == 1
+    stack.feedback.consumer.save_checkpoint()
+    raw_letters = read_topic(stack.settings, stack.settings.topics.dead_letter, 1)
+    letters = [decode(DeadLetter, raw) for raw in raw_letters]
+    codes = {letter.error_code for letter in letters if letter.source_topic == topic}
+    assert {"not_json", "late_event", "future_timestamp"} <= codes
+
+
+def caught_up(service: FeedbackService, offsets: dict, timeout_s: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while service.summary()["offsets"] != offsets and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return service.summary()
+
+
+def test_replay_from_offset_zero_and_restart_from_checkpoint_reproduce_every_counter(
+    client: TestClient, stack: LocalStack, tmp_path: Path
+) -> None:
+    assert stack.feedback is not None
+    wait_for(client, lambda s: s["events"].get("counted", 0) >= 9)
+    live = stack.feedback.summary()
+    assert live["impressions"] > 0 and live["events"]["duplicate"] > 0
+    own = stack.settings.with_overrides(data_dir=tmp_path / "replay")
+    with FeedbackService(own) as replayed:  # no checkpoint: from offset 0
+        assert caught_up(replayed, live["offsets"]) == live
+    # stopped above, so it checkpointed; a restart loads that state before consuming
+    with FeedbackService(own) as restarted:
+        assert restarted.summary() == live
