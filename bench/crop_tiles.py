@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import math
 import os
 import sys
@@ -65,21 +64,15 @@ import torch
 from PIL import Image
 
 from encoders.backbone import BACKBONE_NAME, load_pretrained
-from encoders.preprocess import CropBox, decode_image, letterbox, preprocess_image, to_array
+from encoders.preprocess import decode_image, letterbox, preprocess_image, to_array
 from visearch import bench_output
 from visearch.corpus import DEMO_CORPUS, find_images
+from visearch.evaluation.crops import crop_queries, duplicate_groups
 
 BENCH = "crop_tiles"
 BASE_SIZE = 224
 GEM_P = 3.0
 GEM_EPS = 1e-6
-MIN_CROP_AREA, MAX_CROP_AREA = 0.03, 0.15
-MIN_ASPECT, MAX_ASPECT = 0.5, 2.0
-MIN_CROP_SIDE = 8
-MAX_BACKGROUND = 0.90
-WHITE_LEVEL = 250  # a composited pixel with every channel >= this is background
-JPEG_QUALITY = 70
-CROP_TRIES = 200
 MIN_CLASS_SIZE = 5
 
 # (top, bottom, left, right) as fractions of the reference box.
@@ -237,34 +230,6 @@ def half_tiles(image: Image.Image) -> list[Image.Image]:
     return [image.crop((x, y, x + tw, y + th)) for x, y in corners]
 
 
-def hard_crop(image: Image.Image, rng: np.random.Generator) -> CropBox | None:
-    """A random 3-15 % crop holding content, or ``None`` if none is found."""
-    width, height = image.size
-    background = np.asarray(image).min(axis=2) >= WHITE_LEVEL
-    area = width * height
-    for _ in range(CROP_TRIES):
-        fraction = rng.uniform(MIN_CROP_AREA, MAX_CROP_AREA)
-        aspect = math.exp(rng.uniform(math.log(MIN_ASPECT), math.log(MAX_ASPECT)))
-        w = round(math.sqrt(fraction * area * aspect))
-        h = round(math.sqrt(fraction * area / aspect))
-        if not (MIN_CROP_SIDE <= w <= width and MIN_CROP_SIDE <= h <= height):
-            continue
-        if not MIN_CROP_AREA <= w * h / area <= MAX_CROP_AREA:
-            continue
-        x = int(rng.integers(0, width - w + 1))
-        y = int(rng.integers(0, height - h + 1))
-        if background[y : y + h, x : x + w].mean() >= MAX_BACKGROUND:
-            continue
-        return CropBox(x, y, x + w, y + h)
-    return None
-
-
-def jpeg_bytes(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
 @dataclass
 class Queries:
     sources: list[int]  # corpus index of each query's source image
@@ -274,25 +239,15 @@ class Queries:
 
 
 def make_queries(images: Sequence[Image.Image], count: int, seed: int) -> Queries:
-    """``count`` hard crops from distinct, seeded source images."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(images))
+    """``count`` hard crops of distinct, seeded sources (those of ``visearch eval build crops``)."""
     queries = Queries([], [], [], 0)
-    for index in order:
-        if len(queries.sources) >= count:
-            break
-        image = images[int(index)]
-        box = hard_crop(image, rng)
-        if box is None:
+    for index, data, area in crop_queries(images, count, seed):
+        if data is None:
             queries.skipped += 1
             continue
-        left, top, right, bottom = box.to_pixels(*image.size)
-        crop = decode_image(jpeg_bytes(image.crop((left, top, right, bottom))))
-        queries.sources.append(int(index))
-        queries.arrays.append(preprocess_image(crop))
-        queries.area_fractions.append(
-            (right - left) * (bottom - top) / (image.width * image.height)
-        )
+        queries.sources.append(index)
+        queries.arrays.append(preprocess_image(decode_image(data)))
+        queries.area_fractions.append(area)
     return queries
 
 
@@ -504,10 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = [decode_image(p.read_bytes()) for p in paths]
     image_sizes = [image.size for image in images]
     labels = [str(p.parent.relative_to(args.corpus)) for p in paths]
-    fingerprints: dict[bytes, list[int]] = defaultdict(list)
-    for i, image in enumerate(images):
-        fingerprints[image.size[0].to_bytes(4, "big") + image.tobytes()].append(i)
-    duplicates = {i: group for group in fingerprints.values() for i in group}
+    duplicates = duplicate_groups(images)
     log(f"{len(images)} images, {len(set(labels))} folders, sizes {[BASE_SIZE, *sizes]}")
 
     parts: dict[PoolKey | str, list[np.ndarray]] = defaultdict(list)

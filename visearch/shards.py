@@ -18,8 +18,11 @@ def search_params(settings: Settings) -> SearchParams:
     return SearchParams(ef_search=settings.ef_search, nprobe=settings.nprobe)
 
 
-def partition_factory(settings: Settings, dim: int) -> Callable[[], Partition]:
-    """How the service makes a partition; ``visearch eval`` builds its index with it too."""
+def partition_factory(
+    settings: Settings, dim: int, background: bool = True
+) -> Callable[[], Partition]:
+    """How the service makes a partition; ``visearch eval`` builds its index with it too
+    (with ``background=False``, so that a rebuild to ANN never races its searches)."""
 
     def make_partition() -> Partition:
         return Partition(
@@ -27,6 +30,7 @@ def partition_factory(settings: Settings, dim: int) -> Callable[[], Partition]:
             settings.index_factory,
             ann_threshold=settings.ann_threshold,
             compact_ratio=settings.compact_ratio,
+            background=background,
         )
 
     return make_partition

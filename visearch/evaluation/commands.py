@@ -1,0 +1,147 @@
+"""The ``visearch eval`` command line: argument parsing and the three commands.
+
+``visearch eval --corpus DIR --queries DIR --qrels FILE`` (or ``--set DIR``
+for a builder's folder) evaluates; ``visearch eval build KIND`` makes a set;
+``visearch eval report DIR...`` writes the HTML report. Kept here so that
+``visearch/cli.py`` only wires the subcommand in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from streams.settings import Settings
+from visearch.corpus import DEMO_CORPUS
+from visearch.evaluation.dataset import EvalSetError, load_eval_set, load_set_dir
+
+BUILDERS = ("crops", "edits", "classes", "fashion-mnist")
+
+
+def _depth(text: str) -> int:
+    """``--depth``: a positive integer, or ``all`` (0 here: the whole corpus)."""
+    if text == "all":
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'all', got {text!r}")
+    return int(text)
+
+
+def add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``eval``, ``eval build`` and ``eval report`` on the CLI's subparsers."""
+    ev = sub.add_parser(
+        "eval",
+        help="offline evaluation: metrics of a model and index on an image set",
+        description="Embed, index and search an evaluation set with the service's code; "
+        "write metrics.json, per_query.tsv and run.trec.",
+    )
+    ev.add_argument("--corpus", type=Path, help="folder of corpus images (ids = file stems)")
+    ev.add_argument("--queries", type=Path, help="folder of query images (ids = file stems)")
+    ev.add_argument("--qrels", type=Path, help="TREC qrels: 'query 0 doc relevance' lines")
+    ev.add_argument("--set", type=Path, help="a builder's folder (corpus/, queries/, qrels.txt)")
+    ev.add_argument("--model", help="model directory, or raw-pixels (default: settings)")
+    ev.add_argument("--tiles", action="store_true", help="index 4 quadrants + centre tiles too")
+    ev.add_argument(
+        "--index", default="service", help="service (default), exact, or a faiss factory string"
+    )
+    ev.add_argument("--partitions", type=int, help="default: VISEARCH_EMBEDDING_PARTITIONS")
+    ev.add_argument("--depth", type=_depth, default=100, help="results per query, or 'all'")
+    ev.add_argument("--dedup", type=float, help="near-duplicate threshold (>1: off)")
+    ev.add_argument("--out", type=Path, default=Path("eval-out"), help="output folder")
+    ev.add_argument("--label", help="name of this run in reports (default: the model version)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_eval)
+    ev_sub = ev.add_subparsers(dest="eval_command")
+
+    build = ev_sub.add_parser("build", help="make an evaluation set from a folder")
+    build.add_argument("kind", choices=BUILDERS)
+    build.add_argument("--out", type=Path, required=True, help="new folder for the set")
+    build.add_argument(
+        "--source", type=Path, help=f"image folder (default {DEMO_CORPUS}; fashion-mnist: IDX)"
+    )
+    build.add_argument("--count", type=int, help="number of queries (default: all)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--negatives", type=int, default=0, help="edits: unmatched queries")
+    build.add_argument("--level", type=int, default=1, help="classes: folder depth of a class")
+    build.add_argument("--min-class", type=int, default=5, help="classes: smallest class kept")
+    build.add_argument("--per-class", type=int, default=100, help="fashion-mnist: images/class")
+    build.add_argument("--split", default="t10k", help="fashion-mnist: t10k or train")
+    build.set_defaults(func=cmd_build)
+
+    report = ev_sub.add_parser("report", help="HTML report of one or more eval outputs")
+    report.add_argument("runs", type=Path, nargs="+", help="eval --out folders")
+    report.add_argument("--out", type=Path, default=Path("eval-report.html"))
+    report.add_argument("--title", default="visearch evaluation")
+    report.add_argument("--examples", type=int, default=8, help="example queries per run")
+    report.set_defaults(func=cmd_report)
+
+
+def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from visearch.evaluation.embedding import open_encoder
+    from visearch.evaluation.outputs import write_outputs
+    from visearch.evaluation.runner import EvalOptions, run_eval
+    from visearch.model import ensure_exported
+
+    if args.set is not None:
+        sources = {
+            "corpus": args.set / "corpus",
+            "queries": args.set / "queries",
+            "qrels": args.set / "qrels.txt",
+        }
+        eval_set = load_set_dir(args.set)
+    elif args.corpus and args.queries and args.qrels:
+        sources = {"corpus": args.corpus, "queries": args.queries, "qrels": args.qrels}
+        eval_set = load_eval_set(args.corpus, args.queries, args.qrels)
+    else:
+        raise EvalSetError("give --corpus, --queries and --qrels (or --set DIR)")
+    model = args.model
+    if model is None:
+        model = settings.resolved_model_dir
+        ensure_exported(model, DEMO_CORPUS)
+    encoder = open_encoder(model, threads=settings.ort_threads)
+    options = EvalOptions(
+        tiles=args.tiles,
+        index=args.index,
+        partitions=args.partitions,
+        depth=args.depth or len(eval_set.corpus),
+        dedup_threshold=args.dedup,
+        progress=not args.no_progress,
+    )
+    result = run_eval(eval_set, encoder, settings, options)
+    name = encoder.version if str(model) == "raw-pixels" else Path(model).name
+    label = args.label or name + (" +tiles" if args.tiles else "")
+    path = write_outputs(result, args.out, label, sources)
+    summary = {k: round(v, 4) for k, v in result.metrics.items()}
+    print(json.dumps({"out": str(path), "label": label, **summary, **result.timings_s}))
+    return 0
+
+
+def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
+    from visearch.evaluation import classes, crops, edits
+
+    source = args.source or (classes.FASHION_MNIST if args.kind == "fashion-mnist" else DEMO_CORPUS)
+    if args.kind == "crops":
+        queries = crops.build_crop_set(source, args.out, args.count, args.seed)
+    elif args.kind == "edits":
+        queries = edits.build_edit_set(source, args.out, args.count, args.negatives, args.seed)
+    elif args.kind == "classes":
+        queries = classes.build_folder_class_set(
+            source, args.out, args.level, args.min_class, args.count, args.seed
+        )
+    else:
+        queries = classes.build_fashion_mnist_set(
+            args.out, args.per_class, args.split, args.count, args.seed, source
+        )
+    print(json.dumps({"set": str(args.out), "kind": args.kind, "judged_queries": queries}))
+    return 0
+
+
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    from visearch.evaluation.report import write_report
+
+    path = write_report(args.runs, args.out, args.title, args.examples)
+    print(f"report written to {path}", file=sys.stderr)
+    print(str(path))
+    return 0

@@ -1,0 +1,97 @@
+"""An index built the way the service builds one, searched the way it searches.
+
+Vectors are spread over partitions with the same key hash Kafka's default
+partitioner applies to the embeddings topic (murmur2 of the image id), kept in
+an :class:`index.shard.IndexShard` made of the service's partitions
+(:func:`visearch.shards.partition_factory`), and queried through
+:meth:`index.search.SearchService.search_vector`: per-partition search, merge,
+self-exclusion and near-duplicate collapse. What differs from the live service
+is only that vectors are upserted directly instead of arriving through Kafka,
+and rebuilds run in the foreground, so the index is complete before the first
+query.
+
+``--index`` picks the partitions' index: ``service`` (the configured factory,
+which at evaluation sizes is usually still exact, as in the service),
+``exact``, or any faiss factory string (``HNSW32``, ``IVF64,Flat``), in which
+case each partition is rebuilt as that index at its last upsert, trained on all
+of its vectors, to measure what ANN costs in quality.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from kafka.partitioner.default import murmur2
+
+from index.partition import EXACT_FACTORY, Partition
+from index.search import SearchService
+from index.shard import IndexShard
+from streams.settings import Settings
+from visearch.evaluation.dataset import EvalSetError
+from visearch.evaluation.embedding import Encoder
+from visearch.shards import partition_factory, search_params
+
+SERVICE_INDEX = "service"
+EXACT_INDEX = "exact"
+
+
+def kafka_partition(image_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives the key ``image_id``."""
+    return (murmur2(image_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def _factories(settings: Settings, dim: int, spec: str, rows: Sequence[int]) -> Iterator[Partition]:
+    if spec == SERVICE_INDEX:
+        make = partition_factory(settings, dim, background=False)
+        return (make() for _ in rows)
+    if spec == EXACT_INDEX:
+        exact = settings.with_overrides(index_factory=EXACT_FACTORY)
+        make = partition_factory(exact, dim, background=False)
+        return (make() for _ in rows)
+    return (
+        partition_factory(
+            settings.with_overrides(index_factory=spec, ann_threshold=max(1, count)),
+            dim,
+            background=False,
+        )()
+        for count in rows
+    )
+
+
+def build_search(
+    encoder: Encoder,
+    ids: Sequence[str],
+    vectors: np.ndarray,
+    settings: Settings,
+    spec: str = SERVICE_INDEX,
+    partitions: int | None = None,
+    dedup_threshold: float | None = None,
+) -> SearchService:
+    """Index ``vectors`` (``(n, rows per image, dim)``) under ``ids``; a search service on it."""
+    count = partitions or settings.embedding_partitions
+    if count < 1:
+        raise EvalSetError(f"partitions must be >= 1, got {count}")
+    owner = [kafka_partition(image_id, count) for image_id in ids]
+    rows = np.bincount(np.asarray(owner, dtype=np.int64), minlength=count) * vectors.shape[1]
+    try:
+        made = _factories(settings, encoder.dim, spec, rows.tolist())
+        shard = IndexShard(encoder.dim, encoder.version, range(count), lambda: next(made))
+        for image_id, partition, image_vectors in zip(ids, owner, vectors, strict=True):
+            shard.partitions[partition].upsert(image_id, image_vectors, uploaded_at=0.0)
+    except (ValueError, RuntimeError) as exc:  # faiss: bad factory, too few points to train
+        raise EvalSetError(f"index {spec!r} over {count} partitions: {exc}") from exc
+    dedup = settings.dedup_threshold if dedup_threshold is None else dedup_threshold
+    return SearchService(
+        encoder,  # type: ignore[arg-type]  # only .version and .embed are used here
+        [shard],
+        dedup_threshold=dedup,
+        params=search_params(settings),
+    )
+
+
+def index_kinds(service: SearchService) -> list[str]:
+    """The kind (exact / ann) of every partition, for the record of what was measured."""
+    kinds = (getattr(shard, "partitions", {}).values() for shard in service.shards)
+    return sorted({part.kind for part in itertools.chain.from_iterable(kinds)})
