@@ -194,6 +194,30 @@ def _cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_feedback(settings: Settings, args: argparse.Namespace) -> int:
+    from visearch.feedback_process import run_feedback_process
+
+    run_feedback_process(settings)
+    return 0
+
+
+def _cmd_pairs_export(settings: Settings, args: argparse.Namespace) -> int:
+    from feedback.trainer_feed import export_pairs
+
+    summary = export_pairs(settings, args.out, args.from_offset, args.since, args.idle_s)
+    print(json.dumps({"out": str(args.out), **vars(summary)}))
+    return 0
+
+
+def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from feedback.simulate import ApiClient, simulate
+
+    url = args.url or f"http://{settings.http_host}:{settings.http_port}"
+    report = simulate(ApiClient(url), args.sessions, args.users, args.k, args.rate, args.seed)
+    print(json.dumps(report.as_json()))
+    return 0
+
+
 def _non_negative(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
@@ -285,6 +309,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help="replay (without it: only show what would be replayed)"
     )
     dlq_replay.set_defaults(func=_cmd_dlq_replay)
+
+    sub.add_parser(
+        "feedback", help="the feedback aggregator alone: CTR, time spent, labelled pairs"
+    ).set_defaults(func=_cmd_feedback)
+
+    pairs = sub.add_parser("pairs", help="labelled pairs for trainers")
+    pairs_sub = pairs.add_subparsers(dest="pairs_command", required=True)
+    pairs_export = pairs_sub.add_parser("export", help="write labelled pairs to a JSONL file")
+    pairs_export.add_argument("--out", type=Path, required=True, help="JSONL file to write")
+    pairs_export.add_argument(
+        "--from-offset", type=_non_negative, default=0, help="first offset of every partition"
+    )
+    pairs_export.add_argument(
+        "--since", type=float, help="only pairs created at or after this Unix time"
+    )
+    pairs_export.add_argument(
+        "--idle-s", type=float, default=2.0, help="stop after the topic is idle this long"
+    )
+    pairs_export.set_defaults(func=_cmd_pairs_export)
+
+    simulate = sub.add_parser(
+        "simulate-traffic", help="realistic search sessions with clicks against a running API"
+    )
+    simulate.add_argument("--url", help="API base URL (default: VISEARCH_HTTP_HOST/PORT)")
+    simulate.add_argument("--sessions", type=_non_negative, default=200)
+    simulate.add_argument("--users", type=_non_negative, default=50)
+    simulate.add_argument("--k", type=_non_negative, default=10, help="results per search")
+    simulate.add_argument("--rate", type=float, default=0.0, help="sessions/s (0: flat out)")
+    simulate.add_argument("--seed", type=_non_negative, default=0)
+    simulate.set_defaults(func=_cmd_simulate)
     add_eval_parser(sub)
     return parser
 
