@@ -32,6 +32,7 @@ from index.search import SearchService
 from streams.publisher import EventPublisher
 from streams.schemas import ID_PATTERN
 from streams.settings import Settings
+from visearch.api_errors import install_error_handlers
 from visearch.image_store import ImageStore, UnknownImageError, new_image_id
 from visearch.interactions_api import FeedbackSource, RemoteFeedback, interactions_router
 from visearch.uploads import accept_upload, publish_update
@@ -113,6 +114,7 @@ def create_api(
         version="0.1.0",
         description="Real-time visual search: find images that look like this one.",
     )
+    install_error_handlers(app)
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
         """Write endpoints need ``Authorization: Bearer <VISEARCH_API_TOKEN>`` when set."""

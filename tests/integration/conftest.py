@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from streams.broker import free_port
 from streams.settings import Settings
@@ -46,14 +48,46 @@ def publish_photos(stack: LocalStack, paths: list[Path], prefix: str, start: int
     return ids
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def publish() -> Callable[..., list[str]]:
     """:func:`publish_photos`, for test modules (they cannot import conftest)."""
     return publish_photos
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[LocalStack]:
-    settings = private_settings(tmp_path_factory.mktemp("stack"), model_dir)
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, model_dir: Path
+) -> Iterator[LocalStack]:
+    """One stack per module; a module may set ``STACK_SETTINGS = {...}`` overrides."""
+    overrides = getattr(request.module, "STACK_SETTINGS", {})
+    settings = private_settings(tmp_path_factory.mktemp("stack"), model_dir, **overrides)
     with LocalStack(settings) as running:
         yield running
+
+
+def topic_values(settings: Settings, topic: str, partitions: int) -> list[bytes]:
+    """Every value on a topic, all partitions, read until idle for 1 s."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+    )
+    values: list[bytes] = []
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+        consumer.seek_to_beginning()
+        last = time.monotonic()
+        while time.monotonic() - last < 1.0:
+            for records in consumer.poll(timeout_ms=100).values():
+                values.extend(record.value for record in records)
+                last = time.monotonic()
+    finally:
+        consumer.close()
+    return values
+
+
+@pytest.fixture(scope="session")
+def read_topic() -> Callable[[Settings, str, int], list[bytes]]:
+    """:func:`topic_values`: everything on a topic (to count what was published)."""
+    return topic_values

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from streams.dead_letters import read_dead_letters, select, summarize
 from streams.image_source import file_uri
@@ -82,28 +81,6 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return completed
 
 
-def _topic_values(settings: Settings, topic: str, partitions: int) -> list[bytes]:
-    """Every value on a topic, all partitions, read until idle for 1 s."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=20,
-    )
-    values: list[bytes] = []
-    try:
-        consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
-        consumer.seek_to_beginning()
-        last = time.monotonic()
-        while time.monotonic() - last < 1.0:
-            for records in consumer.poll(timeout_ms=100).values():
-                values.extend(record.value for record in records)
-                last = time.monotonic()
-    finally:
-        consumer.close()
-    return values
-
-
 def test_list_and_summarize_with_exact_offsets(
     stack: LocalStack, bad_events: list[BadEvent]
 ) -> None:
@@ -148,14 +125,14 @@ def test_cli_list_json(stack: LocalStack, bad_events: list[BadEvent]) -> None:
 
 
 def test_replay_missing_files_only_once_they_exist(
-    stack: LocalStack, bad_events: list[BadEvent], photo_paths: list[Path]
+    stack: LocalStack, bad_events: list[BadEvent], photo_paths: list[Path], read_topic
 ) -> None:
     names = stack.settings.topics
-    uploads_before = _topic_values(stack.settings, names.uploads, stack.settings.upload_partitions)
+    uploads_before = read_topic(stack.settings, names.uploads, stack.settings.upload_partitions)
 
     dry_run = _cli(stack.settings, "replay", "--code", "missing_file").stdout
     assert "would replay 2 dead letters" in dry_run
-    uploads = _topic_values(stack.settings, names.uploads, stack.settings.upload_partitions)
+    uploads = read_topic(stack.settings, names.uploads, stack.settings.upload_partitions)
     assert sorted(uploads) == sorted(uploads_before)  # nothing published without --yes
 
     for image_id, path in zip(LATE_IDS, photo_paths[:2], strict=True):
@@ -170,13 +147,13 @@ def test_replay_missing_files_only_once_they_exist(
     assert stack.wait_searchable(LATE_IDS, TIMEOUT_S) == set()
 
     # Only the missing_file letters went back to their topic, once each.
-    uploads = _topic_values(stack.settings, names.uploads, stack.settings.upload_partitions)
+    uploads = read_topic(stack.settings, names.uploads, stack.settings.upload_partitions)
     assert len(uploads) == len(uploads_before) + 2
     for event in bad_events:
         expected = 2 if event.key in (b"late-1", b"late-2") else 1
         if event.topic == names.uploads:
             assert uploads.count(event.value) == expected, event.key
-    updates = _topic_values(stack.settings, names.updates, stack.settings.update_partitions)
+    updates = read_topic(stack.settings, names.updates, stack.settings.update_partitions)
     assert updates.count(bad_events[3].value) == 1
     # ... and the replayed ones succeeded: no new dead letter.
     assert [o for o, _ in read_dead_letters(stack.settings)] == [0, 1, 2, 3, 4]

@@ -1,0 +1,43 @@
+"""One error shape for every 4xx: ``{"detail": {"code", "message"}}``.
+
+The endpoints raise their own errors in that shape; these handlers bring
+FastAPI's and Starlette's own answers (request validation, unknown route,
+wrong method) into it too, so a client needs one parser for every failure.
+Request validation keeps FastAPI's per-field list under ``errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: _describe_bytes})
+        where = ", ".join(".".join(str(p) for p in e.get("loc", ())) for e in errors[:5])
+        detail = {"code": "bad_request", "message": f"invalid request: {where}", "errors": errors}
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail: Any = exc.detail
+        if not (isinstance(detail, dict) and "code" in detail):
+            code = STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
+            detail = {"code": code, "message": str(detail)}
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _describe_bytes(value: bytes) -> str:
+    """Never echo uploaded bytes back into an error."""
+    return f"<{len(value)} bytes>"
