@@ -13,6 +13,7 @@ from playwright.sync_api import Page, sync_playwright
 from prometheus_client import CollectorRegistry
 
 from streams.broker import free_port
+from streams.schemas import Interaction, decode
 from visearch.api import create_api
 from visearch.stack import LocalStack
 
@@ -36,7 +37,12 @@ def site(stack: LocalStack) -> Iterator[str]:
     """The API and page served over real HTTP on a free loopback port."""
     assert stack.search is not None and stack.publisher is not None
     api = create_api(
-        stack.settings, stack.search, stack.store, stack.publisher, CollectorRegistry()
+        stack.settings,
+        stack.search,
+        stack.store,
+        stack.publisher,
+        CollectorRegistry(),
+        feedback=stack.feedback,
     )
     server = uvicorn.Server(
         uvicorn.Config(api, host="127.0.0.1", port=free_port(), log_level="warning")
@@ -72,8 +78,13 @@ def _search_after(page: Page, action) -> dict:  # type: ignore[no-untyped-def]
     return {"request": response.request.post_data or "", "body": response.json()}
 
 
+def _interactions(stack: LocalStack, read_topic) -> list[Interaction]:  # type: ignore[no-untyped-def]
+    raw = read_topic(stack.settings, stack.settings.topics.interactions, 4)
+    return [decode(Interaction, value) for value in raw]
+
+
 def test_pick_crop_and_click_through_in_a_browser(
-    site: str, stack: LocalStack, page: Page, photo_paths: list[Path], publish
+    site: str, stack: LocalStack, page: Page, photo_paths: list[Path], publish, read_topic
 ) -> None:
     ids = publish(stack, photo_paths[:12], "web")
     assert stack.wait_searchable(ids, 90) == set()
@@ -110,6 +121,42 @@ def test_pick_crop_and_click_through_in_a_browser(
     assert target_id not in [hit["image_id"] for hit in clicked["body"]["results"]]
     assert target_id in (page.locator("#query-img").get_attribute("src") or "")
 
+    # the interactions arrive on the topic: impressions of every rendered
+    # result, the click with its search id and position, and the dwell time on
+    # the clicked image once the user leaves
+    page.wait_for_timeout(300)  # let the page post the last impressions
+    page.goto("about:blank")  # pagehide: the dwell beacon
+    events = _interactions(stack, read_topic)
+    shown = {
+        (e.search_id, e.displayed_image_id, e.position) for e in events if e.type == "impression"
+    }
+    crop_search = cropped["body"]["search_id"]
+    for position, hit in enumerate(cropped["body"]["results"]):
+        assert (crop_search, hit["image_id"], position) in shown
+    clicks = [e for e in events if e.type == "click"]
+    assert [(c.search_id, c.displayed_image_id, c.position) for c in clicks] == [
+        (crop_search, target_id, 0)
+    ]
+    assert clicks[0].model_version == cropped["body"]["model_version"]
+    dwells = [e for e in events if e.type == "dwell"]
+    assert len(dwells) == 1 and dwells[0].displayed_image_id == target_id
+    assert dwells[0].dwell_ms > 0
+    assert len({e.event_id for e in events}) == len(events)
+
+    # and the live panel shows them
+    page.goto(site)
+    page.wait_for_function("document.getElementById('fb-clicks').textContent === '1'")
+    impressions = int(page.locator("#fb-impressions").inner_text())
+    assert impressions == len(shown)
+    assert "%" in page.locator("#fb-ctr").inner_text()
+    assert page.locator("#fb-positions tr").count() >= 1
+
+    page.wait_for_selector("#corpus .tile img")
+    _search_after(page, lambda: page.locator("#corpus .tile").nth(3).click())
+    page.wait_for_selector("#results .result img")
+    page.wait_for_function(
+        f"document.getElementById('fb-impressions').textContent !== '{impressions}'"
+    )
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "web-page.png"), full_page=True)
     assert (ARTIFACTS / "web-page.png").stat().st_size > 10_000
