@@ -172,18 +172,30 @@ class IndexShard:
         return starts
 
     def snapshot(self, force: bool = False) -> list[Path]:
-        """Snapshot every partition that changed since its last snapshot."""
+        """Snapshot every partition that changed since its last snapshot.
+
+        A partition whose write fails (e.g. disk full) keeps its previous
+        snapshot and stays due; the others are still written, then the first
+        error is raised.
+        """
         if self.snapshot_dir is None:
             return []
         written = []
+        errors: list[OSError] = []
         for partition, part in self.partitions.items():
             with self._lock:
                 offset = self.consumed_offsets.get(partition, 0)
             if not force and self._snapshotted_offsets.get(partition) == offset:
                 continue
             info = SnapshotInfo(partition, offset, self.epoch, self.model_version)
-            written.append(save_snapshot(self.snapshot_dir, part, info))
+            try:
+                written.append(save_snapshot(self.snapshot_dir, part, info))
+            except OSError as exc:
+                errors.append(exc)
+                continue
             self._snapshotted_offsets[partition] = offset
+        if errors:
+            raise errors[0]
         return written
 
 
@@ -206,6 +218,7 @@ class ShardConsumer(threading.Thread):
         self.snapshot_interval_s = snapshot_interval_s
         self.ready = threading.Event()
         self.error: BaseException | None = None
+        self.snapshot_failures = 0
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -241,11 +254,29 @@ class ShardConsumer(threading.Thread):
                     for message in messages:
                         self._apply(tp.partition, message.offset, message.value)
                 if time.monotonic() - last_snapshot >= self.snapshot_interval_s:
-                    self.shard.snapshot()
+                    self._snapshot()
                     last_snapshot = time.monotonic()
-            self.shard.snapshot()
+            self._snapshot()
         finally:
             consumer.close()
+
+    def _snapshot(self) -> None:
+        """Snapshot; a failed write is reported and retried, never fatal.
+
+        Ingestion and search go on from memory, and the previous snapshots stay
+        valid (writes are atomic), so a full disk costs replay time at the next
+        restart, not data.
+        """
+        try:
+            self.shard.snapshot()
+        except OSError as exc:
+            self.snapshot_failures += 1
+            log.error(
+                "snapshot of %s failed, previous snapshots kept, retrying in %.0f s: %s",
+                self.topic,
+                self.snapshot_interval_s,
+                exc,
+            )
 
     def _apply(self, partition: int, offset: int, value: bytes) -> None:
         try:
