@@ -4,7 +4,8 @@ Same conventions as :mod:`feedback.ir_metrics` (trec_eval's): relevance > 0 is
 relevant, recall divides by the relevant documents in the qrels (retrieved or
 not), and the precision-recall curve is trec_eval's interpolated precision at
 the 11 recall levels 0, 0.1, ..., 1 (``iprec_at_recall``), averaged over the
-queries: at recall r, the best precision reached at any recall >= r.
+queries: at recall r, the best precision reached at any recall >= r, with
+trec_eval's rounding of a level to a number of relevant documents.
 """
 
 from __future__ import annotations
@@ -46,13 +47,11 @@ def precision_recall_curve(hits: np.ndarray, totals: np.ndarray) -> list[float]:
         return [0.0] * len(RECALL_LEVELS)
     ranks = np.arange(1, hits.shape[1] + 1, dtype=np.float64)
     found = np.cumsum(hits, axis=1)
-    precision = found / ranks
-    safe_totals = np.maximum(totals, 1.0)[:, None]
-    recall = np.where(totals[:, None] > 0, found / safe_totals, 0.0)
+    at_relevant = np.where(hits > 0, found / ranks, 0.0)  # the curve's points
     curve = np.zeros((len(hits), len(RECALL_LEVELS)), dtype=np.float64)
-    # Only ranks holding a relevant doc are points of the curve, as in trec_eval.
-    at_relevant = np.where(hits > 0, precision, 0.0)
     for j, level in enumerate(RECALL_LEVELS):
-        reached = recall >= level - 1e-12
-        curve[:, j] = np.where(reached & (hits > 0), at_relevant, 0.0).max(axis=1)
+        # trec_eval turns a level into a count of relevant docs: (long)(level * R + 0.9),
+        # so with R = 3 the level 0.7 is reached by 2 docs (2.0999... + 0.9 truncates to 2).
+        needed = np.floor(level * totals + 0.9)
+        curve[:, j] = np.where(found >= needed[:, None], at_relevant, 0.0).max(axis=1)
     return [float(v) for v in curve.mean(axis=0)]

@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
+from encoders.model_dir import ModelDirError
 from encoders.preprocess import CropBox, ImageLimits, PreprocessError, decode_image
 from encoders.runtime import OnnxEncoder
 from encoders.tiles import image_inputs
@@ -72,10 +73,10 @@ def open_encoder(model: str | Path, threads: int = 0) -> Encoder:
     """``raw-pixels`` or an exported model directory."""
     if str(model) == RAW_PIXELS:
         return RawPixelEncoder()
-    model_dir = Path(model)
-    if not model_dir.is_dir():
-        raise EvalSetError(f"model directory {model_dir} does not exist (or use {RAW_PIXELS})")
-    return OnnxEncoder(model_dir, threads=threads)
+    try:
+        return OnnxEncoder(Path(model), threads=threads)
+    except ModelDirError as exc:
+        raise EvalSetError(f"{exc} (or use --model {RAW_PIXELS})") from exc
 
 
 def embed_images(

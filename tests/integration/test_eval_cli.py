@@ -1,0 +1,111 @@
+"""`visearch eval` end to end on real photos with the exported model: the right answers
+are known (each query is a large crop of one corpus photo), so the scores must say so."""
+
+import csv
+import json
+import random
+import shutil
+
+import pytest
+
+from encoders.preprocess import decode_image
+from visearch.cli import main
+from visearch.evaluation.crops import jpeg_bytes
+from visearch.evaluation.outputs import read_run
+from visearch.selftest import random_crop
+
+CORPUS, QUERIES = 40, 10
+
+
+@pytest.fixture(scope="module")
+def crop_set(tmp_path_factory, photo_paths):
+    """40 corpus photos; 10 queries, each a 60 % crop of one of them at JPEG 70."""
+    root = tmp_path_factory.mktemp("eval-set")
+    (root / "corpus").mkdir()
+    (root / "queries").mkdir()
+    rng = random.Random(7)
+    lines = []
+    for i, path in enumerate(photo_paths[:CORPUS]):
+        doc = f"photo{i:02d}"
+        shutil.copyfile(path, root / "corpus" / f"{doc}{path.suffix}")
+        if i < QUERIES:
+            image = decode_image(path.read_bytes())
+            box = random_crop(image.width, image.height, 0.6, rng)
+            crop = image.crop(box.to_pixels(image.width, image.height))
+            (root / "queries" / f"crop{i:02d}.jpg").write_bytes(jpeg_bytes(crop))
+            lines.append(f"crop{i:02d} 0 {doc} 1\n")
+    (root / "qrels.txt").write_text("".join(lines))
+    return root
+
+
+def _eval(crop_set, out, *extra):
+    argv = ["eval", "--corpus", str(crop_set / "corpus"), "--queries", str(crop_set / "queries")]
+    argv += ["--qrels", str(crop_set / "qrels.txt"), "--out", str(out), "--no-progress", *extra]
+    assert main(argv) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def fp32_run(crop_set, model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fp32")
+    return out, _eval(crop_set, out, "--model", str(model_dir))
+
+
+def test_large_crops_find_their_photo_first(fp32_run):
+    _, document = fp32_run
+    metrics = document["metrics"]
+    assert metrics["num_q"] == QUERIES
+    assert metrics["P_1"] >= 0.9 and metrics["recall_1"] == metrics["P_1"]
+    assert metrics["recip_rank"] >= 0.9 and metrics["recall_10"] == 1.0
+    assert document["config"]["corpus_images"] == CORPUS
+    assert document["config"]["index_kinds"] == ["exact"]
+    assert len(document["curves"]["recall_at_k"]) == CORPUS - 0  # depth 100 > corpus
+
+
+def test_per_query_tsv_and_trec_run_agree_with_the_metrics(fp32_run):
+    out, document = fp32_run
+    with (out / "per_query.tsv").open() as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert sorted(r["query"] for r in rows) == [f"crop{i:02d}" for i in range(QUERIES)]
+    mean_rr = sum(float(r["rr"]) for r in rows) / len(rows)
+    assert mean_rr == pytest.approx(document["metrics"]["recip_rank"], abs=1e-5)
+    run = read_run(out / "run.trec")
+    assert set(run) == {r["query"] for r in rows}
+    for row in rows:
+        assert run[row["query"]][0][0] == row["top_doc"]  # ids are file stems
+        scores = [score for _, score in run[row["query"]]]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_raw_pixels_tiles_and_the_report(fp32_run, crop_set, model_dir, tmp_path):
+    fp32_out, fp32 = fp32_run
+    raw = _eval(crop_set, tmp_path / "raw", "--model", "raw-pixels")
+    assert raw["config"]["model_version"].startswith("raw-pixels")
+    assert raw["metrics"]["map"] < fp32["metrics"]["map"]
+    tiles = _eval(crop_set, tmp_path / "tiles", "--model", str(model_dir), "--tiles")
+    assert tiles["config"]["tiles"] == "quadrants" and tiles["label"].endswith("+tiles")
+    assert tiles["metrics"]["P_1"] >= 0.9
+    report = tmp_path / "report.html"
+    runs = [str(tmp_path / "raw"), str(fp32_out), str(tmp_path / "tiles")]
+    assert main(["eval", "report", *runs, "--out", str(report), "--examples", "4"]) == 0
+    html = report.read_text()
+    assert html.count("<svg") == 2 and html.count("<polyline") == 6
+    assert "<th>MAP</th>".lower() in html.lower() and "R@1" in html
+    assert f"{fp32['metrics']['P_1']:.3f}" in html
+    assert html.count('src="data:image/jpeg;base64,') == 3 * 4 * (1 + 5)
+    assert "http" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained
+
+
+def test_bad_sets_fail_with_a_clear_message(crop_set, model_dir, tmp_path, capsys):
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text("crop00 0 photo00 1\ncrop01 0 not-a-photo 1\n")
+    argv = ["eval", "--corpus", str(crop_set / "corpus"), "--queries", str(crop_set / "queries")]
+    assert main([*argv, "--qrels", str(qrels), "--model", str(model_dir)]) == 1
+    assert "not-a-photo" in capsys.readouterr().err
+    qrels.write_text("crop00 0 photo00 1\nmissing-query 0 photo01 1\n")
+    assert main([*argv, "--qrels", str(qrels), "--model", str(model_dir)]) == 1
+    assert "missing-query" in capsys.readouterr().err
+    assert main([*argv, "--qrels", str(crop_set / "qrels.txt"), "--model", str(tmp_path)]) == 1
+    assert "has no exported model" in capsys.readouterr().err
+    assert main(["eval", "--corpus", str(crop_set / "corpus")]) == 1
+    assert "--qrels" in capsys.readouterr().err
