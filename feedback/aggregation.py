@@ -45,7 +45,8 @@ from feedback.windows import (
 )
 from streams.schemas import Interaction, LabeledPair
 
-# Window counters: [impressions, clicks, dwell events, dwell milliseconds].
+# Window counters: [impressions, clicks, dwell events, dwell milliseconds], per
+# cell: "all", "pos:<position bucket>" and "model:<model version>".
 IMPRESSIONS, CLICKS, DWELLS, DWELL_MS = range(4)
 ALL = "all"
 
@@ -74,11 +75,6 @@ class Outcome:
 
     status: str  # counted | duplicate | late_event | future_timestamp
     pairs: tuple[LabeledPair, ...] = ()
-
-
-def window_key(dimension: str, value: str) -> str:
-    """Key of a window cell: ``all``, ``pos:<bucket>`` or ``model:<version>``."""
-    return ALL if dimension == ALL else f"{dimension}:{value}"
 
 
 class PartitionAggregator:
@@ -132,33 +128,30 @@ class PartitionAggregator:
 
     def _count(self, event: Interaction) -> None:
         bucket = position_bucket(event.position)
-        counters = [0, 0, 0, 0]
+        increments: tuple[tuple[int, int], ...]
         if event.type == "impression":
-            counters[IMPRESSIONS] = 1
+            increments = ((IMPRESSIONS, 1),)
         elif event.type == "click":
-            counters[CLICKS] = 1
+            increments = ((CLICKS, 1),)
         else:
-            counters[DWELLS] = 1
-            counters[DWELL_MS] = event.dwell_ms
+            increments = ((DWELLS, 1), (DWELL_MS, event.dwell_ms))
             self.dwell_buckets[dwell_bucket_index(event.dwell_ms / 1000.0)] += 1
             self.dwell_sum_ms += event.dwell_ms
             day = WINDOWS[-1].start_of(event.timestamp)
             users = self.time_spent.setdefault(day, {})
             users[event.user_id] = users.get(event.user_id, 0) + event.dwell_ms
-        if counters[IMPRESSIONS] or counters[CLICKS]:
+        if event.type != "dwell":
             total = self.totals.setdefault((bucket, event.model_version), [0, 0])
-            total[0] += counters[IMPRESSIONS]
-            total[1] += counters[CLICKS]
-        cells = (ALL, window_key("pos", bucket), window_key("model", event.model_version))
+            total[0 if event.type == "impression" else 1] += 1
+        cells = (ALL, f"pos:{bucket}", f"model:{event.model_version}")
         for spec in WINDOWS:
             window = self.windows[spec.name].setdefault(spec.start_of(event.timestamp), {})
             for cell in cells:
                 values = window.get(cell)
                 if values is None:
-                    window[cell] = list(counters)
-                else:
-                    for index, value in enumerate(counters):
-                        values[index] += value
+                    values = window[cell] = [0, 0, 0, 0]
+                for index, amount in increments:
+                    values[index] += amount
 
     # ---------------------------------------------------------------- sessions
 

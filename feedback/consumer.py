@@ -107,11 +107,13 @@ class FeedbackConsumer(threading.Thread):
             while not self._stop_event.is_set():
                 batches = consumer.poll(timeout_ms=100, max_records=5000)
                 for tp, messages in batches.items():
-                    for message in messages:
-                        self._apply(
-                            RawMessage(topic, tp.partition, message.offset, message.value or b""),
-                            message.timestamp / 1000.0,
-                        )
+                    self._apply(
+                        [
+                            RawMessage(topic, tp.partition, m.offset, m.value or b"")
+                            for m in messages
+                        ],
+                        [m.timestamp / 1000.0 for m in messages],
+                    )
                 interval = self.settings.feedback_checkpoint_interval_s
                 if batches and time.monotonic() - last_checkpoint >= interval:
                     self.save_checkpoint()
@@ -120,19 +122,26 @@ class FeedbackConsumer(threading.Thread):
         finally:
             consumer.close()
 
-    def _apply(self, message: RawMessage, record_time: float) -> None:
-        try:
-            event: Interaction | None = decode(Interaction, message.value)
-        except SchemaError as exc:
-            self.state.process(message.partition, message.offset, None, record_time)
-            self._dead_letter(message, exc.code, exc.message)
-            return
-        outcome = self.state.process(message.partition, message.offset, event, record_time)
-        assert outcome is not None
-        if outcome.status in REJECTED:
-            self._dead_letter(message, outcome.status, REJECTED[outcome.status])
-        for pair in outcome.pairs:
-            self.publisher.publish(self.settings.topics.labeled_pairs, pair.search_id, pair)
+    def _apply(self, messages: list[RawMessage], record_times: list[float]) -> None:
+        """Decode, aggregate under one lock, then publish dead letters and pairs."""
+        records: list[tuple[int, Interaction | None, float]] = []
+        errors: dict[int, SchemaError] = {}
+        for index, (message, record_time) in enumerate(zip(messages, record_times, strict=True)):
+            try:
+                event: Interaction | None = decode(Interaction, message.value)
+            except SchemaError as exc:
+                event = None
+                errors[index] = exc
+            records.append((message.offset, event, record_time))
+        outcomes = self.state.process(messages[0].partition, records)
+        for index, (message, outcome) in enumerate(zip(messages, outcomes, strict=True)):
+            if outcome is None:
+                self._dead_letter(message, errors[index].code, errors[index].message)
+                continue
+            if outcome.status in REJECTED:
+                self._dead_letter(message, outcome.status, REJECTED[outcome.status])
+            for pair in outcome.pairs:
+                self.publisher.publish(self.settings.topics.labeled_pairs, pair.search_id, pair)
 
     def _dead_letter(self, message: RawMessage, code: str, reason: str) -> None:
         log.warning(

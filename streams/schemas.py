@@ -18,6 +18,7 @@ import math
 import re
 import time
 import typing
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import faust
@@ -257,17 +258,17 @@ def _from_data(cls: type[E], data: dict[str, Any]) -> E:
             f"(this build reads 1..{cls.SCHEMA_VERSION})",
         )
     hints = _field_types(cls)
-    unknown = sorted(set(data) - set(hints))
+    unknown = data.keys() - hints.keys()
     if unknown:
-        raise SchemaError("unknown_field", f"{cls.__name__}: unknown fields {unknown}")
+        raise SchemaError("unknown_field", f"{cls.__name__}: unknown fields {sorted(unknown)}")
     defaults = cls._options.defaults
     values: dict[str, Any] = {}
-    for name, annotation in hints.items():
+    for name, field_type in hints.items():
         if name not in data:
             if name not in defaults:
                 raise SchemaError("missing_field", f"{cls.__name__}.{name} is required")
             continue
-        values[name] = _coerce(cls.__name__, name, annotation, data[name])
+        values[name] = _coerce(cls.__name__, name, field_type, data[name])
     event = cls(**values)
     event.check()
     return event
@@ -278,45 +279,55 @@ def vector_to_b64(vector: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode()
 
 
-_TYPE_CACHE: dict[type, dict[str, Any]] = {}
+@dataclass(frozen=True)
+class _FieldType:
+    """A field's JSON type, resolved once per record class (decoding is a hot path)."""
+
+    kind: type  # str, int, float, bool or list (of strings)
+    nullable: bool
 
 
-def _field_types(cls: type[Event]) -> dict[str, Any]:
+_TYPE_CACHE: dict[type, dict[str, _FieldType]] = {}
+_KIND_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    list: "a list of strings",
+}
+
+
+def _field_types(cls: type[Event]) -> dict[str, _FieldType]:
     if cls not in _TYPE_CACHE:
         hints = typing.get_type_hints(cls)
-        _TYPE_CACHE[cls] = {name: hints[name] for name in cls._options.fields}
+        resolved = {}
+        for name in cls._options.fields:
+            annotation = hints[name]
+            args = typing.get_args(annotation)
+            nullable = type(None) in args
+            if nullable:
+                annotation = next(a for a in args if a is not type(None))
+            kind = list if typing.get_origin(annotation) is list else annotation
+            if kind not in _KIND_NAMES:
+                raise TypeError(f"unsupported annotation {annotation!r} on {cls.__name__}.{name}")
+            resolved[name] = _FieldType(kind, nullable)
+        _TYPE_CACHE[cls] = resolved
     return _TYPE_CACHE[cls]
 
 
-def _coerce(record: str, name: str, annotation: Any, value: Any) -> Any:
-    """Check ``value`` against a field annotation; ints are accepted for floats."""
-    where = f"{record}.{name}"
-    args = typing.get_args(annotation)
-    if type(None) in args:
-        if value is None:
-            return None
-        annotation = next(a for a in args if a is not type(None))
-    if typing.get_origin(annotation) is list:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise SchemaError("wrong_type", f"{where} must be a list of strings")
+def _coerce(record: str, name: str, field: _FieldType, value: Any) -> Any:
+    """Check ``value`` (from JSON) against a field's type; ints are accepted for floats."""
+    kind = field.kind
+    value_type = type(value)
+    if value_type is kind and kind is not list:
         return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise SchemaError("wrong_type", f"{where} must be a boolean")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SchemaError("wrong_type", f"{where} must be an integer")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SchemaError("wrong_type", f"{where} must be a number")
+    if value is None and field.nullable:
+        return None
+    if kind is float and value_type is int:
         return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise SchemaError("wrong_type", f"{where} must be a string")
+    if kind is list and value_type is list and all(type(v) is str for v in value):
         return value
-    raise TypeError(f"unsupported annotation {annotation!r} on {where}")  # programming error
+    raise SchemaError("wrong_type", f"{record}.{name} must be {_KIND_NAMES[kind]}")
 
 
 def _check_id(name: str, value: str) -> None:
