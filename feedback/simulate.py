@@ -45,6 +45,7 @@ class SimulationReport:
     clicks: int = 0
     dwells: int = 0
     relevant_clicks: int = 0
+    relevant_impressions: int = 0
     search_ms: list[float] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -57,6 +58,9 @@ class SimulationReport:
             "clicks": self.clicks,
             "dwells": self.dwells,
             "relevant_click_share": self.relevant_clicks / self.clicks if self.clicks else None,
+            "relevant_impression_share": (
+                self.relevant_impressions / self.impressions if self.impressions else None
+            ),
             "ctr": self.clicks / self.impressions if self.impressions else None,
             "search_p50_ms": p50,
         }
@@ -191,6 +195,7 @@ def simulate(
         for event in events:
             if event["type"] == "impression":
                 report.impressions += 1
+                report.relevant_impressions += is_relevant(query, event["displayed_image_id"])
             elif event["type"] == "click":
                 report.clicks += 1
                 report.relevant_clicks += is_relevant(query, event["displayed_image_id"])

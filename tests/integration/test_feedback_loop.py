@@ -16,10 +16,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from feedback.service import FeedbackService
+from feedback.simulate import ApiClient, simulate
 from feedback.trainer_feed import export_pairs, load_pairs
 from streams.schemas import DeadLetter, decode
 from visearch.api import create_api
+from visearch.corpus import DEMO_CORPUS, image_id_for
 from visearch.stack import LocalStack
+from visearch.uploads import accept_upload
 
 pytestmark = pytest.mark.integration
 
@@ -189,3 +192,34 @@ def test_replay_from_offset_zero_and_restart_from_checkpoint_reproduce_every_cou
     # stopped above, so it checkpointed; a restart loads that state before consuming
     with FeedbackService(own) as restarted:
         assert restarted.summary() == live
+
+
+def test_simulated_traffic_is_counted_exactly_and_clicks_favour_similar_images(
+    stack: LocalStack, site: str, photo_paths: list[Path]
+) -> None:
+    assert stack.publisher is not None and stack.feedback is not None
+    ids = []
+    for path in photo_paths:
+        image_id = "sim-" + image_id_for(path, DEMO_CORPUS)
+        accept_upload(stack.settings, stack.store, stack.publisher, image_id, path.read_bytes())
+        ids.append(image_id)
+    stack.publisher.flush()
+    assert stack.wait_searchable(ids, 120) == set()
+    before = stack.feedback.summary()
+
+    report = simulate(ApiClient(site), sessions=60, k=8, seed=3)
+
+    assert report.sessions == 60 and report.searches_failed == 0
+    assert report.impressions == 60 * 8 and report.clicks > 0
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        after = stack.feedback.summary()
+        if after["impressions"] - before["impressions"] >= report.impressions:
+            break
+        time.sleep(0.05)
+    assert after["impressions"] - before["impressions"] == report.impressions
+    assert after["clicks"] - before["clicks"] == report.clicks
+    assert after["dwell"]["events"] - before["dwell"]["events"] == report.dwells
+    # clicks favour truly similar results: far above their share of what was shown
+    relevant_shown = report.relevant_impressions / report.impressions
+    assert report.relevant_clicks / report.clicks > 2 * relevant_shown

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Page, sync_playwright
-from prometheus_client import CollectorRegistry
 
-from streams.broker import free_port
 from streams.schemas import Interaction, decode
-from visearch.api import create_api
 from visearch.stack import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -30,32 +24,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def site(stack: LocalStack) -> Iterator[str]:
-    """The API and page served over real HTTP on a free loopback port."""
-    assert stack.search is not None and stack.publisher is not None
-    api = create_api(
-        stack.settings,
-        stack.search,
-        stack.store,
-        stack.publisher,
-        CollectorRegistry(),
-        feedback=stack.feedback,
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(api, host="127.0.0.1", port=free_port(), log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(10)
 
 
 @pytest.fixture
