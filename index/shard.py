@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -219,6 +220,9 @@ class ShardConsumer(threading.Thread):
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.snapshot_failures = 0
+        # Records behind the partition's high watermark, from the last fetch
+        # response (not ListOffsets: the embedded broker answers those wrongly).
+        self.lag: dict[int, int] = {}
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -253,12 +257,20 @@ class ShardConsumer(threading.Thread):
                 for tp, messages in batches.items():
                     for message in messages:
                         self._apply(tp.partition, message.offset, message.value)
+                self._record_lag(consumer, assignment)
                 if time.monotonic() - last_snapshot >= self.snapshot_interval_s:
                     self._snapshot()
                     last_snapshot = time.monotonic()
             self._snapshot()
         finally:
             consumer.close()
+
+    def _record_lag(self, consumer: Any, assignment: list[Any]) -> None:
+        consumed = self.shard.consumed_offsets
+        for tp in assignment:
+            high = consumer.highwater(tp)
+            if high is not None:
+                self.lag[tp.partition] = max(0, high - consumed.get(tp.partition, 0))
 
     def _snapshot(self) -> None:
         """Snapshot; a failed write is reported and retried, never fatal.

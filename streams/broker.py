@@ -118,3 +118,20 @@ class EmbeddedBroker(Lifecycle):
         with contextlib.suppress(OSError):
             if process.stderr:
                 process.stderr.close()
+
+
+def broker_reachable(bootstrap_servers: str, timeout_s: float = 1.0) -> bool:
+    """Whether any bootstrap server accepts a TCP connection (for readiness checks).
+
+    A connection, not a Kafka request: cheap enough for every ``/readyz``
+    probe, and what a load balancer needs to know (the clients reconnect by
+    themselves once the cluster is back).
+    """
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False

@@ -147,6 +147,9 @@ class Settings:
     # (then it needs the API token like the other write endpoints).
     interactions_require_token: bool = False
     max_interactions_per_request: int = 500
+    # /readyz fails while the local index shards are more than this many
+    # records behind the embeddings log.
+    readiness_max_lag: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -196,7 +199,7 @@ class Settings:
             )
         if not (math.isfinite(self.embed_linger_s) and self.embed_linger_s >= 0):
             raise SettingsError(f"{PREFIX}EMBED_LINGER_S must be a finite number >= 0")
-        for name in ("ort_threads", "fetch_max_wait_ms"):
+        for name in ("ort_threads", "fetch_max_wait_ms", "readiness_max_lag"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 0")
         for name in ("max_inline_bytes", "max_image_bytes", "max_image_pixels", "max_upload_bytes"):

@@ -11,6 +11,7 @@ import hmac
 import io
 import time
 import uuid
+from collections.abc import Callable
 from importlib import resources
 from typing import Annotated, Literal
 
@@ -99,11 +100,13 @@ def create_api(
     publisher: EventPublisher,
     registry: CollectorRegistry | None = None,
     feedback: FeedbackService | None = None,
+    readiness: Callable[[], dict[str, dict[str, object]]] | None = None,
 ) -> FastAPI:
     """The FastAPI application over a running search service.
 
     ``feedback``: the in-process aggregator (its metrics join ``/metrics``);
     without it the live summary comes from ``VISEARCH_FEEDBACK_URL`` if set.
+    ``readiness``: the checks behind ``/readyz`` (``LocalStack.readiness``).
     """
     metrics = ApiMetrics(registry or CollectorRegistry())
     if feedback is not None:
@@ -272,9 +275,26 @@ def create_api(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "a check failed; the body lists them"}})
     def readyz() -> dict[str, object]:
-        return {"status": "ok", "indexed": search.size, "model_version": search.encoder.version}
+        """Ready to serve: broker reachable, indexes recovered and caught up, workers alive."""
+        checks = readiness() if readiness is not None else {}
+        failing = sorted(name for name, check in checks.items() if not check["ok"])
+        if failing:
+            raise HTTPException(
+                503,
+                {
+                    "code": "not_ready",
+                    "message": f"failing checks: {', '.join(failing)}",
+                    "checks": checks,
+                },
+            )
+        return {
+            "status": "ok",
+            "indexed": search.size,
+            "model_version": search.encoder.version,
+            "checks": checks,
+        }
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics() -> Response:

@@ -39,7 +39,12 @@ def run_service(settings: Settings, demo_dir: Path | None, parity_dir: Path) -> 
                 "demo corpus: %d published, %d rejected", summary.published, len(summary.rejected)
             )
         api = create_api(
-            settings, stack.search, stack.store, stack.publisher, feedback=stack.feedback
+            settings,
+            stack.search,
+            stack.store,
+            stack.publisher,
+            feedback=stack.feedback,
+            readiness=stack.readiness,
         )
         url = f"http://{settings.http_host}:{settings.http_port}/"
         print(f"visearch is up: open {url}  (Ctrl-C stops everything)", flush=True)
@@ -57,6 +62,11 @@ def run_api(settings: Settings) -> None:
     with LocalStack(settings, with_worker=False) as stack:
         assert stack.publisher is not None and stack.search is not None
         api = create_api(
-            settings, stack.search, stack.store, stack.publisher, feedback=stack.feedback
+            settings,
+            stack.search,
+            stack.store,
+            stack.publisher,
+            feedback=stack.feedback,
+            readiness=stack.readiness,
         )
         uvicorn.run(api, host=settings.http_host, port=settings.http_port, log_level="warning")

@@ -22,7 +22,7 @@ from feedback.service import FeedbackService
 from index.remote import RemoteShard
 from index.search import SearchService, ShardLike
 from index.shard import IndexShard, ShardConsumer
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import EmbeddedBroker, broker_reachable, free_port
 from streams.lifecycle import Lifecycle, die_with_parent
 from streams.publisher import EventPublisher
 from streams.settings import PREFIX, Settings
@@ -156,6 +156,37 @@ class LocalStack(Lifecycle):
             if not missing or time.monotonic() >= deadline:
                 return missing
             time.sleep(0.01)
+
+    def readiness(self) -> dict[str, dict[str, object]]:
+        """Each check of ``/readyz``: ``{"ok": bool, ...details}``.
+
+        Ready means: the broker answers, every local shard has recovered and
+        is consuming within ``VISEARCH_READINESS_MAX_LAG`` records of the log's
+        end, and the worker and the feedback aggregator (where they run in
+        this stack) are alive. A load balancer then only sends searches to an
+        API whose indexes are current.
+        """
+        checks: dict[str, dict[str, object]] = {}
+        connected = broker_reachable(self.settings.bootstrap_servers)
+        if self.broker is not None:
+            connected = connected and self.broker.is_running()
+        checks["broker"] = {"ok": connected, "bootstrap": self.settings.bootstrap_servers}
+        if self.consumers:
+            alive = all(
+                c.is_alive() and c.ready.is_set() and c.error is None for c in self.consumers
+            )
+            lag = sum(sum(c.lag.values()) for c in self.consumers)
+            checks["shards"] = {"ok": alive, "local": len(self.consumers)}
+            checks["index_lag"] = {
+                "ok": lag <= self.settings.readiness_max_lag,
+                "records": lag,
+                "max": self.settings.readiness_max_lag,
+            }
+        if self.with_worker:
+            checks["worker"] = {"ok": self.worker is not None and self.worker.poll() is None}
+        if self.feedback is not None:
+            checks["feedback"] = {"ok": self.feedback.is_alive()}
+        return checks
 
     def searchable_at(self, image_id: str) -> float | None:
         for shard in self.shards:

@@ -197,3 +197,36 @@ def test_bad_updates_are_refused(client: TestClient) -> None:
     unknown = client.patch("/v1/images/never-uploaded", json={"action": "flag"})
     assert unknown.status_code == 404 and unknown.json()["detail"]["code"] == "unknown_image"
     assert client.patch("/v1/images/api-0", json={"action": "explode"}).status_code == 422
+
+
+def test_readiness_checks_broker_shards_lag_worker_and_feedback(stack: LocalStack) -> None:
+    assert stack.search is not None and stack.publisher is not None
+    checked = TestClient(
+        create_api(
+            stack.settings,
+            stack.search,
+            stack.store,
+            stack.publisher,
+            CollectorRegistry(),
+            readiness=stack.readiness,
+        )
+    )
+    ready = checked.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    checks = ready.json()["checks"]
+    assert set(checks) == {"broker", "shards", "index_lag", "worker", "feedback"}
+    assert all(check["ok"] for check in checks.values())
+    assert checks["index_lag"]["records"] <= checks["index_lag"]["max"]
+
+    assert stack.feedback is not None
+    stack.feedback.stop()  # a dead component makes the API unready, with the reason
+    try:
+        unready = checked.get("/readyz")
+        assert unready.status_code == 503
+        detail = unready.json()["detail"]
+        assert detail["code"] == "not_ready" and "feedback" in detail["message"]
+        assert detail["checks"]["feedback"] == {"ok": False}
+        assert detail["checks"]["broker"]["ok"] is True
+    finally:
+        stack.feedback.start()
+    assert checked.get("/readyz").status_code == 200
