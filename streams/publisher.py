@@ -20,6 +20,11 @@ class EventPublisher(Lifecycle):
             client_id="visearch-publisher",
             linger_ms=linger_ms,
             acks="all",
+            # kafka-python 3 turns idempotence on by default. The embedded broker
+            # does not support it: after a broker restart (a new, empty epoch) the
+            # producer retries UnknownProducerId forever and no upload is ever
+            # acknowledged again. A real cluster keeps it.
+            enable_idempotence=not settings.embedded_broker,
             max_request_size=max(1_048_576, settings.max_inline_bytes * 2),
         )
 

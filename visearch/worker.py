@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import faust
 
 from encoders.runtime import OnnxEncoder
@@ -10,6 +13,8 @@ from streams.app import create_app
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
+log = logging.getLogger(__name__)
+
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Create topics, load the encoder, and run the Faust worker until stopped."""
@@ -17,5 +22,20 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     encoder = OnnxEncoder(settings.resolved_model_dir, threads=settings.ort_threads)
     app = create_app(settings)
     register_agents(app, settings, encoder)
+    log_assignments(app, settings.topics.uploads)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
+
+
+def log_assignments(app: faust.App, topic: str) -> None:
+    """Log which partitions of ``topic`` this worker owns after every rebalance.
+
+    Faust does not say, and with several workers in the group it is the first
+    thing an operator (or the fault tests) needs to know after a crash.
+    """
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        assigned = args[0] if args else ()
+        partitions = sorted(tp.partition for tp in assigned if tp.topic == topic)
+        log.info("assigned %s partitions %s", topic, partitions)
