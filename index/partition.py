@@ -112,6 +112,11 @@ class Partition:
     def _image_count(self) -> int:
         return sum(1 for s in self._states.values() if s.row_count and not s.deleted)
 
+    def image_ids(self) -> set[str]:
+        """Ids of the images counted by ``len`` (indexed and not deleted)."""
+        with self._lock.read():
+            return {i for i, s in self._states.items() if s.row_count and not s.deleted}
+
     def __contains__(self, image_id: str) -> bool:
         return self.is_visible(image_id)
 

@@ -8,7 +8,7 @@ near-duplicates are removed; if too few remain, the fetch doubles.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -56,12 +56,30 @@ class SearchService:
         limits: ImageLimits | None = None,
         dedup_threshold: float = 0.96,
         params: SearchParams | None = None,
+        visible: Callable[[str], bool] | None = None,
     ) -> None:
-        self.encoder = encoder
-        self.shards = list(shards)
+        # One tuple, replaced in one assignment: a model switch can never pair a
+        # query embedded by one version with the index of another.
+        self._serving: tuple[OnnxEncoder, list[ShardLike]] = (encoder, list(shards))
         self.limits = limits or ImageLimits()
         self.dedup_threshold = dedup_threshold
+        # A last check against the system of record (the image store), for the
+        # window between an acknowledged delete / make-private and the index
+        # applying it from the log.
+        self.visible = visible
         self.params = params or SearchParams()
+
+    @property
+    def encoder(self) -> OnnxEncoder:
+        return self._serving[0]
+
+    @property
+    def shards(self) -> list[ShardLike]:
+        return self._serving[1]
+
+    def use(self, encoder: OnnxEncoder, shards: Sequence[ShardLike]) -> None:
+        """Serve with another model version and its index, atomically (a model switch)."""
+        self._serving = (encoder, list(shards))
 
     @property
     def size(self) -> int:
@@ -75,16 +93,17 @@ class SearchService:
         exclude_image_id: str | None = None,
     ) -> SearchResult:
         """Search with an encoded image; raises PreprocessError on bad input."""
+        encoder, shards = self._serving
         started = time.perf_counter()
         inputs = preprocess(data, crop, self.limits)[None]
         decoded = time.perf_counter()
-        query = self.encoder.embed(inputs)[0]
+        query = encoder.embed(inputs)[0]
         embedded = time.perf_counter()
-        hits = self.search_vector(query, k, exclude_image_id)
+        hits = self.search_vector(query, k, exclude_image_id, shards=shards)
         done = time.perf_counter()
         return SearchResult(
             hits=hits,
-            model_version=self.encoder.version,
+            model_version=encoder.version,
             timings_ms={
                 "preprocess": (decoded - started) * 1000,
                 "embed": (embedded - decoded) * 1000,
@@ -99,13 +118,20 @@ class SearchService:
         k: int,
         exclude_image_id: str | None = None,
         params: SearchParams | None = None,
+        shards: Sequence[ShardLike] | None = None,
     ) -> list[Hit]:
         """Scatter ``query`` to every shard, merge, re-rank; ``k`` results when they exist."""
         params = params or self.params
+        shards = self.shards if shards is None else shards
         fetch = k + 1 + k // 2
         while True:
-            per_shard = [shard.search(query, fetch, params, True) for shard in self.shards]
-            candidates = (h for h in merge_best(per_shard) if h.image_id != exclude_image_id)
+            per_shard = [shard.search(query, fetch, params, True) for shard in shards]
+            candidates = (
+                h
+                for h in merge_best(per_shard)
+                if h.image_id != exclude_image_id
+                and (self.visible is None or self.visible(h.image_id))
+            )
             kept = collapse_near_duplicates(candidates, self.dedup_threshold, k)
             exhausted = all(len(hits) < fetch for hits in per_shard)  # nothing more to fetch
             if len(kept) >= k or exhausted or fetch >= MAX_FETCH:

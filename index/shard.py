@@ -78,6 +78,10 @@ class IndexShard:
     def __contains__(self, image_id: str) -> bool:
         return any(image_id in p for p in self.partitions.values())
 
+    def image_ids(self) -> set[str]:
+        """Every indexed, undeleted image of the shard (a model switch compares these)."""
+        return set().union(*(p.image_ids() for p in self.partitions.values()))
+
     # ----------------------------------------------------------------- applying
 
     def apply(self, record: ImageEmbedded | ImageUpdated, partition: int, offset: int) -> bool:

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import faust
 
 from encoders.preprocess import ImageLimits
-from encoders.runtime import OnnxEncoder
 from encoders.tiles import tile_boxes
-from streams.embedding import RawMessage, dead_letter, embed_uploads
+from streams.embedding import EmbedOutcome, RawMessage, dead_letter, embed_uploads
+from streams.encoder_set import EncoderSet
 from streams.remote_fetch import RemoteFetch
 from streams.schemas import DeadLetter, ImageUpdated, SchemaError, decode, encode
 from streams.settings import Settings
@@ -42,7 +42,7 @@ async def send_dead_letter(topic: faust.TopicT, letter: DeadLetter) -> None:
     await topic.send(value=encode(letter))
 
 
-def register_agents(app: faust.App, settings: Settings, encoder: OnnxEncoder) -> None:
+def register_agents(app: faust.App, settings: Settings, encoders: EncoderSet) -> None:
     """The embedding agent and the update forwarder, on their topics."""
     names = settings.topics
     uploads = raw_topic(app, names.uploads, settings.upload_partitions)
@@ -56,6 +56,26 @@ def register_agents(app: faust.App, settings: Settings, encoder: OnnxEncoder) ->
     # One thread: inference already uses every core through ONNX Runtime, and
     # keeping it off the event loop keeps heartbeats and fetches flowing.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+    embed_one = functools.partial(
+        embed_uploads,
+        allowed_roots=allowed_roots,
+        limits=limits,
+        tiles=tiles,
+        max_inline_bytes=settings.max_inline_bytes,
+        remote=remote,
+    )
+
+    def embed_with_every_version(messages: list[RawMessage]) -> EmbedOutcome:
+        """Embed with the serving encoder, and with each candidate during a rollout.
+
+        Dead letters come from the first pass only: the same bytes fail the
+        same way for every version.
+        """
+        serving, *candidates = encoders.active()
+        outcome = embed_one(messages, serving)
+        for candidate in candidates:
+            outcome.embedded.extend(embed_one(messages, candidate).embedded)
+        return outcome
 
     @app.agent(uploads, name="embed-uploads")
     async def embed(stream: faust.StreamT) -> None:
@@ -65,19 +85,7 @@ def register_agents(app: faust.App, settings: Settings, encoder: OnnxEncoder) ->
             settings.embed_batch_size, within=settings.embed_linger_s
         ):
             messages = [raw_message(event) for event in events]
-            outcome = await loop.run_in_executor(
-                executor,
-                functools.partial(
-                    embed_uploads,
-                    max_inline_bytes=settings.max_inline_bytes,
-                    remote=remote,
-                ),
-                messages,
-                encoder,
-                allowed_roots,
-                limits,
-                tiles,
-            )
+            outcome = await loop.run_in_executor(executor, embed_with_every_version, messages)
             for record in outcome.embedded:
                 await embeddings.send(key=record.image_id.encode(), value=encode(record))
             for letter in outcome.dead_letters:

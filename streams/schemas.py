@@ -194,6 +194,33 @@ class LabeledPair(Event, serializer="json"):
         _check_finite("created_at", self.created_at)
 
 
+MODEL_ACTIONS = ("deploy", "switch", "retire")
+
+
+class ModelChanged(Event, serializer="json"):
+    """A change of encoder versions, on the models topic (the model registry's log).
+
+    ``deploy`` registers a version (workers start embedding new uploads with it
+    too, shards build its index beside the serving one, a backfill re-embeds
+    the catalogue); ``switch`` makes it the version searches use; ``retire``
+    drops a version everywhere.
+    """
+
+    version: str
+    action: str
+    changed_at: float
+    model_dir: str = ""
+    schema_version: int = 1
+
+    def check(self) -> None:
+        _check_id("version", self.version)
+        _check_finite("changed_at", self.changed_at)
+        if self.action not in MODEL_ACTIONS:
+            raise SchemaError("invalid_value", f"action must be one of {MODEL_ACTIONS}")
+        if self.action == "deploy" and not self.model_dir:
+            raise SchemaError("invalid_value", "a deploy needs model_dir")
+
+
 class DeadLetter(Event, serializer="json"):
     """A message that could not be processed, with everything needed to replay it."""
 

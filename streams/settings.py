@@ -34,6 +34,7 @@ class TopicNames:
     interactions: str
     labeled_pairs: str
     dead_letter: str
+    models: str
 
     @classmethod
     def with_prefix(cls, prefix: str) -> TopicNames:
@@ -44,6 +45,7 @@ class TopicNames:
             interactions=f"{prefix}.interactions",
             labeled_pairs=f"{prefix}.labeled-pairs",
             dead_letter=f"{prefix}.dead-letter",
+            models=f"{prefix}.models",
         )
 
 

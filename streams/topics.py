@@ -44,6 +44,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         ),
         TopicSpec(names.labeled_pairs, settings.interaction_partitions, "LabeledPair"),
         TopicSpec(names.dead_letter, 1, "DeadLetter, in arrival order"),
+        TopicSpec(names.models, 1, "ModelChanged: encoder versions deployed, switched, retired"),
     ]
 
 

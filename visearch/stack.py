@@ -20,7 +20,7 @@ from encoders.preprocess import ImageLimits
 from encoders.runtime import OnnxEncoder
 from feedback.service import FeedbackService
 from index.remote import RemoteShard
-from index.search import SearchService, ShardLike
+from index.search import SearchService
 from index.shard import IndexShard, ShardConsumer
 from streams.broker import EmbeddedBroker, broker_reachable, free_port
 from streams.lifecycle import Lifecycle, die_with_parent
@@ -28,7 +28,8 @@ from streams.publisher import EventPublisher
 from streams.settings import PREFIX, Settings
 from streams.topics import ensure_topics
 from visearch.image_store import ImageStore
-from visearch.shards import search_params, start_shard
+from visearch.rollout import ModelRollout
+from visearch.shards import search_params
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,7 @@ class LocalStack(Lifecycle):
         self.log_dir = log_dir or settings.data_dir / "logs"
         self.broker: EmbeddedBroker | None = None
         self.worker: subprocess.Popen[bytes] | None = None
-        self.consumers: list[ShardConsumer] = []
-        self.shards: list[IndexShard] = []
+        self.rollout: ModelRollout | None = None
         self.search: SearchService | None = None
         self.publisher: EventPublisher | None = None
         # In-process feedback aggregation unless a `visearch feedback` process does it.
@@ -92,8 +92,7 @@ class LocalStack(Lifecycle):
             self.publisher = EventPublisher(settings)
             if self.with_worker:
                 self._start_worker()
-            encoder = OnnxEncoder(settings.resolved_model_dir, threads=settings.ort_threads)
-            self._start_shards(encoder)
+            self._start_search()
             if not settings.feedback_url:
                 self.feedback = FeedbackService(settings).start()
         except BaseException:
@@ -115,24 +114,33 @@ class LocalStack(Lifecycle):
             )
         log.info("embedding worker pid %d, log %s", self.worker.pid, self.worker_log)
 
-    def _start_shards(self, encoder: OnnxEncoder) -> None:
+    def _start_search(self) -> None:
+        """Local shards follow the model registry; remote shards serve their own model."""
         settings = self.settings
-        shards: list[ShardLike]
         if settings.remote_shards:
-            shards = [RemoteShard(url, encoder.dim) for url in settings.remote_shards]
-        else:
-            for shard_id in range(settings.index_shards):
-                shard, consumer = start_shard(settings, encoder.dim, encoder.version, shard_id)
-                self.shards.append(shard)
-                self.consumers.append(consumer)
-            shards = list(self.shards)
-        self.search = SearchService(
-            encoder,
-            shards,
-            ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
-            dedup_threshold=settings.dedup_threshold,
-            params=search_params(settings),
-        )
+            encoder = OnnxEncoder(settings.resolved_model_dir, threads=settings.ort_threads)
+            self.search = SearchService(
+                encoder,
+                [RemoteShard(url, encoder.dim) for url in settings.remote_shards],
+                ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+                dedup_threshold=settings.dedup_threshold,
+                params=search_params(settings),
+            )
+            return
+        assert self.publisher is not None
+        self.rollout = ModelRollout(settings, self.publisher).start()
+        self.search = self.rollout.search
+
+    @property
+    def shards(self) -> list[IndexShard]:
+        """The local shards of the serving model version."""
+        serving = self.rollout.serving if self.rollout is not None else None
+        return serving.shards if serving is not None else []
+
+    @property
+    def consumers(self) -> list[ShardConsumer]:
+        serving = self.rollout.serving if self.rollout is not None else None
+        return serving.consumers if serving is not None else []
 
     def check_alive(self) -> None:
         """Raise :class:`StackError` if a child process has died."""
@@ -198,10 +206,9 @@ class LocalStack(Lifecycle):
         if self.feedback is not None:
             self.feedback.stop()
             self.feedback = None
-        for consumer in self.consumers:
-            consumer.stop()
-        for consumer in self.consumers:
-            consumer.join(timeout=5)
+        if self.rollout is not None:
+            self.rollout.stop()
+            self.rollout = None
         if self.publisher is not None:
             self.publisher.stop()
             self.publisher = None

@@ -7,9 +7,9 @@ from typing import Any
 
 import faust
 
-from encoders.runtime import OnnxEncoder
 from streams.agents import register_agents
 from streams.app import create_app
+from streams.encoder_set import EncoderSet
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -17,11 +17,11 @@ log = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
-    """Create topics, load the encoder, and run the Faust worker until stopped."""
+    """Create topics, load the active encoders, and run the Faust worker until stopped."""
     ensure_topics(settings)
-    encoder = OnnxEncoder(settings.resolved_model_dir, threads=settings.ort_threads)
+    encoders = EncoderSet(settings).start()
     app = create_app(settings)
-    register_agents(app, settings, encoder)
+    register_agents(app, settings, encoders)
     log_assignments(app, settings.topics.uploads)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

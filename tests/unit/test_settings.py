@@ -142,8 +142,9 @@ def test_topic_names_follow_prefix():
         interactions="blue.interactions",
         labeled_pairs="blue.labeled-pairs",
         dead_letter="blue.dead-letter",
+        models="blue.models",
     )
-    assert len(set(dataclasses.astuple(topics))) == 6
+    assert len(set(dataclasses.astuple(topics))) == 7
 
 
 def test_api_token_is_not_in_repr():

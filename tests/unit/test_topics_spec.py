@@ -13,6 +13,7 @@ def test_default_topic_specs():
         ("visearch.interactions", 4),
         ("visearch.labeled-pairs", 4),
         ("visearch.dead-letter", 1),
+        ("visearch.models", 1),
     ]
     assert all(isinstance(s, TopicSpec) and s.carries for s in specs)
 
@@ -35,6 +36,7 @@ def test_partition_counts_follow_settings():
         "t9.interactions": 2,
         "t9.labeled-pairs": 2,
         "t9.dead-letter": 1,
+        "t9.models": 1,
     }
 
 
@@ -50,4 +52,5 @@ def test_specs_cover_every_topic_name_once():
         topics.interactions,
         topics.labeled_pairs,
         topics.dead_letter,
+        topics.models,
     }

@@ -1,0 +1,152 @@
+"""The model registry: which encoder versions exist, which one serves searches.
+
+The registry is a fold over the models topic (one partition, a handful of
+ModelChanged records), so every process that reads the topic from the start
+(API, shards, embedding workers) agrees on it without a database. Before any
+switch, the version in ``VISEARCH_MODEL_DIR`` serves.
+
+A rollout: ``deploy`` v2 (workers embed new uploads with v1 and v2, the API
+builds v2's index beside v1's, ``visearch model backfill`` re-embeds the
+catalogue with v2) → ``switch`` to v2 once its index holds every catalogued
+image (searches move in one step; v1 is retired and dropped everywhere).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from streams.schemas import ModelChanged, SchemaError, decode
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class RegistryError(ValueError):
+    """A model change that the registry's current state does not allow."""
+
+
+@dataclass
+class ModelVersion:
+    version: str
+    model_dir: str
+    state: str  # candidate | serving | retired
+
+
+class ModelRegistry:
+    """Encoder versions and their states; apply events in log order."""
+
+    def __init__(self, serving_version: str, serving_dir: str) -> None:
+        self.versions = {serving_version: ModelVersion(serving_version, serving_dir, "serving")}
+        self.serving = serving_version
+
+    def check(self, event: ModelChanged) -> None:
+        """Raise :class:`RegistryError` if ``event`` cannot apply now (check before publishing)."""
+        known = self.versions.get(event.version)
+        if event.action == "switch" and (known is None or known.state == "retired"):
+            raise RegistryError(f"model {event.version} is not deployed")
+        if event.action == "retire" and event.version == self.serving:
+            raise RegistryError(f"model {event.version} serves searches: switch away first")
+
+    def apply(self, event: ModelChanged) -> bool:
+        """Apply one event; returns whether anything changed (invalid ones are logged)."""
+        try:
+            self.check(event)
+        except RegistryError as exc:
+            log.warning("ignoring model event %s %s: %s", event.action, event.version, exc)
+            return False
+        known = self.versions.get(event.version)
+        if event.action == "deploy":
+            if known is not None and known.state != "retired":
+                return False
+            self.versions[event.version] = ModelVersion(event.version, event.model_dir, "candidate")
+        elif event.action == "switch":
+            if event.version == self.serving:
+                return False
+            self.versions[self.serving].state = "retired"
+            self.versions[event.version].state = "serving"
+            self.serving = event.version
+        else:
+            if known is None or known.state == "retired":
+                return False
+            known.state = "retired"
+        return True
+
+    def active(self) -> list[ModelVersion]:
+        """The serving version first, then candidates: what workers embed with."""
+        serving = self.versions[self.serving]
+        return [serving] + [v for v in self.versions.values() if v.state == "candidate"]
+
+    def get(self, version: str) -> ModelVersion | None:
+        return self.versions.get(version)
+
+
+class ModelWatcher(threading.Thread):
+    """Reads the models topic from the start and calls ``on_event`` for each record.
+
+    Manual assignment, no consumer group: every process needs every event.
+    ``caught_up`` is set once the topic has been read to its end (idle for
+    ``idle_s``), so a process can start with the registry's current state.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_event: Callable[[ModelChanged], None],
+        idle_s: float = 0.3,
+    ) -> None:
+        super().__init__(name="model-watcher", daemon=True)
+        self.settings = settings
+        self.on_event = on_event
+        self.idle_s = idle_s
+        self.caught_up = threading.Event()
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            client_id="visearch-model-watcher",
+        )
+        try:
+            partition = TopicPartition(self.settings.topics.models, 0)
+            consumer.assign([partition])
+            consumer.seek(partition, 0)
+            last = time.monotonic()
+            while not self._stop_event.is_set():
+                for records in consumer.poll(timeout_ms=100).values():
+                    for record in records:
+                        self._deliver(record.value or b"")
+                    last = time.monotonic()
+                if not self.caught_up.is_set() and time.monotonic() - last >= self.idle_s:
+                    self.caught_up.set()
+        finally:
+            consumer.close()
+
+    def _deliver(self, value: bytes) -> None:
+        try:
+            event = decode(ModelChanged, value)
+        except SchemaError as exc:
+            log.warning("skipping a bad models record: %s", exc)
+            return
+        try:
+            self.on_event(event)
+        except Exception:  # one bad model dir must not stop the watcher
+            log.exception("model event %s %s failed", event.action, event.version)
+
+
+def model_event(action: str, version: str, model_dir: Path | str = "") -> ModelChanged:
+    return ModelChanged(
+        version=version, action=action, model_dir=str(model_dir), changed_at=time.time()
+    )

@@ -1,0 +1,192 @@
+"""Model versions in the API process: deploy beside, backfill, switch atomically, drop.
+
+:class:`ModelRollout` follows the model registry (the models topic, read by
+a :class:`~streams.model_registry.ModelWatcher`) and keeps one
+:class:`~visearch.version_index.VersionIndex` per active version: the serving
+one that searches use, and a candidate per deployed version whose index fills
+from live uploads (workers embed with every active version) and from
+``visearch model backfill``. A switch is refused until the candidate holds
+every image the serving index holds; then one assignment moves searches to
+the candidate's encoder and shards together, and the old version's shards are
+stopped (its snapshots stay on disk until deleted).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Self
+
+from encoders.model_dir import ModelDirError, read_metadata
+from encoders.preprocess import ImageLimits
+from index.search import SearchService
+from streams.lifecycle import Lifecycle
+from streams.model_registry import ModelRegistry, ModelWatcher, RegistryError, model_event
+from streams.publisher import EventPublisher
+from streams.schemas import ModelChanged
+from streams.settings import Settings
+from visearch.shards import search_params
+from visearch.version_index import VersionIndex
+
+log = logging.getLogger(__name__)
+
+
+class RolloutError(RuntimeError):
+    """A deploy, switch or retire that cannot happen now; ``code`` is for the API."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ModelRollout(Lifecycle):
+    """The serving and candidate indexes of this process, in step with the registry."""
+
+    def __init__(self, settings: Settings, publisher: EventPublisher) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        base = settings.resolved_model_dir
+        self.registry = ModelRegistry(read_metadata(base).version, str(base))
+        self.watcher = ModelWatcher(settings, self._on_event)
+        self.serving: VersionIndex | None = None
+        self.candidates: dict[str, VersionIndex] = {}
+        self.search: SearchService | None = None
+        self._lock = threading.RLock()
+        self._live = False
+
+    def start(self, timeout_s: float = 30.0) -> Self:
+        self.watcher.start()
+        if not self.watcher.caught_up.wait(timeout_s):
+            raise RolloutError("models_unreadable", "the models topic could not be read")
+        with self._lock:
+            active = self.registry.active()
+            self.serving = VersionIndex(self.settings, Path(active[0].model_dir)).start()
+            self.search = SearchService(
+                self.serving.encoder,
+                self.serving.shards,
+                ImageLimits(self.settings.max_image_bytes, self.settings.max_image_pixels),
+                dedup_threshold=self.settings.dedup_threshold,
+                params=search_params(self.settings),
+            )
+            for candidate in active[1:]:
+                self._start_candidate(candidate.version, candidate.model_dir)
+            self._live = True
+        return self
+
+    def stop(self) -> None:
+        self.watcher.stop()
+        with self._lock:
+            self._live = False
+            for index in [self.serving, *self.candidates.values()]:
+                if index is not None:
+                    index.stop()
+            self.candidates.clear()
+
+    # ------------------------------------------------------------ registry events
+
+    def _on_event(self, event: ModelChanged) -> None:
+        with self._lock:
+            if not self.registry.apply(event) or not self._live:
+                return
+            if event.action == "deploy":
+                self._start_candidate(event.version, event.model_dir)
+            elif event.action == "switch":
+                self._switch_to(event.version)
+            elif event.version in self.candidates:
+                self.candidates.pop(event.version).stop()
+                log.info("model %s retired", event.version)
+
+    def _start_candidate(self, version: str, model_dir: str) -> None:
+        try:
+            index = VersionIndex(self.settings, Path(model_dir)).start()
+        except Exception:
+            log.exception("cannot build the index of model %s from %s", version, model_dir)
+            return
+        self.candidates[version] = index
+        log.info("model %s deployed: its index builds beside %s", version, self.registry.serving)
+
+    def _switch_to(self, version: str) -> None:
+        candidate = self.candidates.pop(version, None)
+        if candidate is None:
+            log.error("switch to %s, but this process has no index for it", version)
+            return
+        assert self.search is not None and self.serving is not None
+        previous = self.serving
+        self.search.use(candidate.encoder, candidate.shards)
+        self.serving = candidate
+        previous.stop()
+        log.info("searches moved from model %s to %s", previous.version, version)
+
+    # ------------------------------------------------------------ operations (API)
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            serving_ids = self.serving.image_ids() if self.serving else set()
+            versions = []
+            for version in self.registry.versions.values():
+                index = self._index_of(version.version)
+                entry: dict[str, Any] = {
+                    "version": version.version,
+                    "state": version.state,
+                    "model_dir": version.model_dir,
+                }
+                if index is not None:
+                    ids = index.image_ids()
+                    entry["indexed"] = len(ids)
+                    entry["missing"] = len(serving_ids - ids)
+                    entry["dim"] = index.encoder.dim
+                versions.append(entry)
+            return {"serving": self.registry.serving, "versions": versions}
+
+    def _index_of(self, version: str) -> VersionIndex | None:
+        if self.serving is not None and self.serving.version == version:
+            return self.serving
+        return self.candidates.get(version)
+
+    def deploy(self, model_dir: Path, timeout_s: float = 60.0) -> str:
+        """Register the model in ``model_dir``; returns its version once its index runs here."""
+        try:
+            version = read_metadata(model_dir).version
+        except ModelDirError as exc:
+            raise RolloutError("bad_model", str(exc)) from exc
+        self._publish(model_event("deploy", version, model_dir.resolve()))
+        self._wait(lambda: self._index_of(version) is not None, timeout_s, "deploy", version)
+        return version
+
+    def switch(self, version: str, timeout_s: float = 30.0) -> None:
+        """Move searches to ``version``; refused while its index misses serving images."""
+        with self._lock:
+            candidate = self.candidates.get(version)
+            if candidate is None:
+                raise RolloutError("unknown_model", f"model {version} is not a deployed candidate")
+            assert self.serving is not None
+            missing = len(self.serving.image_ids() - candidate.image_ids())
+            if missing:
+                raise RolloutError(
+                    "backfill_incomplete",
+                    f"model {version} lacks {missing} images the serving index holds: "
+                    f"run `visearch model backfill {version}` and wait",
+                )
+        self._publish(model_event("switch", version))
+        self._wait(lambda: self.registry.serving == version, timeout_s, "switch", version)
+
+    def retire(self, version: str) -> None:
+        self._publish(model_event("retire", version))
+
+    def _publish(self, event: ModelChanged) -> None:
+        with self._lock:
+            try:
+                self.registry.check(event)
+            except RegistryError as exc:
+                raise RolloutError("not_allowed", str(exc)) from exc
+        self.publisher.publish(self.settings.topics.models, event.version, event, timeout_s=10)
+
+    def _wait(self, done: Any, timeout_s: float, action: str, version: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if time.monotonic() > deadline:
+                raise RolloutError("timeout", f"{action} of {version} not applied in {timeout_s}s")
+            time.sleep(0.05)
