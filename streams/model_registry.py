@@ -96,7 +96,7 @@ class ModelWatcher(threading.Thread):
     def __init__(
         self,
         settings: Settings,
-        on_event: Callable[[ModelChanged], None],
+        on_event: Callable[[ModelChanged], object],
         idle_s: float = 0.3,
     ) -> None:
         super().__init__(name="model-watcher", daemon=True)

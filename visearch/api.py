@@ -36,6 +36,8 @@ from streams.settings import Settings
 from visearch.api_errors import install_error_handlers
 from visearch.image_store import ImageStore, UnknownImageError, new_image_id
 from visearch.interactions_api import FeedbackSource, RemoteFeedback, interactions_router
+from visearch.models_api import models_router
+from visearch.rollout import ModelRollout
 from visearch.uploads import accept_upload, publish_update
 
 THUMBNAIL_SIZE = 160
@@ -101,12 +103,14 @@ def create_api(
     registry: CollectorRegistry | None = None,
     feedback: FeedbackService | None = None,
     readiness: Callable[[], dict[str, dict[str, object]]] | None = None,
+    rollout: ModelRollout | None = None,
 ) -> FastAPI:
     """The FastAPI application over a running search service.
 
     ``feedback``: the in-process aggregator (its metrics join ``/metrics``);
     without it the live summary comes from ``VISEARCH_FEEDBACK_URL`` if set.
     ``readiness``: the checks behind ``/readyz`` (``LocalStack.readiness``).
+    ``rollout``: model versions (``/v1/models``), when the shards are local.
     """
     metrics = ApiMetrics(registry or CollectorRegistry())
     if feedback is not None:
@@ -139,6 +143,7 @@ def create_api(
     if source is None and settings.feedback_url:
         source = RemoteFeedback(settings.feedback_url)
     app.include_router(interactions_router(settings, publisher, source, require_token))
+    app.include_router(models_router(rollout, require_token))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index_page() -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from streams.settings import Settings, SettingsError
 from visearch.corpus import DEMO_CORPUS
 from visearch.evaluation.commands import add_eval_parser
+from visearch.model_cli import add_model_parser
 
 if TYPE_CHECKING:
     from streams.schemas import DeadLetter
@@ -340,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=_non_negative, default=0)
     simulate.set_defaults(func=_cmd_simulate)
     add_eval_parser(sub)
+    add_model_parser(sub)
     return parser
 
 
@@ -364,10 +366,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         from streams.broker import BrokerError
         from streams.dead_letters import DeadLetterError
+        from visearch.backfill import BackfillError
         from visearch.corpus import CorpusError
         from visearch.evaluation.dataset import EvalSetError
+        from visearch.model_cli import ModelCommandError
 
-        if isinstance(exc, BrokerError | CorpusError | DeadLetterError | EvalSetError):
+        known = (BrokerError, CorpusError, DeadLetterError, EvalSetError)
+        if isinstance(exc, (*known, BackfillError, ModelCommandError)):
             print(f"visearch: {exc}", file=sys.stderr)
             return 1
         raise

@@ -45,6 +45,7 @@ def run_service(settings: Settings, demo_dir: Path | None, parity_dir: Path) -> 
             stack.publisher,
             feedback=stack.feedback,
             readiness=stack.readiness,
+            rollout=stack.rollout,
         )
         url = f"http://{settings.http_host}:{settings.http_port}/"
         print(f"visearch is up: open {url}  (Ctrl-C stops everything)", flush=True)
@@ -68,5 +69,6 @@ def run_api(settings: Settings) -> None:
             stack.publisher,
             feedback=stack.feedback,
             readiness=stack.readiness,
+            rollout=stack.rollout,
         )
         uvicorn.run(api, host=settings.http_host, port=settings.http_port, log_level="warning")
