@@ -22,11 +22,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from feedback.aggregation import AggregationPolicy
 from feedback.state import FeedbackState
 from streams.embedding import RawMessage, dead_letter
+from streams.log_follower import LogFollower
 from streams.publisher import EventPublisher
 from streams.schemas import Interaction, SchemaError, decode
 from streams.settings import Settings
@@ -54,7 +57,7 @@ def checkpoint_path(settings: Settings) -> Path:
     return settings.data_dir / "feedback" / "checkpoint.bin"
 
 
-class FeedbackConsumer(threading.Thread):
+class FeedbackConsumer(LogFollower):
     """Recovers the state from its checkpoint, then aggregates every interaction."""
 
     def __init__(
@@ -64,63 +67,39 @@ class FeedbackConsumer(threading.Thread):
         publisher: EventPublisher,
         checkpoint: Path | None = None,
     ) -> None:
-        super().__init__(name="feedback-consumer", daemon=True)
+        super().__init__(
+            settings.bootstrap_servers,
+            settings.topics.interactions,
+            settings.fetch_max_wait_ms,
+            "visearch-feedback",
+            max_records=5000,
+        )
         self.settings = settings
         self.state = state
         self.publisher = publisher
         self.checkpoint = checkpoint or checkpoint_path(settings)
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
-        self._stop_event = threading.Event()
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint_lock = threading.Lock()
+        self.checkpoint_failures = 0
 
-    def stop(self) -> None:
-        self._stop_event.set()
+    def starting_offsets(self) -> dict[int, int]:
+        epoch = topic_epoch(self.bootstrap_servers, self.topic)
+        return self.state.load(self.checkpoint, epoch)
 
-    def run(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+    def handle(self, partition: int, records: Sequence[Any]) -> None:
+        self._apply(
+            [RawMessage(self.topic, partition, r.offset, r.value or b"") for r in records],
+            [r.timestamp / 1000.0 for r in records],
+        )
 
-        topic = self.settings.topics.interactions
-        try:
-            starts = self.state.load(
-                self.checkpoint, topic_epoch(self.settings.bootstrap_servers, topic)
-            )
-            consumer = KafkaConsumer(
-                bootstrap_servers=self.settings.bootstrap_servers,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
-                max_partition_fetch_bytes=4 * 1024 * 1024,
-                client_id="visearch-feedback",
-            )
-            assignment = [TopicPartition(topic, p) for p in sorted(starts)]
-            consumer.assign(assignment)
-            for tp in assignment:
-                consumer.seek(tp, starts[tp.partition])
-        except Exception as exc:  # surfaced to the owner through .error
-            self.error = exc
-            self.ready.set()
-            log.exception("feedback consumer could not start")
-            return
-        self.ready.set()
-        last_checkpoint = time.monotonic()
-        try:
-            while not self._stop_event.is_set():
-                batches = consumer.poll(timeout_ms=100, max_records=5000)
-                for tp, messages in batches.items():
-                    self._apply(
-                        [
-                            RawMessage(topic, tp.partition, m.offset, m.value or b"")
-                            for m in messages
-                        ],
-                        [m.timestamp / 1000.0 for m in messages],
-                    )
-                interval = self.settings.feedback_checkpoint_interval_s
-                if batches and time.monotonic() - last_checkpoint >= interval:
-                    self.save_checkpoint()
-                    last_checkpoint = time.monotonic()
+    def after_poll(self, had_records: bool) -> None:
+        interval = self.settings.feedback_checkpoint_interval_s
+        if had_records and time.monotonic() - self._last_checkpoint >= interval:
             self.save_checkpoint()
-        finally:
-            consumer.close()
+            self._last_checkpoint = time.monotonic()
+
+    def finish(self) -> None:
+        self.save_checkpoint()
 
     def _apply(self, messages: list[RawMessage], record_times: list[float]) -> None:
         """Decode, aggregate under one lock, then publish dead letters and pairs."""
@@ -157,6 +136,16 @@ class FeedbackConsumer(threading.Thread):
         )
 
     def save_checkpoint(self) -> None:
-        """Make published pairs and dead letters durable, then record the state."""
-        self.publisher.flush()
-        self.state.save(self.checkpoint)
+        """Make published pairs and dead letters durable, then record the state.
+
+        A failed write (a full disk) is logged and retried at the next
+        interval: aggregation goes on in memory and the previous checkpoint
+        stays intact, so the cost is replay time after a restart, not data.
+        """
+        with self._checkpoint_lock:
+            self.publisher.flush()
+            try:
+                self.state.save(self.checkpoint)
+            except OSError as exc:
+                self.checkpoint_failures += 1
+                log.error("feedback checkpoint failed, previous one kept: %s", exc)

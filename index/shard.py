@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from index.snapshot import (
     save_snapshot,
     snapshot_path,
 )
+from streams.log_follower import LogFollower
 from streams.schemas import ImageEmbedded, ImageUpdated, SchemaError, decode_vector_log
 from streams.topics import topic_epoch
 
@@ -204,7 +205,7 @@ class IndexShard:
         return written
 
 
-class ShardConsumer(threading.Thread):
+class ShardConsumer(LogFollower):
     """Recovers an :class:`IndexShard`, then feeds it from the embeddings topic."""
 
     def __init__(
@@ -215,66 +216,26 @@ class ShardConsumer(threading.Thread):
         fetch_max_wait_ms: int = 20,
         snapshot_interval_s: float = 30.0,
     ) -> None:
-        super().__init__(name=f"shard-consumer-{topic}", daemon=True)
+        super().__init__(bootstrap_servers, topic, fetch_max_wait_ms, "visearch-shard")
         self.shard = shard
-        self.bootstrap_servers = bootstrap_servers
-        self.topic = topic
-        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.snapshot_interval_s = snapshot_interval_s
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
         self.snapshot_failures = 0
-        # Records behind the partition's high watermark, from the last fetch
-        # response (not ListOffsets: the embedded broker answers those wrongly).
-        self.lag: dict[int, int] = {}
-        self._stop_event = threading.Event()
+        self._last_snapshot = time.monotonic()
 
-    def stop(self) -> None:
-        self._stop_event.set()
+    def starting_offsets(self) -> dict[int, int]:
+        return self.shard.recover(topic_epoch(self.bootstrap_servers, self.topic))
 
-    def run(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+    def handle(self, partition: int, records: Sequence[Any]) -> None:
+        for record in records:
+            self._apply(partition, record.offset, record.value)
 
-        try:
-            starts = self.shard.recover(topic_epoch(self.bootstrap_servers, self.topic))
-            consumer = KafkaConsumer(
-                bootstrap_servers=self.bootstrap_servers,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                fetch_max_wait_ms=self.fetch_max_wait_ms,
-                client_id=f"visearch-shard-{self.topic}",
-            )
-            assignment = [TopicPartition(self.topic, p) for p in self.shard.partitions]
-            consumer.assign(assignment)
-            for tp in assignment:
-                consumer.seek(tp, starts[tp.partition])
-        except Exception as exc:  # surfaced to the owner through .error
-            self.error = exc
-            self.ready.set()
-            log.exception("shard consumer could not start")
-            return
-        self.ready.set()
-        last_snapshot = time.monotonic()
-        try:
-            while not self._stop_event.is_set():
-                batches = consumer.poll(timeout_ms=100, max_records=500)
-                for tp, messages in batches.items():
-                    for message in messages:
-                        self._apply(tp.partition, message.offset, message.value)
-                self._record_lag(consumer, assignment)
-                if time.monotonic() - last_snapshot >= self.snapshot_interval_s:
-                    self._snapshot()
-                    last_snapshot = time.monotonic()
+    def after_poll(self, had_records: bool) -> None:
+        if time.monotonic() - self._last_snapshot >= self.snapshot_interval_s:
             self._snapshot()
-        finally:
-            consumer.close()
+            self._last_snapshot = time.monotonic()
 
-    def _record_lag(self, consumer: Any, assignment: list[Any]) -> None:
-        consumed = self.shard.consumed_offsets
-        for tp in assignment:
-            high = consumer.highwater(tp)
-            if high is not None:
-                self.lag[tp.partition] = max(0, high - consumed.get(tp.partition, 0))
+    def finish(self) -> None:
+        self._snapshot()
 
     def _snapshot(self) -> None:
         """Snapshot; a failed write is reported and retried, never fatal.

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from index.partition import Partition
+from streams.atomic_file import atomic_write_chunks
 
 MAGIC = b"VISNAP1\n"
 FORMAT_VERSION = 1
@@ -64,24 +64,12 @@ def save_snapshot(directory: Path, part: Partition, info: SnapshotInfo) -> Path:
         "state_bytes": len(state_blob),
     }
     header = json.dumps({**fields, "sha256": _checksum(fields, blob, state_blob)}).encode()
-    directory.mkdir(parents=True, exist_ok=True)
-    target = snapshot_path(directory, info.partition)
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(MAGIC)
-            handle.write(len(header).to_bytes(8, "little"))
-            handle.write(header)
-            handle.write(blob)
-            handle.write(state_blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(directory)
-    return target
+    # One writer per partition: the shard's consumer thread.
+    return atomic_write_chunks(
+        snapshot_path(directory, info.partition),
+        (MAGIC, len(header).to_bytes(8, "little"), header, blob, state_blob),
+        single_writer=True,
+    )
 
 
 def load_snapshot(path: Path, part: Partition, model_version: str) -> SnapshotInfo:
@@ -131,11 +119,3 @@ def _checksum(fields: dict[str, object], blob: bytes, state_blob: bytes) -> str:
     digest.update(blob)
     digest.update(state_blob)
     return digest.hexdigest()
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -9,14 +9,22 @@ stays as it was.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 
-def atomic_write_chunks(target: Path, chunks: Iterable[bytes]) -> Path:
-    """Replace ``target`` with the concatenation of ``chunks``, atomically."""
+def atomic_write_chunks(target: Path, chunks: Iterable[bytes], single_writer: bool = False) -> Path:
+    """Replace ``target`` with the concatenation of ``chunks``, atomically.
+
+    The temporary file gets a unique name, so concurrent writers of one target
+    never write into each other's file; ``single_writer`` callers (one thread
+    owns the target) get the fixed name ``.<target>.tmp`` instead, which an
+    operator can recognise and the fault tests can intercept.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
+    suffix = "tmp" if single_writer else f"{uuid.uuid4().hex}.tmp"
+    tmp = target.with_name(f".{target.name}.{suffix}")
     try:
         with tmp.open("wb") as handle:
             for chunk in chunks:

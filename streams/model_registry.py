@@ -14,12 +14,13 @@ image (searches move in one step; v1 is retired and dropped everywhere).
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from streams.log_follower import LogFollower
 from streams.schemas import ModelChanged, SchemaError, decode
 from streams.settings import Settings
 
@@ -85,54 +86,29 @@ class ModelRegistry:
         return self.versions.get(version)
 
 
-class ModelWatcher(threading.Thread):
+class ModelWatcher(LogFollower):
     """Reads the models topic from the start and calls ``on_event`` for each record.
 
-    Manual assignment, no consumer group: every process needs every event.
-    ``caught_up`` is set once the topic has been read to its end (idle for
-    ``idle_s``), so a process can start with the registry's current state.
+    Every process needs every event, so no consumer group. ``caught_up`` is
+    set once the topic has been read to its end, so a process can start with
+    the registry's current state.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        on_event: Callable[[ModelChanged], object],
-        idle_s: float = 0.3,
-    ) -> None:
-        super().__init__(name="model-watcher", daemon=True)
-        self.settings = settings
-        self.on_event = on_event
-        self.idle_s = idle_s
-        self.caught_up = threading.Event()
-        self._stop_event = threading.Event()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-
-    def run(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
-            client_id="visearch-model-watcher",
+    def __init__(self, settings: Settings, on_event: Callable[[ModelChanged], object]) -> None:
+        super().__init__(
+            settings.bootstrap_servers,
+            settings.topics.models,
+            settings.fetch_max_wait_ms,
+            "visearch-model-watcher",
         )
-        try:
-            partition = TopicPartition(self.settings.topics.models, 0)
-            consumer.assign([partition])
-            consumer.seek(partition, 0)
-            last = time.monotonic()
-            while not self._stop_event.is_set():
-                for records in consumer.poll(timeout_ms=100).values():
-                    for record in records:
-                        self._deliver(record.value or b"")
-                    last = time.monotonic()
-                if not self.caught_up.is_set() and time.monotonic() - last >= self.idle_s:
-                    self.caught_up.set()
-        finally:
-            consumer.close()
+        self.on_event = on_event
+
+    def starting_offsets(self) -> dict[int, int]:
+        return {0: 0}
+
+    def handle(self, partition: int, records: Sequence[Any]) -> None:
+        for record in records:
+            self._deliver(record.value or b"")
 
     def _deliver(self, value: bytes) -> None:
         try:

@@ -11,7 +11,7 @@ import hmac
 import io
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Annotated, Literal
 
@@ -24,6 +24,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.registry import Collector
 from pydantic import BaseModel
 
 from encoders.preprocess import CropBox, ImageLimits, PreprocessError, decode_image
@@ -104,6 +105,7 @@ def create_api(
     feedback: FeedbackService | None = None,
     readiness: Callable[[], dict[str, dict[str, object]]] | None = None,
     rollout: ModelRollout | None = None,
+    collectors: Sequence[Collector] = (),
 ) -> FastAPI:
     """The FastAPI application over a running search service.
 
@@ -111,10 +113,13 @@ def create_api(
     without it the live summary comes from ``VISEARCH_FEEDBACK_URL`` if set.
     ``readiness``: the checks behind ``/readyz`` (``LocalStack.readiness``).
     ``rollout``: model versions (``/v1/models``), when the shards are local.
+    ``collectors``: more Prometheus collectors for ``/metrics`` (``LocalStack.collectors``).
     """
     metrics = ApiMetrics(registry or CollectorRegistry())
     if feedback is not None:
         metrics.registry.register(FeedbackCollector(feedback.state))
+    for collector in collectors:
+        metrics.registry.register(collector)
     limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
     app = FastAPI(
         title="visearch",

@@ -46,6 +46,7 @@ def run_service(settings: Settings, demo_dir: Path | None, parity_dir: Path) -> 
             feedback=stack.feedback,
             readiness=stack.readiness,
             rollout=stack.rollout,
+            collectors=stack.collectors(),
         )
         url = f"http://{settings.http_host}:{settings.http_port}/"
         print(f"visearch is up: open {url}  (Ctrl-C stops everything)", flush=True)
@@ -70,5 +71,6 @@ def run_api(settings: Settings) -> None:
             feedback=stack.feedback,
             readiness=stack.readiness,
             rollout=stack.rollout,
+            collectors=stack.collectors(),
         )
         uvicorn.run(api, host=settings.http_host, port=settings.http_port, log_level="warning")

@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Self
 
+from prometheus_client.registry import Collector
+
 from encoders.preprocess import ImageLimits
 from encoders.runtime import OnnxEncoder
 from feedback.service import FeedbackService
@@ -23,6 +25,7 @@ from index.remote import RemoteShard
 from index.search import SearchService
 from index.shard import IndexShard, ShardConsumer
 from streams.broker import EmbeddedBroker, broker_reachable, free_port
+from streams.dead_letter_monitor import DeadLetterMonitor
 from streams.lifecycle import Lifecycle, die_with_parent
 from streams.publisher import EventPublisher
 from streams.settings import PREFIX, Settings
@@ -77,6 +80,7 @@ class LocalStack(Lifecycle):
         self.broker: EmbeddedBroker | None = None
         self.worker: subprocess.Popen[bytes] | None = None
         self.rollout: ModelRollout | None = None
+        self.dead_letters: DeadLetterMonitor | None = None
         self.search: SearchService | None = None
         self.publisher: EventPublisher | None = None
         # In-process feedback aggregation unless a `visearch feedback` process does it.
@@ -89,6 +93,8 @@ class LocalStack(Lifecycle):
             if settings.embedded_broker:
                 self.broker = EmbeddedBroker(settings.broker_host, settings.broker_port).start()
             ensure_topics(settings)
+            self.dead_letters = DeadLetterMonitor(settings)
+            self.dead_letters.start()
             self.publisher = EventPublisher(settings)
             if self.with_worker:
                 self._start_worker()
@@ -202,7 +208,14 @@ class LocalStack(Lifecycle):
                 return shard.searchable_at[image_id]
         return None
 
+    def collectors(self) -> list[Collector]:
+        """Prometheus collectors of the stack's own parts (for the API's /metrics)."""
+        return [self.dead_letters] if self.dead_letters is not None else []
+
     def stop(self) -> None:
+        if self.dead_letters is not None:
+            self.dead_letters.stop()
+            self.dead_letters = None
         if self.feedback is not None:
             self.feedback.stop()
             self.feedback = None

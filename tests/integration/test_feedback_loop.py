@@ -44,6 +44,7 @@ def client(stack: LocalStack) -> TestClient:
         stack.publisher,
         CollectorRegistry(),
         feedback=stack.feedback,
+        collectors=stack.collectors(),
     )
     return TestClient(api)
 
@@ -170,6 +171,21 @@ def test_undecodable_late_and_future_events_are_dead_lettered(
     letters = [decode(DeadLetter, raw) for raw in raw_letters]
     codes = {letter.error_code for letter in letters if letter.source_topic == topic}
     assert {"not_json", "late_event", "future_timestamp"} <= codes
+    # counted by reason on /metrics, from the dead-letter topic itself
+    deadline = time.monotonic() + 10
+    while True:
+        samples = {
+            (sample.labels["source"], sample.labels["code"]): sample.value
+            for family in text_string_to_metric_families(client.get("/metrics").text)
+            if family.name == "visearch_dead_letters"
+            for sample in family.samples
+            if sample.name == "visearch_dead_letters_total"
+        }
+        if len(samples) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for code in ("not_json", "late_event", "future_timestamp"):
+        assert samples[("interactions", code)] == 1
 
 
 def caught_up(service: FeedbackService, offsets: dict, timeout_s: float = 20.0) -> dict:
