@@ -23,6 +23,7 @@ from encoders.model_dir import ModelDirError, read_metadata
 from encoders.preprocess import ImageLimits
 from index.search import SearchService
 from streams.lifecycle import Lifecycle
+from streams.model_journal import append_to_journal, journal_path
 from streams.model_registry import ModelRegistry, ModelWatcher, RegistryError, model_event
 from streams.publisher import EventPublisher
 from streams.schemas import ModelChanged
@@ -56,6 +57,8 @@ class ModelRollout(Lifecycle):
         self.search: SearchService | None = None
         self._lock = threading.RLock()
         self._live = False
+        # The embedded broker forgets the models topic on restart: keep a journal.
+        self.journal = journal_path(settings) if settings.embedded_broker else None
 
     def start(self, timeout_s: float = 30.0) -> Self:
         self.watcher.start()
@@ -91,6 +94,8 @@ class ModelRollout(Lifecycle):
         with self._lock:
             if not self.registry.apply(event) or not self._live:
                 return
+            if self.journal is not None:
+                append_to_journal(self.journal, event)
             if event.action == "deploy":
                 self._start_candidate(event.version, event.model_dir)
             elif event.action == "switch":

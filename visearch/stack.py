@@ -27,6 +27,7 @@ from index.shard import IndexShard, ShardConsumer
 from streams.broker import EmbeddedBroker, broker_reachable, free_port
 from streams.dead_letter_monitor import DeadLetterMonitor
 from streams.lifecycle import Lifecycle, die_with_parent
+from streams.model_journal import republish_journal
 from streams.publisher import EventPublisher
 from streams.settings import PREFIX, Settings
 from streams.topics import ensure_topics
@@ -96,6 +97,8 @@ class LocalStack(Lifecycle):
             self.dead_letters = DeadLetterMonitor(settings)
             self.dead_letters.start()
             self.publisher = EventPublisher(settings)
+            if settings.embedded_broker:  # a fresh, empty broker: restore the registry
+                republish_journal(settings, self.publisher)
             if self.with_worker:
                 self._start_worker()
             self._start_search()

@@ -136,3 +136,29 @@ def test_bad_model_requests(client: TestClient, stack: LocalStack, tmp_path: Pat
     assert retire.status_code == 409 and "switch away first" in retire.json()["detail"]["message"]
     with pytest.raises(BackfillError, match="not a deployed candidate"):
         backfill(stack.settings, serving, progress=False)
+
+
+def test_a_switch_survives_a_restart_on_a_fresh_embedded_broker(
+    make_settings, model_dir: Path, photo_paths: list[Path], publish, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path / "data", model_dir)
+    new_version = second_version(model_dir, tmp_path / "v2")
+    with LocalStack(settings) as first:
+        assert first.rollout is not None
+        ids = publish(first, photo_paths[:3], "rs")
+        assert first.wait_searchable(ids, 90) == set()
+        assert first.rollout.deploy(tmp_path / "v2") == new_version
+        backfill(settings, new_version, rate_per_s=100, progress=False)
+        assert wait_until(lambda: first.rollout.status()["versions"][-1]["missing"] == 0)
+        first.rollout.switch(new_version)
+        assert first.search.encoder.version == new_version
+
+    # a new embedded broker (new port, empty topics), the same data directory
+    restarted_settings = settings.with_overrides(
+        broker_port=make_settings(tmp_path, model_dir).broker_port
+    )
+    with LocalStack(restarted_settings) as second:
+        assert second.search is not None and second.rollout is not None
+        assert second.search.encoder.version == new_version
+        states = {v["version"]: v["state"] for v in second.rollout.status()["versions"]}
+        assert states[new_version] == "serving" and len(states) == 2
