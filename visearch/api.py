@@ -258,8 +258,8 @@ def create_api(
     ) -> Response:
         """A JPEG preview of a stored public image, at most ``size`` pixels on a side."""
         try:
-            if store.metadata(image_id).private:
-                raise UnknownImageError(image_id)
+            if store.metadata(image_id).private or not store.visible(image_id):
+                raise UnknownImageError(image_id)  # private or flagged: as if absent
             image = decode_image(store.get(image_id), limits)
         except UnknownImageError as exc:
             raise _error(404, "unknown_image", f"no image with id {image_id!r}") from exc
@@ -276,9 +276,9 @@ def create_api(
 
     @app.get("/v1/corpus")
     def corpus(limit: int = 60, offset: int = 0) -> dict[str, object]:
-        """Public stored image ids, for the page's picker."""
+        """Public, unflagged stored image ids, for the page's picker."""
         limit = max(1, min(limit, 500))
-        public = [img.image_id for img in store if not img.private]
+        public = [img.image_id for img in store if not img.private and store.visible(img.image_id)]
         return {"total": len(public), "image_ids": public[offset : offset + limit]}
 
     @app.get("/healthz")

@@ -7,6 +7,11 @@ event into the fresh broker. Each image is two files, written atomically::
 
     <root>/<image_id>.img        the bytes as uploaded
     <root>/<image_id>.json       owner, private flag, upload time
+
+plus the denylist journal of :mod:`visearch.hidden_images` (deleted, private
+and flagged ids), which searches check so that an acknowledged update holds
+before the index has applied it. Every change writes the denylist first:
+a crash half-way leaves the image hidden, never shown.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from streams.schemas import ID_PATTERN
+from visearch.hidden_images import HiddenImages
 
 
 class UnknownImageError(KeyError):
@@ -46,6 +52,7 @@ class ImageStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self.hidden = HiddenImages(root)
 
     def path_of(self, image_id: str) -> Path:
         """Where the bytes of ``image_id`` live; the id is checked first."""
@@ -54,8 +61,13 @@ class ImageStore:
         return self.root / f"{image_id}.img"
 
     def put(self, image: StoredImage, data: bytes) -> Path:
-        """Store bytes then metadata (metadata last: its presence means complete)."""
+        """Store bytes then metadata (metadata last: its presence means complete).
+
+        An upload ends a deletion and sets the private bit; a flag stays
+        (see :func:`visearch.hidden_images.next_bits`).
+        """
         path = self.path_of(image.image_id)
+        self.hidden.apply(image.image_id, "upload_private" if image.private else "upload")
         _atomic_write(path, data)
         self._write_metadata(image)
         return path
@@ -83,13 +95,32 @@ class ImageStore:
     def set_private(self, image_id: str, private: bool) -> StoredImage:
         """Change the stored private flag; raises :class:`UnknownImageError`."""
         updated = replace(self.metadata(image_id), private=private)
+        self.hidden.apply(image_id, "private" if private else "public")
         self._write_metadata(updated)
         return updated
 
-    def delete(self, image_id: str) -> None:
-        """Remove an image for good (metadata first: without it the image does not exist)."""
+    def set_flagged(self, image_id: str, flagged: bool) -> None:
+        """Flag (hide as inappropriate) or unflag; raises :class:`UnknownImageError`."""
         if image_id not in self:
             raise UnknownImageError(image_id)
+        self.hidden.apply(image_id, "flag" if flagged else "unflag")
+
+    def visible(self, image_id: str) -> bool:
+        """False once a delete, make-private or flag of ``image_id`` went through the store.
+
+        Unknown ids are visible: images published to Kafka by backends never
+        pass through the store. The search service's last check.
+        """
+        return self.hidden.visible(image_id)
+
+    def delete(self, image_id: str) -> None:
+        """Remove an image for good (metadata first: without it the image does not exist).
+
+        A tombstone stays in the denylist until the id is uploaded again.
+        """
+        if image_id not in self:
+            raise UnknownImageError(image_id)
+        self.hidden.apply(image_id, "delete")
         self._meta_path(image_id).unlink()
         self.path_of(image_id).unlink(missing_ok=True)
 

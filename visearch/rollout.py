@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -46,9 +47,16 @@ class RolloutError(RuntimeError):
 class ModelRollout(Lifecycle):
     """The serving and candidate indexes of this process, in step with the registry."""
 
-    def __init__(self, settings: Settings, publisher: EventPublisher) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        publisher: EventPublisher,
+        visible: Callable[[str], bool] | None = None,
+    ) -> None:
         self.settings = settings
         self.publisher = publisher
+        # The image store's denylist, checked by every search whatever the version.
+        self.visible = visible
         base = settings.resolved_model_dir
         self.registry = ModelRegistry(read_metadata(base).version, str(base))
         self.watcher = ModelWatcher(settings, self._on_event)
@@ -73,6 +81,7 @@ class ModelRollout(Lifecycle):
                 ImageLimits(self.settings.max_image_bytes, self.settings.max_image_pixels),
                 dedup_threshold=self.settings.dedup_threshold,
                 params=search_params(self.settings),
+                visible=self.visible,
             )
             for candidate in active[1:]:
                 self._start_candidate(candidate.version, candidate.model_dir)

@@ -134,10 +134,11 @@ class LocalStack(Lifecycle):
                 ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
                 dedup_threshold=settings.dedup_threshold,
                 params=search_params(settings),
+                visible=self.store.visible,
             )
             return
         assert self.publisher is not None
-        self.rollout = ModelRollout(settings, self.publisher).start()
+        self.rollout = ModelRollout(settings, self.publisher, visible=self.store.visible).start()
         self.search = self.rollout.search
 
     @property

@@ -13,7 +13,7 @@ from streams.image_source import file_uri
 from streams.publisher import EventPublisher
 from streams.schemas import ImageUpdated, ImageUploaded
 from streams.settings import Settings
-from visearch.image_store import ImageStore, StoredImage, UnknownImageError
+from visearch.image_store import ImageStore, StoredImage
 
 
 def accept_upload(
@@ -57,15 +57,20 @@ def publish_update(
     """Record a visibility change in the store, then publish it.
 
     The store changes first: a restart replays the store, so a deleted image
-    must already be gone from it and a private one marked private there.
-    The broker's acknowledgement is awaited, so "accepted" means durable in the log.
+    must already be gone from it and a private one marked private there; and
+    searches check the store's denylist, so from the acknowledgement on no
+    search returns a deleted, private or flagged image, even before the index
+    has applied the event. The broker's acknowledgement is awaited, so
+    "accepted" means durable in the log.
     """
     if action == "delete":
         store.delete(image_id)
     elif action in ("private", "public"):
         store.set_private(image_id, action == "private")
-    elif image_id not in store:
-        raise UnknownImageError(image_id)
+    elif action in ("flag", "unflag"):
+        store.set_flagged(image_id, action == "flag")
+    else:
+        raise ValueError(f"unknown update action {action!r}")
     event = ImageUpdated(image_id=image_id, action=action, updated_at=time.time())
     publisher.publish(settings.topics.updates, image_id, event, timeout_s=10.0)
     return event
