@@ -9,6 +9,7 @@ the tests (``make test`` installs them), they are never skipped.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 from collections.abc import Iterator
@@ -43,12 +44,18 @@ def run(args: list[str | Path], timeout: float = 120) -> subprocess.CompletedPro
 
 def render_text(*values: dict[str, Any], production: bool = False) -> tuple[int, str, str]:
     """``helm template`` of the chart: (exit code, YAML, error message)."""
+    return _render_text(tuple(json.dumps(v, sort_keys=True) for v in values), production)
+
+
+@functools.cache
+def _render_text(overrides: tuple[str, ...], production: bool) -> tuple[int, str, str]:
+    # Cached: many tests render the same values, and each render is a Go SDK process.
     args: list[str | Path] = [tool("python"), REPO_ROOT / "helm" / "render.py"]
     args += ["--name", RELEASE, "--namespace", NAMESPACE]
     if production:
         args += ["-f", PRODUCTION_VALUES]
-    for override in values:
-        args += ["--set-json", json.dumps(override)]
+    for override in overrides:
+        args += ["--set-json", override]
     done = run(args)
     return done.returncode, done.stdout, done.stderr
 

@@ -26,8 +26,10 @@ from helm_support import (
     render_text,
 )
 
+from feedback.consumer import checkpoint_path
 from index.shard import owned_partitions
 from streams.settings import PREFIX, Settings
+from streams.topics import topic_specs
 
 # Fields the chart sets itself (from its own values), or that mean nothing in a
 # cluster (the embedded broker's address); everything else is `settings:`.
@@ -52,6 +54,8 @@ CHART_MANAGED = {
     "http_port",
     "api_token",
     "worker_web_port",
+    "feedback_http_port",
+    "feedback_url",
 }
 EMBEDDED_ONLY = {"broker_host", "broker_port"}
 
@@ -85,7 +89,7 @@ def test_every_container_gets_valid_settings(production: bool) -> None:
         assert str(settings.data_dir) == "/var/lib/visearch"
         assert settings.http_host == "0.0.0.0"
         seen += 1
-    assert seen >= 4  # api, embed, shard, topics
+    assert seen >= 5  # api, embed, shard, topics, feedback
 
 
 def test_schema_settings_enum_covers_every_field() -> None:
@@ -99,21 +103,39 @@ def test_schema_settings_enum_covers_every_field() -> None:
     assert not allowed & CHART_MANAGED
 
 
+def shard_sets(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        s
+        for s in find(docs, "StatefulSet")
+        if s["metadata"]["labels"]["app.kubernetes.io/component"] == "shard"
+    ]
+
+
 def test_default_topology() -> None:
     docs = render()
     api = one(docs, "Deployment", "api")
     embed = one(docs, "Deployment", "embed")
-    shards = find(docs, "StatefulSet")
+    shards = shard_sets(docs)
     assert [c["args"] for c in pod_spec(api)["containers"]] == [["api"]]
     assert [c["args"] for c in pod_spec(embed)["containers"]] == [["worker"]]
     assert len(shards) == 1 and shards[0]["spec"]["replicas"] == 2
+    feedback = one(docs, "StatefulSet", "feedback")
+    assert [c["args"] for c in pod_spec(feedback)["containers"]] == [["feedback"]]
     job = one(docs, "Job", "topics")
     assert pod_spec(job)["containers"][0]["args"] == ["topics"]
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    # `visearch topics` creates every topic the code uses (the models topic too),
+    # with the chart's partition counts.
+    job_settings = container_settings(pod_spec(job)["containers"][0])
+    specs = {s.name: s.partitions for s in topic_specs(job_settings)}
+    assert set(specs) == set(vars(job_settings.topics).values())
+    assert specs["visearch.models"] == 1 and specs["visearch.interactions"] == 4
+    assert specs["visearch.embeddings"] == 8
+    # No PDB for the single feedback pod: it could only block node drains.
     assert {p["metadata"]["name"] for p in find(docs, "PodDisruptionBudget")} == {
         f"{RELEASE}-visearch-{n}" for n in ("api", "embed", "shards")
     }
-    assert len(find(docs, "NetworkPolicy")) == 3
+    assert len(find(docs, "NetworkPolicy")) == 4
     # The image store is shared by the API (writes) and the workers (read file:// URIs).
     for workload in (api, embed):
         claims = [v for v in pod_spec(workload)["volumes"] if "persistentVolumeClaim" in v]
@@ -136,7 +158,7 @@ def test_production_topology() -> None:
     }
     # With an HPA the Deployment must not pin replicas (each upgrade would reset them).
     assert "replicas" not in one(docs, "Deployment", "embed")["spec"]
-    shard = container_settings(pod_spec(find(docs, "StatefulSet")[0])["containers"][0], 3)
+    shard = container_settings(pod_spec(shard_sets(docs)[0])["containers"][0], 3)
     assert shard.index_factory == "IVF4096,PQ64" and shard.replication_factor == 3
 
 
@@ -148,7 +170,7 @@ def test_shard_ordinal_maps_to_shard_id(count: int, copies: int, partitions: int
             "kafka": {"partitions": {"embeddings": partitions}},
         }
     )
-    statefulsets = find(docs, "StatefulSet")
+    statefulsets = shard_sets(docs)
     assert len(statefulsets) == copies
     for sts in statefulsets:
         assert sts["spec"]["replicas"] == count
@@ -189,7 +211,7 @@ def test_gpu_option() -> None:
     # Only the embedding workers ask for GPUs.
     for name in ("api",):
         assert "nvidia.com/gpu" not in json.dumps(one(docs, "Deployment", name))
-    assert "nvidia.com/gpu" not in json.dumps(find(docs, "StatefulSet"))
+    assert "nvidia.com/gpu" not in json.dumps(find(docs, "StatefulSet"))  # shards, feedback
 
 
 def test_api_token_comes_from_a_secret() -> None:
@@ -230,12 +252,110 @@ def test_strimzi_cluster_and_topic_hook_order() -> None:
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
 
 
-def test_feedback_workers_form_their_own_group() -> None:
-    docs = render({"feedbackWorkers": {"enabled": True}})
-    feedback = pod_spec(one(docs, "Deployment", "feedback"))["containers"][0]
-    assert container_settings(feedback).app_id == "visearch-feedback"
-    embed = pod_spec(one(docs, "Deployment", "embed"))["containers"][0]
-    assert container_settings(embed).app_id == "visearch"
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels and In expressions) selects these labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        assert expr["operator"] == "In", expr
+        if labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def allows(policy: dict[str, Any], direction: str, peer: dict[str, str], port: int) -> bool:
+    """Whether a NetworkPolicy rule lets this pod (by labels) in or out on this port."""
+    side = "from" if direction == "ingress" else "to"
+    for rule in policy["spec"].get(direction, []):
+        if port not in [p["port"] for p in rule.get("ports", [])]:
+            continue
+        peers = rule.get(side)
+        if peers is None or any(
+            "podSelector" in p and selects(p["podSelector"], peer) for p in peers
+        ):
+            return True
+    return False
+
+
+def test_api_reads_the_one_feedback_aggregator() -> None:
+    """The API gets the feedback Service's URL and a path to it; the aggregator is one pod."""
+    docs = render({"feedback": {"port": 9123}})
+    feedback = one(docs, "StatefulSet", "feedback")
+    assert feedback["spec"]["replicas"] == 1
+    pod_labels = feedback["spec"]["template"]["metadata"]["labels"]
+    container = pod_spec(feedback)["containers"][0]
+    settings = container_settings(container)
+    assert settings.feedback_http_port == 9123
+    assert container["ports"] == [{"name": "http", "containerPort": 9123}]
+    assert not settings.feedback_url  # it aggregates; only the API reads a URL
+    # The checkpoint lands on the claim, so a restart resumes instead of replaying.
+    (claim,) = feedback["spec"]["volumeClaimTemplates"]
+    mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}[
+        claim["metadata"]["name"]
+    ]
+    assert checkpoint_path(settings).is_relative_to(mount)
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+
+    service = one(docs, "Service", "feedback")
+    assert selects({"matchLabels": service["spec"]["selector"]}, pod_labels)
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] == "http"
+    api_deployment = one(docs, "Deployment", "api")
+    api = container_settings(pod_spec(api_deployment)["containers"][0])
+    name = service["metadata"]["name"]
+    assert api.feedback_url == f"http://{name}.{NAMESPACE}.svc:{port['port']}"
+
+    api_labels = api_deployment["spec"]["template"]["metadata"]["labels"]
+    api_policy = one(docs, "NetworkPolicy", "api")
+    feedback_policy = one(docs, "NetworkPolicy", "feedback")
+    assert selects(feedback_policy["spec"]["podSelector"], pod_labels)
+    assert allows(api_policy, "egress", pod_labels, 9123)
+    assert allows(feedback_policy, "ingress", api_labels, 9123)
+    assert not allows(feedback_policy, "ingress", {"app": "other"}, 9123)
+    assert not allows(api_policy, "egress", pod_labels, 8190)
+    # The workers' policy no longer claims the feedback pod.
+    workers = one(docs, "NetworkPolicy", "workers")["spec"]["podSelector"]
+    assert not selects(workers, pod_labels)
+
+
+def test_feedback_can_run_in_the_api_or_without_a_volume() -> None:
+    docs = render({"feedback": {"enabled": False}})
+    assert not find(docs, "StatefulSet", "feedback") and not find(docs, "Service", "feedback")
+    assert not find(docs, "NetworkPolicy", "feedback")
+    api = container_settings(pod_spec(one(docs, "Deployment", "api"))["containers"][0])
+    assert api.feedback_url == ""  # the API aggregates in-process
+    docs = render({"feedback": {"persistence": {"enabled": False}}})
+    feedback = one(docs, "StatefulSet", "feedback")
+    assert "volumeClaimTemplates" not in feedback["spec"]
+    volumes = {v["name"]: v for v in pod_spec(feedback)["volumes"]}
+    assert volumes["data"] == {"name": "data", "emptyDir": {}}
+
+
+def test_prometheus_scrapes_api_and_feedback() -> None:
+    docs = render(production=True)
+    (monitor,) = find(docs, "ServiceMonitor")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    scraped = [
+        s
+        for s in find(docs, "Service")
+        if selects(monitor["spec"]["selector"], s["metadata"]["labels"])
+    ]
+    assert sorted(s["metadata"]["name"] for s in scraped) == [
+        f"{RELEASE}-visearch-{n}" for n in ("api", "feedback")
+    ]
+    for service in scraped:
+        assert endpoint["port"] in [p["name"] for p in service["spec"]["ports"]]
+    # The NetworkPolicies let Prometheus (networkPolicy.metricsFrom) reach both pods.
+    metrics_from = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    for name, port in (("api", 8080), ("feedback", 8190)):
+        rules = one(docs, "NetworkPolicy", name)["spec"]["ingress"]
+        assert any(
+            r.get("from") == metrics_from and {"protocol": "TCP", "port": port} in r["ports"]
+            for r in rules
+        ), name
 
 
 @pytest.mark.parametrize("production", [False, True], ids=["default", "production"])
@@ -264,6 +384,10 @@ def test_pods_run_locked_down(production: bool) -> None:
         ({"image": {"digest": "latest"}}, "digest"),
         ({"embedWorkers": {"autoscaling": {"metric": "memory"}}}, "metric"),
         ({"replicas": 3}, "replicas"),
+        # One aggregator, always: there is no replicas value to raise.
+        ({"feedback": {"replicas": 2}}, "replicas"),
+        # The chart points the API at its feedback Service itself.
+        ({"settings": {"feedback_url": "http://elsewhere:8190"}}, "feedback_url"),
     ],
 )
 def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None:
@@ -282,6 +406,13 @@ def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None
             "exceeds kafka.partitions.uploads",
         ),
         ({"shards": {"count": 9}}, "exceeds kafka.partitions.embeddings"),
+        (
+            {
+                "monitoring": {"serviceMonitor": {"enabled": True}},
+                "networkPolicy": {"apiIngressFrom": [{"podSelector": {}}]},
+            },
+            "set networkPolicy.metricsFrom",
+        ),
     ],
 )
 def test_render_refuses_topologies_that_cannot_work(values: dict[str, Any], message: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,21 @@ from helm_support import (
     run,
     tool,
 )
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from feedback.prometheus import FeedbackCollector
+from feedback.state import FeedbackState
+from streams.dead_letter_monitor import DeadLetterMonitor
+from streams.schemas import Interaction
+from streams.settings import Settings
+from visearch.api import ApiMetrics
 
 # Every optional part switched on at once, so each template is checked.
 ALL_OPTIONS: dict[str, Any] = {
     "strimzi": {"enabled": True},
-    "feedbackWorkers": {"enabled": True},
+    # The aggregator without a claim: its emptyDir branch gets checked too.
+    "feedback": {"persistence": {"enabled": False}},
     "embedWorkers": {"gpu": {"enabled": True}, "autoscaling": {"enabled": True}},
     "api": {"ingress": {"enabled": True, "tlsSecret": "tls"}, "apiToken": {"existingSecret": "t"}},
     "monitoring": {
@@ -41,6 +52,10 @@ ALL_OPTIONS: dict[str, Any] = {
     "image": {"digest": "sha256:" + "a" * 64, "cudaDigest": "sha256:" + "b" * 64},
 }
 DEAD_LETTER_OFFSET = 'kafka_topic_partition_current_offset{topic="visearch.dead-letter"}'
+INTERACTION_OFFSET = 'kafka_topic_partition_current_offset{topic="visearch.interactions"}'
+FEEDBACK_LAG = 'visearch_feedback_watermark_lag_seconds{pod="vs-visearch-feedback-0"}'
+CLICKS = "visearch_feedback_clicks_total"
+IMPRESSIONS = "visearch_feedback_impressions_total"
 CASES = {
     "default": ([], False),
     "production": ([], True),
@@ -123,11 +138,58 @@ def _rule_groups(tmp_path: Path) -> Path:
 def test_alert_rules_are_valid_promql(tmp_path: Path) -> None:
     done = run([tool("promtool"), "check", "rules", _rule_groups(tmp_path)])
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 8 rules found" in done.stdout, done.stdout
+    assert "SUCCESS: 10 rules found" in done.stdout, done.stdout
+
+
+def exposed_metric_names() -> set[str]:
+    """Every sample name the code serves on /metrics: API, dead-letter monitor, feedback."""
+    registry = CollectorRegistry()
+    api = ApiMetrics(registry)
+    api.searches.labels(outcome="ok").inc()
+    api.search_seconds.observe(0.01)
+    api.uploads.inc()
+    monitor = DeadLetterMonitor(Settings())  # counts only; nothing connects until start()
+    monitor.counts[("interactions", "late_event")] = 1
+    registry.register(monitor)
+    state = FeedbackState([0])
+    base = {"user_id": "u", "search_id": "s", "query_image_id": "q", "model_version": "m"}
+    now = time.time()
+    events = [
+        Interaction(
+            event_id=f"e{i}",
+            type=kind,
+            position=0,
+            displayed_image_id="d",
+            timestamp=now,
+            dwell_ms=dwell,
+            **base,
+        )
+        for i, (kind, dwell) in enumerate([("impression", 0), ("click", 0), ("dwell", 4000)])
+    ]
+    state.process(0, [(i, e, now) for i, e in enumerate(events)])
+    registry.register(FeedbackCollector(state))
+    text = generate_latest(registry).decode()
+    return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_alerts_and_dashboard_read_metrics_that_exist(tmp_path: Path) -> None:
+    """Every visearch_* name in an alert or panel is served by the code (not a guess)."""
+    rules = yaml.safe_load(_rule_groups(tmp_path).read_text())["groups"]
+    exprs = [r["expr"] for g in rules for r in g["rules"]]
+    script = REPO_ROOT / "helm" / "dashboards.py"
+    exprs += json.loads(
+        subprocess.run(
+            [tool("python"), script, "--queries"], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    used = {m for e in exprs for m in re.findall(r"\b(visearch_[a-z_]+)", e)}
+    assert {"visearch_feedback_clicks_total", "visearch_dead_letters_total"} <= used
+    missing = used - exposed_metric_names()
+    assert not missing, f"no such metric: {sorted(missing)}"
 
 
 def test_alerts_fire_on_their_conditions(tmp_path: Path) -> None:
-    """promtool's alert unit tests: dead letters at 2/s fire, 0.5/s do not; a CTR halving fires."""
+    """promtool's alert unit tests, each with a case that must fire and one that must not."""
     rules = _rule_groups(tmp_path)
     annotations = {
         r["alert"]: r["annotations"]
@@ -138,6 +200,10 @@ def test_alerts_fire_on_their_conditions(tmp_path: Path) -> None:
 
     def fires(alert: str) -> list[dict[str, Any]]:
         return [{"exp_labels": {"severity": "warning"}, "exp_annotations": annotations[alert]}]
+
+    def dead_letters(pod: str) -> str:
+        labels = f'pod="api-{pod}", instance="{pod}:8080", source="interactions", code="late_event"'
+        return f"visearch_dead_letters_total{{{labels}}}"
 
     tests = {
         "rule_files": [str(rules)],
@@ -172,11 +238,82 @@ def test_alerts_fire_on_their_conditions(tmp_path: Path) -> None:
                 ],
             },
             {
+                # Two API pods serve the same exact count (2/s each): the rate is 2/s, not 4.
+                "interval": "1m",
+                "input_series": [
+                    {"series": dead_letters(pod), "values": "0+120x30"} for pod in ("a", "b")
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "20m",
+                        "alertname": "VisearchDeadLettersHigh",
+                        "exp_alerts": fires("VisearchDeadLettersHigh"),
+                    },
+                ],
+            },
+            {
+                # 0.6/s in each of two pods is 0.6/s (a sum would say 1.2 and fire);
+                # the exact count wins over kafka-exporter's offsets when both exist.
+                "interval": "1m",
+                "input_series": [
+                    *({"series": dead_letters(pod), "values": "0+36x30"} for pod in ("a", "b")),
+                    {"series": DEAD_LETTER_OFFSET, "values": "0+600x30"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "20m", "alertname": "VisearchDeadLettersHigh", "exp_alerts": []},
+                ],
+            },
+            {
+                # The aggregator is stuck (lag grows a minute per minute) while
+                # interactions keep arriving: fires once lag > 300 s for 10 min.
+                "interval": "1m",
+                "input_series": [
+                    {"series": FEEDBACK_LAG, "values": "0+60x40"},
+                    {"series": INTERACTION_OFFSET, "values": "0+600x40"},
+                    {"series": "visearch_feedback_open_sessions", "values": "3x40"},
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "20m",
+                        "alertname": "VisearchFeedbackLagging",
+                        "exp_alerts": fires("VisearchFeedbackLagging"),
+                    },
+                    {"eval_time": "10m", "alertname": "VisearchFeedbackLagging", "exp_alerts": []},
+                    {"eval_time": "20m", "alertname": "VisearchFeedbackDown", "exp_alerts": []},
+                ],
+            },
+            {
+                # The same lag with no interactions arriving is a quiet night, not a fault.
+                "interval": "1m",
+                "input_series": [
+                    {"series": FEEDBACK_LAG, "values": "0+60x40"},
+                    {"series": INTERACTION_OFFSET, "values": "5000x40"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "30m", "alertname": "VisearchFeedbackLagging", "exp_alerts": []},
+                ],
+            },
+            {
+                # No aggregator scraped at all.
+                "interval": "1m",
+                "input_series": [{"series": INTERACTION_OFFSET, "values": "0+600x40"}],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "20m",
+                        "alertname": "VisearchFeedbackDown",
+                        "exp_alerts": fires("VisearchFeedbackDown"),
+                    },
+                ],
+            },
+            {
                 # 10 % CTR yesterday, 4 % today: below 0.7 x yesterday for over 30 min.
                 "interval": "10m",
                 "input_series": [
-                    {"series": "visearch_impressions_total", "values": "0+1000x300"},
-                    {"series": "visearch_clicks_total", "values": "0+100x144 14400+40x150"},
+                    {"series": f'{IMPRESSIONS}{{position_bucket="0"}}', "values": "0+1000x300"},
+                    {
+                        "series": f'{CLICKS}{{position_bucket="0"}}',
+                        "values": "0+100x144 14400+40x150",
+                    },
                 ],
                 "alert_rule_test": [
                     {
@@ -210,7 +347,12 @@ def test_dashboard_is_generated_and_its_queries_parse(tmp_path: Path) -> None:
         ).stdout
     )
     board = json.loads(committed)
-    assert [t["expr"] for p in board["panels"] for t in p["targets"]] == queries
+    assert [t["expr"] for p in board["panels"] for t in p.get("targets", [])] == queries
+    assert [p["title"] for p in board["panels"] if p["type"] == "row"] == [
+        "Search and ingest",
+        "Feedback: CTR and time spent",
+        "Failures",
+    ]
     # promtool parses PromQL when checking rules: one recording rule per query.
     rules = {
         "groups": [

@@ -56,6 +56,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- join "," $urls -}}
 {{- end -}}
 
+{{/* The feedback aggregator's Service, for the API's VISEARCH_FEEDBACK_URL. */}}
+{{- define "visearch.feedbackUrl" -}}
+{{- printf "http://%s-feedback.%s.svc:%d" (include "visearch.fullname" .) .Release.Namespace (int .Values.feedback.port) -}}
+{{- end -}}
+
 {{/*
 Refuse settings the application cannot honour yet, at render time: a client
 without SASL/TLS settings would only fail to connect after rollout.
@@ -66,6 +71,9 @@ without SASL/TLS settings would only fail to connect after rollout.
 {{- end -}}
 {{- if and .Values.embedWorkers.autoscaling.enabled (gt (int .Values.embedWorkers.autoscaling.maxReplicas) (int .Values.kafka.partitions.uploads)) -}}
 {{- fail "embedWorkers.autoscaling.maxReplicas exceeds kafka.partitions.uploads: workers past the partition count get no partition and idle" -}}
+{{- end -}}
+{{- if and .Values.networkPolicy.enabled .Values.monitoring.serviceMonitor.enabled .Values.networkPolicy.apiIngressFrom (not .Values.networkPolicy.metricsFrom) -}}
+{{- fail "networkPolicy.apiIngressFrom restricts the API pods, so Prometheus could not scrape them: set networkPolicy.metricsFrom to where it runs" -}}
 {{- end -}}
 {{- if gt (int .Values.shards.count) (int .Values.kafka.partitions.embeddings) -}}
 {{- fail "shards.count exceeds kafka.partitions.embeddings: a shard would own no partition" -}}
