@@ -72,6 +72,33 @@ async def bare_aiokafka_hop(bootstrap: str, topic: str, rate: float, count: int)
     return latencies
 
 
+def store_sources(stack: LocalStack, sources: list[Path], image_dir: Path) -> list[str]:
+    """Store each source photo once (id from its path); uploads then point at these URIs."""
+    uris = []
+    for path in sources:
+        stored = StoredImage(image_id_for(path, image_dir), "bench", False, time.time())
+        uris.append(file_uri(stack.store.put(stored, path.read_bytes())))
+    return uris
+
+
+def publish_upload(stack: LocalStack, image_id: str, uri: str) -> ImageUploaded:
+    """Publish an upload event as a backend would (straight to the topic, not awaited)."""
+    assert stack.publisher is not None
+    event = ImageUploaded(image_id=image_id, owner_id="bench", uploaded_at=time.time(), uri=uri)
+    stack.publisher.publish(stack.settings.topics.uploads, image_id, event)
+    return event
+
+
+def warm_up(stack: LocalStack, uri: str) -> None:
+    """One upload end to end, so that start-up costs stay out of the measurements."""
+    assert stack.publisher is not None
+    warmup = f"warmup-{uuid.uuid4().hex[:6]}"
+    publish_upload(stack, warmup, uri)
+    stack.publisher.flush()
+    if stack.wait_searchable([warmup], 120):
+        raise TimeoutError("the worker did not come up")
+
+
 def run(settings: Settings, rate: float, duration: float, image_dir: Path) -> None:
     ensure_exported(settings.resolved_model_dir, image_dir)
     sources = find_images(image_dir)
@@ -79,20 +106,8 @@ def run(settings: Settings, rate: float, duration: float, image_dir: Path) -> No
         private = isolated_settings(settings, Path(tmp), "bench")
         with LocalStack(private) as stack:
             assert stack.publisher is not None
-            # Store each source photo once; uploads point at them under fresh ids.
-            uris = []
-            for path in sources:
-                stored = StoredImage(image_id_for(path, image_dir), "bench", False, time.time())
-                uris.append(file_uri(stack.store.put(stored, path.read_bytes())))
-            warmup = f"warmup-{uuid.uuid4().hex[:6]}"
-            stack.publisher.publish(
-                private.topics.uploads,
-                warmup,
-                ImageUploaded(image_id=warmup, owner_id="b", uploaded_at=time.time(), uri=uris[0]),
-            )
-            stack.publisher.flush()
-            if stack.wait_searchable([warmup], 120):
-                raise TimeoutError("the worker did not come up")
+            uris = store_sources(stack, sources, image_dir)
+            warm_up(stack, uris[0])
 
             produced: dict[str, float] = {}
             lag_samples: list[int] = []
@@ -104,13 +119,7 @@ def run(settings: Settings, rate: float, duration: float, image_dir: Path) -> No
                 while (now := time.perf_counter()) < target:
                     time.sleep(min(0.002, target - now))
                 image_id = f"fresh-{n:06d}"
-                event = ImageUploaded(
-                    image_id=image_id,
-                    owner_id="bench",
-                    uploaded_at=time.time(),
-                    uri=uris[n % len(uris)],
-                )
-                stack.publisher.publish(private.topics.uploads, image_id, event)
+                event = publish_upload(stack, image_id, uris[n % len(uris)])
                 produced[image_id] = event.uploaded_at
                 if time.perf_counter() >= next_sample:
                     lag_samples.append(sum(1 for i in produced if stack.searchable_at(i) is None))

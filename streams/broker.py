@@ -98,6 +98,11 @@ class EmbeddedBroker(Lifecycle):
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while started (for resource sampling)."""
+        return self._process.pid if self._process is not None else None
+
     def wait(self) -> int:
         """Block until the broker exits; returns its exit code."""
         if self._process is None:

@@ -91,10 +91,26 @@ class ApiChurn:
         self.http = http
         self.photos = photos
         self.audit = PrivacyAudit()
+        self._in_flight: float | None = None  # when the change being sent was started
+        self._lock = threading.Lock()
+
+    def settled_until(self) -> float:
+        """Every change started before this time is recorded: searches that ended
+        earlier can be judged now (changes are sent one at a time)."""
+        with self._lock:
+            return time.monotonic() if self._in_flight is None else self._in_flight
 
     def change(self, image_id: str, action: str) -> int:
         """Send one change (an action of ``hidden_images.ACTIONS``); returns the HTTP status."""
-        started = time.monotonic()
+        with self._lock:
+            started = self._in_flight = time.monotonic()
+        try:
+            return self._send(image_id, action, started)
+        finally:
+            with self._lock:
+                self._in_flight = None
+
+    def _send(self, image_id: str, action: str, started: float) -> int:
         if action.startswith("upload"):
             response = self.http.post(
                 "/v1/images",

@@ -1,0 +1,38 @@
+"""bench/soak.py's plot and process sampling (the load itself is a program, not a test)."""
+
+import os
+import xml.etree.ElementTree as ET
+
+from bench.soak import _plot, rss_mb
+
+
+def _sample(t_s, api_mb, p95):
+    return {
+        "t_s": t_s,
+        "rss_mb": {"api": api_mb, "worker": 300.0, "broker": 20.0},
+        "search_p50_ms": None if p95 is None else p95 / 2,
+        "search_p95_ms": p95,
+        "freshness_p99_ms": 120.0,
+        "consumer_lag": 3,
+        "unindexed": 40,
+        "dead_letters": None,
+        "leaks": 0,
+    }
+
+
+def test_plot_is_one_svg_with_three_charts_of_every_series():
+    samples = [_sample(10.0, 200.0, 40.0), _sample(20.0, 210.0, None), _sample(30.0, 205.0, 60.0)]
+    svg = ET.fromstring(_plot(samples))
+    polylines = svg.findall(".//{http://www.w3.org/2000/svg}polyline")
+    assert len(svg.findall("{http://www.w3.org/2000/svg}g")) == 3
+    assert len(polylines) == 3 + 3 + 4
+    titles = [p.find("{http://www.w3.org/2000/svg}title").text for p in polylines]
+    assert titles[:3] == ["RSS api", "RSS worker", "RSS broker"]
+    assert "RSS (1 = 300 MB)" in _plot(samples)  # each chart scaled to its largest value
+    for polyline in polylines:
+        ys = [float(point.split(",")[1]) for point in polyline.get("points").split()]
+        assert all(16 <= y <= 340 - 44 for y in ys)  # inside the plot area
+
+
+def test_rss_of_this_process():
+    assert 10 < rss_mb(os.getpid()) < 100_000
