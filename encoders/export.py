@@ -13,11 +13,15 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from encoders import preprocess as pp
 from encoders.model_dir import ONNX_FILE, ModelMetadata, content_version, write_metadata
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +52,38 @@ class ParityReport:
 
 def export_pretrained(out_dir: Path, parity_images: Sequence[bytes]) -> ModelMetadata:
     """Export the pretrained encoder to ``out_dir`` and verify it on real images."""
-    import torch
-
     from encoders.backbone import BACKBONE_NAME, FEATURE_DIM, load_pretrained
+
+    return export_model(load_pretrained(), out_dir, parity_images, BACKBONE_NAME, FEATURE_DIM)
+
+
+def export_model(
+    model: torch.nn.Module,
+    out_dir: Path,
+    parity_images: Sequence[bytes],
+    name: str,
+    dim: int,
+    base_version: str = "",
+    training: dict[str, Any] | None = None,
+) -> ModelMetadata:
+    """Export any embedding network (images -> L2-normalised ``dim`` vectors) to ``out_dir``.
+
+    One ONNX graph with a dynamic batch axis, written only after ONNX Runtime
+    reproduces torch on ``parity_images`` (real images, the serving
+    preprocessing); the metadata's version is the file's content hash.
+    """
+    import torch
 
     if len(parity_images) < 2:
         raise ValueError("the parity check needs at least two real images")
-    model = load_pretrained()
+    model = model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / ONNX_FILE
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         tmp_path = Path(tmp) / ONNX_FILE
         batch = torch.export.Dim("batch", min=1, max=4096)
         torch.onnx.export(
-            model.eval(),
+            model,
             (torch.zeros(2, 3, pp.INPUT_SIZE, pp.INPUT_SIZE),),
             str(tmp_path),
             dynamo=True,
@@ -77,14 +99,16 @@ def export_pretrained(out_dir: Path, parity_images: Sequence[bytes]) -> ModelMet
         report = check_parity(tmp_path, inputs, expected)
         tmp_path.replace(onnx_path)
     metadata = ModelMetadata(
-        name=BACKBONE_NAME,
+        name=name,
         version=content_version(onnx_path),
-        dim=FEATURE_DIM,
+        dim=dim,
         input_size=pp.INPUT_SIZE,
         mean=pp.MEAN,
         std=pp.STD,
         resize="letterbox",
         parity=report.as_dict(),
+        base_version=base_version,
+        training=training or {},
     )
     write_metadata(out_dir, metadata)
     log.info("exported %s version %s: %s", metadata.name, metadata.version, report)

@@ -4,6 +4,7 @@ Layout::
 
     <model_dir>/model.onnx      the exported embedding network (dynamic batch)
     <model_dir>/metadata.json   name, version, dim, preprocessing, parity report
+    <model_dir>/head.pt         (trained models) the projection head's torch weights
 
 ``version`` is a content hash of ``model.onnx``: two directories with the same
 version embed identically, and every ImageEmbedded record names the version
@@ -42,6 +43,10 @@ class ModelMetadata:
     input_name: str = "images"
     output_name: str = "embeddings"
     parity: dict[str, Any] = field(default_factory=dict)
+    # A fine-tuned encoder names the model its training features came from and
+    # how it was trained, so a run can be traced and repeated from its output.
+    base_version: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
 
 
 def content_version(onnx_path: Path) -> str:
