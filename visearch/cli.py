@@ -15,6 +15,7 @@ from streams.settings import Settings, SettingsError
 from visearch.corpus import DEMO_CORPUS
 from visearch.evaluation.commands import add_eval_parser
 from visearch.model_cli import add_model_parser
+from visearch.training import add_train_parser
 
 if TYPE_CHECKING:
     from streams.schemas import DeadLetter
@@ -342,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=_cmd_simulate)
     add_eval_parser(sub)
     add_model_parser(sub)
+    add_train_parser(sub)
     return parser
 
 
