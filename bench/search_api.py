@@ -33,7 +33,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import uvicorn
 from PIL import Image
 
 from bench.embed import ensure_models
@@ -49,6 +48,7 @@ from visearch.api import create_api
 from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.image_store import ImageStore
+from visearch.serving import serve_in_thread
 from visearch.shards import partition_factory, search_params
 
 BENCH = "search_api"
@@ -195,25 +195,20 @@ def main() -> None:
         with EmbeddedBroker(settings.broker_host, settings.broker_port):
             ensure_topics(settings)
             with EventPublisher(settings) as publisher:
-                api = create_api(settings, search, ImageStore(settings.image_store_dir), publisher)
-                server = uvicorn.Server(
-                    uvicorn.Config(api, host="127.0.0.1", port=free_port(), log_level="warning")
-                )
-                thread = threading.Thread(target=server.run, daemon=True)
-                thread.start()
-                while not server.started:
-                    time.sleep(0.05)
-                url = f"http://127.0.0.1:{server.config.port}"
-                http_latencies(url, queries, 10, 1)  # warm-up
-                for clients in (1, 8):
-                    latencies, rate = http_latencies(url, queries, rounds, clients)
-                    p50, p95 = percentiles(latencies)
-                    emit(BENCH, "search_p50_ms", p50, "ms", base_p50, clients=clients, **context)
-                    emit(BENCH, "search_p95_ms", p95, "ms", base_p95, clients=clients, **context)
-                    emit(BENCH, "search_requests_per_s", rate, "req/s", None, clients=clients,
-                         mean_ms=statistics.fmean(latencies), **context)  # fmt: skip
-                server.should_exit = True
-                thread.join(10)
+                app = create_api(settings, search, ImageStore(settings.image_store_dir), publisher)
+                with serve_in_thread(app) as url:
+                    http_latencies(url, queries, 10, 1)  # warm-up
+                    for clients in (1, 8):
+                        latencies, rate = http_latencies(url, queries, rounds, clients)
+                        p50, p95 = percentiles(latencies)
+                        emit(
+                            BENCH, "search_p50_ms", p50, "ms", base_p50, clients=clients, **context
+                        )
+                        emit(
+                            BENCH, "search_p95_ms", p95, "ms", base_p95, clients=clients, **context
+                        )
+                        emit(BENCH, "search_requests_per_s", rate, "req/s", None, clients=clients,
+                             mean_ms=statistics.fmean(latencies), **context)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -40,20 +40,18 @@ from typing import Any
 
 import httpx
 import numpy as np
-import uvicorn
-from prometheus_client import CollectorRegistry
 
 from bench.freshness import percentile, publish_upload, store_sources, warm_up
 from feedback.simulate import ApiClient, ClickModel, session_events
-from streams.broker import free_port
 from streams.settings import Settings
-from visearch.api import create_api
 from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images, image_id_for
 from visearch.evaluation.svg import line_chart
 from visearch.model import ensure_exported
 from visearch.privacy_audit import ApiChurn
+from visearch.serving import serve_in_thread
 from visearch.stack import LocalStack, isolated_settings
+from visearch.stack_api import stack_api
 
 BENCH = "soak"
 SEARCH_GOAL_P95_MS = 50.0  # issue 9: full query p95 on 2 cores with the int8 model
@@ -103,27 +101,6 @@ def _paced(stop: threading.Event, rate: float, action: Callable[[int], None]) ->
             continue
         action(n)
         n += 1
-
-
-def _serve(stack: LocalStack) -> tuple[uvicorn.Server, threading.Thread]:
-    assert stack.search is not None and stack.publisher is not None
-    api = create_api(
-        stack.settings,
-        stack.search,
-        stack.store,
-        stack.publisher,
-        CollectorRegistry(),
-        feedback=stack.feedback,
-        readiness=stack.readiness,
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(api, host="127.0.0.1", port=free_port(), log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread
 
 
 class Load:
@@ -291,24 +268,22 @@ def run(
         with LocalStack(private) as stack:
             uris = store_sources(stack, sources, image_dir)
             warm_up(stack, uris[0])
-            server, thread = _serve(stack)
-            load = Load(
-                stack,
-                f"http://127.0.0.1:{server.config.port}",
-                uris,
-                [image_id_for(path, image_dir) for path in sources],
-            )
-            load.start(upload_rate, search_rate)
-            sampler = Sampler(stack, load)
-            try:
-                deadline = sampler.started + minutes * 60
-                while time.monotonic() < deadline:
-                    time.sleep(max(0.0, min(sample_s, deadline - time.monotonic())))
-                    sampler.sample()
-            finally:
-                load.finish()
-                server.should_exit = True
-                thread.join(10)
+            with serve_in_thread(stack_api(stack)) as base_url:
+                load = Load(
+                    stack,
+                    base_url,
+                    uris,
+                    [image_id_for(path, image_dir) for path in sources],
+                )
+                load.start(upload_rate, search_rate)
+                sampler = Sampler(stack, load)
+                try:
+                    deadline = sampler.started + minutes * 60
+                    while time.monotonic() < deadline:
+                        time.sleep(max(0.0, min(sample_s, deadline - time.monotonic())))
+                        sampler.sample()
+                finally:
+                    load.finish()
             time.sleep(2.0)  # the last probes and uploads settle, then are judged
             sampler.sample()
     context = {"minutes": minutes, "upload_rate": upload_rate, "search_rate": search_rate}

@@ -164,8 +164,8 @@ class ModelRollout(Lifecycle):
         """Register the model in ``model_dir``; returns its version once its index runs here."""
         try:
             version = read_metadata(model_dir).version
-        except ModelDirError as exc:
-            raise RolloutError("bad_model", str(exc)) from exc
+        except (ModelDirError, OSError, ValueError) as exc:  # ValueError: e.g. a NUL in the path
+            raise RolloutError("bad_model", f"{model_dir}: {exc}") from exc
         self._publish(model_event("deploy", version, model_dir.resolve()))
         self._wait(lambda: self._index_of(version) is not None, timeout_s, "deploy", version)
         return version
@@ -188,6 +188,14 @@ class ModelRollout(Lifecycle):
         self._wait(lambda: self.registry.serving == version, timeout_s, "switch", version)
 
     def retire(self, version: str) -> None:
+        """Drop candidate ``version`` everywhere (the serving one cannot be retired)."""
+        with self._lock:
+            if version == self.registry.serving:
+                raise RolloutError(
+                    "not_allowed", f"model {version} serves searches: switch away first"
+                )
+            if version not in self.candidates:
+                raise RolloutError("unknown_model", f"model {version} is not a deployed candidate")
         self._publish(model_event("retire", version))
 
     def _publish(self, event: ModelChanged) -> None:

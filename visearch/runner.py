@@ -8,10 +8,10 @@ from pathlib import Path
 import uvicorn
 
 from streams.settings import Settings
-from visearch.api import create_api
 from visearch.ingest import ingest_folder
 from visearch.model import ensure_exported
 from visearch.stack import LocalStack
+from visearch.stack_api import stack_api
 from visearch.uploads import publish_stored
 
 log = logging.getLogger(__name__)
@@ -38,16 +38,7 @@ def run_service(settings: Settings, demo_dir: Path | None, parity_dir: Path) -> 
             log.info(
                 "demo corpus: %d published, %d rejected", summary.published, len(summary.rejected)
             )
-        api = create_api(
-            settings,
-            stack.search,
-            stack.store,
-            stack.publisher,
-            feedback=stack.feedback,
-            readiness=stack.readiness,
-            rollout=stack.rollout,
-            collectors=stack.collectors(),
-        )
+        api = stack_api(stack)
         url = f"http://{settings.http_host}:{settings.http_port}/"
         print(f"visearch is up: open {url}  (Ctrl-C stops everything)", flush=True)
         uvicorn.run(api, host=settings.http_host, port=settings.http_port, log_level="warning")
@@ -63,14 +54,5 @@ def run_api(settings: Settings) -> None:
     """
     with LocalStack(settings, with_worker=False) as stack:
         assert stack.publisher is not None and stack.search is not None
-        api = create_api(
-            settings,
-            stack.search,
-            stack.store,
-            stack.publisher,
-            feedback=stack.feedback,
-            readiness=stack.readiness,
-            rollout=stack.rollout,
-            collectors=stack.collectors(),
-        )
+        api = stack_api(stack)
         uvicorn.run(api, host=settings.http_host, port=settings.http_port, log_level="warning")

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from kafka import KafkaConsumer, TopicPartition
-from prometheus_client import CollectorRegistry
 
 from streams.broker import free_port
 from streams.settings import Settings
-from visearch.api import create_api
+from visearch.serving import serve_in_thread
 from visearch.stack import LocalStack
+from visearch.stack_api import stack_api
 from visearch.uploads import accept_upload
 
 
@@ -100,24 +98,5 @@ def read_topic() -> Callable[[Settings, str, int], list[bytes]]:
 @pytest.fixture(scope="module")
 def site(stack: LocalStack) -> Iterator[str]:
     """The module's stack behind the real API and page, over HTTP on a free loopback port."""
-    assert stack.search is not None and stack.publisher is not None
-    api = create_api(
-        stack.settings,
-        stack.search,
-        stack.store,
-        stack.publisher,
-        CollectorRegistry(),
-        feedback=stack.feedback,
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(api, host="127.0.0.1", port=free_port(), log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(stack_api(stack)) as url:
+        yield url

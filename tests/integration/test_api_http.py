@@ -8,22 +8,17 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from visearch.api import create_api
 from visearch.stack import LocalStack
+from visearch.stack_api import stack_api
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def client(stack: LocalStack) -> TestClient:
-    assert stack.search is not None and stack.publisher is not None
-    api = create_api(
-        stack.settings, stack.search, stack.store, stack.publisher, CollectorRegistry()
-    )
-    return TestClient(api)
+    return TestClient(stack_api(stack))
 
 
 def _upload(client: TestClient, path: Path, image_id: str, **headers: str) -> int:
@@ -113,11 +108,8 @@ def test_bad_uploads_are_refused(client: TestClient, photo_paths: list[Path]) ->
 def test_write_endpoints_require_the_token_when_configured(
     stack: LocalStack, photo_paths: list[Path]
 ) -> None:
-    assert stack.search is not None and stack.publisher is not None
     settings = stack.settings.with_overrides(api_token="s3cret-token")
-    guarded = TestClient(
-        create_api(settings, stack.search, stack.store, stack.publisher, CollectorRegistry())
-    )
+    guarded = TestClient(stack_api(stack, settings=settings))
     assert _upload(guarded, photo_paths[40], "tok-0") == 401
     assert _upload(guarded, photo_paths[40], "tok-0", authorization="Bearer wrong") == 401
     assert _upload(guarded, photo_paths[40], "tok-0", authorization="Bearer s3cret-token") == 202
@@ -200,17 +192,7 @@ def test_bad_updates_are_refused(client: TestClient) -> None:
 
 
 def test_readiness_checks_broker_shards_lag_worker_and_feedback(stack: LocalStack) -> None:
-    assert stack.search is not None and stack.publisher is not None
-    checked = TestClient(
-        create_api(
-            stack.settings,
-            stack.search,
-            stack.store,
-            stack.publisher,
-            CollectorRegistry(),
-            readiness=stack.readiness,
-        )
-    )
+    checked = TestClient(stack_api(stack))
     ready = checked.get("/readyz")
     assert ready.status_code == 200, ready.text
     checks = ready.json()["checks"]

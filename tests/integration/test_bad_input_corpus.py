@@ -27,15 +27,14 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from PIL import Image
-from prometheus_client import CollectorRegistry
 from schemathesis.checks import not_a_server_error
 
 from streams.dead_letters import read_dead_letters
 from streams.image_source import file_uri
 from streams.schemas import ImageEmbedded, decode_vector_log
 from streams.settings import Settings
-from visearch.api import create_api
 from visearch.stack import LocalStack
+from visearch.stack_api import stack_api
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 120.0
@@ -394,11 +393,7 @@ def test_processes_stay_up(corpus: CorpusRun, stack: LocalStack) -> None:
 
 @pytest.fixture(scope="module")
 def api(stack: LocalStack) -> TestClient:
-    assert stack.search is not None and stack.publisher is not None
-    app = create_api(
-        stack.settings, stack.search, stack.store, stack.publisher, CollectorRegistry()
-    )
-    return TestClient(app, raise_server_exceptions=False)
+    return TestClient(stack_api(stack), raise_server_exceptions=False)
 
 
 def _detail(response) -> dict[str, str]:

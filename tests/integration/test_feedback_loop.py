@@ -12,16 +12,15 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from feedback.service import FeedbackService
 from feedback.simulate import ApiClient, simulate
 from feedback.trainer_feed import export_pairs, load_pairs
 from streams.schemas import DeadLetter, decode
-from visearch.api import create_api
 from visearch.corpus import DEMO_CORPUS, image_id_for
 from visearch.stack import LocalStack
+from visearch.stack_api import stack_api
 from visearch.uploads import accept_upload
 
 pytestmark = pytest.mark.integration
@@ -36,17 +35,7 @@ T0 = time.time() - 600  # event times in the recent past (not "future", not "lat
 
 @pytest.fixture(scope="module")
 def client(stack: LocalStack) -> TestClient:
-    assert stack.search is not None and stack.publisher is not None
-    api = create_api(
-        stack.settings,
-        stack.search,
-        stack.store,
-        stack.publisher,
-        CollectorRegistry(),
-        feedback=stack.feedback,
-        collectors=stack.collectors(),
-    )
-    return TestClient(api)
+    return TestClient(stack_api(stack))
 
 
 def interaction(event_id, type_, position, search="s-1", ts=T0, **extra):

@@ -17,12 +17,11 @@ import onnx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from prometheus_client import CollectorRegistry
 
 from encoders.model_dir import ONNX_FILE, content_version, read_metadata, write_metadata
-from visearch.api import create_api
 from visearch.backfill import BackfillError, backfill
 from visearch.stack import LocalStack
+from visearch.stack_api import stack_api
 
 pytestmark = pytest.mark.integration
 
@@ -39,16 +38,7 @@ def second_version(model_dir: Path, out: Path) -> str:
 
 @pytest.fixture(scope="module")
 def client(stack: LocalStack) -> TestClient:
-    assert stack.search is not None and stack.publisher is not None
-    api = create_api(
-        stack.settings,
-        stack.search,
-        stack.store,
-        stack.publisher,
-        CollectorRegistry(),
-        rollout=stack.rollout,
-    )
-    return TestClient(api)
+    return TestClient(stack_api(stack))
 
 
 def versions(client: TestClient) -> dict[str, dict]:
