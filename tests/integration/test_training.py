@@ -16,8 +16,9 @@ import torch
 
 from encoders.finetune import HEAD_FILE
 from encoders.head import ProjectionHead
-from encoders.model_dir import read_metadata
+from encoders.model_dir import ONNX_FILE, read_metadata
 from encoders.preprocess import preprocess
+from encoders.quantize import fp32_nodes
 from encoders.runtime import OnnxEncoder
 from encoders.train import HeadTrainer
 from encoders.train_config import TrainConfig
@@ -130,6 +131,8 @@ def test_train_command_exports_one_servable_graph_and_reports_unknown_pairs(
     assert metadata.version == summary["version"] and metadata.dim == 64
     assert metadata.base_version == read_metadata(model_dir).version
     assert metadata.training["pairs"] == 1 and metadata.training["dim"] == 64
+    # int8 keeps the same first layers in fp32 as for the pretrained model (found by name)
+    assert len(fp32_nodes(out / ONNX_FILE)) == len(fp32_nodes(model_dir / ONNX_FILE)) > 0
     encoder = OnnxEncoder(out, threads=1)
     unseen = [p for p in photo_paths if p not in photos.values()][:8]
     inputs = np.stack([preprocess(p.read_bytes()) for p in unseen])
