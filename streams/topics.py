@@ -95,11 +95,22 @@ def _check_partition_counts(admin: object, specs: list[TopicSpec]) -> None:
             )
 
 
-def topic_epoch(bootstrap_servers: str, topic: str) -> str:
-    """The topic's id: it changes whenever the topic is recreated (a new log epoch)."""
+def topic_epoch(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> str:
+    """The topic's id: it changes whenever the topic is recreated (a new log epoch).
+
+    Empty while the topic does not exist. ``timeout_s`` bounds the wait for an
+    unreachable broker: followers that poll the epoch must not stall for
+    kafka-python's 30 s default while the broker is down.
+    """
     from kafka.admin import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="visearch-epoch-admin")
+    timeout_ms = int(timeout_s * 1000)
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap_servers,
+        client_id="visearch-epoch-admin",
+        bootstrap_timeout_ms=timeout_ms,
+        request_timeout_ms=timeout_ms,
+    )
     try:
         described = admin.describe_topics([topic])
     finally:
