@@ -17,7 +17,7 @@ from streams.settings import Settings
 from visearch.corpus import DEMO_CORPUS
 from visearch.evaluation.dataset import EvalSetError, load_eval_set, load_set_dir
 
-BUILDERS = ("crops", "edits", "classes", "fashion-mnist")
+BUILDERS = ("crops", "edits", "classes", "fashion-mnist", "clicks")
 
 
 def _depth(text: str) -> int:
@@ -68,6 +68,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--min-class", type=int, default=5, help="classes: smallest class kept")
     build.add_argument("--per-class", type=int, default=100, help="fashion-mnist: images/class")
     build.add_argument("--split", default="t10k", help="fashion-mnist: t10k or train")
+    build.add_argument("--pairs", type=Path, help="clicks: labelled pairs (visearch pairs export)")
     build.set_defaults(func=cmd_build)
 
     report = ev_sub.add_parser("report", help="HTML report of one or more eval outputs")
@@ -119,13 +120,17 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
-    from visearch.evaluation import classes, crops, edits
+    from visearch.evaluation import classes, clicks, crops, edits
 
     source = args.source or (classes.FASHION_MNIST if args.kind == "fashion-mnist" else DEMO_CORPUS)
     if args.kind == "crops":
         queries = crops.build_crop_set(source, args.out, args.count, args.seed)
     elif args.kind == "edits":
         queries = edits.build_edit_set(source, args.out, args.count, args.negatives, args.seed)
+    elif args.kind == "clicks":
+        if args.pairs is None:
+            raise EvalSetError("clicks needs --pairs FILE (from `visearch pairs export`)")
+        queries = clicks.build_click_set(source, args.pairs, args.out)
     elif args.kind == "classes":
         queries = classes.build_folder_class_set(
             source, args.out, args.level, args.min_class, args.count, args.seed
