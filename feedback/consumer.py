@@ -68,7 +68,7 @@ class FeedbackConsumer(LogFollower):
         checkpoint: Path | None = None,
     ) -> None:
         super().__init__(
-            settings.bootstrap_servers,
+            settings.kafka,
             settings.topics.interactions,
             settings.fetch_max_wait_ms,
             "visearch-feedback",
@@ -83,7 +83,7 @@ class FeedbackConsumer(LogFollower):
         self.checkpoint_failures = 0
 
     def starting_offsets(self) -> dict[int, int]:
-        epoch = topic_epoch(self.bootstrap_servers, self.topic)
+        epoch = topic_epoch(self.kafka, self.topic)
         return self.state.load(self.checkpoint, epoch)
 
     def handle(self, partition: int, records: Sequence[Any]) -> None:

@@ -36,7 +36,7 @@ def read_pairs(
 
     topic = settings.topics.labeled_pairs
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **settings.kafka.client_options(),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.fetch_max_wait_ms,

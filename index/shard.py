@@ -34,6 +34,7 @@ from index.snapshot import (
     save_snapshot,
     snapshot_path,
 )
+from streams.kafka_connection import KafkaConnection
 from streams.log_follower import LogFollower
 from streams.schemas import ImageEmbedded, ImageUpdated, SchemaError, decode_vector_log
 from streams.topics import topic_epoch
@@ -211,19 +212,19 @@ class ShardConsumer(LogFollower):
     def __init__(
         self,
         shard: IndexShard,
-        bootstrap_servers: str,
+        kafka: KafkaConnection,
         topic: str,
         fetch_max_wait_ms: int = 20,
         snapshot_interval_s: float = 30.0,
     ) -> None:
-        super().__init__(bootstrap_servers, topic, fetch_max_wait_ms, "visearch-shard")
+        super().__init__(kafka, topic, fetch_max_wait_ms, "visearch-shard")
         self.shard = shard
         self.snapshot_interval_s = snapshot_interval_s
         self.snapshot_failures = 0
         self._last_snapshot = time.monotonic()
 
     def starting_offsets(self) -> dict[int, int]:
-        return self.shard.recover(topic_epoch(self.bootstrap_servers, self.topic))
+        return self.shard.recover(topic_epoch(self.kafka, self.topic))
 
     def handle(self, partition: int, records: Sequence[Any]) -> None:
         for record in records:

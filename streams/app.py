@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import faust
+from faust.types.auth import CredentialsT
 
+from streams.kafka_connection import KafkaConnection, Secret
 from streams.settings import Settings
 
 # Settings the embedded broker needs (DESIGN.md): without them a consumer-group
@@ -14,6 +16,25 @@ EMBEDDED_BROKER_TIMEOUTS = {
     "broker_rebalance_timeout": 4.0,
     "broker_commit_interval": 0.5,
 }
+
+
+def faust_credentials(kafka: KafkaConnection) -> CredentialsT | None:
+    """The Faust app's ``broker_credentials``: the same protocol and TLS context as kafka-python.
+
+    Faust hands these to aiokafka for its consumers and producers; None keeps
+    plaintext (Faust's default).
+    """
+    context = kafka.ssl_context()
+    if kafka.uses_sasl:
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=Secret(kafka.sasl_password),
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,  # None: SASL_PLAINTEXT, else SASL_SSL
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -29,6 +50,7 @@ def create_app(settings: Settings) -> faust.App:
         "web_enabled": settings.worker_web_port > 0,
         "web_port": settings.worker_web_port or 6066,
         "datadir": str(settings.data_dir / "faust"),
+        "broker_credentials": faust_credentials(settings.kafka),
     }
     if settings.embedded_broker:
         options.update(EMBEDDED_BROKER_TIMEOUTS)

@@ -28,7 +28,7 @@ class DeadLetterMonitor(LogFollower, Collector):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(
-            settings.bootstrap_servers,
+            settings.kafka,
             settings.topics.dead_letter,
             settings.fetch_max_wait_ms,
             "visearch-dlq-monitor",

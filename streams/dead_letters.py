@@ -61,7 +61,7 @@ def read_dead_letters(
     topic = settings.topics.dead_letter
     try:
         consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
+            **settings.kafka.client_options(),
             client_id="visearch-dlq",
             group_id=None,
             enable_auto_commit=False,

@@ -19,6 +19,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from streams.kafka_connection import KafkaConnection
+
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +29,7 @@ class LogFollower(threading.Thread):
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: KafkaConnection,
         topic: str,
         fetch_max_wait_ms: int = 20,
         client_id: str = "visearch",
@@ -35,7 +37,7 @@ class LogFollower(threading.Thread):
         idle_s: float = 0.3,
     ) -> None:
         super().__init__(name=f"{client_id}-{topic}", daemon=True)
-        self.bootstrap_servers = bootstrap_servers
+        self.kafka = kafka  # Settings.kafka: the cluster and how to authenticate
         self.topic = topic
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.client_id = client_id
@@ -77,7 +79,7 @@ class LogFollower(threading.Thread):
         try:
             starts = self.starting_offsets()
             consumer = KafkaConsumer(
-                bootstrap_servers=self.bootstrap_servers,
+                **self.kafka.client_options(),
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 fetch_max_wait_ms=self.fetch_max_wait_ms,

@@ -96,7 +96,7 @@ class ModelWatcher(LogFollower):
 
     def __init__(self, settings: Settings, on_event: Callable[[ModelChanged], object]) -> None:
         super().__init__(
-            settings.bootstrap_servers,
+            settings.kafka,
             settings.topics.models,
             settings.fetch_max_wait_ms,
             "visearch-model-watcher",

@@ -16,7 +16,7 @@ class EventPublisher(Lifecycle):
         from kafka import KafkaProducer
 
         self._producer = KafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
+            **settings.kafka.client_options(),
             client_id="visearch-publisher",
             linger_ms=linger_ms,
             acks="all",

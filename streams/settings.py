@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from streams.kafka_connection import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaConnection
+
 PREFIX = "VISEARCH_"
 # Shortest window retention (feedback/windows.py) minus one window.
 MAX_ALLOWED_LATENESS_S = 2 * 3600 - 60
@@ -72,6 +74,16 @@ class Settings:
     # freshness per hop on the embedded broker (DESIGN.md).
     fetch_max_wait_ms: int = 20
     app_id: str = "visearch"
+    # How clients authenticate to a real cluster (streams/kafka_connection.py
+    # maps these for kafka-python and Faust). File paths are str, not Path:
+    # Path("") is ".", and empty must mean "not set".
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)  # never printed
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
 
     # Paths.
     data_dir: Path = Path("data")
@@ -199,6 +211,7 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}EMBEDDED_BROKER is off but {PREFIX}KAFKA_BOOTSTRAP is empty"
             )
+        self._validate_kafka_security()
         if not (math.isfinite(self.embed_linger_s) and self.embed_linger_s >= 0):
             raise SettingsError(f"{PREFIX}EMBED_LINGER_S must be a finite number >= 0")
         for name in ("ort_threads", "fetch_max_wait_ms", "readiness_max_lag"):
@@ -233,6 +246,53 @@ class Settings:
                 "(the 1-minute windows are kept 2 hours)"
             )
 
+    def _validate_kafka_security(self) -> None:
+        """Refuse security settings that would be ignored or could never authenticate.
+
+        Only values are checked here; the TLS files are read when a client is
+        built (streams/kafka_connection.py), so settings stay buildable where
+        the files are not mounted.
+        """
+        kafka = self.kafka
+        if kafka.security_protocol not in SECURITY_PROTOCOLS:
+            raise SettingsError(
+                f"{PREFIX}KAFKA_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}"
+            )
+        if kafka.security_protocol != "PLAINTEXT" and self.embedded_broker:
+            raise SettingsError(
+                f"{PREFIX}KAFKA_SECURITY_PROTOCOL={kafka.security_protocol} needs a real "
+                f"cluster ({PREFIX}KAFKA_BOOTSTRAP): the embedded broker has no SASL or TLS"
+            )
+        if kafka.uses_sasl:
+            if kafka.sasl_mechanism not in SASL_MECHANISMS:
+                raise SettingsError(
+                    f"{PREFIX}KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)} "
+                    f"with {PREFIX}KAFKA_SECURITY_PROTOCOL={kafka.security_protocol}"
+                )
+            if not (kafka.sasl_username and kafka.sasl_password):
+                raise SettingsError(
+                    f"{PREFIX}KAFKA_SASL_USERNAME and {PREFIX}KAFKA_SASL_PASSWORD are required "
+                    f"with {PREFIX}KAFKA_SECURITY_PROTOCOL={kafka.security_protocol}"
+                )
+        else:
+            for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password"):
+                if getattr(self, name):
+                    raise SettingsError(
+                        f"{PREFIX}{name.upper()} is set but {PREFIX}KAFKA_SECURITY_PROTOCOL="
+                        f"{kafka.security_protocol} does not use SASL"
+                    )
+        if not kafka.uses_tls:
+            for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+                if getattr(self, name):
+                    raise SettingsError(
+                        f"{PREFIX}{name.upper()} is set but {PREFIX}KAFKA_SECURITY_PROTOCOL="
+                        f"{kafka.security_protocol} does not use TLS"
+                    )
+        if kafka.ssl_keyfile and not kafka.ssl_certfile:
+            raise SettingsError(
+                f"{PREFIX}KAFKA_SSL_KEYFILE needs {PREFIX}KAFKA_SSL_CERTFILE (its certificate)"
+            )
+
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests, CLI flags)."""
         updated = replace(self, **changes)
@@ -245,6 +305,20 @@ class Settings:
         if self.kafka_bootstrap:
             return self.kafka_bootstrap
         return f"{self.broker_host}:{self.broker_port}"
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """Everything a Kafka client needs to connect; every client is built from this."""
+        return KafkaConnection(
+            bootstrap_servers=self.bootstrap_servers,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+        )
 
     @property
     def resolved_shard_id(self) -> int:

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from streams.kafka_connection import KafkaConnection
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=settings.bootstrap_servers, client_id="visearch-admin"
-            )
+            admin = KafkaAdminClient(**settings.kafka.client_options(), client_id="visearch-admin")
             break
         except KafkaError as exc:
             if time.monotonic() > deadline:
@@ -95,7 +94,7 @@ def _check_partition_counts(admin: object, specs: list[TopicSpec]) -> None:
             )
 
 
-def topic_epoch(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> str:
+def topic_epoch(kafka: KafkaConnection, topic: str, timeout_s: float = 30.0) -> str:
     """The topic's id: it changes whenever the topic is recreated (a new log epoch).
 
     Empty while the topic does not exist. ``timeout_s`` bounds the wait for an
@@ -106,7 +105,7 @@ def topic_epoch(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> 
 
     timeout_ms = int(timeout_s * 1000)
     admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap_servers,
+        **kafka.client_options(),
         client_id="visearch-epoch-admin",
         bootstrap_timeout_ms=timeout_ms,
         request_timeout_ms=timeout_ms,

@@ -46,7 +46,7 @@ def start_shard(
     shard = IndexShard(dim, model_version, partitions, make_partition, snapshot_dir)
     consumer = ShardConsumer(
         shard,
-        settings.bootstrap_servers,
+        settings.kafka,
         settings.topics.embeddings,
         settings.fetch_max_wait_ms,
         settings.snapshot_interval_s,
