@@ -308,17 +308,17 @@ class Settings:
 
     @property
     def kafka(self) -> KafkaConnection:
-        """Everything a Kafka client needs to connect; every client is built from this."""
-        return KafkaConnection(
-            bootstrap_servers=self.bootstrap_servers,
-            security_protocol=self.kafka_security_protocol,
-            sasl_mechanism=self.kafka_sasl_mechanism,
-            sasl_username=self.kafka_sasl_username,
-            sasl_password=self.kafka_sasl_password,
-            ssl_cafile=self.kafka_ssl_cafile,
-            ssl_certfile=self.kafka_ssl_certfile,
-            ssl_keyfile=self.kafka_ssl_keyfile,
-        )
+        """Everything a Kafka client needs to connect; every client is built from this.
+
+        Each KafkaConnection field ``x`` but the bootstrap list is the setting
+        ``kafka_x``, so a field added there cannot be forgotten here.
+        """
+        security = {
+            f.name: getattr(self, f"kafka_{f.name}")
+            for f in fields(KafkaConnection)
+            if f.name != "bootstrap_servers"
+        }
+        return KafkaConnection(bootstrap_servers=self.bootstrap_servers, **security)
 
     @property
     def resolved_shard_id(self) -> int:

@@ -56,6 +56,13 @@ CHART_MANAGED = {
     "worker_web_port",
     "feedback_http_port",
     "feedback_url",
+    "kafka_security_protocol",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_cafile",
+    "kafka_ssl_certfile",
+    "kafka_ssl_keyfile",
 }
 EMBEDDED_ONLY = {"broker_host", "broker_port"}
 
@@ -252,6 +259,101 @@ def test_strimzi_cluster_and_topic_hook_order() -> None:
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
 
 
+KAFKA_COMPONENTS = {"api", "embed", "shard", "feedback", "topics"}
+
+
+def kafka_files(workload: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+    """VISEARCH_KAFKA_SSL_* path -> the Secret it is mounted from (read-only, checked)."""
+    volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+    files = {}
+    for name, entry in env_of(container).items():
+        if not name.startswith("VISEARCH_KAFKA_SSL_"):
+            continue
+        path = entry["value"]
+        mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+        assert mount["readOnly"] is True, mount
+        secret = volumes[mount["name"]]["secret"]
+        relative = path[len(mount["mountPath"]) + 1 :]
+        assert relative in {item["path"] for item in secret["items"]}, (path, secret)
+        files[name] = secret["secretName"]
+    return files
+
+
+def test_plaintext_by_default_with_nothing_mounted() -> None:
+    for workload, container in containers(render()):
+        assert not [n for n in env_of(container) if n.startswith("VISEARCH_KAFKA_S")]
+        assert not [v for v in pod_spec(workload)["volumes"] if v["name"].startswith("kafka-")]
+        assert container_settings(container).kafka_security_protocol == "PLAINTEXT"
+
+
+def test_production_kafka_credentials_come_from_secrets_in_every_component() -> None:
+    docs = render(production=True)
+    components = set()
+    for workload, container in containers(docs):
+        components.add(workload["metadata"]["labels"]["app.kubernetes.io/component"])
+        env = env_of(container)
+        for name, key in (("USERNAME", "username"), ("PASSWORD", "password")):
+            entry = env[f"VISEARCH_KAFKA_SASL_{name}"]
+            assert "value" not in entry
+            assert entry["valueFrom"] == {
+                "secretKeyRef": {"name": "visearch-kafka-user", "key": key}
+            }
+        assert kafka_files(workload, container) == {"VISEARCH_KAFKA_SSL_CAFILE": "kafka-cluster-ca"}
+        settings = container_settings(container)
+        assert settings.kafka_security_protocol == "SASL_SSL"
+        assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
+        assert settings.kafka_bootstrap.endswith(":9093")
+    assert components >= KAFKA_COMPONENTS
+    assert not find(docs, "Secret"), "the chart must not hold Kafka credentials itself"
+
+
+def test_mutual_tls_mounts_the_client_certificate_readable_by_the_pod_only() -> None:
+    docs = render({"kafka": {"tls": {"enabled": True, "caSecret": "ca", "clientSecret": "me"}}})
+    components = set()
+    for workload, container in containers(docs):
+        components.add(workload["metadata"]["labels"]["app.kubernetes.io/component"])
+        assert kafka_files(workload, container) == {
+            "VISEARCH_KAFKA_SSL_CAFILE": "ca",
+            "VISEARCH_KAFKA_SSL_CERTFILE": "me",
+            "VISEARCH_KAFKA_SSL_KEYFILE": "me",
+        }
+        client = next(v for v in pod_spec(workload)["volumes"] if v["name"] == "kafka-client")
+        assert client["secret"]["defaultMode"] == 0o440
+        settings = container_settings(container)
+        assert settings.kafka_security_protocol == "SSL"
+        assert not any(n.startswith("VISEARCH_KAFKA_SASL") for n in env_of(container))
+    assert components >= KAFKA_COMPONENTS
+
+
+def test_strimzi_with_tls_and_scram_creates_the_user_and_uses_its_secrets() -> None:
+    docs = render(
+        {
+            "strimzi": {"enabled": True},
+            "kafka": {"tls": {"enabled": True}, "sasl": {"enabled": True}},
+        }
+    )
+    kafka = find(docs, "Kafka")[0]["spec"]
+    (listener,) = kafka["kafka"]["listeners"]
+    assert listener["tls"] is True and listener["port"] == 9093
+    assert listener["authentication"] == {"type": "scram-sha-512"}
+    assert "userOperator" in kafka["entityOperator"]
+    (user,) = find(docs, "KafkaUser")
+    assert user["metadata"]["labels"]["strimzi.io/cluster"] == f"{RELEASE}-visearch-kafka"
+    assert user["spec"]["authentication"] == {"type": "scram-sha-512"}
+    for workload, container in containers(docs):
+        env = env_of(container)
+        assert env["VISEARCH_KAFKA_SASL_USERNAME"]["value"] == user["metadata"]["name"]
+        assert env["VISEARCH_KAFKA_SASL_PASSWORD"]["valueFrom"] == {
+            "secretKeyRef": {"name": user["metadata"]["name"], "key": "password"}
+        }
+        assert kafka_files(workload, container) == {
+            "VISEARCH_KAFKA_SSL_CAFILE": f"{RELEASE}-visearch-kafka-cluster-ca-cert"
+        }
+        settings = container_settings(container)
+        assert settings.kafka_security_protocol == "SASL_SSL"
+        assert settings.kafka_bootstrap == f"{RELEASE}-visearch-kafka-kafka-bootstrap:9093"
+
+
 def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     """Whether a label selector (matchLabels and In expressions) selects these labels."""
     if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
@@ -388,6 +490,10 @@ def test_pods_run_locked_down(production: bool) -> None:
         ({"feedback": {"replicas": 2}}, "replicas"),
         # The chart points the API at its feedback Service itself.
         ({"settings": {"feedback_url": "http://elsewhere:8190"}}, "feedback_url"),
+        # The password has no value to put it in: only a Secret reference.
+        ({"kafka": {"sasl": {"password": "hunter2"}}}, "password"),
+        ({"settings": {"kafka_sasl_password": "hunter2"}}, "kafka_sasl_password"),
+        ({"kafka": {"sasl": {"mechanism": "GSSAPI"}}}, "mechanism"),
     ],
 )
 def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None:
@@ -399,8 +505,23 @@ def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"kafka": {"tls": {"enabled": True}}}, "no SASL/TLS fields"),
-        ({"kafka": {"sasl": {"enabled": True}}}, "no SASL/TLS fields"),
+        ({"kafka": {"sasl": {"enabled": True}}}, "needs kafka.sasl.existingSecret"),
+        ({"kafka": {"tls": {"caSecret": "ca"}}}, "kafka.tls.enabled is false"),
+        ({"kafka": {"sasl": {"existingSecret": "user"}}}, "kafka.sasl.enabled is false"),
+        (
+            {
+                "strimzi": {"enabled": True},
+                "kafka": {"sasl": {"enabled": True, "mechanism": "PLAIN"}},
+            },
+            "set kafka.sasl.mechanism to SCRAM-SHA-512",
+        ),
+        (
+            {
+                "strimzi": {"enabled": True},
+                "kafka": {"tls": {"enabled": True, "clientSecret": "c"}},
+            },
+            "not certificates",
+        ),
         (
             {"embedWorkers": {"autoscaling": {"enabled": True, "maxReplicas": 9}}},
             "exceeds kafka.partitions.uploads",

@@ -40,6 +40,8 @@ from visearch.api import ApiMetrics
 # Every optional part switched on at once, so each template is checked.
 ALL_OPTIONS: dict[str, Any] = {
     "strimzi": {"enabled": True},
+    # Strimzi's TLS listener with SCRAM users: KafkaUser, cluster CA, password by secretKeyRef.
+    "kafka": {"tls": {"enabled": True}, "sasl": {"enabled": True}},
     # The aggregator without a claim: its emptyDir branch gets checked too.
     "feedback": {"persistence": {"enabled": False}},
     "embedWorkers": {"gpu": {"enabled": True}, "autoscaling": {"enabled": True}},
@@ -56,10 +58,13 @@ INTERACTION_OFFSET = 'kafka_topic_partition_current_offset{topic="visearch.inter
 FEEDBACK_LAG = 'visearch_feedback_watermark_lag_seconds{pod="vs-visearch-feedback-0"}'
 CLICKS = "visearch_feedback_clicks_total"
 IMPRESSIONS = "visearch_feedback_impressions_total"
+# An external cluster with mutual TLS: the client certificate's volume and mounts.
+MUTUAL_TLS = {"kafka": {"tls": {"enabled": True, "caSecret": "ca", "clientSecret": "client"}}}
 CASES = {
     "default": ([], False),
     "production": ([], True),
     "all-options": ([ALL_OPTIONS], False),
+    "mutual-tls": ([MUTUAL_TLS], False),
 }
 
 
@@ -88,9 +93,9 @@ def test_manifests_match_kubernetes_schemas(rendered: Path) -> None:
     # Only the CRD-backed kinds (Prometheus operator, Strimzi) may lack a schema.
     for line in (done.stdout + done.stderr).splitlines():
         if "Couldn't find schema" in line:
-            assert re.search(r"kind (ServiceMonitor|PrometheusRule|Kafka|KafkaNodePool) ", line), (
-                line
-            )
+            assert re.search(
+                r"kind (ServiceMonitor|PrometheusRule|Kafka|KafkaNodePool|KafkaUser) ", line
+            ), line
 
 
 def test_checkov_finds_nothing_unjustified(rendered: Path) -> None:

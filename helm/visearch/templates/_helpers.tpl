@@ -41,10 +41,105 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{- define "visearch.bootstrap" -}}
 {{- if .Values.strimzi.enabled -}}
-{{- printf "%s-kafka-kafka-bootstrap:9092" (include "visearch.fullname" .) -}}
+{{- printf "%s-kafka-bootstrap:%d" (include "visearch.strimziCluster" .) (int (ternary 9093 9092 .Values.kafka.tls.enabled)) -}}
 {{- else -}}
 {{- required "kafka.bootstrapServers is required (or strimzi.enabled)" .Values.kafka.bootstrapServers -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The Kafka cluster this release runs with strimzi.enabled. */}}
+{{- define "visearch.strimziCluster" -}}
+{{- printf "%s-kafka" (include "visearch.fullname" .) -}}
+{{- end -}}
+
+{{/*
+Kafka authentication (streams/kafka_connection.py reads the VISEARCH_KAFKA_*
+settings). Secrets are referenced, never held by the chart: the SASL
+password reaches the containers by secretKeyRef, certificates as read-only
+files. With strimzi.enabled the chart's cluster provides both: its cluster
+CA Secret, and the KafkaUser (named like the release) whose Secret Strimzi's
+user operator writes.
+*/}}
+{{- define "visearch.kafkaCaSecret" -}}
+{{- if .Values.strimzi.enabled -}}
+{{- default (printf "%s-cluster-ca-cert" (include "visearch.strimziCluster" .)) .Values.kafka.tls.caSecret -}}
+{{- else -}}
+{{- .Values.kafka.tls.caSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "visearch.kafkaUser" -}}
+{{- include "visearch.fullname" . -}}
+{{- end -}}
+
+{{- define "visearch.kafkaSecurityEnv" -}}
+{{- $k := .Values.kafka -}}
+{{- if or $k.tls.enabled $k.sasl.enabled }}
+- name: VISEARCH_KAFKA_SECURITY_PROTOCOL
+  value: {{ printf "%s%s" (ternary "SASL_" "" $k.sasl.enabled) (ternary "SSL" "PLAINTEXT" $k.tls.enabled) | quote }}
+{{- end }}
+{{- if $k.sasl.enabled }}
+- name: VISEARCH_KAFKA_SASL_MECHANISM
+  value: {{ $k.sasl.mechanism | quote }}
+{{- if $k.sasl.existingSecret }}
+- name: VISEARCH_KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ $k.sasl.existingSecret }}
+      key: {{ $k.sasl.usernameKey }}
+- name: VISEARCH_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $k.sasl.existingSecret }}
+      key: {{ $k.sasl.passwordKey }}
+{{- else }}
+# The KafkaUser's name is its SCRAM user name; Strimzi writes its password.
+- name: VISEARCH_KAFKA_SASL_USERNAME
+  value: {{ include "visearch.kafkaUser" . | quote }}
+- name: VISEARCH_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "visearch.kafkaUser" . }}
+      key: password
+{{- end }}
+{{- end }}
+{{- if and $k.tls.enabled (include "visearch.kafkaCaSecret" .) }}
+- name: VISEARCH_KAFKA_SSL_CAFILE
+  value: /etc/visearch/kafka/ca/ca.crt
+{{- end }}
+{{- if and $k.tls.enabled $k.tls.clientSecret }}
+- name: VISEARCH_KAFKA_SSL_CERTFILE
+  value: /etc/visearch/kafka/client/tls.crt
+- name: VISEARCH_KAFKA_SSL_KEYFILE
+  value: /etc/visearch/kafka/client/tls.key
+{{- end }}
+{{- end -}}
+
+{{/* The Secrets behind VISEARCH_KAFKA_SSL_*: volumes and their read-only mounts. */}}
+{{- define "visearch.kafkaVolumes" -}}
+{{- $ca := include "visearch.kafkaCaSecret" . -}}
+{{- if and .Values.kafka.tls.enabled $ca }}
+- name: kafka-ca
+  secret:
+    secretName: {{ $ca }}
+    items: [{key: {{ .Values.kafka.tls.caKey | quote }}, path: ca.crt}]
+{{- end }}
+{{- if and .Values.kafka.tls.enabled .Values.kafka.tls.clientSecret }}
+- name: kafka-client
+  secret:
+    secretName: {{ .Values.kafka.tls.clientSecret }}
+    defaultMode: 0440  # the key: readable by the pod's fsGroup, no one else
+    items: [{key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]
+{{- end }}
+{{- end -}}
+
+{{- define "visearch.kafkaVolumeMounts" -}}
+{{- if and .Values.kafka.tls.enabled (include "visearch.kafkaCaSecret" .) }}
+- {name: kafka-ca, mountPath: /etc/visearch/kafka/ca, readOnly: true}
+{{- end }}
+{{- if and .Values.kafka.tls.enabled .Values.kafka.tls.clientSecret }}
+- {name: kafka-client, mountPath: /etc/visearch/kafka/client, readOnly: true}
+{{- end }}
 {{- end -}}
 
 {{/* The shard Services the API scatters to, in shard-id order. */}}
@@ -66,8 +161,21 @@ Refuse settings the application cannot honour yet, at render time: a client
 without SASL/TLS settings would only fail to connect after rollout.
 */}}
 {{- define "visearch.checks" -}}
-{{- if or .Values.kafka.tls.enabled .Values.kafka.sasl.enabled -}}
-{{- fail "kafka.tls / kafka.sasl: visearch's settings (streams/settings.py) have no SASL/TLS fields yet, so its Kafka clients cannot use them; use a plaintext listener inside the cluster, protected by the NetworkPolicy" -}}
+{{- $k := .Values.kafka -}}
+{{- if and (not $k.tls.enabled) (or $k.tls.caSecret $k.tls.clientSecret) -}}
+{{- fail "kafka.tls.caSecret / kafka.tls.clientSecret are set but kafka.tls.enabled is false: the clients would connect without TLS" -}}
+{{- end -}}
+{{- if and (not $k.sasl.enabled) $k.sasl.existingSecret -}}
+{{- fail "kafka.sasl.existingSecret is set but kafka.sasl.enabled is false: the clients would not authenticate" -}}
+{{- end -}}
+{{- if and $k.sasl.enabled (not $k.sasl.existingSecret) (not .Values.strimzi.enabled) -}}
+{{- fail "kafka.sasl.enabled needs kafka.sasl.existingSecret: a Secret with the user name and password (keys kafka.sasl.usernameKey, kafka.sasl.passwordKey); the chart never holds the password" -}}
+{{- end -}}
+{{- if and .Values.strimzi.enabled $k.sasl.enabled (ne $k.sasl.mechanism "SCRAM-SHA-512") -}}
+{{- fail "strimzi.enabled with kafka.sasl: the chart's Strimzi listener authenticates with SCRAM-SHA-512 (Strimzi's only SCRAM mechanism); set kafka.sasl.mechanism to SCRAM-SHA-512" -}}
+{{- end -}}
+{{- if and .Values.strimzi.enabled $k.tls.clientSecret -}}
+{{- fail "strimzi.enabled with kafka.tls.clientSecret: the chart's Strimzi cluster authenticates clients with SCRAM (kafka.sasl), not certificates" -}}
 {{- end -}}
 {{- if and .Values.embedWorkers.autoscaling.enabled (gt (int .Values.embedWorkers.autoscaling.maxReplicas) (int .Values.kafka.partitions.uploads)) -}}
 {{- fail "embedWorkers.autoscaling.maxReplicas exceeds kafka.partitions.uploads: workers past the partition count get no partition and idle" -}}
@@ -123,6 +231,7 @@ streams.settings.Settings (tests/unit/test_helm_chart.py checks it).
   value: {{ $root.Values.modelDir | quote }}
 - name: VISEARCH_HTTP_HOST
   value: "0.0.0.0"
+{{- include "visearch.kafkaSecurityEnv" $root }}
 {{- range $name, $value := $root.Values.settings }}
 - name: {{ printf "VISEARCH_%s" (upper $name) }}
   value: {{ include "visearch.settingValue" $value | quote }}
@@ -172,18 +281,26 @@ imagePullSecrets:
 {{- end -}}
 
 {{/*
-Justified checkov skips, as annotations checkov reads. CKV_K8S_43 (image by
-digest): the digest exists only once CI pushes the image; set image.digest
-and the skip disappears.
+Justified checkov skips, as annotations checkov reads; call with (dict "root"
+$ "envSecret" bool). CKV_K8S_43 (image by digest): the digest exists only
+once CI pushes the image; set image.digest and the skip disappears.
+CKV_K8S_35 (secrets as files): the settings are read from the environment
+only, so a secret (the Kafka SASL password, the API token) reaches the
+container by secretKeyRef and stays in its Secret.
 */}}
 {{- define "visearch.checkovSkips" -}}
-{{- if not .Values.image.digest -}}
-checkov.io/skip1: CKV_K8S_43=image.digest is empty until the image is pushed; set it to pin
+{{- $skips := list -}}
+{{- if not .root.Values.image.digest -}}
+{{- $skips = append $skips "checkov.io/skip1: CKV_K8S_43=image.digest is empty until the image is pushed; set it to pin" -}}
 {{- end -}}
+{{- if or .envSecret .root.Values.kafka.sasl.enabled -}}
+{{- $skips = append $skips "checkov.io/skip2: CKV_K8S_35=streams.settings reads secrets (Kafka SASL password, API token) from the environment only; each stays in its Secret (secretKeyRef)" -}}
+{{- end -}}
+{{- join "\n" $skips -}}
 {{- end -}}
 
 {{- define "visearch.workloadAnnotations" -}}
-{{- with include "visearch.checkovSkips" . -}}
+{{- with include "visearch.checkovSkips" (dict "root" .) -}}
 annotations:
   {{- . | nindent 2 }}
 {{- end -}}

@@ -71,11 +71,13 @@ spec:
             - {name: data, mountPath: /var/lib/visearch}
             - {name: images, mountPath: /var/lib/visearch/images, readOnly: true}
             - {name: tmp, mountPath: /tmp}
+            {{- include "visearch.kafkaVolumeMounts" $root | nindent 12 }}
       volumes:
         - name: data
           emptyDir: {}
         {{- include "visearch.imageStoreVolume" $root | nindent 8 }}
         {{- include "visearch.tmpVolume" $root | nindent 8 }}
+        {{- include "visearch.kafkaVolumes" $root | nindent 8 }}
       {{- $nodeSelector := merge (deepCopy (default dict $v.nodeSelector)) (ternary $.gpu.nodeSelector dict $gpu) }}
       {{- with $nodeSelector }}
       nodeSelector:
