@@ -33,7 +33,6 @@ from streams.log_follower import LogFollower
 from streams.publisher import EventPublisher
 from streams.schemas import Interaction, SchemaError, decode
 from streams.settings import Settings
-from streams.topics import topic_epoch
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +82,10 @@ class FeedbackConsumer(LogFollower):
         self.checkpoint_failures = 0
 
     def starting_offsets(self) -> dict[int, int]:
-        epoch = topic_epoch(self.kafka, self.topic)
-        return self.state.load(self.checkpoint, epoch)
+        return self.state.load(self.checkpoint, self.epoch)
+
+    def on_new_epoch(self, epoch: str) -> dict[int, int]:
+        return self.state.begin_epoch(epoch)
 
     def handle(self, partition: int, records: Sequence[Any]) -> None:
         self._apply(

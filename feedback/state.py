@@ -117,6 +117,21 @@ class FeedbackState:
             self.pairs_emitted = int(data["pairs_emitted"])
             return dict(self.offsets)
 
+    def begin_epoch(self, epoch: str) -> dict[int, int]:
+        """The interactions log became a new epoch while running: keep the state, read it from 0.
+
+        The aggregates are a view of a log that no longer exists (the
+        embedded broker lost it), so they are kept, as the index keeps its
+        vectors: dropping them would lose every count before the restart,
+        and counters must not go backwards. The new log is new events, and
+        records re-read from it are dropped by the ``event_id`` dedup. The
+        next checkpoint records the new epoch with the new log's offsets.
+        """
+        with self.lock:
+            self.epoch = epoch
+            self.offsets = dict.fromkeys(self.aggregators, 0)
+            return dict(self.offsets)
+
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     try:

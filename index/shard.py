@@ -37,7 +37,6 @@ from index.snapshot import (
 from streams.kafka_connection import KafkaConnection
 from streams.log_follower import LogFollower
 from streams.schemas import ImageEmbedded, ImageUpdated, SchemaError, decode_vector_log
-from streams.topics import topic_epoch
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +177,28 @@ class IndexShard:
                 )
         return starts
 
+    def begin_epoch(self, epoch: str) -> dict[int, int]:
+        """The log became a new epoch while running: keep every partition, read it from 0.
+
+        Same rule as :meth:`recover` for a snapshot of another epoch: the
+        content stays (the old log is gone, and with the embedded broker the
+        image store republishes into the new one), replay of the new log is
+        idempotent. Offsets restart at 0 so that the next snapshot records the
+        new epoch with offsets of the new log, never an old epoch's offsets.
+        """
+        with self._lock:
+            self.epoch = epoch
+            self.consumed_offsets = dict.fromkeys(self.partitions, 0)
+        self.recovered_offsets.clear()
+        self._snapshotted_offsets.clear()
+        log.info(
+            "partitions %s: log epoch %s, keeping their %d images and reading it from offset 0",
+            sorted(self.partitions),
+            epoch,
+            len(self),
+        )
+        return dict.fromkeys(self.partitions, 0)
+
     def snapshot(self, force: bool = False) -> list[Path]:
         """Snapshot every partition that changed since its last snapshot.
 
@@ -224,7 +245,10 @@ class ShardConsumer(LogFollower):
         self._last_snapshot = time.monotonic()
 
     def starting_offsets(self) -> dict[int, int]:
-        return self.shard.recover(topic_epoch(self.kafka, self.topic))
+        return self.shard.recover(self.epoch)
+
+    def on_new_epoch(self, epoch: str) -> dict[int, int]:
+        return self.shard.begin_epoch(epoch)
 
     def handle(self, partition: int, records: Sequence[Any]) -> None:
         for record in records:

@@ -99,6 +99,11 @@ class EmbeddedBroker(Lifecycle):
         return self._process is not None and self._process.poll() is None
 
     @property
+    def returncode(self) -> int | None:
+        """The exit code of a broker that stopped by itself (None while running or stopped)."""
+        return self._process.poll() if self._process is not None else None
+
+    @property
     def pid(self) -> int | None:
         """The broker process's id while started (for resource sampling)."""
         return self._process.pid if self._process is not None else None

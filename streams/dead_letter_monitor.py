@@ -7,6 +7,13 @@ wrote them, and the count survives their restarts (it is re-read from the
 log). Exposed as ``visearch_dead_letters_total{source, code}``: ``source`` is
 the topic without its prefix (``image-uploads``, ``interactions``, ...),
 ``code`` the machine-readable reason.
+
+A new log epoch (the embedded broker restarted and lost its log) keeps the
+counts and adds the new log's: a Prometheus counter must not go backwards,
+and the dead letters before the restart did happen. The new log is read
+from its start, so the records counted between the restart and the moment
+it was noticed come round again; they are recognised by their bytes (a dead
+letter carries its source offset and failure time) and counted once.
 """
 
 from __future__ import annotations
@@ -36,6 +43,10 @@ class DeadLetterMonitor(LogFollower, Collector):
         self.prefix = f"{settings.topic_prefix}."
         self.counts: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
+        # Records counted since the epoch was last confirmed, and those of them
+        # a new epoch will deliver again (see the module docstring).
+        self._unconfirmed: set[bytes] = set()
+        self._again: set[bytes] = set()
 
     def starting_offsets(self) -> dict[int, int]:
         return {0: 0}
@@ -43,12 +54,24 @@ class DeadLetterMonitor(LogFollower, Collector):
     def handle(self, partition: int, records: Sequence[Any]) -> None:
         with self._lock:
             for record in records:
+                value = record.value or b""
+                if value in self._again:
+                    self._again.discard(value)
+                    continue
+                self._unconfirmed.add(value)
                 try:
-                    letter = decode(DeadLetter, record.value or b"")
+                    letter = decode(DeadLetter, value)
                     key = (letter.source_topic.removeprefix(self.prefix), letter.error_code)
                 except SchemaError:
                     key = ("unknown", "unreadable_dead_letter")
                 self.counts[key] = self.counts.get(key, 0) + 1
+
+    def on_epoch_confirmed(self) -> None:
+        self._unconfirmed.clear()
+
+    def on_new_epoch(self, epoch: str) -> dict[int, int]:
+        self._again, self._unconfirmed = self._unconfirmed, set()
+        return super().on_new_epoch(epoch)
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(

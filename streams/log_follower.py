@@ -9,6 +9,14 @@ lag from fetch responses (the embedded broker answers ListOffsets wrongly,
 DESIGN.md), signal ``ready`` and ``caught_up``, stop cleanly; subclasses say
 where to start, what to do with records, and what to do periodically and at
 the end.
+
+Every ``epoch_check_s`` the follower reads its topic's id (the log epoch,
+:mod:`streams.epoch`). When it changed, the old offsets mean nothing: the
+subclass says where to read the new log from (:meth:`LogFollower.on_new_epoch`,
+by default its start) and keeps its state. Records of the new log read
+before the change was noticed are read again; every subclass applies
+records idempotently (index upserts, feedback dedup by ``event_id``, model
+events and dead letters by their identity), so that costs nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from streams.epoch import EpochTracker
 from streams.kafka_connection import KafkaConnection
+from streams.topics import topic_epoch
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +45,7 @@ class LogFollower(threading.Thread):
         client_id: str = "visearch",
         max_records: int = 500,
         idle_s: float = 0.3,
+        epoch_check_s: float = 2.0,
     ) -> None:
         super().__init__(name=f"{client_id}-{topic}", daemon=True)
         self.kafka = kafka  # Settings.kafka: the cluster and how to authenticate
@@ -43,6 +54,9 @@ class LogFollower(threading.Thread):
         self.client_id = client_id
         self.max_records = max_records
         self.idle_s = idle_s
+        self.epoch_check_s = epoch_check_s
+        # The topic id the offsets belong to; read before starting_offsets().
+        self.epoch = ""
         self.ready = threading.Event()
         # Set once a poll found nothing new for ``idle_s``: the log has been read.
         self.caught_up = threading.Event()
@@ -55,8 +69,23 @@ class LogFollower(threading.Thread):
     # ---------------------------------------------------------------- to override
 
     def starting_offsets(self) -> dict[int, int]:
-        """Partition -> first offset to read (recover state here)."""
+        """Partition -> first offset to read (recover state here; ``self.epoch`` is set)."""
         raise NotImplementedError
+
+    def on_new_epoch(self, epoch: str) -> dict[int, int]:
+        """Partition -> offset to read a new log epoch from; default: its start.
+
+        Called in the follower's thread between two polls. Subclasses that
+        record offsets (snapshots, checkpoints) move them to the new epoch here.
+        """
+        return dict.fromkeys(self._next, 0)
+
+    def on_epoch_confirmed(self) -> None:
+        """Called after each check that found the epoch unchanged.
+
+        Records handled before this call belong to the current epoch, so a
+        later new epoch cannot deliver them again (the dead-letter monitor counts on it).
+        """
 
     def handle(self, partition: int, records: Sequence[Any]) -> None:
         """Apply records of one partition, in order (kafka-python ConsumerRecords)."""
@@ -77,6 +106,7 @@ class LogFollower(threading.Thread):
         from kafka import KafkaConsumer, TopicPartition
 
         try:
+            self.epoch = self._read_epoch(30.0)
             starts = self.starting_offsets()
             consumer = KafkaConsumer(
                 **self.kafka.client_options(),
@@ -97,9 +127,18 @@ class LogFollower(threading.Thread):
             return
         self._next = dict(starts)
         self.ready.set()
-        last_record = time.monotonic()
+        last_record = last_check = time.monotonic()
+        tracker = EpochTracker(
+            self._read_epoch,
+            f"topic {self.topic} on {self.kafka.bootstrap_servers}",
+            self.epoch,
+            self.client_id,
+        )
         try:
             while not self._stop_event.is_set():
+                if time.monotonic() - last_check >= self.epoch_check_s:
+                    self._check_epoch(tracker, consumer, assignment)
+                    last_check = time.monotonic()
                 batches = consumer.poll(timeout_ms=100, max_records=self.max_records)
                 for tp, records in batches.items():
                     self.handle(tp.partition, records)
@@ -116,3 +155,20 @@ class LogFollower(threading.Thread):
             self.finish()
         finally:
             consumer.close()
+
+    def _read_epoch(self, timeout_s: float) -> str:
+        return topic_epoch(self.kafka, self.topic, timeout_s)
+
+    def _check_epoch(self, tracker: EpochTracker, consumer: Any, assignment: list[Any]) -> None:
+        """Seek to the subclass's offsets when the topic is a new log epoch."""
+        epoch = tracker.check()
+        if epoch is None:
+            if tracker.problem is None:
+                self.on_epoch_confirmed()
+            return
+        starts = self.on_new_epoch(epoch)
+        self.epoch = epoch
+        for tp in assignment:
+            consumer.seek(tp, starts[tp.partition])
+        self._next = dict(starts)
+        self.lag = {}

@@ -92,6 +92,12 @@ class ModelWatcher(LogFollower):
     Every process needs every event, so no consumer group. ``caught_up`` is
     set once the topic has been read to its end, so a process can start with
     the registry's current state.
+
+    Each event is delivered once, by identity (action, version, directory,
+    time): after a broker restart the new log epoch is read from its start
+    and holds the registry journal republished (:mod:`streams.model_journal`),
+    and a fold of deploy/switch/retire is not idempotent (deploying a retired
+    version again makes it a candidate).
     """
 
     def __init__(self, settings: Settings, on_event: Callable[[ModelChanged], object]) -> None:
@@ -102,6 +108,7 @@ class ModelWatcher(LogFollower):
             "visearch-model-watcher",
         )
         self.on_event = on_event
+        self._delivered: set[tuple[str, str, str, float]] = set()
 
     def starting_offsets(self) -> dict[int, int]:
         return {0: 0}
@@ -116,6 +123,10 @@ class ModelWatcher(LogFollower):
         except SchemaError as exc:
             log.warning("skipping a bad models record: %s", exc)
             return
+        identity = (event.action, event.version, event.model_dir, event.changed_at)
+        if identity in self._delivered:
+            return
+        self._delivered.add(identity)
         try:
             self.on_event(event)
         except Exception:  # one bad model dir must not stop the watcher

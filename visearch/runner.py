@@ -12,7 +12,6 @@ from visearch.ingest import ingest_folder
 from visearch.model import ensure_exported
 from visearch.stack import LocalStack
 from visearch.stack_api import stack_api
-from visearch.uploads import publish_stored
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +26,7 @@ def run_service(settings: Settings, demo_dir: Path | None, parity_dir: Path) -> 
     ensure_exported(settings.resolved_model_dir, demo_dir or parity_dir)
     with LocalStack(settings) as stack:
         assert stack.publisher is not None and stack.search is not None
-        replayed = 0
-        for stored in stack.store:
-            publish_stored(settings, stack.store, stack.publisher, stored)
-            replayed += 1
-        stack.publisher.flush()
+        replayed = stack.republish_store()
         log.info("replayed %d stored images into the log", replayed)
         if demo_dir is not None:
             summary = ingest_folder(settings, stack.store, stack.publisher, demo_dir, "demo")

@@ -3,6 +3,9 @@
 Broker (embedded unless a cluster is configured) and the embedding worker run
 as child processes; index shards and the search service run in this process,
 fed by their own consumers. Everything stops with the stack.
+
+A supervisor thread restarts the embedded broker when it dies and the worker
+when it exits for a new log epoch (see :meth:`LocalStack._supervise`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +30,7 @@ from index.search import SearchService
 from index.shard import IndexShard, ShardConsumer
 from streams.broker import EmbeddedBroker, broker_reachable, free_port
 from streams.dead_letter_monitor import DeadLetterMonitor
+from streams.epoch import EXIT_NEW_EPOCH
 from streams.lifecycle import Lifecycle, die_with_parent
 from streams.model_journal import republish_journal
 from streams.publisher import EventPublisher
@@ -34,6 +39,7 @@ from streams.topics import ensure_topics
 from visearch.image_store import ImageStore
 from visearch.rollout import ModelRollout
 from visearch.shards import search_params
+from visearch.uploads import publish_stored
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +93,11 @@ class LocalStack(Lifecycle):
         # In-process feedback aggregation unless a `visearch feedback` process does it.
         self.feedback: FeedbackService | None = None
         self.store = ImageStore(settings.image_store_dir)
+        # How long a dead embedded broker stays down before it is restarted.
+        self.broker_restart_delay_s = 1.0
+        self.broker_restarts = 0
+        self._supervisor: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def start(self) -> Self:
         settings = self.settings
@@ -104,6 +115,11 @@ class LocalStack(Lifecycle):
             self._start_search()
             if not settings.feedback_url:
                 self.feedback = FeedbackService(settings).start()
+            if self.broker is not None or self.worker is not None:
+                self._supervisor = threading.Thread(
+                    target=self._supervise, name="stack-supervisor", daemon=True
+                )
+                self._supervisor.start()
         except BaseException:
             self.stop()
             raise
@@ -122,6 +138,68 @@ class LocalStack(Lifecycle):
                 preexec_fn=die_with_parent,
             )
         log.info("embedding worker pid %d, log %s", self.worker.pid, self.worker_log)
+
+    def republish_store(self) -> int:
+        """Publish every stored image into the log again; returns how many.
+
+        The embedded broker starts empty (at ``visearch run``, and after it
+        died and was restarted), so the image store puts every image back into
+        the new log epoch: replicas and shards that start later, and a
+        candidate model's backfill, find the whole catalogue there. The
+        indexes that are running keep their content; replay is idempotent.
+        """
+        assert self.publisher is not None
+        count = 0
+        for stored in self.store:
+            publish_stored(self.settings, self.store, self.publisher, stored)
+            count += 1
+        self.publisher.flush()
+        return count
+
+    def _supervise(self) -> None:
+        """Restart what a broker crash takes down: the embedded broker, then the worker.
+
+        The embedded broker keeps its log in memory, so the restarted one is a
+        new, empty log epoch. It is seeded as at start: topics, the model
+        registry's journal, every stored image. Each consumer notices the new
+        epoch itself: the log followers in this process seek to its start,
+        the worker exits with :data:`~visearch.worker.EXIT_NEW_EPOCH` and is
+        started again here. A worker that exits otherwise stays down and
+        :meth:`check_alive` reports it: that is a bug, not an outage.
+        """
+        while not self._stopping.wait(0.5):
+            try:
+                if self.broker is not None and not self.broker.is_running():
+                    self._restart_broker()
+                if self.worker is not None and self.worker.poll() == EXIT_NEW_EPOCH:
+                    log.warning("embedding worker exited for a new log epoch: starting a fresh one")
+                    self._start_worker()
+            except Exception:  # report, and try again at the next round
+                log.exception("stack supervisor: restart failed, retrying")
+
+    def _restart_broker(self) -> None:
+        assert self.broker is not None and self.publisher is not None
+        log.error(
+            "the embedded broker on %s exited with code %s: its in-memory log is lost; "
+            "restarting it in %.1f s as a new, empty log epoch",
+            self.broker.bootstrap_servers,
+            self.broker.returncode,
+            self.broker_restart_delay_s,
+        )
+        if self._stopping.wait(self.broker_restart_delay_s):
+            return
+        self.broker.start()
+        self.broker_restarts += 1
+        ensure_topics(self.settings)
+        events = republish_journal(self.settings, self.publisher)
+        images = self.republish_store()
+        log.warning(
+            "embedded broker restarted on %s: topics created, %d model events and %d stored "
+            "images republished into the new log epoch",
+            self.broker.bootstrap_servers,
+            events,
+            images,
+        )
 
     def _start_search(self) -> None:
         """Local shards follow the model registry; remote shards serve their own model."""
@@ -153,13 +231,17 @@ class LocalStack(Lifecycle):
         return serving.consumers if serving is not None else []
 
     def check_alive(self) -> None:
-        """Raise :class:`StackError` if a child process has died."""
-        if self.broker is not None and not self.broker.is_running():
+        """Raise :class:`StackError` if a child process has died for good.
+
+        A dead embedded broker, and a worker that exited for a new log
+        epoch, are being restarted while the supervisor runs.
+        """
+        supervised = self._supervisor is not None and self._supervisor.is_alive()
+        if self.broker is not None and not self.broker.is_running() and not supervised:
             raise StackError("the embedded broker has stopped")
-        if self.worker is not None and self.worker.poll() is not None:
-            raise StackError(
-                f"the embedding worker exited with {self.worker.returncode}; see {self.worker_log}"
-            )
+        exited = self.worker.poll() if self.worker is not None else None
+        if exited is not None and not (supervised and exited == EXIT_NEW_EPOCH):
+            raise StackError(f"the embedding worker exited with {exited}; see {self.worker_log}")
 
     def wait_searchable(self, image_ids: list[str], timeout_s: float) -> set[str]:
         """Wait until every image is in some shard; returns those still missing.
@@ -217,6 +299,10 @@ class LocalStack(Lifecycle):
         return [self.dead_letters] if self.dead_letters is not None else []
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(60)
+            self._supervisor = None
         if self.dead_letters is not None:
             self.dead_letters.stop()
             self.dead_letters = None

@@ -308,12 +308,33 @@ def test_recover_other_epoch_keeps_content_and_reads_from_zero(tmp_path):
     assert third.recover("e2") == {0: 5, 2: 0}
 
 
+def _snapshotted(tmp_path, seed):
+    """A shard of epoch e1, filled by ``_fill`` and snapshotted; and its generator."""
+    rng = np.random.default_rng(seed)
+    shard = _shard(snapshot_dir=tmp_path)
+    shard.recover("e1")
+    _fill(shard, rng)
+    shard.snapshot()
+    return shard, rng
+
+
+def test_new_epoch_while_running_keeps_content_and_snapshots_the_new_epoch(tmp_path):
+    """The embedded broker restarted under a running shard: old offsets must not survive."""
+    shard, rng = _snapshotted(tmp_path, 12)
+    assert shard.begin_epoch("e2") == {0: 0, 2: 0}
+    assert shard.epoch == "e2" and len(shard) == 6 and "p0-0" in shard
+    assert shard.consumed_offsets == {0: 0, 2: 0}
+    # Nothing new was read, yet the snapshots are rewritten: they still say epoch e1.
+    assert sorted(shard.snapshot()) == [snapshot_path(tmp_path, 0), snapshot_path(tmp_path, 2)]
+    shard.apply(_embedded("new-0", _unit(rng, 1)[0]), partition=2, offset=0)
+    shard.snapshot()
+    restarted = _shard(snapshot_dir=tmp_path)
+    assert restarted.recover("e2") == {0: 0, 2: 1}
+    assert "new-0" in restarted and "p0-0" in restarted
+
+
 def test_recover_ignores_a_corrupt_snapshot(tmp_path):
-    rng = np.random.default_rng(11)
-    first = _shard(snapshot_dir=tmp_path)
-    first.recover("e1")
-    _fill(first, rng)
-    first.snapshot()
+    _snapshotted(tmp_path, 11)
     path = snapshot_path(tmp_path, 0)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x10
