@@ -77,7 +77,10 @@ def test_interactions_become_ctr_time_spent_metrics_and_pairs(
     # delivered again (a retrying client): must count once
     assert client.post("/v1/interactions", json={"events": session[:3]}).status_code == 202
 
-    summary = wait_for(client, lambda s: s["events"].get("counted", 0) >= 8)
+    summary = wait_for(
+        client,
+        lambda s: s["events"].get("counted", 0) >= 8 and s["events"].get("duplicate", 0) >= 3,
+    )
     assert (summary["impressions"], summary["clicks"]) == (6, 1)
     assert summary["events"]["duplicate"] == 3
     assert summary["ctr"] == pytest.approx(1 / 6)
