@@ -185,7 +185,9 @@ class ModelRollout(Lifecycle):
                     f"run `visearch model backfill {version}` and wait",
                 )
         self._publish(model_event("switch", version))
-        self._wait(lambda: self.registry.serving == version, timeout_s, "switch", version)
+        # Done when searches use it, not when the registry says so: the registry
+        # changes first and the swap follows under the same lock.
+        self._wait(self._serving_is(version), timeout_s, "switch", version)
 
     def retire(self, version: str) -> None:
         """Drop candidate ``version`` everywhere (the serving one cannot be retired)."""
@@ -205,6 +207,13 @@ class ModelRollout(Lifecycle):
             except RegistryError as exc:
                 raise RolloutError("not_allowed", str(exc)) from exc
         self.publisher.publish(self.settings.topics.models, event.version, event, timeout_s=10)
+
+    def _serving_is(self, version: str) -> Callable[[], bool]:
+        def check() -> bool:
+            with self._lock:
+                return self.search is not None and self.search.encoder.version == version
+
+        return check
 
     def _wait(self, done: Any, timeout_s: float, action: str, version: str) -> None:
         deadline = time.monotonic() + timeout_s
