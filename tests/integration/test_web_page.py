@@ -139,3 +139,17 @@ def test_upload_form_reports_bad_files(site: str, page: Page, tmp_path: Path) ->
         page.click("#upload-form button[type=submit]")
     page.wait_for_function("document.getElementById('upload-status').textContent.length > 0")
     assert "undecodable" in page.locator("#upload-status").inner_text()
+
+
+def test_search_by_an_uploaded_file_finds_that_photo(
+    site: str, stack: LocalStack, page: Page, photo_paths: list[Path], publish
+) -> None:
+    ids = publish(stack, photo_paths[20:26], "drop", start=20)
+    assert stack.wait_searchable(ids, 90) == set()
+    page.goto(site)
+    uploaded = _search_after(page, lambda: page.set_input_files("#file", str(photo_paths[22])))
+    assert 'name="image"; filename="' in uploaded["request"]
+    assert 'name="image_id"' not in uploaded["request"]
+    assert uploaded["body"]["results"][0]["image_id"] == "drop-0022"
+    page.wait_for_selector("#results .result")
+    assert page.locator("#results .result").first.get_attribute("data-image-id") == "drop-0022"
