@@ -12,7 +12,6 @@ import logging
 import threading
 from pathlib import Path
 
-from encoders.model_dir import read_metadata
 from encoders.runtime import OnnxEncoder
 from streams.model_registry import ModelRegistry, ModelWatcher
 from streams.schemas import ModelChanged
@@ -26,18 +25,15 @@ class EncoderSet:
 
     def __init__(self, settings: Settings, watch: bool = True) -> None:
         self.settings = settings
-        base = settings.resolved_model_dir
-        self.registry = ModelRegistry(read_metadata(base).version, str(base))
+        self.registry = ModelRegistry.serving_from(settings.resolved_model_dir)
         self._encoders: dict[str, OnnxEncoder] = {}
         self._lock = threading.Lock()
         self.watcher = ModelWatcher(settings, self.apply) if watch else None
 
     def start(self, timeout_s: float = 30.0) -> EncoderSet:
         """Read the models topic to its end, then load the active encoders."""
-        if self.watcher is not None:
-            self.watcher.start()
-            if not self.watcher.caught_up.wait(timeout_s):
-                raise TimeoutError("the models topic could not be read")
+        if self.watcher is not None and not self.watcher.start_and_catch_up(timeout_s):
+            raise TimeoutError("the models topic could not be read")
         with self._lock:
             self._sync()
         return self

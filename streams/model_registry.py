@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from encoders.model_dir import read_metadata
 from streams.log_follower import LogFollower
 from streams.schemas import ModelChanged, SchemaError, decode
 from streams.settings import Settings
@@ -44,6 +45,11 @@ class ModelRegistry:
     def __init__(self, serving_version: str, serving_dir: str) -> None:
         self.versions = {serving_version: ModelVersion(serving_version, serving_dir, "serving")}
         self.serving = serving_version
+
+    @classmethod
+    def serving_from(cls, model_dir: Path) -> ModelRegistry:
+        """A registry whose serving version, until a switch, is the model in ``model_dir``."""
+        return cls(read_metadata(model_dir).version, str(model_dir))
 
     def check(self, event: ModelChanged) -> None:
         """Raise :class:`RegistryError` if ``event`` cannot apply now (check before publishing)."""
@@ -112,6 +118,18 @@ class ModelWatcher(LogFollower):
 
     def starting_offsets(self) -> dict[int, int]:
         return {0: 0}
+
+    def start_and_catch_up(self, timeout_s: float) -> bool:
+        """Start, then wait until the topic has been read to its end; False if it cannot be.
+
+        A consumer that fails to start never catches up: that is reported at
+        once instead of after the whole timeout.
+        """
+        deadline = time.monotonic() + timeout_s
+        self.start()
+        if not self.ready.wait(timeout_s) or self.error is not None:
+            return False
+        return self.caught_up.wait(max(0.0, deadline - time.monotonic()))
 
     def handle(self, partition: int, records: Sequence[Any]) -> None:
         for record in records:

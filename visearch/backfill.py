@@ -55,14 +55,10 @@ class BackfillReport:
 
 def candidate_model_dir(settings: Settings, version: str, timeout_s: float = 30.0) -> Path:
     """The model directory of deployed candidate ``version``, from the models topic."""
-    from encoders.model_dir import read_metadata
-
-    base = settings.resolved_model_dir
-    registry = ModelRegistry(read_metadata(base).version, str(base))
+    registry = ModelRegistry.serving_from(settings.resolved_model_dir)
     watcher = ModelWatcher(settings, registry.apply)
-    watcher.start()
     try:
-        if not watcher.caught_up.wait(timeout_s):
+        if not watcher.start_and_catch_up(timeout_s):
             raise BackfillError("the models topic could not be read")
     finally:
         watcher.stop()

@@ -57,8 +57,7 @@ class ModelRollout(Lifecycle):
         self.publisher = publisher
         # The image store's denylist, checked by every search whatever the version.
         self.visible = visible
-        base = settings.resolved_model_dir
-        self.registry = ModelRegistry(read_metadata(base).version, str(base))
+        self.registry = ModelRegistry.serving_from(settings.resolved_model_dir)
         self.watcher = ModelWatcher(settings, self._on_event)
         self.serving: VersionIndex | None = None
         self.candidates: dict[str, VersionIndex] = {}
@@ -69,8 +68,7 @@ class ModelRollout(Lifecycle):
         self.journal = journal_path(settings) if settings.embedded_broker else None
 
     def start(self, timeout_s: float = 30.0) -> Self:
-        self.watcher.start()
-        if not self.watcher.caught_up.wait(timeout_s):
+        if not self.watcher.start_and_catch_up(timeout_s):
             raise RolloutError("models_unreadable", "the models topic could not be read")
         with self._lock:
             active = self.registry.active()
