@@ -28,7 +28,7 @@ from typing import Any
 
 from feedback.aggregation import AggregationPolicy
 from feedback.state import FeedbackState
-from streams.embedding import RawMessage, dead_letter
+from streams.embedding import RawMessage, dead_letter, log_dead_letter
 from streams.log_follower import LogFollower
 from streams.publisher import EventPublisher
 from streams.schemas import Interaction, SchemaError, decode
@@ -124,17 +124,9 @@ class FeedbackConsumer(LogFollower):
                 self.publisher.publish(self.settings.topics.labeled_pairs, pair.search_id, pair)
 
     def _dead_letter(self, message: RawMessage, code: str, reason: str) -> None:
-        log.warning(
-            "dead letter %s/%d@%d %s: %s",
-            message.topic,
-            message.partition,
-            message.offset,
-            code,
-            reason,
-        )
-        self.publisher.publish(
-            self.settings.topics.dead_letter, "", dead_letter(message, code, reason)
-        )
+        letter = dead_letter(message, code, reason)
+        log_dead_letter(letter)
+        self.publisher.publish(self.settings.topics.dead_letter, "", letter)
 
     def save_checkpoint(self) -> None:
         """Make published pairs and dead letters durable, then record the state.

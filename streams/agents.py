@@ -11,7 +11,13 @@ import faust
 
 from encoders.preprocess import ImageLimits
 from encoders.tiles import tile_boxes
-from streams.embedding import EmbedOutcome, RawMessage, dead_letter, embed_uploads
+from streams.embedding import (
+    EmbedOutcome,
+    RawMessage,
+    dead_letter,
+    embed_uploads,
+    log_dead_letter,
+)
 from streams.encoder_set import EncoderSet
 from streams.remote_fetch import RemoteFetch
 from streams.schemas import DeadLetter, ImageUpdated, SchemaError, decode, encode
@@ -31,14 +37,7 @@ def raw_message(event: faust.EventT) -> RawMessage:
 
 
 async def send_dead_letter(topic: faust.TopicT, letter: DeadLetter) -> None:
-    log.warning(
-        "dead letter %s/%d@%d %s: %s",
-        letter.source_topic,
-        letter.partition,
-        letter.offset,
-        letter.error_code,
-        letter.message,
-    )
+    log_dead_letter(letter)
     await topic.send(value=encode(letter))
 
 

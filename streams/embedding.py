@@ -83,6 +83,18 @@ def dead_letter(message: RawMessage, code: str, reason: str) -> DeadLetter:
     )
 
 
+def log_dead_letter(letter: DeadLetter) -> None:
+    """One warning per dead letter, the same wherever it was made."""
+    log.warning(
+        "dead letter %s/%d@%d %s: %s",
+        letter.source_topic,
+        letter.partition,
+        letter.offset,
+        letter.error_code,
+        letter.message,
+    )
+
+
 def max_event_bytes(max_inline_bytes: int) -> int:
     """The largest upload event worth parsing: a maximal inline image plus the fields."""
     return 4 * (max_inline_bytes // 3 + 1) + EVENT_OVERHEAD_BYTES
