@@ -17,15 +17,15 @@ with probability ``examine_decay ** p`` and clicks an examined result with
 
 from __future__ import annotations
 
-import json
 import random
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+from streams.http_json import request_json
 
 
 @dataclass(frozen=True)
@@ -130,34 +130,31 @@ class ApiClient:
     def corpus(self, limit: int = 500) -> list[str]:
         ids: list[str] = []
         while True:
-            page = self._json("GET", f"/v1/corpus?limit={limit}&offset={len(ids)}")
+            page = request_json(
+                f"{self.base_url}/v1/corpus?limit={limit}&offset={len(ids)}",
+                timeout_s=self.timeout_s,
+            )
             ids.extend(page["image_ids"])
             if not page["image_ids"] or len(ids) >= page["total"]:
                 return ids
 
     def search(self, image_id: str, k: int) -> dict[str, Any]:
         body = urllib.parse.urlencode({"image_id": image_id, "k": str(k)}).encode()
-        return self._json(
-            "POST", "/v1/search", body, {"Content-Type": "application/x-www-form-urlencoded"}
+        return request_json(
+            self.base_url + "/v1/search",
+            "POST",
+            data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            timeout_s=self.timeout_s,
         )
 
     def log(self, events: list[dict[str, Any]]) -> None:
-        body = json.dumps({"events": events}).encode()
-        self._json("POST", "/v1/interactions", body, {"Content-Type": "application/json"})
-
-    def _json(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
-        request = urllib.request.Request(
-            self.base_url + path, data=body, method=method, headers=headers or {}
+        request_json(
+            self.base_url + "/v1/interactions",
+            "POST",
+            json_body={"events": events},
+            timeout_s=self.timeout_s,
         )
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-            data: dict[str, Any] = json.loads(response.read())
-            return data
 
 
 def simulate(

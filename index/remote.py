@@ -8,7 +8,6 @@ service scatters to either without knowing which.
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 from typing import Any
@@ -20,6 +19,7 @@ from pydantic import BaseModel, Field
 from index.faiss_index import SearchParams
 from index.partition import Hit
 from index.shard import IndexShard
+from streams.http_json import request_json
 from streams.schemas import SchemaError, decode_floats, vector_to_b64
 
 
@@ -126,15 +126,9 @@ class RemoteShard:
         ]
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.base_url + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return dict(json.loads(response.read()))
+            return request_json(
+                self.base_url + path, method, json_body=body, timeout_s=self.timeout_s
+            )
         except (urllib.error.URLError, TimeoutError, ValueError) as exc:
             raise RemoteShardError(f"shard {self.base_url} failed on {path}: {exc}") from exc

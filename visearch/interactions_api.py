@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from streams.http_json import request_json
 from streams.publisher import EventPublisher
 from streams.schemas import Interaction, SchemaError, decode
 from streams.settings import Settings
@@ -55,9 +55,7 @@ class RemoteFeedback:
 
     def summary(self) -> dict[str, Any]:
         try:
-            with urllib.request.urlopen(self.url, timeout=self.timeout_s) as response:
-                data: dict[str, Any] = json.loads(response.read())
-                return data
+            return request_json(self.url, timeout_s=self.timeout_s)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise HTTPException(
                 503,

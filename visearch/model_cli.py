@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import urllib.error
-import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from streams.http_json import request_json
 from streams.settings import Settings
 
 
@@ -27,15 +27,9 @@ def call_api(
     settings: Settings, url: str | None, method: str, path: str, body: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     base = (url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")
-    headers = {"Content-Type": "application/json"}
-    if settings.api_token:
-        headers["Authorization"] = f"Bearer {settings.api_token}"
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+    headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            answer: dict[str, Any] = json.loads(response.read())
-            return answer
+        return request_json(base + path, method, json_body=body, headers=headers, timeout_s=120)
     except urllib.error.HTTPError as exc:
         detail = json.loads(exc.read() or b"{}").get("detail", {})
         raise ModelCommandError(
