@@ -10,11 +10,11 @@ the topic has been idle for ``idle_s``. Pairs are deduplicated by
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams.log_follower import read_until_idle
 from streams.schemas import LabeledPair, SchemaError, decode, encode
 from streams.settings import Settings
 
@@ -32,29 +32,17 @@ def read_pairs(
     settings: Settings, from_offset: int = 0, idle_s: float = 2.0
 ) -> Iterator[tuple[int, int, bytes]]:
     """``(partition, offset, value)`` of every record from ``from_offset`` until idle."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    topic = settings.topics.labeled_pairs
-    consumer = KafkaConsumer(
-        **settings.kafka.client_options(),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        client_id="visearch-pairs-export",
+    records = read_until_idle(
+        settings.kafka,
+        settings.topics.labeled_pairs,
+        range(settings.interaction_partitions),
+        from_offset,
+        idle_s,
+        settings.fetch_max_wait_ms,
+        "visearch-pairs-export",
     )
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.interaction_partitions)]
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, from_offset)
-        last = time.monotonic()
-        while time.monotonic() - last < idle_s:
-            for tp, records in consumer.poll(timeout_ms=100, max_records=5000).items():
-                for record in records:
-                    yield tp.partition, record.offset, record.value or b""
-                last = time.monotonic()
-    finally:
-        consumer.close()
+    for record in records:
+        yield record.partition, record.offset, record.value or b""
 
 
 def export_pairs(

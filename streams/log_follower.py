@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from streams.epoch import EpochTracker
@@ -172,3 +172,43 @@ class LogFollower(threading.Thread):
             consumer.seek(tp, starts[tp.partition])
         self._next = dict(starts)
         self.lag = {}
+
+
+def read_until_idle(
+    kafka: KafkaConnection,
+    topic: str,
+    partitions: Sequence[int],
+    from_offset: int = 0,
+    idle_s: float = 1.0,
+    fetch_max_wait_ms: int = 20,
+    client_id: str = "visearch-reader",
+) -> Iterator[Any]:
+    """Every record of ``partitions`` from ``from_offset`` on, until none arrived for ``idle_s``.
+
+    The bounded counterpart of :class:`LogFollower`, for exports and checks:
+    the embedded broker's end offsets cannot be trusted (DESIGN.md), so "the
+    end" is a poll that stayed empty long enough. Yields kafka-python
+    ``ConsumerRecord`` objects (``.partition``, ``.offset``, ``.value``).
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        **kafka.client_options(),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        client_id=client_id,
+    )
+    try:
+        assignment = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(assignment)
+        for tp in assignment:
+            consumer.seek(tp, from_offset)
+        last = time.monotonic()
+        while time.monotonic() - last < idle_s:
+            for records in consumer.poll(timeout_ms=100, max_records=5000).values():
+                yield from records
+                last = time.monotonic()
+    finally:
+        consumer.close()

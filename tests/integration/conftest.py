@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from streams.broker import free_port
+from streams.log_follower import read_until_idle
 from streams.settings import Settings
 from visearch.serving import serve_in_thread
 from visearch.stack import LocalStack
@@ -69,24 +68,7 @@ def stack(
 
 def topic_values(settings: Settings, topic: str, partitions: int) -> list[bytes]:
     """Every value on a topic, all partitions, read until idle for 1 s."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=20,
-    )
-    values: list[bytes] = []
-    try:
-        consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
-        consumer.seek_to_beginning()
-        last = time.monotonic()
-        while time.monotonic() - last < 1.0:
-            for records in consumer.poll(timeout_ms=100).values():
-                values.extend(record.value for record in records)
-                last = time.monotonic()
-    finally:
-        consumer.close()
-    return values
+    return [r.value for r in read_until_idle(settings.kafka, topic, range(partitions))]
 
 
 @pytest.fixture(scope="session")
