@@ -36,9 +36,8 @@ import numpy as np
 from PIL import Image
 
 from bench.embed import ensure_models
-from encoders.preprocess import ImageLimits, preprocess
+from encoders.preprocess import preprocess
 from encoders.runtime import OnnxEncoder
-from index.search import SearchService
 from index.shard import IndexShard
 from streams.broker import EmbeddedBroker, free_port
 from streams.publisher import EventPublisher
@@ -49,7 +48,7 @@ from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.image_store import ImageStore
 from visearch.serving import serve_in_thread
-from visearch.shards import partition_factory, search_params
+from visearch.shards import partition_factory, search_service
 
 BENCH = "search_api"
 K = 24
@@ -162,13 +161,7 @@ def main() -> None:
         encoder = OnnxEncoder(model_dir, threads=settings.ort_threads)
         photos = find_images(DEMO_CORPUS)
         shard = build_index(settings, encoder, photos, total, args.seed)
-        search = SearchService(
-            encoder,
-            [shard],
-            ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
-            settings.dedup_threshold,
-            search_params(settings),
-        )
+        search = search_service(settings, encoder, [shard])
         queries = query_images(photos, 50, args.seed)
         context = {
             "machine": machine(),

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Self
 
 from encoders.model_dir import ModelDirError, read_metadata
-from encoders.preprocess import ImageLimits
 from index.search import SearchService
 from streams.lifecycle import Lifecycle
 from streams.model_journal import append_to_journal, journal_path
@@ -29,7 +28,7 @@ from streams.model_registry import ModelRegistry, ModelWatcher, RegistryError, m
 from streams.publisher import EventPublisher
 from streams.schemas import ModelChanged
 from streams.settings import Settings
-from visearch.shards import search_params
+from visearch.shards import search_service
 from visearch.version_index import VersionIndex
 
 log = logging.getLogger(__name__)
@@ -73,13 +72,8 @@ class ModelRollout(Lifecycle):
         with self._lock:
             active = self.registry.active()
             self.serving = VersionIndex(self.settings, Path(active[0].model_dir)).start()
-            self.search = SearchService(
-                self.serving.encoder,
-                self.serving.shards,
-                ImageLimits(self.settings.max_image_bytes, self.settings.max_image_pixels),
-                dedup_threshold=self.settings.dedup_threshold,
-                params=search_params(self.settings),
-                visible=self.visible,
+            self.search = search_service(
+                self.settings, self.serving.encoder, self.serving.shards, self.visible
             )
             for candidate in active[1:]:
                 self._start_candidate(candidate.version, candidate.model_dir)

@@ -1,11 +1,14 @@
-"""Starting index shards, in the API process or in a process of their own."""
+"""Starting index shards (in the API process or their own) and the search service over them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from encoders.preprocess import ImageLimits
+from encoders.runtime import OnnxEncoder
 from index.faiss_index import SearchParams
 from index.partition import Partition
+from index.search import SearchService, ShardLike
 from index.shard import IndexShard, ShardConsumer, owned_partitions
 from streams.settings import Settings
 
@@ -16,6 +19,23 @@ class ShardStartError(RuntimeError):
 
 def search_params(settings: Settings) -> SearchParams:
     return SearchParams(ef_search=settings.ef_search, nprobe=settings.nprobe)
+
+
+def search_service(
+    settings: Settings,
+    encoder: OnnxEncoder,
+    shards: Sequence[ShardLike],
+    visible: Callable[[str], bool] | None = None,
+) -> SearchService:
+    """The search service as configured: image limits, near-duplicate collapse, ANN effort."""
+    return SearchService(
+        encoder,
+        shards,
+        ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+        dedup_threshold=settings.dedup_threshold,
+        params=search_params(settings),
+        visible=visible,
+    )
 
 
 def partition_factory(

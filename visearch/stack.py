@@ -22,7 +22,6 @@ from typing import Self
 
 from prometheus_client.registry import Collector
 
-from encoders.preprocess import ImageLimits
 from encoders.runtime import OnnxEncoder
 from feedback.service import FeedbackService
 from index.remote import RemoteShard
@@ -38,7 +37,7 @@ from streams.settings import PREFIX, Settings
 from streams.topics import ensure_topics
 from visearch.image_store import ImageStore
 from visearch.rollout import ModelRollout
-from visearch.shards import search_params
+from visearch.shards import search_service
 from visearch.uploads import publish_stored
 
 log = logging.getLogger(__name__)
@@ -206,12 +205,10 @@ class LocalStack(Lifecycle):
         settings = self.settings
         if settings.remote_shards:
             encoder = OnnxEncoder(settings.resolved_model_dir, threads=settings.ort_threads)
-            self.search = SearchService(
+            self.search = search_service(
+                settings,
                 encoder,
                 [RemoteShard(url, encoder.dim) for url in settings.remote_shards],
-                ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
-                dedup_threshold=settings.dedup_threshold,
-                params=search_params(settings),
                 visible=self.store.visible,
             )
             return
