@@ -40,6 +40,7 @@ from encoders.preprocess import preprocess
 from encoders.runtime import OnnxEncoder
 from index.shard import IndexShard
 from streams.broker import EmbeddedBroker, free_port
+from streams.encoder_set import encoder_from_settings
 from streams.publisher import EventPublisher
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -158,7 +159,7 @@ def main() -> None:
             broker_port=free_port(),
             topic_prefix=f"bench-search-{free_port()}",
         )
-        encoder = OnnxEncoder(model_dir, threads=settings.ort_threads)
+        encoder = encoder_from_settings(model_dir, settings)
         photos = find_images(DEMO_CORPUS)
         shard = build_index(settings, encoder, photos, total, args.seed)
         search = search_service(settings, encoder, [shard])

@@ -35,7 +35,12 @@ class OnnxEncoder:
     """Embeds preprocessed images with an exported model directory."""
 
     def __init__(
-        self, model_dir: Path, threads: int = 0, providers: Sequence[str] | None = None
+        self,
+        model_dir: Path,
+        threads: int = 0,
+        providers: Sequence[str] | None = None,
+        *,
+        spin: bool = True,
     ) -> None:
         import onnxruntime as ort
 
@@ -44,6 +49,9 @@ class OnnxEncoder:
         if threads:
             options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spin:
+            # Idle intra-op threads sleep instead of busy-waiting for the next run.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
             str(model_dir / ONNX_FILE),
             sess_options=options,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,8 +13,9 @@ from encoders.tiles import tile_boxes
 from streams.embedding import (
     EmbedOutcome,
     RawMessage,
+    UploadReader,
     dead_letter,
-    embed_uploads,
+    embed_prepared,
     log_dead_letter,
 )
 from streams.encoder_set import EncoderSet
@@ -48,32 +48,31 @@ def register_agents(app: faust.App, settings: Settings, encoders: EncoderSet) ->
     updates = raw_topic(app, names.updates, settings.update_partitions)
     embeddings = raw_topic(app, names.embeddings, settings.embedding_partitions)
     dead_letters = raw_topic(app, names.dead_letter, 1)
-    allowed_roots = [settings.image_store_dir]
-    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
-    tiles = tile_boxes(settings.tiles)
-    remote = RemoteFetch(settings.image_fetch_timeout_s, settings.image_fetch_allow_private)
-    # One thread: inference already uses every core through ONNX Runtime, and
-    # keeping it off the event loop keeps heartbeats and fetches flowing.
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
-    embed_one = functools.partial(
-        embed_uploads,
-        allowed_roots=allowed_roots,
-        limits=limits,
-        tiles=tiles,
+    reader = UploadReader(
+        allowed_roots=[settings.image_store_dir],
+        limits=ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+        tiles=tile_boxes(settings.tiles),
         max_inline_bytes=settings.max_inline_bytes,
-        remote=remote,
+        remote=RemoteFetch(settings.image_fetch_timeout_s, settings.image_fetch_allow_private),
+    )
+    # Inference runs in one thread (ONNX Runtime has its own intra-op threads)
+    # so the event loop keeps heartbeats and fetches flowing; decoding runs in
+    # a small pool beside it, because Pillow and numpy release the GIL.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+    prepare_pool = ThreadPoolExecutor(
+        max_workers=settings.decode_threads, thread_name_prefix="decode"
     )
 
     def embed_with_every_version(messages: list[RawMessage]) -> EmbedOutcome:
         """Embed with the serving encoder, and with each candidate during a rollout.
 
-        Dead letters come from the first pass only: the same bytes fail the
-        same way for every version.
+        Each image is read and decoded once, whatever the number of versions;
+        dead letters therefore come once too.
         """
-        serving, *candidates = encoders.active()
-        outcome = embed_one(messages, serving)
-        for candidate in candidates:
-            outcome.embedded.extend(embed_one(messages, candidate).embedded)
+        prepared, letters = reader.prepare_all(messages, prepare_pool)
+        outcome = EmbedOutcome(dead_letters=letters)
+        for encoder in encoders.active():
+            outcome.embedded.extend(embed_prepared(prepared, encoder))
         return outcome
 
     @app.agent(uploads, name="embed-uploads")

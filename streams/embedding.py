@@ -11,6 +11,7 @@ import base64
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
@@ -100,6 +101,96 @@ def max_event_bytes(max_inline_bytes: int) -> int:
     return 4 * (max_inline_bytes // 3 + 1) + EVENT_OVERHEAD_BYTES
 
 
+@dataclass(frozen=True)
+class PreparedUpload:
+    """An upload that passed every check, with its model inputs (global first, then tiles)."""
+
+    message: RawMessage
+    event: ImageUploaded
+    inputs: list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class UploadReader:
+    """Everything needed to turn one upload message into model inputs, or a dead letter.
+
+    Reading, decoding and preprocessing are a third of the CPU time per image
+    and Pillow releases the GIL while it works, so a thread pool prepares a
+    batch in parallel while ONNX Runtime is free for the previous one.
+    """
+
+    allowed_roots: Sequence[Path]
+    limits: ImageLimits
+    tiles: Sequence[CropBox] = ()
+    max_inline_bytes: int | None = None
+    remote: RemoteFetch | None = None
+
+    def prepare(self, message: RawMessage) -> PreparedUpload | DeadLetter:
+        """Parse, read, decode and preprocess one message; any failure is a dead letter."""
+        limit = self.max_inline_bytes
+        if limit is not None and len(message.value) > max_event_bytes(limit):
+            reason = f"{len(message.value)} bytes exceeds {max_event_bytes(limit)}"
+            return dead_letter(message, "too_large", reason)
+        try:
+            event = decode(ImageUploaded, message.value or b"")
+            data = read_image_bytes(
+                event,
+                self.allowed_roots,
+                self.limits.max_bytes,
+                max_inline_bytes=limit,
+                remote=self.remote,
+            )
+            inputs = image_inputs(decode_image(data, self.limits), self.tiles)
+        except (SchemaError, ImageSourceError, PreprocessError) as exc:
+            return dead_letter(message, exc.code, exc.message)
+        except Exception as exc:  # a decoder bug must cost one message, not the stream
+            log.exception("unexpected error on %s/%d@%d", *astuple(message)[:3])
+            return dead_letter(message, "internal_error", f"{type(exc).__name__}: {exc}")
+        return PreparedUpload(message, event, inputs)
+
+    def prepare_all(
+        self, messages: Sequence[RawMessage], pool: Executor | None = None
+    ) -> tuple[list[PreparedUpload], list[DeadLetter]]:
+        """Prepare a batch (in ``pool`` when given), keeping the message order."""
+        results = pool.map(self.prepare, messages) if pool else map(self.prepare, messages)
+        prepared: list[PreparedUpload] = []
+        letters: list[DeadLetter] = []
+        for result in results:
+            (letters if isinstance(result, DeadLetter) else prepared).append(result)  # type: ignore[arg-type]
+        return prepared, letters
+
+
+def embed_prepared(prepared: Sequence[PreparedUpload], encoder: OnnxEncoder) -> list[ImageEmbedded]:
+    """One encoder call for every input of the batch, regrouped per image."""
+    if not prepared:
+        return []
+    per_image = len(prepared[0].inputs)
+    batch = np.stack([array for upload in prepared for array in upload.inputs])
+    vectors = encoder.embed(batch).reshape(len(prepared), per_image, -1)
+    embedded_at = time.time()
+    embedded = []
+    for upload, image_vectors in zip(prepared, vectors, strict=True):
+        vector, tile_vectors = image_vectors[0], image_vectors[1:]
+        event = upload.event
+        embedded.append(
+            ImageEmbedded(
+                image_id=event.image_id,
+                model_version=encoder.version,
+                dim=encoder.dim,
+                vector_b64=vector_to_b64(vector),
+                uploaded_at=event.uploaded_at,
+                embedded_at=embedded_at,
+                source_partition=upload.message.partition,
+                source_offset=upload.message.offset,
+                owner_id=event.owner_id,
+                private=event.private,
+                tile_count=len(tile_vectors),
+                tiles_b64=vector_to_b64(tile_vectors) if len(tile_vectors) else "",
+            )
+        )
+    return embedded
+
+
 def embed_uploads(
     messages: Sequence[RawMessage],
     encoder: OnnxEncoder,
@@ -116,56 +207,6 @@ def embed_uploads(
     batch goes through the encoder in one call. ``remote`` enables http(s)
     URIs (see :mod:`streams.remote_fetch`).
     """
-    outcome = EmbedOutcome()
-    accepted: list[tuple[RawMessage, ImageUploaded]] = []
-    inputs: list[np.ndarray] = []
-    for message in messages:
-        if max_inline_bytes is not None and len(message.value) > max_event_bytes(max_inline_bytes):
-            reason = f"{len(message.value)} bytes exceeds {max_event_bytes(max_inline_bytes)}"
-            outcome.dead_letters.append(dead_letter(message, "too_large", reason))
-            continue
-        try:
-            event = decode(ImageUploaded, message.value or b"")
-            data = read_image_bytes(
-                event,
-                allowed_roots,
-                limits.max_bytes,
-                max_inline_bytes=max_inline_bytes,
-                remote=remote,
-            )
-            image = decode_image(data, limits)
-            inputs_of_image = image_inputs(image, tiles)
-        except (SchemaError, ImageSourceError, PreprocessError) as exc:
-            outcome.dead_letters.append(dead_letter(message, exc.code, exc.message))
-            continue
-        except Exception as exc:  # a decoder bug must cost one message, not the stream
-            log.exception("unexpected error on %s/%d@%d", *astuple(message)[:3])
-            reason = f"{type(exc).__name__}: {exc}"
-            outcome.dead_letters.append(dead_letter(message, "internal_error", reason))
-            continue
-        accepted.append((message, event))
-        inputs.extend(inputs_of_image)
-    if not accepted:
-        return outcome
-    per_image = 1 + len(tiles)
-    vectors = encoder.embed(np.stack(inputs)).reshape(len(accepted), per_image, -1)
-    embedded_at = time.time()
-    for (message, event), image_vectors in zip(accepted, vectors, strict=True):
-        vector, tile_vectors = image_vectors[0], image_vectors[1:]
-        outcome.embedded.append(
-            ImageEmbedded(
-                image_id=event.image_id,
-                model_version=encoder.version,
-                dim=encoder.dim,
-                vector_b64=vector_to_b64(vector),
-                uploaded_at=event.uploaded_at,
-                embedded_at=embedded_at,
-                source_partition=message.partition,
-                source_offset=message.offset,
-                owner_id=event.owner_id,
-                private=event.private,
-                tile_count=len(tile_vectors),
-                tiles_b64=vector_to_b64(tile_vectors) if len(tile_vectors) else "",
-            )
-        )
-    return outcome
+    reader = UploadReader(allowed_roots, limits, tiles, max_inline_bytes, remote)
+    prepared, letters = reader.prepare_all(messages)
+    return EmbedOutcome(embed_prepared(prepared, encoder), letters)

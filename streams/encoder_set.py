@@ -20,6 +20,11 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def encoder_from_settings(model_dir: Path, settings: Settings) -> OnnxEncoder:
+    """A service's encoder: the configured intra-op threads and spinning policy."""
+    return OnnxEncoder(model_dir, threads=settings.ort_threads, spin=settings.ort_spin)
+
+
 class EncoderSet:
     """Thread-safe map of active model versions to loaded encoders."""
 
@@ -63,7 +68,7 @@ class EncoderSet:
             if version in self._encoders:
                 continue
             try:
-                encoder = OnnxEncoder(Path(model_dir), threads=self.settings.ort_threads)
+                encoder = encoder_from_settings(Path(model_dir), self.settings)
             except Exception:  # a broken model dir must not stop the serving encoder
                 log.exception("cannot load model %s from %s", version, model_dir)
                 continue

@@ -26,10 +26,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from encoders.preprocess import ImageLimits
-from encoders.runtime import OnnxEncoder
 from encoders.tiles import tile_boxes
 from streams.atomic_file import atomic_write_chunks
 from streams.embedding import RawMessage, embed_uploads
+from streams.encoder_set import encoder_from_settings
 from streams.image_source import file_uri
 from streams.model_registry import ModelRegistry, ModelWatcher
 from streams.publisher import EventPublisher
@@ -82,7 +82,7 @@ def backfill(
 ) -> BackfillReport:
     """Publish ``version``'s embedding of every catalogued image not done yet."""
     model_dir = candidate_model_dir(settings, version)
-    encoder = OnnxEncoder(model_dir, threads=settings.ort_threads)
+    encoder = encoder_from_settings(model_dir, settings)
     if encoder.version != version:
         raise BackfillError(f"{model_dir} holds model {encoder.version}, not {version}")
     store = ImageStore(settings.image_store_dir)

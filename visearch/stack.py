@@ -22,13 +22,13 @@ from typing import Self
 
 from prometheus_client.registry import Collector
 
-from encoders.runtime import OnnxEncoder
 from feedback.service import FeedbackService
 from index.remote import RemoteShard
 from index.search import SearchService
 from index.shard import IndexShard, ShardConsumer
 from streams.broker import EmbeddedBroker, broker_reachable, free_port
 from streams.dead_letter_monitor import DeadLetterMonitor
+from streams.encoder_set import encoder_from_settings
 from streams.epoch import EXIT_NEW_EPOCH
 from streams.lifecycle import Lifecycle, die_with_parent
 from streams.model_journal import republish_journal
@@ -204,7 +204,7 @@ class LocalStack(Lifecycle):
         """Local shards follow the model registry; remote shards serve their own model."""
         settings = self.settings
         if settings.remote_shards:
-            encoder = OnnxEncoder(settings.resolved_model_dir, threads=settings.ort_threads)
+            encoder = encoder_from_settings(settings.resolved_model_dir, settings)
             self.search = search_service(
                 settings,
                 encoder,

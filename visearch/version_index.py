@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
-from encoders.runtime import OnnxEncoder
 from index.shard import IndexShard, ShardConsumer
+from streams.encoder_set import encoder_from_settings
 from streams.lifecycle import Lifecycle
 from streams.settings import Settings
 from visearch.shards import start_shard
@@ -23,7 +23,7 @@ class VersionIndex(Lifecycle):
 
     def __init__(self, settings: Settings, model_dir: Path) -> None:
         self.settings = settings
-        self.encoder = OnnxEncoder(model_dir, threads=settings.ort_threads)
+        self.encoder = encoder_from_settings(model_dir, settings)
         self.shards: list[IndexShard] = []
         self.consumers: list[ShardConsumer] = []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from encoders.preprocess import ImageLimits, preprocess
 from encoders.runtime import OnnxEncoder
 from encoders.tiles import tile_boxes
-from streams.embedding import RawMessage, embed_uploads
+from streams.embedding import RawMessage, UploadReader, embed_prepared, embed_uploads
 from streams.schemas import ImageUploaded, encode
 
 pytestmark = pytest.mark.integration
@@ -60,3 +61,29 @@ def test_batch_without_tiles_has_one_vector_per_image(
     assert all(record.tile_count == 0 for record in outcome.embedded)
     vectors = np.stack([record.vector() for record in outcome.embedded])
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_parallel_preparation_keeps_order_and_matches_the_serial_path(
+    encoder: OnnxEncoder, photo_paths: list[Path], tmp_path: Path
+) -> None:
+    data = [path.read_bytes() for path in photo_paths[:6]]
+    messages = [_message(i, f"p-{i}", d) for i, d in enumerate(data)]
+    messages.insert(3, _message(20, "truncated", data[0][: len(data[0]) // 3]))
+    messages.insert(5, _message(21, "empty", b""))
+    reader = UploadReader([tmp_path], ImageLimits(), tile_boxes("quadrants"))
+
+    serial, serial_letters = reader.prepare_all(messages)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        parallel, parallel_letters = reader.prepare_all(messages, pool)
+
+    assert [u.event.image_id for u in parallel] == [f"p-{i}" for i in range(6)]
+    assert sorted(letter.offset for letter in parallel_letters) == [20, 21]
+    assert [letter.offset for letter in parallel_letters] == [
+        letter.offset for letter in serial_letters
+    ]
+    for a, b in zip(serial, parallel, strict=True):
+        assert len(b.inputs) == 6
+        assert all(np.array_equal(x, y) for x, y in zip(a.inputs, b.inputs, strict=True))
+    embedded = embed_prepared(parallel, encoder)
+    assert [record.image_id for record in embedded] == [f"p-{i}" for i in range(6)]
+    assert embed_prepared([], encoder) == []

@@ -17,7 +17,7 @@ def test_defaults_run_on_a_laptop():
     assert settings.data_dir == Path("data")
     assert settings.image_store_dir == Path("data/images")
     assert settings.index_factory == "IVF1024,Flat"
-    assert settings.embed_linger_s == pytest.approx(0.02)
+    assert settings.embed_linger_s == pytest.approx(0.002)
 
 
 def test_variables_without_the_prefix_are_ignored():
@@ -102,6 +102,8 @@ def test_embedded_broker_off_without_bootstrap_is_an_error():
         ("VISEARCH_HTTP_PORT", "65536"),
         ("VISEARCH_BROKER_PORT", "0"),
         ("VISEARCH_EMBED_LINGER_S", "-0.1"),
+        ("VISEARCH_EMBED_LINGER_S", "0"),
+        ("VISEARCH_DECODE_THREADS", "0"),
     ],
 )
 def test_validation_rejects_out_of_range_values(key, raw):
