@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -137,7 +138,7 @@ def run(settings: Settings, rate: float, duration: float, image_dir: Path) -> No
                 bare_aiokafka_hop(private.bootstrap_servers, private.topics.dead_letter, rate, 200)
             )
     hop_ms = [v * 1000.0 for v in hop]
-    context = {"rate_per_s": rate, "duration_s": duration, "machine": machine()}
+    context: dict[str, Any] = {"rate_per_s": rate, "duration_s": duration, "machine": machine()}
     for q, name in ((50, "p50"), (95, "p95"), (99, "p99")):
         emit(
             BENCH,

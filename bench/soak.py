@@ -6,7 +6,11 @@ loopback port). Load, all at once:
 
 - ``--upload-rate`` uploads/s (100) of real photos, published to the uploads
   topic as backends do (``bench.freshness`` helpers: each photo stored once,
-  events point at it under fresh ids);
+  events point at it) under ``--id-space`` ids (10,000) used round-robin: once
+  every id exists, each upload replaces an image (an upsert), so the index
+  holds a steady number of images as in a service where deletes balance
+  uploads, and RSS growth after that is what leaks (0 = fresh ids forever:
+  the index, and RSS with it, grows by design);
 - ``--search-rate`` searches/s (20) over HTTP by image id, each followed by
   its session's interactions (impressions, position-biased clicks, dwell:
   ``feedback.simulate.session_events``) on ``POST /v1/interactions``;
@@ -18,7 +22,8 @@ Every ``--sample-s`` seconds one JSON line: RSS of each process (this one:
 API + shards + feedback; the worker; the broker), search p50/p95 over
 HTTP, freshness p99 (published -> the shard applied the vector, as
 ``bench.freshness``), consumer lag of the shards, dead letters, leaks. Then
-summary lines (RSS growth after warm-up, freshness p99, search p95 against
+summary lines (RSS growth after warm-up: the first fifth of the run, and at
+least until every id of the id space was uploaded; freshness p99, search p95 against
 the 50 ms goal, leaks) and an SVG plot at ``--plot``.
 
     python -m bench.soak --plot soak.svg            # 10 minutes
@@ -107,9 +112,15 @@ class Load:
     """The three kinds of traffic, each on its own thread(s)."""
 
     def __init__(
-        self, stack: LocalStack, base_url: str, uris: list[str], query_ids: list[str]
+        self,
+        stack: LocalStack,
+        base_url: str,
+        uris: list[str],
+        query_ids: list[str],
+        id_space: int,
     ) -> None:
         self.stack = stack
+        self.id_space = id_space
         self.uris = uris
         self.query_ids = query_ids
         self.seen = Observations()
@@ -142,7 +153,7 @@ class Load:
             thread.join(30)
 
     def _upload(self, n: int) -> None:
-        image_id = f"soak-{n:07d}"
+        image_id = f"soak-{n % self.id_space if self.id_space else n:07d}"
         # Not the churned photos: their copies stay the only near-duplicates of their queries.
         uri = self.uris[CHURNED + n % (len(self.uris) - CHURNED)]
         event = publish_upload(self.stack, image_id, uri)
@@ -219,7 +230,8 @@ class Sampler:
         fresh = []
         for image_id, produced_at in pending.items():
             applied = self.stack.searchable_at(image_id)
-            if applied is not None:
+            # An id of the id space may hold an earlier upload: wait for this one.
+            if applied is not None and applied >= produced_at:
                 fresh.append((applied - produced_at) * 1000)
                 with seen.lock:
                     seen.produced.pop(image_id, None)
@@ -260,6 +272,7 @@ def run(
     sample_s: float,
     image_dir: Path,
     plot: Path | None,
+    id_space: int = 0,
 ) -> None:
     ensure_exported(settings.resolved_model_dir, image_dir)
     sources = find_images(image_dir)
@@ -274,6 +287,7 @@ def run(
                     base_url,
                     uris,
                     [image_id_for(path, image_dir) for path in sources],
+                    id_space,
                 )
                 load.start(upload_rate, search_rate)
                 sampler = Sampler(stack, load)
@@ -286,16 +300,36 @@ def run(
                     load.finish()
             time.sleep(2.0)  # the last probes and uploads settle, then are judged
             sampler.sample()
-    context = {"minutes": minutes, "upload_rate": upload_rate, "search_rate": search_rate}
+    context = {
+        "minutes": minutes,
+        "upload_rate": upload_rate,
+        "search_rate": search_rate,
+        "id_space": id_space,
+    }
     _summarise(sampler, load.seen, context)
     if plot is not None:
         plot.write_text(_plot(sampler.samples))
 
 
+def after_warm_up(samples: list[dict[str, Any]], id_space: int) -> list[dict[str, Any]]:
+    """The samples after the first fifth of the run and after the id space filled.
+
+    Until every id exists the index grows, and so does RSS, by design; a short
+    run that never fills it keeps its last fifth (and says so in id_space).
+    """
+    if len(samples) < 5:
+        return samples
+    start = len(samples) // 5
+    if id_space:
+        filled = [i for i, s in enumerate(samples) if s["uploads_total"] >= id_space]
+        start = max(start, filled[0] if filled else len(samples) - max(1, len(samples) // 5))
+    return samples[start:]
+
+
 def _summarise(sampler: Sampler, seen: Observations, context: dict[str, Any]) -> None:
     samples = sampler.samples[:-1] or sampler.samples  # the last one is after the load
     context = {**context, "machine": machine()}
-    warm = samples[len(samples) // 5 :] if len(samples) >= 5 else samples  # first fifth: warm-up
+    warm = after_warm_up(samples, context["id_space"])
     first, last = warm[: max(1, len(warm) // 5)], warm[-max(1, len(warm) // 5) :]
     for name in samples[0]["rss_mb"]:
         before = float(np.median([s["rss_mb"][name] for s in first]))
@@ -440,6 +474,12 @@ def main() -> None:
     parser.add_argument("--sample-s", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--quick", action="store_true", help="1 minute")
     parser.add_argument("--plot", type=Path, help="write an SVG plot of the samples here")
+    parser.add_argument(
+        "--id-space",
+        type=int,
+        default=10_000,
+        help="distinct image ids, reused round-robin (0: a fresh id per upload)",
+    )
     parser.add_argument("--images", type=Path, default=DEMO_CORPUS)
     args = parser.parse_args()
     if args.quick:
@@ -452,6 +492,7 @@ def main() -> None:
         args.sample_s,
         args.images,
         args.plot,
+        args.id_space,
     )
 
 

@@ -3,7 +3,7 @@
 import os
 import xml.etree.ElementTree as ET
 
-from bench.soak import _plot, rss_mb
+from bench.soak import _plot, after_warm_up, rss_mb
 
 
 def _sample(t_s, api_mb, p95):
@@ -36,3 +36,17 @@ def test_plot_is_one_svg_with_three_charts_of_every_series():
 
 def test_rss_of_this_process():
     assert 10 < rss_mb(os.getpid()) < 100_000
+
+
+def _samples(uploads: list[int]) -> list[dict[str, object]]:
+    return [{"t_s": 10.0 * i, "uploads_total": n} for i, n in enumerate(uploads)]
+
+
+def test_warm_up_lasts_until_the_id_space_is_full():
+    samples = _samples([500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000])
+    # a fifth of the run is 2 samples, but the 3,000 ids exist only from sample 5
+    assert [s["t_s"] for s in after_warm_up(samples, 3000)] == [50.0, 60.0, 70.0, 80.0, 90.0]
+    assert len(after_warm_up(samples, 0)) == 8  # fresh ids: the first fifth only
+    # never filled: the last fifth, rather than nothing
+    assert [s["t_s"] for s in after_warm_up(samples, 10**6)] == [80.0, 90.0]
+    assert after_warm_up(samples[:3], 3000) == samples[:3]
