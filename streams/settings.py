@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from encoders.tiles import TILE_SCHEMES
 from streams.kafka_connection import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaConnection
 
 PREFIX = "VISEARCH_"
@@ -100,8 +101,9 @@ class Settings:
     # 40 ms, against 103-125 ms with 20 ms) and costs ~6 % of a core when idle.
     embed_linger_s: float = 0.002
     # Tile vectors indexed beside each global vector for crop queries:
-    # "none" (1 encoder pass per image) or "quadrants" (4 quadrants + centre,
-    # 6 passes: ~2.5x crop recall@1, 1/6 of the ingest throughput).
+    # "none" (1 encoder pass per image), "quadrants" (4 quadrants + centre,
+    # 6 passes: ~3x crop recall@1, 1/6 of the ingest throughput) or "thirds"
+    # (4x4 overlapping third-size tiles, 17 passes: ~4.4x, 1/17).
     tiles: str = "none"
     ort_threads: int = 0  # 0: let ONNX Runtime decide
     # ONNX Runtime's intra-op threads busy-wait between runs by default. On a
@@ -239,8 +241,8 @@ class Settings:
             raise SettingsError(f"{PREFIX}SHARD_ID must be below {PREFIX}INDEX_SHARDS")
         if not 0 <= self.worker_web_port < 65536:
             raise SettingsError(f"{PREFIX}WORKER_WEB_PORT must be 0 (off) or a TCP port")
-        if self.tiles not in ("none", "quadrants"):
-            raise SettingsError(f"{PREFIX}TILES must be 'none' or 'quadrants'")
+        if self.tiles not in TILE_SCHEMES:
+            raise SettingsError(f"{PREFIX}TILES must be one of {', '.join(TILE_SCHEMES)}")
         if not 0 < self.compact_ratio < 1:
             raise SettingsError(f"{PREFIX}COMPACT_RATIO must be between 0 and 1")
         if not (math.isfinite(self.image_fetch_timeout_s) and self.image_fetch_timeout_s > 0):

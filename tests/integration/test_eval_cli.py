@@ -83,7 +83,7 @@ def test_raw_pixels_tiles_and_the_report(fp32_run, crop_set, model_dir, tmp_path
     assert raw["config"]["model_version"].startswith("raw-pixels")
     assert raw["metrics"]["map"] < fp32["metrics"]["map"]
     tiles = _eval(crop_set, tmp_path / "tiles", "--model", str(model_dir), "--tiles")
-    assert tiles["config"]["tiles"] == "quadrants" and tiles["label"].endswith("+tiles")
+    assert tiles["config"]["tiles"] == "quadrants" and tiles["label"].endswith("+tiles quadrants")
     assert tiles["metrics"]["P_1"] >= 0.9
     report = tmp_path / "report.html"
     runs = [str(tmp_path / "raw"), str(fp32_out), str(tmp_path / "tiles")]

@@ -44,8 +44,8 @@ def _samples(uploads: list[int]) -> list[dict[str, object]]:
 
 def test_warm_up_lasts_until_the_id_space_is_full():
     samples = _samples([500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000])
-    # a fifth of the run is 2 samples, but the 3,000 ids exist only from sample 5
-    assert [s["t_s"] for s in after_warm_up(samples, 3000)] == [50.0, 60.0, 70.0, 80.0, 90.0]
+    # a fifth of the run is 2 samples, but two rounds of 1,500 ids end at sample 5
+    assert [s["t_s"] for s in after_warm_up(samples, 1500)] == [50.0, 60.0, 70.0, 80.0, 90.0]
     assert len(after_warm_up(samples, 0)) == 8  # fresh ids: the first fifth only
     # never filled: the last fifth, rather than nothing
     assert [s["t_s"] for s in after_warm_up(samples, 10**6)] == [80.0, 90.0]

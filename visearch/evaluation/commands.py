@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from encoders.tiles import TILE_SCHEMES
 from streams.settings import Settings
 from visearch.corpus import DEMO_CORPUS
 from visearch.evaluation.dataset import EvalSetError, load_eval_set, load_set_dir
@@ -42,7 +43,14 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--qrels", type=Path, help="TREC qrels: 'query 0 doc relevance' lines")
     ev.add_argument("--set", type=Path, help="a builder's folder (corpus/, queries/, qrels.txt)")
     ev.add_argument("--model", help="model directory, or raw-pixels (default: settings)")
-    ev.add_argument("--tiles", action="store_true", help="index 4 quadrants + centre tiles too")
+    ev.add_argument(
+        "--tiles",
+        nargs="?",
+        const="quadrants",
+        default="none",
+        choices=TILE_SCHEMES,
+        help="index tile vectors too: quadrants (the default of --tiles) or thirds",
+    )
     ev.add_argument(
         "--index", default="service", help="service (default), exact, or a faiss factory string"
     )
@@ -112,7 +120,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     )
     result = run_eval(eval_set, encoder, settings, options)
     name = encoder.version if str(model) == "raw-pixels" else Path(model).name
-    label = args.label or name + (" +tiles" if args.tiles else "")
+    label = args.label or name + ("" if args.tiles == "none" else f" +tiles {args.tiles}")
     path = write_outputs(result, args.out, label, sources)
     summary = {k: round(v, 4) for k, v in result.metrics.items()}
     print(json.dumps({"out": str(path), "label": label, **summary, **result.timings_s}))

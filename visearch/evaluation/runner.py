@@ -45,7 +45,7 @@ KS = (1, 5, 10, 100)
 class EvalOptions:
     """How to run an evaluation; defaults are the service's settings."""
 
-    tiles: bool = False
+    tiles: str = "none"  # a scheme of encoders.tiles
     index: str = SERVICE_INDEX
     partitions: int | None = None
     depth: int = 100
@@ -89,7 +89,7 @@ def run_eval(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
-    tiles = tile_boxes("quadrants" if options.tiles else "none")
+    tiles = tile_boxes(options.tiles)
     corpus_ids = list(eval_set.corpus)
     reused = _reusable(eval_set)
     fresh_queries = [q for q in eval_set.queries if q not in reused]
@@ -156,7 +156,7 @@ def run_eval(
         precision_at_recall=precision_recall_curve(hits_matrix, totals),
         config={
             "model_version": encoder.version,
-            "tiles": "quadrants" if options.tiles else "none",
+            "tiles": options.tiles,
             "index": options.index,
             "index_kinds": index_kinds(service),
             "partitions": options.partitions or settings.embedding_partitions,
