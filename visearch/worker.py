@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Create topics, load the active encoders, and run the Faust worker until stopped."""
+    if settings.worker_nice:
+        # Ingest is background work: on a machine shared with the search API
+        # the scheduler should serve queries first (see VISEARCH_WORKER_NICE).
+        os.nice(settings.worker_nice)
     ensure_topics(settings)
     epoch = topic_epoch(settings.kafka, settings.topics.uploads)
     encoders = EncoderSet(settings).start()

@@ -101,16 +101,20 @@ def test_crop_of_a_tile_finds_its_image_through_tile_vectors(
 ) -> None:
     from encoders.tiles import tile_boxes
 
-    settings = make_settings(tmp_path, model_dir, tiles="quadrants")
+    settings = make_settings(tmp_path, model_dir, tiles="thirds", worker_nice=5)
     with LocalStack(settings) as tiled:
-        assert tiled.search is not None
-        ids = publish(tiled, photo_paths[44:56], "tiled")
+        assert tiled.search is not None and tiled.worker is not None
+        ids = publish(tiled, photo_paths[44:52], "tiled")
         assert tiled.wait_searchable(ids, TIMEOUT_S) == set()
+        # The worker lowered its own priority (field 19 of /proc/PID/stat is the nice value).
+        stat = Path(f"/proc/{tiled.worker.pid}/stat").read_text()
+        assert int(stat.rsplit(")", 1)[1].split()[16]) == 5
+        boxes = tile_boxes("thirds")
         for image_id in ids:
             state = tiled.shards[0].partitions
             rows = [p.state_of(image_id) for p in state.values() if p.state_of(image_id)]
-            assert rows and rows[0].row_count == 6  # global + 5 tiles
-            for box in tile_boxes("quadrants"):
+            assert rows and rows[0].row_count == 1 + len(boxes) == 17
+            for box in boxes[::5]:
                 hits = tiled.search.search_bytes(tiled.store.get(image_id), 1, box).hits
                 assert hits[0].image_id == image_id
                 assert hits[0].score > 0.999  # the query is exactly that tile

@@ -104,6 +104,8 @@ def test_embedded_broker_off_without_bootstrap_is_an_error():
         ("VISEARCH_EMBED_LINGER_S", "-0.1"),
         ("VISEARCH_EMBED_LINGER_S", "0"),
         ("VISEARCH_DECODE_THREADS", "0"),
+        ("VISEARCH_WORKER_NICE", "20"),
+        ("VISEARCH_WORKER_NICE", "-1"),
     ],
 )
 def test_validation_rejects_out_of_range_values(key, raw):
