@@ -163,6 +163,9 @@ class Settings:
     # searches/s on 2 cores, nice 10: search p95 96-148 ms instead of
     # 100-210 ms, but freshness p99 spikes to 2.5 s, so it stays off).
     worker_nice: int = 0
+    # Allocations this large or larger are mmapped, so freeing them returns the
+    # memory (see streams.malloc_tuning); 0 leaves glibc's dynamic threshold.
+    malloc_mmap_threshold: int = 1_048_576
 
     # Feedback loop (impressions, clicks, dwell -> CTR, time spent, labelled pairs).
     # Events older than the partition's largest event time minus this are
@@ -245,6 +248,8 @@ class Settings:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1")
         if self.shard_id >= self.index_shards:
             raise SettingsError(f"{PREFIX}SHARD_ID must be below {PREFIX}INDEX_SHARDS")
+        if not 0 <= self.malloc_mmap_threshold <= 32 * 1024 * 1024:
+            raise SettingsError(f"{PREFIX}MALLOC_MMAP_THRESHOLD must be between 0 and 33554432")
         if not 0 <= self.worker_nice <= 19:
             raise SettingsError(f"{PREFIX}WORKER_NICE must be between 0 and 19")
         if not 0 <= self.worker_web_port < 65536:

@@ -106,6 +106,8 @@ def test_embedded_broker_off_without_bootstrap_is_an_error():
         ("VISEARCH_DECODE_THREADS", "0"),
         ("VISEARCH_WORKER_NICE", "20"),
         ("VISEARCH_WORKER_NICE", "-1"),
+        ("VISEARCH_MALLOC_MMAP_THRESHOLD", "-1"),
+        ("VISEARCH_MALLOC_MMAP_THRESHOLD", "40000000"),
     ],
 )
 def test_validation_rejects_out_of_range_values(key, raw):
