@@ -7,8 +7,8 @@ measures the next step on held-out images, in one run:
 * the Tux Paint stamps are split by image, seeded: half for training, half
   held out;
 * every image is indexed as the service does with ``thirds`` (global vector
-  + 16 tile vectors, :func:`encoders.tiles.image_inputs`, the int8 ONNX
-  encoder by default);
+  + 16 tile vectors, :func:`visearch.evaluation.embedding.embed_images`, the
+  int8 ONNX encoder by default);
 * training pairs: ``--crops`` hard crops per training image (3-15 % of the
   area, JPEG 70, :func:`visearch.evaluation.crops.hard_crop`) and, as the
   positive of each, the thirds tile that holds most of it;
@@ -35,11 +35,12 @@ from PIL import Image
 
 from encoders.preprocess import CropBox, decode_image, preprocess_image
 from encoders.runtime import OnnxEncoder
-from encoders.tiles import image_inputs, tile_boxes
+from encoders.tiles import tile_boxes
 from streams.settings import Settings
 from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.evaluation.crops import crop_queries, duplicate_groups, hard_crop, jpeg_bytes
+from visearch.evaluation.embedding import embed_images
 
 BENCH = "crop_head"
 TEMPERATURE = 0.05
@@ -138,9 +139,7 @@ def run(model_dir: Path, count: int | None, crops: int, epochs: int, seed: int) 
     train, held_out = order[: len(order) // 2].tolist(), order[len(order) // 2 :].tolist()
     tiles = tile_boxes("thirds")
 
-    per_image = 1 + len(tiles)
-    rows = embed_all(encoder, [x for image in images for x in image_inputs(image, tiles)])
-    rows = rows.reshape(len(images), per_image, -1)
+    rows = embed_images(paths, encoder, tiles)  # the rows an index of these images holds
 
     held_out_images = [images[i] for i in held_out]
     queries, relevant = [], []

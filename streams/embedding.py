@@ -156,7 +156,10 @@ class UploadReader:
         prepared: list[PreparedUpload] = []
         letters: list[DeadLetter] = []
         for result in results:
-            (letters if isinstance(result, DeadLetter) else prepared).append(result)  # type: ignore[arg-type]
+            if isinstance(result, DeadLetter):
+                letters.append(result)
+            else:
+                prepared.append(result)
         return prepared, letters
 
 
