@@ -65,6 +65,7 @@ def export_model(
     dim: int,
     base_version: str = "",
     training: dict[str, Any] | None = None,
+    similarity_scale: dict[str, list[float]] | None = None,
 ) -> ModelMetadata:
     """Export any embedding network (images -> L2-normalised ``dim`` vectors) to ``out_dir``.
 
@@ -109,6 +110,7 @@ def export_model(
         parity=report.as_dict(),
         base_version=base_version,
         training=training or {},
+        similarity_scale=similarity_scale or {},
     )
     write_metadata(out_dir, metadata)
     log.info("exported %s version %s: %s", metadata.name, metadata.version, report)

@@ -34,10 +34,12 @@ from encoders.head import FineTunedNet, ProjectionHead
 from encoders.model_dir import ONNX_FILE, ModelDirError, read_metadata
 from encoders.preprocess import preprocess
 from encoders.runtime import OnnxEncoder
+from encoders.similarity_scale import calibrate_scale, translate_threshold
 from encoders.train import HeadTrainer, resolve_device
 from encoders.train_config import TrainConfig
 from encoders.training_data import cached_view_features, compute_view_features, index_pairs
 from streams.schemas import LabeledPair
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,15 @@ def save_head(path: Path, head: ProjectionHead, config: TrainConfig) -> None:
     with tmp.open("rb") as handle:
         os.fsync(handle.fileno())
     tmp.replace(path)
+
+
+def trained_scale(
+    base_features: np.ndarray, head: ProjectionHead, seed: int
+) -> dict[str, list[float]]:
+    """The similarity scale of ``head`` against its base model, on the training images."""
+    with torch.no_grad():
+        trained = head(torch.from_numpy(np.ascontiguousarray(base_features))).numpy()
+    return calibrate_scale(base_features, trained, seed)
 
 
 def finetune(
@@ -126,6 +137,7 @@ def finetune(
         "loss_first_epoch": first["loss"],
         "loss_last_epoch": last["loss"],
     }
+    scale = trained_scale(views.features[:, 0], head, config.seed)
     metadata = export_model(
         FineTunedNet(backbone, head),
         out_dir,
@@ -134,6 +146,7 @@ def finetune(
         dim=config.dim,
         base_version=base_version,
         training=training,
+        similarity_scale=scale,
     )
     return {
         "model_dir": str(out_dir),
@@ -153,6 +166,7 @@ def finetune(
         "loss_first_epoch": first,
         "loss_last_epoch": last,
         "parity": metadata.parity,
+        "dedup_threshold": round(translate_threshold(Settings.dedup_threshold, scale), 4),
         "seconds": {
             "features": round(features_s, 1),
             "training": round(train_s, 1),

@@ -47,6 +47,10 @@ class ModelMetadata:
     # how it was trained, so a run can be traced and repeated from its output.
     base_version: str = ""
     training: dict[str, Any] = field(default_factory=dict)
+    # A trained model's similarities next to its base model's (matched
+    # quantiles, encoders/similarity_scale.py): thresholds set on the base
+    # model's scale, like the near-duplicate collapse, are translated with it.
+    similarity_scale: dict[str, list[float]] = field(default_factory=dict)
 
 
 def content_version(onnx_path: Path) -> str:

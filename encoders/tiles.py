@@ -11,7 +11,8 @@ torch eager), while regions pooled from one pass's 7x7 or 14x14 feature map
 reached only 0.13-0.25. With the int8 ONNX encoder on 798 such crops: global
 0.113, "quadrants" 0.333, "thirds" 0.495 (17 passes); denser sets flatten out
 (25 third-size tiles 0.529, 49 quarter-size 0.545, 84 tiles of three sizes
-0.585), so past "thirds" the encoder, not the tiling, limits crop recall.
+0.585), so past "thirds" the encoder, not the tiling, limits crop recall;
+pixel verification of the top hits (index/crop_verify.py) takes "thirds" to 0.85.
 Tiles cost ingest throughput in proportion to their count, which is why they
 are a setting (``VISEARCH_TILES``).
 """

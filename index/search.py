@@ -1,4 +1,5 @@
-"""Query path: preprocess (+crop) -> embed -> scatter to shards -> merge -> re-rank.
+"""Query path: preprocess (+crop) -> embed -> scatter to shards -> merge -> re-rank
+(-> pixel verification of the top hits, when configured).
 
 Shards are called in-process here (the embedded default). Results are
 over-fetched so that ``k`` remain after the query image itself and
@@ -13,14 +14,26 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+from PIL import Image
 
-from encoders.preprocess import CropBox, ImageLimits, preprocess
+from encoders.preprocess import CropBox, ImageLimits, decode_image, preprocess_image
 from encoders.runtime import OnnxEncoder
+from encoders.similarity_scale import translate_threshold
+from index.crop_verify import CropVerifier, query_pixels
 from index.faiss_index import SearchParams
 from index.partition import Hit
 from index.rerank import collapse_near_duplicates, merge_best
 
 MAX_FETCH = 4096
+Rerank = Callable[[list[Hit]], list[Hit]]
+
+
+@dataclass
+class VerifyReport:
+    """What crop verification did for one query: hits confirmed, time taken."""
+
+    verified: int = 0
+    seconds: float = 0.0
 
 
 class ShardLike(Protocol):
@@ -44,6 +57,7 @@ class SearchResult:
     hits: list[Hit]
     model_version: str
     timings_ms: dict[str, float] = field(default_factory=dict)
+    verified: int = 0  # hits confirmed by a pixel match (crop verification)
 
 
 class SearchService:
@@ -57,17 +71,24 @@ class SearchService:
         dedup_threshold: float = 0.96,
         params: SearchParams | None = None,
         visible: Callable[[str], bool] | None = None,
+        verifier: CropVerifier | None = None,
     ) -> None:
-        # One tuple, replaced in one assignment: a model switch can never pair a
-        # query embedded by one version with the index of another.
-        self._serving: tuple[OnnxEncoder, list[ShardLike]] = (encoder, list(shards))
         self.limits = limits or ImageLimits()
+        # On the base model's similarity scale; each serving model translates it.
         self.dedup_threshold = dedup_threshold
+        # One tuple, replaced in one assignment: a model switch can never pair a
+        # query embedded by one version with the index (or the near-duplicate
+        # threshold) of another.
+        self._serving: tuple[OnnxEncoder, list[ShardLike], float] = self._serving_tuple(
+            encoder, shards
+        )
         # A last check against the system of record (the image store), for the
         # window between an acknowledged delete / make-private and the index
         # applying it from the log.
         self.visible = visible
         self.params = params or SearchParams()
+        # Crop queries: the top hits re-ranked by a pixel match (index/crop_verify.py).
+        self.verifier = verifier
 
     @property
     def encoder(self) -> OnnxEncoder:
@@ -77,9 +98,22 @@ class SearchService:
     def shards(self) -> list[ShardLike]:
         return self._serving[1]
 
+    @property
+    def model_dedup_threshold(self) -> float:
+        """The near-duplicate threshold on the serving model's own similarity scale."""
+        return self._serving[2]
+
     def use(self, encoder: OnnxEncoder, shards: Sequence[ShardLike]) -> None:
         """Serve with another model version and its index, atomically (a model switch)."""
-        self._serving = (encoder, list(shards))
+        self._serving = self._serving_tuple(encoder, shards)
+
+    def _serving_tuple(
+        self, encoder: OnnxEncoder, shards: Sequence[ShardLike]
+    ) -> tuple[OnnxEncoder, list[ShardLike], float]:
+        # Duck-typed encoders (evaluation's raw pixels) have no metadata: no scale.
+        metadata = getattr(encoder, "metadata", None)
+        scale = getattr(metadata, "similarity_scale", None)
+        return encoder, list(shards), translate_threshold(self.dedup_threshold, scale)
 
     @property
     def size(self) -> int:
@@ -93,13 +127,23 @@ class SearchService:
         exclude_image_id: str | None = None,
     ) -> SearchResult:
         """Search with an encoded image; raises PreprocessError on bad input."""
-        encoder, shards = self._serving
+        encoder, shards, dedup = self._serving
         started = time.perf_counter()
-        inputs = preprocess(data, crop, self.limits)[None]
+        image = decode_image(data, self.limits)
+        inputs = preprocess_image(image, crop)[None]
         decoded = time.perf_counter()
         query = encoder.embed(inputs)[0]
         embedded = time.perf_counter()
-        hits = self.search_vector(query, k, exclude_image_id, shards=shards)
+        rerank, report = self.verification(data, image, crop)
+        hits = self.search_vector(
+            query,
+            k,
+            exclude_image_id,
+            shards=shards,
+            dedup=dedup,
+            rerank=rerank,
+            min_fetch=0 if self.verifier is None else self.verifier.top,
+        )
         done = time.perf_counter()
         return SearchResult(
             hits=hits,
@@ -107,10 +151,31 @@ class SearchService:
             timings_ms={
                 "preprocess": (decoded - started) * 1000,
                 "embed": (embedded - decoded) * 1000,
-                "search": (done - embedded) * 1000,
+                "search": (done - embedded - report.seconds) * 1000,
+                "verify": report.seconds * 1000,
                 "total": (done - started) * 1000,
             },
+            verified=report.verified,
         )
+
+    def verification(
+        self, data: bytes, image: Image.Image, crop: CropBox | None
+    ) -> tuple[Rerank | None, VerifyReport]:
+        """The crop verifier as a re-rank step for this query (``image`` is ``data``
+        decoded, before ``crop``), and the report it fills in when it runs."""
+        report = VerifyReport()
+        verifier = self.verifier
+        if verifier is None:
+            return None, report
+        pixels = query_pixels(data, image, crop)
+
+        def rerank(candidates: list[Hit]) -> list[Hit]:
+            started = time.perf_counter()
+            reranked, report.verified = verifier.rerank(pixels, candidates)
+            report.seconds += time.perf_counter() - started
+            return reranked
+
+        return rerank, report
 
     def search_vector(
         self,
@@ -119,20 +184,34 @@ class SearchService:
         exclude_image_id: str | None = None,
         params: SearchParams | None = None,
         shards: Sequence[ShardLike] | None = None,
+        dedup: float | None = None,
+        rerank: Rerank | None = None,
+        min_fetch: int = 0,
     ) -> list[Hit]:
-        """Scatter ``query`` to every shard, merge, re-rank; ``k`` results when they exist."""
+        """Scatter ``query`` to every shard, merge, re-rank; ``k`` results when they exist.
+
+        ``shards`` and ``dedup`` (the threshold on the model's scale) default to
+        the serving model's; a caller that embedded with one passes both of it.
+        ``rerank`` (crop verification) reorders the visible candidates *before*
+        the near-duplicate collapse, so that a confirmed source is the one of
+        its look-alikes that stays; ``min_fetch`` is how many candidates it wants.
+        """
         params = params or self.params
-        shards = self.shards if shards is None else shards
-        fetch = k + 1 + k // 2
+        _, serving_shards, serving_dedup = self._serving
+        shards = serving_shards if shards is None else shards
+        dedup = serving_dedup if dedup is None else dedup
+        fetch = max(k + 1 + k // 2, min_fetch)
         while True:
             per_shard = [shard.search(query, fetch, params, True) for shard in shards]
-            candidates = (
+            candidates = [
                 h
                 for h in merge_best(per_shard)
                 if h.image_id != exclude_image_id
                 and (self.visible is None or self.visible(h.image_id))
-            )
-            kept = collapse_near_duplicates(candidates, self.dedup_threshold, k)
+            ]
+            if rerank is not None:
+                candidates = rerank(candidates)
+            kept = collapse_near_duplicates(candidates, dedup, k)
             exhausted = all(len(hits) < fetch for hits in per_shard)  # nothing more to fetch
             if len(kept) >= k or exhausted or fetch >= MAX_FETCH:
                 return kept

@@ -21,6 +21,8 @@ from streams.kafka_connection import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaC
 PREFIX = "VISEARCH_"
 # Shortest window retention (feedback/windows.py) minus one window.
 MAX_ALLOWED_LATENESS_S = 2 * 3600 - 60
+MAX_VERIFY_TOP = 500  # pixel-matching more candidates than this costs seconds a query
+MAX_VERIFY_SCALES = 15
 
 
 class SettingsError(ValueError):
@@ -147,6 +149,13 @@ class Settings:
     # Results whose mutual cosine similarity reaches this are near-duplicates:
     # only the best-ranked one is kept. Above 1 disables the collapse.
     dedup_threshold: float = 0.96
+    # Crop queries: the top ``verify_top`` hits of a search by image are
+    # checked for a pixel match with the query (index/crop_verify.py) and the
+    # matches move first. 0: off. A match needs a normalised cross-correlation
+    # of ``verify_min_score``; ``verify_scales`` > 1 also tries rescaled crops.
+    verify_top: int = 0
+    verify_min_score: float = 0.9
+    verify_scales: int = 1
 
     # HTTP.
     http_host: str = "127.0.0.1"
@@ -254,6 +263,12 @@ class Settings:
             raise SettingsError(f"{PREFIX}WORKER_NICE must be between 0 and 19")
         if not 0 <= self.worker_web_port < 65536:
             raise SettingsError(f"{PREFIX}WORKER_WEB_PORT must be 0 (off) or a TCP port")
+        if not 0 <= self.verify_top <= MAX_VERIFY_TOP:
+            raise SettingsError(f"{PREFIX}VERIFY_TOP must be between 0 (off) and {MAX_VERIFY_TOP}")
+        if not -1 <= self.verify_min_score <= 1:
+            raise SettingsError(f"{PREFIX}VERIFY_MIN_SCORE must be between -1 and 1")
+        if not 1 <= self.verify_scales <= MAX_VERIFY_SCALES:
+            raise SettingsError(f"{PREFIX}VERIFY_SCALES must be between 1 and {MAX_VERIFY_SCALES}")
         if self.tiles not in TILE_SCHEMES:
             raise SettingsError(f"{PREFIX}TILES must be one of {', '.join(TILE_SCHEMES)}")
         if not 0 < self.compact_ratio < 1:

@@ -25,7 +25,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.registry import Collector
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from encoders.preprocess import CropBox, ImageLimits, PreprocessError, decode_image
 from feedback.prometheus import FeedbackCollector
@@ -47,7 +47,10 @@ MAX_PREVIEW_SIZE = 1024
 
 class SearchHit(BaseModel):
     image_id: str
-    score: float
+    score: float = Field(
+        description="cosine similarity; 1 + the pixel match (above 1) for a hit that crop "
+        "verification confirmed as the query's source (VISEARCH_VERIFY_TOP)"
+    )
     thumbnail_url: str
 
 

@@ -51,11 +51,13 @@ class ModelRollout(Lifecycle):
         settings: Settings,
         publisher: EventPublisher,
         visible: Callable[[str], bool] | None = None,
+        image_path: Callable[[str], Path] | None = None,
     ) -> None:
         self.settings = settings
         self.publisher = publisher
         # The image store's denylist, checked by every search whatever the version.
         self.visible = visible
+        self.image_path = image_path  # stored originals, for crop verification
         self.registry = ModelRegistry.serving_from(settings.resolved_model_dir)
         self.watcher = ModelWatcher(settings, self._on_event)
         self.serving: VersionIndex | None = None
@@ -73,7 +75,11 @@ class ModelRollout(Lifecycle):
             active = self.registry.active()
             self.serving = VersionIndex(self.settings, Path(active[0].model_dir)).start()
             self.search = search_service(
-                self.settings, self.serving.encoder, self.serving.shards, self.visible
+                self.settings,
+                self.serving.encoder,
+                self.serving.shards,
+                self.visible,
+                self.image_path,
             )
             for candidate in active[1:]:
                 self._start_candidate(candidate.version, candidate.model_dir)

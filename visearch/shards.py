@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from encoders.preprocess import ImageLimits
 from encoders.runtime import OnnxEncoder
+from index.crop_verify import CropVerifier
 from index.faiss_index import SearchParams
 from index.partition import Partition
 from index.search import SearchService, ShardLike
@@ -26,15 +28,28 @@ def search_service(
     encoder: OnnxEncoder,
     shards: Sequence[ShardLike],
     visible: Callable[[str], bool] | None = None,
+    image_path: Callable[[str], Path] | None = None,
 ) -> SearchService:
-    """The search service as configured: image limits, near-duplicate collapse, ANN effort."""
+    """The search service as configured: image limits, near-duplicate collapse, ANN effort,
+    and crop verification when it is on and the images' files are at hand (``image_path``)."""
+    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
+    verifier = None
+    if settings.verify_top and image_path is not None:
+        verifier = CropVerifier(
+            image_path,
+            top=settings.verify_top,
+            min_score=settings.verify_min_score,
+            scales=settings.verify_scales,
+            limits=limits,
+        )
     return SearchService(
         encoder,
         shards,
-        ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+        limits,
         dedup_threshold=settings.dedup_threshold,
         params=search_params(settings),
         visible=visible,
+        verifier=verifier,
     )
 
 

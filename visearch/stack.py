@@ -214,10 +214,13 @@ class LocalStack(Lifecycle):
                 encoder,
                 [RemoteShard(url, encoder.dim) for url in settings.remote_shards],
                 visible=self.store.visible,
+                image_path=self.store.path_of,
             )
             return
         assert self.publisher is not None
-        self.rollout = ModelRollout(settings, self.publisher, visible=self.store.visible).start()
+        self.rollout = ModelRollout(
+            settings, self.publisher, visible=self.store.visible, image_path=self.store.path_of
+        ).start()
         self.search = self.rollout.search
 
     @property

@@ -6,10 +6,13 @@ import base64
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from encoders.preprocess import decode_image
 from streams.dead_letters import read_dead_letters
 from streams.schemas import DeadLetter, ImageUploaded, encode
+from visearch.evaluation.crops import hard_crop, jpeg_bytes
 from visearch.image_store import StoredImage
 from visearch.stack import LocalStack
 from visearch.uploads import publish_stored
@@ -101,7 +104,7 @@ def test_crop_of_a_tile_finds_its_image_through_tile_vectors(
 ) -> None:
     from encoders.tiles import tile_boxes
 
-    settings = make_settings(tmp_path, model_dir, tiles="thirds", worker_nice=5)
+    settings = make_settings(tmp_path, model_dir, tiles="thirds", worker_nice=5, verify_top=8)
     with LocalStack(settings) as tiled:
         assert tiled.search is not None and tiled.worker is not None
         ids = publish(tiled, photo_paths[44:52], "tiled")
@@ -118,6 +121,16 @@ def test_crop_of_a_tile_finds_its_image_through_tile_vectors(
                 hits = tiled.search.search_bytes(tiled.store.get(image_id), 1, box).hits
                 assert hits[0].image_id == image_id
                 assert hits[0].score > 0.999  # the query is exactly that tile
+        # hard crops uploaded as JPEG: crop verification confirms the source by its pixels
+        rng = np.random.default_rng(11)
+        for image_id in ids:
+            image = decode_image(tiled.store.get(image_id))
+            box = hard_crop(image, rng)
+            assert box is not None
+            crop = jpeg_bytes(image.crop(box.to_pixels(*image.size)))
+            result = tiled.search.search_bytes(crop, 3)
+            assert result.hits[0].image_id == image_id and result.hits[0].score > 1.9
+            assert result.verified >= 1 and "verify" in result.timings_ms
 
 
 def test_ingest_folder_publishes_images_and_reports_bad_files(

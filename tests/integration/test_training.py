@@ -20,6 +20,7 @@ from encoders.model_dir import ONNX_FILE, read_metadata
 from encoders.preprocess import preprocess
 from encoders.quantize import fp32_nodes
 from encoders.runtime import OnnxEncoder
+from encoders.similarity_scale import translate_threshold
 from encoders.train import HeadTrainer
 from encoders.train_config import TrainConfig
 from encoders.training_data import ViewFeatures, compute_view_features, index_pairs
@@ -146,3 +147,9 @@ def test_train_command_exports_one_servable_graph_and_reports_unknown_pairs(
     with torch.no_grad():
         expected = head(torch.from_numpy(base)).numpy()
     assert np.min(np.sum(served * expected, axis=1)) >= 0.9999
+
+    # the similarity scale maps the service's collapse threshold onto this model's
+    scale = metadata.similarity_scale
+    assert len(scale["base"]) == len(scale["trained"]) > 10
+    assert scale["base"] == sorted(scale["base"]) and scale["trained"] == sorted(scale["trained"])
+    assert summary["dedup_threshold"] == round(translate_threshold(0.96, scale), 4)

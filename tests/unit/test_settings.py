@@ -108,6 +108,10 @@ def test_embedded_broker_off_without_bootstrap_is_an_error():
         ("VISEARCH_WORKER_NICE", "-1"),
         ("VISEARCH_MALLOC_MMAP_THRESHOLD", "-1"),
         ("VISEARCH_MALLOC_MMAP_THRESHOLD", "40000000"),
+        ("VISEARCH_VERIFY_TOP", "-1"),
+        ("VISEARCH_VERIFY_TOP", "501"),
+        ("VISEARCH_VERIFY_MIN_SCORE", "1.5"),
+        ("VISEARCH_VERIFY_SCALES", "0"),
     ],
 )
 def test_validation_rejects_out_of_range_values(key, raw):

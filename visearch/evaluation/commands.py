@@ -56,7 +56,19 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("--partitions", type=int, help="default: VISEARCH_EMBEDDING_PARTITIONS")
     ev.add_argument("--depth", type=_depth, default=100, help="results per query, or 'all'")
-    ev.add_argument("--dedup", type=float, help="near-duplicate threshold (>1: off)")
+    ev.add_argument(
+        "--dedup",
+        type=float,
+        help="near-duplicate threshold on the base model's scale, translated for a "
+        "trained model (>1: off)",
+    )
+    ev.add_argument(
+        "--verify",
+        type=int,
+        metavar="N",
+        help="pixel-verify the top N hits of each query, as VISEARCH_VERIFY_TOP (0: off; "
+        "default: that setting)",
+    )
     ev.add_argument("--out", type=Path, default=Path("eval-out"), help="output folder")
     ev.add_argument("--label", help="name of this run in reports (default: the model version)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -116,11 +128,13 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         partitions=args.partitions,
         depth=args.depth or len(eval_set.corpus),
         dedup_threshold=args.dedup,
+        verify_top=settings.verify_top if args.verify is None else args.verify,
         progress=not args.no_progress,
     )
     result = run_eval(eval_set, encoder, settings, options)
     name = encoder.version if str(model) == "raw-pixels" else Path(model).name
     label = args.label or name + ("" if args.tiles == "none" else f" +tiles {args.tiles}")
+    label += f" +verify {options.verify_top}" if options.verify_top and not args.label else ""
     path = write_outputs(result, args.out, label, sources)
     summary = {k: round(v, 4) for k, v in result.metrics.items()}
     print(json.dumps({"out": str(path), "label": label, **summary, **result.timings_s}))

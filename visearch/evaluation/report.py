@@ -49,6 +49,8 @@ CONFIG_FIELDS = (
     "partitions",
     "depth",
     "dedup_threshold",
+    "model_dedup_threshold",
+    "verify_top",
     "corpus_images",
     "queries",
     "judged_queries",

@@ -21,7 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from encoders.preprocess import ImageLimits
+from encoders.preprocess import ImageLimits, decode_image
 from encoders.tiles import tile_boxes
 from feedback.ir_metrics import (
     average_precision,
@@ -32,6 +32,8 @@ from feedback.ir_metrics import (
     recall_at_k,
     reciprocal_rank,
 )
+from index.crop_verify import CropVerifier
+from index.search import VerifyReport
 from streams.settings import Settings
 from visearch.evaluation.curves import precision_recall_curve, recall_curve, relevance_matrix
 from visearch.evaluation.dataset import EvalSet, EvalSetError
@@ -50,6 +52,7 @@ class EvalOptions:
     partitions: int | None = None
     depth: int = 100
     dedup_threshold: float | None = None
+    verify_top: int = 0  # crop verification of the top hits (0: off; index/crop_verify.py)
     batch_size: int = 32
     progress: bool = True
 
@@ -78,6 +81,22 @@ def _reusable(eval_set: EvalSet) -> dict[str, int]:
         ):
             same[query] = rows[query]
     return same
+
+
+def eval_verifier(
+    eval_set: EvalSet, settings: Settings, top: int, limits: ImageLimits
+) -> CropVerifier | None:
+    """Crop verification against the corpus files, as the service does against its store."""
+    if not top:
+        return None
+    return CropVerifier(
+        eval_set.corpus.__getitem__,
+        top=top,
+        min_score=settings.verify_min_score,
+        scales=settings.verify_scales,
+        limits=limits,
+        cache_size=len(eval_set.corpus),
+    )
 
 
 def run_eval(
@@ -119,6 +138,7 @@ def run_eval(
     timings["embed"] = time.perf_counter() - started
 
     mark = time.perf_counter()
+    verifier = eval_verifier(eval_set, settings, options.verify_top, limits)
     service = build_search(
         encoder,
         corpus_ids,
@@ -127,14 +147,27 @@ def run_eval(
         options.index,
         options.partitions,
         options.dedup_threshold,
+        verifier,
     )
     timings["index"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
     run: dict[str, list[tuple[str, float]]] = {}
+    verified = 0
     for query in tqdm(eval_set.queries, desc="search", unit="query", disable=not options.progress):
         exclude = query if query in eval_set.corpus else None
-        hits = service.search_vector(query_vectors[query], options.depth, exclude)
+        rerank, report = None, VerifyReport()
+        if verifier is not None:
+            data = eval_set.queries[query].read_bytes()
+            rerank, report = service.verification(data, decode_image(data, limits), None)
+        hits = service.search_vector(
+            query_vectors[query],
+            options.depth,
+            exclude,
+            rerank=rerank,
+            min_fetch=0 if verifier is None else verifier.top,
+        )
+        verified += report.verified > 0
         run[query] = [(hit.image_id, hit.score) for hit in hits]
     timings["search"] = time.perf_counter() - mark
 
@@ -162,6 +195,9 @@ def run_eval(
             "partitions": options.partitions or settings.embedding_partitions,
             "depth": options.depth,
             "dedup_threshold": service.dedup_threshold,
+            "verify_top": options.verify_top,
+            "verified_queries": verified,
+            "model_dedup_threshold": round(service.model_dedup_threshold, 6),
             "corpus_images": len(corpus_ids),
             "queries": len(eval_set.queries),
             "judged_queries": len(judged),

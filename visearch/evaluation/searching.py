@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from kafka.partitioner.default import murmur2
 
+from index.crop_verify import CropVerifier
 from index.partition import EXACT_FACTORY, Partition
 from index.search import SearchService
 from index.shard import IndexShard
@@ -68,6 +69,7 @@ def build_search(
     spec: str = SERVICE_INDEX,
     partitions: int | None = None,
     dedup_threshold: float | None = None,
+    verifier: CropVerifier | None = None,
 ) -> SearchService:
     """Index ``vectors`` (``(n, rows per image, dim)``) under ``ids``; a search service on it."""
     count = partitions or settings.embedding_partitions
@@ -88,6 +90,7 @@ def build_search(
         [shard],
         dedup_threshold=dedup,
         params=search_params(settings),
+        verifier=verifier,
     )
 
 

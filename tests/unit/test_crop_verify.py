@@ -1,0 +1,148 @@
+"""Crop verification: a crop of a real photo is recognised among look-alike candidates."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from encoders.preprocess import decode_image
+from index.crop_verify import CropVerifier, query_pixels
+from index.partition import Hit
+from visearch.corpus import DEMO_CORPUS, find_images
+from visearch.evaluation.crops import hard_crop, jpeg_bytes
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Eight real photos with content to crop, by id."""
+    if not DEMO_CORPUS.is_dir():
+        pytest.fail(f"{DEMO_CORPUS} is missing: run `make test` (it installs the photos)")
+    paths = [p for p in find_images(DEMO_CORPUS) if p.suffix == ".png"]
+    picked = [p for p in paths[::40] if min(Image.open(p).size) >= 96][:8]
+    assert len(picked) == 8
+    return {f"photo-{i}": path for i, path in enumerate(picked)}
+
+
+def _hits(ids: list[str]) -> list[Hit]:
+    return [Hit(image_id, 0.8 - 0.01 * i) for i, image_id in enumerate(ids)]
+
+
+def _crop_query(path: Path, seed: int, rescale: float = 1.0) -> tuple[bytes, Image.Image]:
+    image = decode_image(path.read_bytes())
+    box = hard_crop(image, np.random.default_rng(seed))
+    assert box is not None
+    crop = image.crop(box.to_pixels(*image.size))
+    if rescale != 1.0:
+        size = (round(crop.width * rescale), round(crop.height * rescale))
+        crop = crop.resize(size, Image.Resampling.BILINEAR)
+    data = jpeg_bytes(crop)
+    return data, decode_image(data)
+
+
+def test_the_source_of_a_hard_crop_moves_first_and_the_rest_keep_their_order(
+    photos: dict[str, Path],
+) -> None:
+    verifier = CropVerifier(photos.__getitem__, top=8)
+    ids = list(photos)
+    for seed, source in enumerate(ids[2:6]):
+        data, image = _crop_query(photos[source], seed)
+        hits = _hits(ids)
+        reranked, verified = verifier.rerank(query_pixels(data, image), hits)
+        assert verified == 1
+        assert reranked[0].image_id == source and 1.9 <= reranked[0].score <= 2.0
+        assert [h for h in reranked[1:]] == [h for h in hits if h.image_id != source]
+
+
+def test_a_query_that_is_no_crop_of_any_candidate_changes_nothing(
+    photos: dict[str, Path],
+) -> None:
+    verifier = CropVerifier(photos.__getitem__, top=8)
+    ids = list(photos)
+    data, image = _crop_query(photos[ids[0]], seed=1)
+    hits = _hits(ids[1:])  # the source is not among the candidates
+    assert verifier.rerank(query_pixels(data, image), hits) == (hits, 0)
+    whole = photos[ids[1]].read_bytes()  # a whole photo: larger than every candidate's crop
+    hits = _hits(ids[2:])
+    assert verifier.rerank(query_pixels(whole, decode_image(whole)), hits) == (hits, 0)
+
+
+def test_only_the_top_candidates_are_checked(photos: dict[str, Path]) -> None:
+    ids = list(photos)
+    data, image = _crop_query(photos[ids[7]], seed=3)
+    hits = _hits(ids)  # the source is 8th
+    assert CropVerifier(photos.__getitem__, top=7).rerank(query_pixels(data, image), hits) == (
+        hits,
+        0,
+    )
+    reranked, verified = CropVerifier(photos.__getitem__, top=8).rerank(
+        query_pixels(data, image), hits
+    )
+    assert verified == 1 and reranked[0].image_id == ids[7]
+
+
+def test_rescaled_crops_need_the_scale_search(photos: dict[str, Path]) -> None:
+    ids = list(photos)
+    data, image = _crop_query(photos[ids[4]], seed=5, rescale=1.3)
+    pixels = query_pixels(data, image)
+    native, found_native = CropVerifier(photos.__getitem__, top=8).rerank(pixels, _hits(ids))
+    scaled, found_scaled = CropVerifier(photos.__getitem__, top=8, scales=7).rerank(
+        pixels, _hits(ids)
+    )
+    assert found_native == 0 and native[0].image_id == ids[0]
+    assert found_scaled == 1 and scaled[0].image_id == ids[4]
+
+
+def test_a_large_jpeg_decoded_at_reduced_scale_is_matched_in_original_pixels(
+    photos: dict[str, Path], tmp_path: Path
+) -> None:
+    """Candidates and queries are JPEG-decoded at reduced scale; both return to file pixels."""
+    source = decode_image(next(iter(photos.values())).read_bytes())
+    large = source.resize((source.width * 8, source.height * 8), Image.Resampling.BICUBIC)
+    path = tmp_path / "large.jpg"
+    large.save(path, quality=90)
+    width, height = large.size
+    crop = large.crop((width // 3, height // 3, width // 3 + width // 4, height // 3 + height // 4))
+    data = jpeg_bytes(crop)
+    image = decode_image(data)
+    assert decode_image(path.read_bytes()).width < width  # the candidate is drafted
+    files = {"large": path, **dict(list(photos.items())[1:])}
+    reranked, verified = CropVerifier(files.__getitem__, top=8).rerank(
+        query_pixels(data, image), _hits([*list(files)[1:], "large"])
+    )
+    assert verified == 1 and reranked[0].image_id == "large"
+
+
+def test_missing_or_unreadable_candidates_are_skipped_and_a_changed_file_is_reread(
+    photos: dict[str, Path], tmp_path: Path
+) -> None:
+    ids = list(photos)
+    target = tmp_path / "replaced.png"
+    target.write_bytes(photos[ids[0]].read_bytes())
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    files = {"replaced": target, "broken": broken}
+    verifier = CropVerifier(files.__getitem__, top=8)
+    data, image = _crop_query(photos[ids[0]], seed=2)
+    hits = _hits(["unknown", "broken", "replaced"])
+    reranked, verified = verifier.rerank(query_pixels(data, image), hits)
+    assert verified == 1 and reranked[0].image_id == "replaced"
+
+    # a re-upload under the same id: the cached thumbnail must not be reused
+    buffer = io.BytesIO()
+    Image.open(photos[ids[1]]).save(buffer, format="PNG")
+    target.write_bytes(buffer.getvalue())
+    stat = target.stat()
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert verifier.rerank(query_pixels(data, image), hits) == (hits, 0)
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="top and scales"):
+        CropVerifier(lambda image_id: Path(image_id), top=0)
+    with pytest.raises(ValueError, match="min_score"):
+        CropVerifier(lambda image_id: Path(image_id), min_score=1.5)
