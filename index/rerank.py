@@ -23,19 +23,26 @@ def collapse_near_duplicates(hits: Iterable[Hit], threshold: float, limit: int) 
     Every hit must carry its vector (search with ``with_vectors=True``).
     """
     kept: list[Hit] = []
-    kept_vectors: list[np.ndarray] = []
+    # Kept vectors as rows of one growing matrix: stacking a new array per hit
+    # made a full-depth collapse (eval --depth all) quadratic in copies.
+    matrix: np.ndarray | None = None
     for hit in hits:
         vector = hit.vector
         if vector is None:
             raise ValueError(f"hit {hit.image_id!r} has no vector to compare")
         if (
             threshold <= 1.0
-            and kept_vectors
-            and float(np.max(np.stack(kept_vectors) @ vector)) >= threshold
+            and matrix is not None
+            and kept
+            and float(np.max(matrix[: len(kept)] @ vector)) >= threshold
         ):
             continue
+        if matrix is None:
+            matrix = np.empty((max(1, min(limit, 64)), len(vector)), dtype=np.float32)
+        elif len(kept) == len(matrix):
+            matrix = np.concatenate([matrix, np.empty_like(matrix)])
+        matrix[len(kept)] = vector
         kept.append(hit)
-        kept_vectors.append(vector)
         if len(kept) == limit:
             break
     return kept
