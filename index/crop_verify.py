@@ -69,7 +69,10 @@ def original_width(data: bytes) -> int:
     """Width of the oriented original, from the header alone (no decoding)."""
     with Image.open(io.BytesIO(data)) as opened:
         width, height = opened.size
-        orientation = opened.getexif().get(EXIF_ORIENTATION)
+        try:
+            orientation = opened.getexif().get(EXIF_ORIENTATION)
+        except Exception:  # broken EXIF: decode_image kept the pixels as stored too
+            orientation = None
     return height if orientation in SWAPPED_ORIENTATIONS else width
 
 

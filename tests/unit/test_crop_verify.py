@@ -146,3 +146,33 @@ def test_bad_options_are_refused() -> None:
         CropVerifier(lambda image_id: Path(image_id), top=0)
     with pytest.raises(ValueError, match="min_score"):
         CropVerifier(lambda image_id: Path(image_id), min_score=1.5)
+
+
+def test_an_exif_rotated_candidate_is_matched_as_displayed_and_broken_exif_is_no_error(
+    photos: dict[str, Path], tmp_path: Path
+) -> None:
+    shown = decode_image(list(photos.values())[2].read_bytes())
+    shown = shown.resize((shown.width * 4, shown.height * 3), Image.Resampling.BICUBIC)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: displayed after a 90 degree turn
+    stored = tmp_path / "rotated.jpg"
+    shown.transpose(Image.Transpose.ROTATE_90).save(stored, quality=92, exif=exif.tobytes())
+    displayed = decode_image(stored.read_bytes())
+    assert (
+        (displayed.width > displayed.height)
+        == (shown.width > shown.height)
+        != (Image.open(stored).width > Image.open(stored).height)
+    )  # the file's pixels are stored turned; decoding turns them back
+    width, height = shown.size
+    crop = jpeg_bytes(shown.crop((width // 4, height // 4, width // 2, height // 2)))
+    files = {"rotated": stored, **dict(list(photos.items())[3:])}
+    hits = _hits([*list(files)[1:], "rotated"])
+    verifier = CropVerifier(files.__getitem__, top=8)
+    reranked, verified = verifier.rerank(query_pixels(crop, decode_image(crop)), hits)
+    assert verified == 1 and reranked[0].image_id == "rotated"
+
+    broken = bytearray(crop)
+    marker = broken.find(b"\xff\xdb")  # a fake APP1 "Exif" segment of garbage before the tables
+    broken[marker:marker] = b"\xff\xe1\x00\x10Exif\x00\x00MM\x00\x2a\xff\xff\xff\xff"
+    data = bytes(broken)
+    assert verifier.rerank(query_pixels(data, decode_image(data)), hits)[0][0].image_id in files
