@@ -65,15 +65,15 @@ class Pixels:
     scale: float
 
 
-def original_width(data: bytes) -> int:
-    """Width of the oriented original, from the header alone (no decoding)."""
-    with Image.open(io.BytesIO(data)) as opened:
+def oriented_size(source: bytes | Path) -> tuple[int, int]:
+    """Width and height of the oriented original, from the header alone (no decoding)."""
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
         width, height = opened.size
         try:
             orientation = opened.getexif().get(EXIF_ORIENTATION)
         except Exception:  # broken EXIF: decode_image kept the pixels as stored too
             orientation = None
-    return height if orientation in SWAPPED_ORIENTATIONS else width
+    return (height, width) if orientation in SWAPPED_ORIENTATIONS else (width, height)
 
 
 def to_pixels(image: Image.Image, scale: float, max_side: int) -> Pixels:
@@ -91,7 +91,7 @@ def to_pixels(image: Image.Image, scale: float, max_side: int) -> Pixels:
 
 def decoded_scale(data: bytes, image: Image.Image) -> float:
     """Decoded pixels per pixel of the original (a JPEG may be decoded reduced)."""
-    return image.width / max(1, original_width(data))
+    return image.width / max(1, oriented_size(data)[0])
 
 
 def query_pixels(data: bytes, image: Image.Image, crop: CropBox | None = None) -> Pixels:
@@ -174,21 +174,43 @@ class CropVerifier:
         return promoted + rest + tail, len(verified)
 
     def _score(self, query: Pixels, image_id: str) -> float:
-        candidate = self._candidate(image_id)
-        return -1.0 if candidate is None else best_match(query, candidate, self.multipliers)
-
-    def _candidate(self, image_id: str) -> Pixels | None:
-        """The candidate's thumbnail, cached; ``None`` when its file is gone or undecodable."""
         try:
             path = self.path_of(image_id)
             key = (image_id, path.stat().st_mtime_ns)
         except (KeyError, OSError):
-            return None
+            return -1.0
         with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None:
+            candidate = self._cache.get(key)
+            if candidate is not None:
                 self._cache.move_to_end(key)
-                return cached
+        if candidate is None:
+            if not self._could_fit(query, path):  # decode nothing that cannot match
+                return -1.0
+            candidate = self._load(path, key)
+        return -1.0 if candidate is None else best_match(query, candidate, self.multipliers)
+
+    def _could_fit(self, query: Pixels, path: Path) -> bool:
+        """Whether the query, at some tried scale, fits the candidate within the area guard:
+        read from the file's header, in original pixels. A whole-image query is larger than
+        its candidates, so a search that is no crop decodes none of them."""
+        try:
+            width, height = oriented_size(path)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return False
+        slack = 1.02  # rounding between original, decoded and thumbnail pixels
+        for multiplier in self.multipliers:
+            w = query.grey.shape[1] / query.scale * multiplier
+            h = query.grey.shape[0] / query.scale * multiplier
+            if (
+                w <= width * slack
+                and h <= height * slack
+                and w * h * slack >= MIN_TEMPLATE_AREA * width * height
+            ):
+                return True
+        return False
+
+    def _load(self, path: Path, key: tuple[str, int]) -> Pixels | None:
+        """The candidate's thumbnail, cached; ``None`` when its file is unreadable."""
         try:
             data = path.read_bytes()
             image = decode_image(data, self.limits)

@@ -66,9 +66,16 @@ def test_a_query_that_is_no_crop_of_any_candidate_changes_nothing(
     data, image = _crop_query(photos[ids[0]], seed=1)
     hits = _hits(ids[1:])  # the source is not among the candidates
     assert verifier.rerank(query_pixels(data, image), hits) == (hits, 0)
-    whole = photos[ids[1]].read_bytes()  # a whole photo: larger than every candidate's crop
+    thumbnails = len(verifier._cache)
+    # a whole photo, as large as any candidate: it fits inside none of them
+    largest = max(max(Image.open(photos[i]).size) for i in ids[2:])
+    buffer = io.BytesIO()
+    decode_image(photos[ids[1]].read_bytes()).resize((largest + 1, largest + 1)).save(buffer, "PNG")
+    whole = buffer.getvalue()
     hits = _hits(ids[2:])
-    assert verifier.rerank(query_pixels(whole, decode_image(whole)), hits) == (hits, 0)
+    fresh = CropVerifier(photos.__getitem__, top=8)
+    assert fresh.rerank(query_pixels(whole, decode_image(whole)), hits) == (hits, 0)
+    assert thumbnails > 0 and len(fresh._cache) == 0  # the headers said no: nothing decoded
 
 
 def test_only_the_top_candidates_are_checked(photos: dict[str, Path]) -> None:
