@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -45,6 +46,7 @@ from encoders.preprocess import CropBox, ImageLimits, PreprocessError, crop_imag
 from index.partition import Hit
 
 VERIFY_SIDE = 256  # longest side of a candidate's thumbnail
+CACHE_SIZE = 2048  # candidate thumbnails kept (~64 KB each at most)
 MAX_QUERY_SIDE = 1024  # a larger query is reduced first (a crop is small by nature)
 MATCH_TIE = 0.001  # matches closer than this are a tie, broken by the embedding's rank
 MIN_TEMPLATE_SIDE = 6  # below this a template matches anything
@@ -99,6 +101,19 @@ def query_pixels(data: bytes, image: Image.Image, crop: CropBox | None = None) -
     return to_pixels(crop_image(image, crop), decoded_scale(data, image), MAX_QUERY_SIDE)
 
 
+def template_fits(
+    template: tuple[float, float], candidate: tuple[float, float], slack: float = 1.0
+) -> bool:
+    """Whether a (width, height) template lies inside the candidate and covers at least
+    ``MIN_TEMPLATE_AREA`` of it; ``slack`` allows for rounding between pixel units."""
+    (w, h), (width, height) = template, candidate
+    return (
+        w <= width * slack
+        and h <= height * slack
+        and w * h * slack >= MIN_TEMPLATE_AREA * width * height
+    )
+
+
 def best_match(query: Pixels, candidate: Pixels, multipliers: Sequence[float]) -> float:
     """Best normalised cross-correlation of ``query`` inside ``candidate``; -1 when none fits."""
     height, width = candidate.grey.shape
@@ -106,12 +121,7 @@ def best_match(query: Pixels, candidate: Pixels, multipliers: Sequence[float]) -
     for multiplier in multipliers:
         factor = multiplier * candidate.scale / query.scale
         size = (round(query.grey.shape[1] * factor), round(query.grey.shape[0] * factor))
-        if (
-            min(size) < MIN_TEMPLATE_SIDE
-            or size[0] > width
-            or size[1] > height
-            or size[0] * size[1] < MIN_TEMPLATE_AREA * width * height
-        ):
+        if min(size) < MIN_TEMPLATE_SIDE or not template_fits(size, (width, height)):
             continue
         interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
         template = cv2.resize(query.grey, size, interpolation=interpolation)
@@ -120,6 +130,27 @@ def best_match(query: Pixels, candidate: Pixels, multipliers: Sequence[float]) -
         scores = cv2.matchTemplate(candidate.grey, template, cv2.TM_CCOEFF_NORMED)
         best = max(best, float(scores.max()))
     return best
+
+
+class QueryVerification:
+    """One query's verification step in the search path, and what it did."""
+
+    def __init__(self, verifier: CropVerifier, query: Pixels) -> None:
+        self.verifier = verifier
+        self.query = query
+        self.verified = 0  # hits confirmed in the last pass
+        self.seconds = 0.0  # over every pass (the search may fetch again)
+
+    @property
+    def top(self) -> int:
+        """How many candidates it checks: the search fetches at least that many."""
+        return self.verifier.top
+
+    def __call__(self, candidates: list[Hit]) -> list[Hit]:
+        started = time.perf_counter()
+        reranked, self.verified = self.verifier.rerank(self.query, candidates)
+        self.seconds += time.perf_counter() - started
+        return reranked
 
 
 class CropVerifier:
@@ -132,7 +163,7 @@ class CropVerifier:
         min_score: float = 0.9,
         scales: int = 1,
         limits: ImageLimits | None = None,
-        cache_size: int = 2048,
+        cache_size: int = CACHE_SIZE,
     ) -> None:
         if top < 1 or scales < 1 or not -1.0 <= min_score <= 1.0:
             raise ValueError("top and scales must be >= 1 and min_score in [-1, 1]")
@@ -197,17 +228,12 @@ class CropVerifier:
             width, height = oriented_size(path)
         except (OSError, ValueError, Image.DecompressionBombError):
             return False
-        slack = 1.02  # rounding between original, decoded and thumbnail pixels
-        for multiplier in self.multipliers:
-            w = query.grey.shape[1] / query.scale * multiplier
-            h = query.grey.shape[0] / query.scale * multiplier
-            if (
-                w <= width * slack
-                and h <= height * slack
-                and w * h * slack >= MIN_TEMPLATE_AREA * width * height
-            ):
-                return True
-        return False
+        query_w, query_h = query.grey.shape[1] / query.scale, query.grey.shape[0] / query.scale
+        return any(
+            # 2 % slack: rounding between original, decoded and thumbnail pixels
+            template_fits((query_w * m, query_h * m), (width, height), slack=1.02)
+            for m in self.multipliers
+        )
 
     def _load(self, path: Path, key: tuple[str, int]) -> Pixels | None:
         """The candidate's thumbnail, cached; ``None`` when its file is unreadable."""

@@ -9,7 +9,7 @@ near-duplicates are removed; if too few remain, the fetch doubles.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,21 +19,12 @@ from PIL import Image
 from encoders.preprocess import CropBox, ImageLimits, decode_image, preprocess_image
 from encoders.runtime import OnnxEncoder
 from encoders.similarity_scale import translate_threshold
-from index.crop_verify import CropVerifier, query_pixels
+from index.crop_verify import CropVerifier, QueryVerification, query_pixels
 from index.faiss_index import SearchParams
 from index.partition import Hit
 from index.rerank import collapse_near_duplicates, merge_best
 
 MAX_FETCH = 4096
-Rerank = Callable[[list[Hit]], list[Hit]]
-
-
-@dataclass
-class VerifyReport:
-    """What crop verification did for one query: hits confirmed, time taken."""
-
-    verified: int = 0
-    seconds: float = 0.0
 
 
 class ShardLike(Protocol):
@@ -134,48 +125,33 @@ class SearchService:
         decoded = time.perf_counter()
         query = encoder.embed(inputs)[0]
         embedded = time.perf_counter()
-        rerank, report = self.verification(data, image, crop)
+        verification = self.verification(data, image, crop)
         hits = self.search_vector(
-            query,
-            k,
-            exclude_image_id,
-            shards=shards,
-            dedup=dedup,
-            rerank=rerank,
-            min_fetch=0 if self.verifier is None else self.verifier.top,
+            query, k, exclude_image_id, shards=shards, dedup=dedup, verification=verification
         )
         done = time.perf_counter()
+        verify_s = 0.0 if verification is None else verification.seconds
         return SearchResult(
             hits=hits,
             model_version=encoder.version,
             timings_ms={
                 "preprocess": (decoded - started) * 1000,
                 "embed": (embedded - decoded) * 1000,
-                "search": (done - embedded - report.seconds) * 1000,
-                "verify": report.seconds * 1000,
+                "search": (done - embedded - verify_s) * 1000,
+                "verify": verify_s * 1000,
                 "total": (done - started) * 1000,
             },
-            verified=report.verified,
+            verified=0 if verification is None else verification.verified,
         )
 
     def verification(
         self, data: bytes, image: Image.Image, crop: CropBox | None
-    ) -> tuple[Rerank | None, VerifyReport]:
-        """The crop verifier as a re-rank step for this query (``image`` is ``data``
-        decoded, before ``crop``), and the report it fills in when it runs."""
-        report = VerifyReport()
-        verifier = self.verifier
-        if verifier is None:
-            return None, report
-        pixels = query_pixels(data, image, crop)
-
-        def rerank(candidates: list[Hit]) -> list[Hit]:
-            started = time.perf_counter()
-            reranked, report.verified = verifier.rerank(pixels, candidates)
-            report.seconds += time.perf_counter() - started
-            return reranked
-
-        return rerank, report
+    ) -> QueryVerification | None:
+        """Crop verification for this query (``image`` is ``data`` decoded, before
+        ``crop``), to pass to :meth:`search_vector`; ``None`` when it is off."""
+        if self.verifier is None:
+            return None
+        return QueryVerification(self.verifier, query_pixels(data, image, crop))
 
     def search_vector(
         self,
@@ -185,32 +161,31 @@ class SearchService:
         params: SearchParams | None = None,
         shards: Sequence[ShardLike] | None = None,
         dedup: float | None = None,
-        rerank: Rerank | None = None,
-        min_fetch: int = 0,
+        verification: QueryVerification | None = None,
     ) -> list[Hit]:
         """Scatter ``query`` to every shard, merge, re-rank; ``k`` results when they exist.
 
         ``shards`` and ``dedup`` (the threshold on the model's scale) default to
         the serving model's; a caller that embedded with one passes both of it.
-        ``rerank`` (crop verification) reorders the visible candidates *before*
-        the near-duplicate collapse, so that a confirmed source is the one of
-        its look-alikes that stays; ``min_fetch`` is how many candidates it wants.
+        ``verification`` reorders the visible candidates *before* the
+        near-duplicate collapse, so that a confirmed source is the one of its
+        look-alikes that stays; at least its ``top`` candidates are fetched.
         """
         params = params or self.params
         _, serving_shards, serving_dedup = self._serving
         shards = serving_shards if shards is None else shards
         dedup = serving_dedup if dedup is None else dedup
-        fetch = max(k + 1 + k // 2, min_fetch)
+        fetch = max(k + 1 + k // 2, 0 if verification is None else verification.top)
         while True:
             per_shard = [shard.search(query, fetch, params, True) for shard in shards]
-            candidates = [
+            candidates: Iterable[Hit] = (
                 h
                 for h in merge_best(per_shard)
                 if h.image_id != exclude_image_id
                 and (self.visible is None or self.visible(h.image_id))
-            ]
-            if rerank is not None:
-                candidates = rerank(candidates)
+            )
+            if verification is not None:  # it needs them all; otherwise stay lazy
+                candidates = verification(list(candidates))
             kept = collapse_near_duplicates(candidates, dedup, k)
             exhausted = all(len(hits) < fetch for hits in per_shard)  # nothing more to fetch
             if len(kept) >= k or exhausted or fetch >= MAX_FETCH:

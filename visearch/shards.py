@@ -7,7 +7,7 @@ from pathlib import Path
 
 from encoders.preprocess import ImageLimits
 from encoders.runtime import OnnxEncoder
-from index.crop_verify import CropVerifier
+from index.crop_verify import CACHE_SIZE, CropVerifier
 from index.faiss_index import SearchParams
 from index.partition import Partition
 from index.search import SearchService, ShardLike
@@ -33,15 +33,7 @@ def search_service(
     """The search service as configured: image limits, near-duplicate collapse, ANN effort,
     and crop verification when it is on and the images' files are at hand (``image_path``)."""
     limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
-    verifier = None
-    if settings.verify_top and image_path is not None:
-        verifier = CropVerifier(
-            image_path,
-            top=settings.verify_top,
-            min_score=settings.verify_min_score,
-            scales=settings.verify_scales,
-            limits=limits,
-        )
+    verifier = None if image_path is None else crop_verifier(settings, image_path)
     return SearchService(
         encoder,
         shards,
@@ -50,6 +42,27 @@ def search_service(
         params=search_params(settings),
         visible=visible,
         verifier=verifier,
+    )
+
+
+def crop_verifier(
+    settings: Settings,
+    image_path: Callable[[str], Path],
+    top: int | None = None,
+    cache_size: int = CACHE_SIZE,
+) -> CropVerifier | None:
+    """Crop verification as configured (``top`` overrides VISEARCH_VERIFY_TOP), reading
+    candidates through ``image_path``; ``None`` when it is off."""
+    top = settings.verify_top if top is None else top
+    if not top:
+        return None
+    return CropVerifier(
+        image_path,
+        top=top,
+        min_score=settings.verify_min_score,
+        scales=settings.verify_scales,
+        limits=ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+        cache_size=cache_size,
     )
 
 

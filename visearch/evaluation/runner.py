@@ -32,13 +32,12 @@ from feedback.ir_metrics import (
     recall_at_k,
     reciprocal_rank,
 )
-from index.crop_verify import CropVerifier
-from index.search import VerifyReport
 from streams.settings import Settings
 from visearch.evaluation.curves import precision_recall_curve, recall_curve, relevance_matrix
 from visearch.evaluation.dataset import EvalSet, EvalSetError
 from visearch.evaluation.embedding import Encoder, embed_images
 from visearch.evaluation.searching import SERVICE_INDEX, build_search, index_kinds
+from visearch.shards import crop_verifier
 
 KS = (1, 5, 10, 100)
 
@@ -83,22 +82,6 @@ def _reusable(eval_set: EvalSet) -> dict[str, int]:
     return same
 
 
-def eval_verifier(
-    eval_set: EvalSet, settings: Settings, top: int, limits: ImageLimits
-) -> CropVerifier | None:
-    """Crop verification against the corpus files, as the service does against its store."""
-    if not top:
-        return None
-    return CropVerifier(
-        eval_set.corpus.__getitem__,
-        top=top,
-        min_score=settings.verify_min_score,
-        scales=settings.verify_scales,
-        limits=limits,
-        cache_size=len(eval_set.corpus),
-    )
-
-
 def run_eval(
     eval_set: EvalSet, encoder: Encoder, settings: Settings, options: EvalOptions
 ) -> EvalResult:
@@ -138,7 +121,10 @@ def run_eval(
     timings["embed"] = time.perf_counter() - started
 
     mark = time.perf_counter()
-    verifier = eval_verifier(eval_set, settings, options.verify_top, limits)
+    # against the corpus files, as the service verifies against its image store
+    verifier = crop_verifier(
+        settings, eval_set.corpus.__getitem__, options.verify_top, len(eval_set.corpus)
+    )
     service = build_search(
         encoder,
         corpus_ids,
@@ -156,18 +142,14 @@ def run_eval(
     verified = 0
     for query in tqdm(eval_set.queries, desc="search", unit="query", disable=not options.progress):
         exclude = query if query in eval_set.corpus else None
-        rerank, report = None, VerifyReport()
+        verification = None
         if verifier is not None:
             data = eval_set.queries[query].read_bytes()
-            rerank, report = service.verification(data, decode_image(data, limits), None)
+            verification = service.verification(data, decode_image(data, limits), None)
         hits = service.search_vector(
-            query_vectors[query],
-            options.depth,
-            exclude,
-            rerank=rerank,
-            min_fetch=0 if verifier is None else verifier.top,
+            query_vectors[query], options.depth, exclude, verification=verification
         )
-        verified += report.verified > 0
+        verified += verification is not None and verification.verified > 0
         run[query] = [(hit.image_id, hit.score) for hit in hits]
     timings["search"] = time.perf_counter() - mark
 
