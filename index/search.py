@@ -1,5 +1,6 @@
-"""Query path: preprocess (+crop) -> embed -> scatter to shards -> merge -> re-rank
-(-> pixel verification of the top hits, when configured).
+"""Query path: preprocess (+crop) -> embed -> (query expansion: search, blend the
+query with its best results) -> scatter to shards -> merge -> re-rank (-> pixel
+verification of the top hits, when configured).
 
 Shards are called in-process here (the embedded default). Results are
 over-fetched so that ``k`` remain after the query image itself and
@@ -22,6 +23,7 @@ from encoders.similarity_scale import translate_threshold
 from index.crop_verify import CropVerifier, QueryVerification, query_pixels
 from index.faiss_index import SearchParams
 from index.partition import Hit
+from index.query_expansion import QueryExpansion
 from index.rerank import collapse_near_duplicates, merge_best
 
 MAX_FETCH = 4096
@@ -63,6 +65,7 @@ class SearchService:
         params: SearchParams | None = None,
         visible: Callable[[str], bool] | None = None,
         verifier: CropVerifier | None = None,
+        expansion: QueryExpansion | None = None,
     ) -> None:
         self.limits = limits or ImageLimits()
         # On the base model's similarity scale; each serving model translates it.
@@ -80,6 +83,8 @@ class SearchService:
         self.params = params or SearchParams()
         # Crop queries: the top hits re-ranked by a pixel match (index/crop_verify.py).
         self.verifier = verifier
+        # Class-level quality: a first search's best results refine the query.
+        self.expansion = expansion
 
     @property
     def encoder(self) -> OnnxEncoder:
@@ -170,11 +175,30 @@ class SearchService:
         ``verification`` reorders the visible candidates *before* the
         near-duplicate collapse, so that a confirmed source is the one of its
         look-alikes that stays; at least its ``top`` candidates are fetched.
+        With query expansion on, a first search (without verification) finds
+        the visible neighbours that the query is blended with.
         """
         params = params or self.params
         _, serving_shards, serving_dedup = self._serving
         shards = serving_shards if shards is None else shards
         dedup = serving_dedup if dedup is None else dedup
+        if self.expansion is not None:
+            first = self._ranked(query, self.expansion.neighbours, exclude_image_id, params,
+                                 shards, dedup, None)  # fmt: skip
+            query = self.expansion.expand(query, first)
+        return self._ranked(query, k, exclude_image_id, params, shards, dedup, verification)
+
+    def _ranked(
+        self,
+        query: np.ndarray,
+        k: int,
+        exclude_image_id: str | None,
+        params: SearchParams,
+        shards: Sequence[ShardLike],
+        dedup: float,
+        verification: QueryVerification | None,
+    ) -> list[Hit]:
+        """One search: visible hits, verified if asked, near-duplicates collapsed."""
         fetch = max(k + 1 + k // 2, 0 if verification is None else verification.top)
         while True:
             per_shard = [shard.search(query, fetch, params, True) for shard in shards]

@@ -23,6 +23,7 @@ PREFIX = "VISEARCH_"
 MAX_ALLOWED_LATENESS_S = 2 * 3600 - 60
 MAX_VERIFY_TOP = 500  # pixel-matching more candidates than this costs seconds a query
 MAX_VERIFY_SCALES = 15
+MAX_QUERY_EXPANSION = 50  # index.query_expansion.MAX_NEIGHBOURS (no index import here)
 
 
 class SettingsError(ValueError):
@@ -156,6 +157,12 @@ class Settings:
     verify_top: int = 0
     verify_min_score: float = 0.9
     verify_scales: int = 1
+    # Query expansion (index/query_expansion.py): each search first finds its
+    # top ``query_expansion`` visible results, blends their vectors into the
+    # query (weighted by similarity ** ``query_expansion_alpha``) and searches
+    # again. 0: off. Raises class-level quality for the cost of a second search.
+    query_expansion: int = 0
+    query_expansion_alpha: float = 3.0
 
     # HTTP.
     http_host: str = "127.0.0.1"
@@ -269,6 +276,12 @@ class Settings:
             raise SettingsError(f"{PREFIX}VERIFY_MIN_SCORE must be between -1 and 1")
         if not 1 <= self.verify_scales <= MAX_VERIFY_SCALES:
             raise SettingsError(f"{PREFIX}VERIFY_SCALES must be between 1 and {MAX_VERIFY_SCALES}")
+        if not 0 <= self.query_expansion <= MAX_QUERY_EXPANSION:
+            raise SettingsError(
+                f"{PREFIX}QUERY_EXPANSION must be between 0 (off) and {MAX_QUERY_EXPANSION}"
+            )
+        if not (math.isfinite(self.query_expansion_alpha) and self.query_expansion_alpha >= 0):
+            raise SettingsError(f"{PREFIX}QUERY_EXPANSION_ALPHA must be a finite number >= 0")
         if self.tiles not in TILE_SCHEMES:
             raise SettingsError(f"{PREFIX}TILES must be one of {', '.join(TILE_SCHEMES)}")
         if not 0 < self.compact_ratio < 1:

@@ -10,6 +10,7 @@ from encoders.runtime import OnnxEncoder
 from index.crop_verify import CACHE_SIZE, CropVerifier
 from index.faiss_index import SearchParams
 from index.partition import Partition
+from index.query_expansion import QueryExpansion
 from index.search import SearchService, ShardLike
 from index.shard import IndexShard, ShardConsumer, owned_partitions
 from streams.settings import Settings
@@ -31,7 +32,8 @@ def search_service(
     image_path: Callable[[str], Path] | None = None,
 ) -> SearchService:
     """The search service as configured: image limits, near-duplicate collapse, ANN effort,
-    and crop verification when it is on and the images' files are at hand (``image_path``)."""
+    query expansion, and crop verification when it is on and the images' files are at
+    hand (``image_path``)."""
     limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
     verifier = None if image_path is None else crop_verifier(settings, image_path)
     return SearchService(
@@ -42,7 +44,17 @@ def search_service(
         params=search_params(settings),
         visible=visible,
         verifier=verifier,
+        expansion=query_expansion(settings),
     )
+
+
+def query_expansion(settings: Settings, neighbours: int | None = None) -> QueryExpansion | None:
+    """Query expansion as configured (``neighbours`` overrides VISEARCH_QUERY_EXPANSION);
+    ``None`` when it is off."""
+    neighbours = settings.query_expansion if neighbours is None else neighbours
+    if not neighbours:
+        return None
+    return QueryExpansion(neighbours, settings.query_expansion_alpha)
 
 
 def crop_verifier(

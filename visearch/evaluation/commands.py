@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from encoders.tiles import TILE_SCHEMES
+from index.query_expansion import MAX_NEIGHBOURS
 from streams.settings import Settings
 from visearch.corpus import DEMO_CORPUS
 from visearch.evaluation.dataset import EvalSetError, load_eval_set, load_set_dir
@@ -69,6 +70,13 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         help="pixel-verify the top N hits of each query, as VISEARCH_VERIFY_TOP (0: off; "
         "default: that setting)",
     )
+    ev.add_argument(
+        "--query-expansion",
+        type=int,
+        metavar="K",
+        help="blend each query with its top K results and search again, as "
+        "VISEARCH_QUERY_EXPANSION (0: off; default: that setting)",
+    )
     ev.add_argument("--out", type=Path, default=Path("eval-out"), help="output folder")
     ev.add_argument("--label", help="name of this run in reports (default: the model version)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -121,6 +129,8 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     if model is None:
         model = settings.resolved_model_dir
         ensure_exported(model, DEMO_CORPUS)
+    if args.query_expansion is not None and not 0 <= args.query_expansion <= MAX_NEIGHBOURS:
+        raise EvalSetError(f"--query-expansion must be between 0 (off) and {MAX_NEIGHBOURS}")
     encoder = open_encoder(model, threads=settings.ort_threads)
     options = EvalOptions(
         tiles=args.tiles,
@@ -129,12 +139,17 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         depth=args.depth or len(eval_set.corpus),
         dedup_threshold=args.dedup,
         verify_top=settings.verify_top if args.verify is None else args.verify,
+        query_expansion=(
+            settings.query_expansion if args.query_expansion is None else args.query_expansion
+        ),
         progress=not args.no_progress,
     )
     result = run_eval(eval_set, encoder, settings, options)
     name = encoder.version if str(model) == "raw-pixels" else Path(model).name
     label = args.label or name + ("" if args.tiles == "none" else f" +tiles {args.tiles}")
-    label += f" +verify {options.verify_top}" if options.verify_top and not args.label else ""
+    if not args.label:
+        label += f" +verify {options.verify_top}" if options.verify_top else ""
+        label += f" +qe {options.query_expansion}" if options.query_expansion else ""
     path = write_outputs(result, args.out, label, sources)
     summary = {k: round(v, 4) for k, v in result.metrics.items()}
     print(json.dumps({"out": str(path), "label": label, **summary, **result.timings_s}))

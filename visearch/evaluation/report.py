@@ -51,6 +51,7 @@ CONFIG_FIELDS = (
     "dedup_threshold",
     "model_dedup_threshold",
     "verify_top",
+    "query_expansion",
     "corpus_images",
     "queries",
     "judged_queries",

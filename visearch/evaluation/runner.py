@@ -37,7 +37,7 @@ from visearch.evaluation.curves import precision_recall_curve, recall_curve, rel
 from visearch.evaluation.dataset import EvalSet, EvalSetError
 from visearch.evaluation.embedding import Encoder, embed_images
 from visearch.evaluation.searching import SERVICE_INDEX, build_search, index_kinds
-from visearch.shards import crop_verifier
+from visearch.shards import crop_verifier, query_expansion
 
 KS = (1, 5, 10, 100)
 
@@ -52,6 +52,7 @@ class EvalOptions:
     depth: int = 100
     dedup_threshold: float | None = None
     verify_top: int = 0  # crop verification of the top hits (0: off; index/crop_verify.py)
+    query_expansion: int = 0  # neighbours blended into each query (0: off)
     batch_size: int = 32
     progress: bool = True
 
@@ -134,6 +135,7 @@ def run_eval(
         options.partitions,
         options.dedup_threshold,
         verifier,
+        query_expansion(settings, options.query_expansion),
     )
     timings["index"] = time.perf_counter() - mark
 
@@ -179,6 +181,8 @@ def run_eval(
             "dedup_threshold": service.dedup_threshold,
             "verify_top": options.verify_top,
             "verified_queries": verified,
+            "query_expansion": options.query_expansion,
+            "query_expansion_alpha": settings.query_expansion_alpha,
             "model_dedup_threshold": round(service.model_dedup_threshold, 6),
             "corpus_images": len(corpus_ids),
             "queries": len(eval_set.queries),

@@ -27,6 +27,7 @@ from kafka.partitioner.default import murmur2
 
 from index.crop_verify import CropVerifier
 from index.partition import EXACT_FACTORY, Partition
+from index.query_expansion import QueryExpansion
 from index.search import SearchService
 from index.shard import IndexShard
 from streams.settings import Settings
@@ -70,6 +71,7 @@ def build_search(
     partitions: int | None = None,
     dedup_threshold: float | None = None,
     verifier: CropVerifier | None = None,
+    expansion: QueryExpansion | None = None,
 ) -> SearchService:
     """Index ``vectors`` (``(n, rows per image, dim)``) under ``ids``; a search service on it."""
     count = partitions or settings.embedding_partitions
@@ -91,6 +93,7 @@ def build_search(
         dedup_threshold=dedup,
         params=search_params(settings),
         verifier=verifier,
+        expansion=expansion,
     )
 
 
