@@ -20,17 +20,22 @@ that differ only in the option measured:
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
-from bench.embed import ensure_models
-from bench.search_api import K, build_index, percentiles, query_images, timed
+from bench.search_api import (
+    K,
+    bench_settings,
+    build_index,
+    index_and_rounds,
+    index_bench_arguments,
+    percentiles,
+    query_images,
+    timed,
+)
 from encoders.preprocess import CropBox
 from index.search import SearchService
-from streams.broker import free_port
 from streams.encoder_set import encoder_from_settings
-from streams.settings import Settings
 from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.shards import search_service
@@ -58,25 +63,11 @@ def latencies(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--model", choices=("int8", "fp32"), default="int8")
-    parser.add_argument("--images", type=int, help="index size (default 100000, quick 20000)")
-    parser.add_argument("--queries", type=int, help="searches per variant (default 300, quick 60)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    total = args.images or (20_000 if args.quick else 100_000)
-    rounds = args.queries or (60 if args.quick else 300)
+    args = index_bench_arguments(__doc__.splitlines()[0]).parse_args()
+    total, rounds = index_and_rounds(args)
 
     with tempfile.TemporaryDirectory() as tmp:
-        base = Settings.from_env()
-        fp32_dir = base.resolved_model_dir
-        int8_dir = fp32_dir.with_name(fp32_dir.name + "-int8")
-        ensure_models(fp32_dir, int8_dir, DEMO_CORPUS)
-        model_dir = int8_dir if args.model == "int8" else fp32_dir
-        settings = base.with_overrides(
-            data_dir=Path(tmp), model_dir=str(model_dir), broker_port=free_port()
-        )
+        settings, model_dir = bench_settings(args.model, Path(tmp))
         encoder = encoder_from_settings(model_dir, settings)
         photos = find_images(DEMO_CORPUS)
         shard = build_index(settings, encoder, photos, total, args.seed)

@@ -136,29 +136,44 @@ def http_latencies(
     return latencies, rounds / (time.perf_counter() - started)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def index_bench_arguments(description: str) -> argparse.ArgumentParser:
+    """The options of a bench over the service's index: size, searches, model, seed."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--model", choices=("int8", "fp32"), default="int8")
     parser.add_argument("--images", type=int, help="index size (default 100000, quick 20000)")
-    parser.add_argument("--queries", type=int, help="requests per setting (default 300, quick 60)")
+    parser.add_argument("--queries", type=int, help="searches per setting (default 300, quick 60)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    return parser
+
+
+def index_and_rounds(args: argparse.Namespace) -> tuple[int, int]:
+    """Index size and searches per setting, from the options or the (quick) defaults."""
     total = args.images or (20_000 if args.quick else 100_000)
-    rounds = args.queries or (60 if args.quick else 300)
+    return total, args.queries or (60 if args.quick else 300)
+
+
+def bench_settings(model: str, data_dir: Path) -> tuple[Settings, Path]:
+    """Settings from the environment (VISEARCH_* overrides, e.g. the ANN threshold) with a
+    scratch data dir, a free broker port and the chosen model, exported if missing."""
+    base = Settings.from_env()
+    fp32_dir = base.resolved_model_dir
+    int8_dir = fp32_dir.with_name(fp32_dir.name + "-int8")
+    ensure_models(fp32_dir, int8_dir, DEMO_CORPUS)
+    model_dir = int8_dir if model == "int8" else fp32_dir
+    settings = base.with_overrides(
+        data_dir=data_dir, model_dir=str(model_dir), broker_port=free_port()
+    )
+    return settings, model_dir
+
+
+def main() -> None:
+    args = index_bench_arguments(__doc__.splitlines()[0]).parse_args()
+    total, rounds = index_and_rounds(args)
 
     with tempfile.TemporaryDirectory() as tmp:
-        base = Settings.from_env()  # VISEARCH_* overrides, e.g. the ANN threshold
-        fp32_dir = base.resolved_model_dir
-        int8_dir = fp32_dir.with_name(fp32_dir.name + "-int8")
-        ensure_models(fp32_dir, int8_dir, DEMO_CORPUS)
-        model_dir = int8_dir if args.model == "int8" else fp32_dir
-        settings = base.with_overrides(
-            data_dir=Path(tmp),
-            model_dir=str(model_dir),
-            broker_port=free_port(),
-            topic_prefix=f"bench-search-{free_port()}",
-        )
+        settings, model_dir = bench_settings(args.model, Path(tmp))
+        settings = settings.with_overrides(topic_prefix=f"bench-search-{free_port()}")
         encoder = encoder_from_settings(model_dir, settings)
         photos = find_images(DEMO_CORPUS)
         shard = build_index(settings, encoder, photos, total, args.seed)
