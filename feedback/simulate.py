@@ -5,7 +5,9 @@ every result shown, then clicks with a position-biased cascade that favours
 truly similar results, and logs dwell times. "Truly similar" is ground truth
 from the image ids: ids made by ``visearch ingest`` are folder paths joined
 by ``-`` (``animals-birds-cardinal``), and two images are relevant to each
-other when they share the folder (``animals-birds``). Everything goes
+other when they share the folder (``animals-birds``) — or, with ``--qrels``,
+from an evaluation set's judgements (any labelled set, e.g. Fashion-MNIST,
+whose ids carry no class). Everything goes
 through the public HTTP API, so the simulator exercises exactly what a page
 or a backend does.
 
@@ -22,6 +24,7 @@ import time
 import urllib.error
 import urllib.parse
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +79,19 @@ def is_relevant(query_id: str, result_id: str) -> bool:
     return group is not None and group == image_group(result_id)
 
 
+Relevance = Callable[[str, str], bool]  # (query id, result id) -> is the result truly similar?
+
+
+def qrels_relevance(qrels: Mapping[str, Mapping[str, int]]) -> Relevance:
+    """Ground truth from judgements (an evaluation set's TREC qrels: grade > 0 is relevant)
+    instead of folder names, so any labelled set can drive the simulation."""
+
+    def relevant(query_id: str, result_id: str) -> bool:
+        return qrels.get(query_id, {}).get(result_id, 0) > 0
+
+    return relevant
+
+
 def session_events(
     rng: random.Random,
     model: ClickModel,
@@ -83,6 +99,7 @@ def session_events(
     query_id: str,
     response: dict[str, Any],
     now: float,
+    relevant: Relevance = is_relevant,
 ) -> list[dict[str, Any]]:
     """The interaction events of one simulated session over a search response."""
     search_id = response["search_id"]
@@ -105,9 +122,9 @@ def session_events(
         )
         if rng.random() > model.examine_decay**position:
             continue
-        relevant = is_relevant(query_id, hit["image_id"])
-        if rng.random() < (model.p_click_relevant if relevant else model.p_click_irrelevant):
-            mean = model.dwell_relevant_s if relevant else model.dwell_irrelevant_s
+        similar = relevant(query_id, hit["image_id"])
+        if rng.random() < (model.p_click_relevant if similar else model.p_click_irrelevant):
+            mean = model.dwell_relevant_s if similar else model.dwell_irrelevant_s
             dwell_ms = int(rng.lognormvariate(0, 0.5) * mean * 1000)
             events.append(
                 {**shown, "event_id": f"{search_id}-c{position}", "type": "click",
@@ -165,8 +182,10 @@ def simulate(
     rate_per_s: float = 0.0,
     seed: int = 0,
     model: ClickModel | None = None,
+    relevant: Relevance = is_relevant,
 ) -> SimulationReport:
-    """Run ``sessions`` sessions (at most ``rate_per_s`` per second when > 0)."""
+    """Run ``sessions`` sessions (at most ``rate_per_s`` per second when > 0); users
+    click results that ``relevant`` judges truly similar (default: same folder)."""
     rng = random.Random(seed)
     model = model or ClickModel()
     corpus = client.corpus()
@@ -186,16 +205,16 @@ def simulate(
             continue
         report.search_ms.append((time.perf_counter() - begin) * 1000)
         user = f"sim-user-{rng.randrange(users)}-{uuid.UUID(int=seed).hex[:6]}"
-        events = session_events(rng, model, user, query, response, time.time())
+        events = session_events(rng, model, user, query, response, time.time(), relevant)
         client.log(events)
         report.sessions += 1
         for event in events:
             if event["type"] == "impression":
                 report.impressions += 1
-                report.relevant_impressions += is_relevant(query, event["displayed_image_id"])
+                report.relevant_impressions += relevant(query, event["displayed_image_id"])
             elif event["type"] == "click":
                 report.clicks += 1
-                report.relevant_clicks += is_relevant(query, event["displayed_image_id"])
+                report.relevant_clicks += relevant(query, event["displayed_image_id"])
             else:
                 report.dwells += 1
     return report

@@ -213,10 +213,20 @@ def _cmd_pairs_export(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
-    from feedback.simulate import ApiClient, simulate
+    from feedback.simulate import ApiClient, Relevance, is_relevant, qrels_relevance, simulate
+    from visearch.evaluation.dataset import EvalSetError, read_qrels
 
     url = args.url or f"http://{settings.http_host}:{settings.http_port}"
-    report = simulate(ApiClient(url), args.sessions, args.users, args.k, args.rate, args.seed)
+    relevant: Relevance = is_relevant
+    if args.qrels is not None:
+        try:
+            relevant = qrels_relevance(read_qrels(args.qrels))
+        except (OSError, EvalSetError) as exc:
+            print(f"visearch: {exc}", file=sys.stderr)
+            return 1
+    report = simulate(
+        ApiClient(url), args.sessions, args.users, args.k, args.rate, args.seed, relevant=relevant
+    )
     print(json.dumps(report.as_json()))
     return 0
 
@@ -341,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--k", type=_non_negative, default=10, help="results per search")
     simulate.add_argument("--rate", type=float, default=0.0, help="sessions/s (0: flat out)")
     simulate.add_argument("--seed", type=_non_negative, default=0)
+    simulate.add_argument(
+        "--qrels",
+        type=Path,
+        help="truly similar = judged relevant in this TREC qrels file (e.g. an eval set's); "
+        "default: same folder part of the image id",
+    )
     simulate.set_defaults(func=_cmd_simulate)
     add_eval_parser(sub)
     add_model_parser(sub)
