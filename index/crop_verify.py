@@ -140,6 +140,9 @@ class QueryVerification:
         self.query = query
         self.verified = 0  # hits confirmed in the last pass
         self.seconds = 0.0  # over every pass (the search may fetch again)
+        # Matches already computed: a search that fetches again (too few results
+        # left after the collapse) sees the same top candidates a second time.
+        self.matches: dict[str, float] = {}
 
     @property
     def top(self) -> int:
@@ -148,7 +151,7 @@ class QueryVerification:
 
     def __call__(self, candidates: list[Hit]) -> list[Hit]:
         started = time.perf_counter()
-        reranked, self.verified = self.verifier.rerank(self.query, candidates)
+        reranked, self.verified = self.verifier.rerank(self.query, candidates, self.matches)
         self.seconds += time.perf_counter() - started
         return reranked
 
@@ -180,8 +183,13 @@ class CropVerifier:
         self._cache: OrderedDict[tuple[str, int], Pixels] = OrderedDict()
         self._lock = threading.Lock()
 
-    def rerank(self, query: Pixels, hits: list[Hit]) -> tuple[list[Hit], int]:
+    def rerank(
+        self, query: Pixels, hits: list[Hit], matches: dict[str, float] | None = None
+    ) -> tuple[list[Hit], int]:
         """``hits`` with verified candidates first; also how many were verified.
+
+        ``matches`` (image id -> match) is read and filled when given: the
+        query's matches from an earlier pass are not computed again.
 
         Verified candidates are ordered by their match, to ``MATCH_TIE``, then
         by their original rank: a tiny template (a 19 px tile) can match a large
@@ -191,13 +199,17 @@ class CropVerifier:
         clients and TREC tools that sort by score see the verified order.
         """
         head, tail = hits[: self.top], hits[self.top :]
-        matches = [self._score(query, hit.image_id) for hit in head]
+        known = {} if matches is None else matches
+        for hit in head:
+            if hit.image_id not in known:
+                known[hit.image_id] = self._score(query, hit.image_id)
+        scores = [known[hit.image_id] for hit in head]
         verified = sorted(
-            (i for i, match in enumerate(matches) if match >= self.min_score),
-            key=lambda i: (-round(matches[i] / MATCH_TIE), i),
+            (i for i, match in enumerate(scores) if match >= self.min_score),
+            key=lambda i: (-round(scores[i] / MATCH_TIE), i),
         )
         chosen = set(verified)
-        promoted = [replace(head[i], score=1.0 + matches[i]) for i in verified]
+        promoted = [replace(head[i], score=1.0 + scores[i]) for i in verified]
         for rank in range(1, len(promoted)):  # keep scores non-increasing after tie-breaks
             if promoted[rank].score > promoted[rank - 1].score:
                 promoted[rank] = replace(promoted[rank], score=promoted[rank - 1].score)

@@ -183,3 +183,25 @@ def test_an_exif_rotated_candidate_is_matched_as_displayed_and_broken_exif_is_no
     broken[marker:marker] = b"\xff\xe1\x00\x10Exif\x00\x00MM\x00\x2a\xff\xff\xff\xff"
     data = bytes(broken)
     assert verifier.rerank(query_pixels(data, decode_image(data)), hits)[0][0].image_id in files
+
+
+def test_a_second_pass_of_one_query_reuses_its_matches(photos: dict[str, Path]) -> None:
+    """The search fetches again when the collapse leaves too few results: the
+    candidates already matched are not matched again, and the ranking is the same."""
+    from index.crop_verify import QueryVerification
+
+    looked_up: list[str] = []
+
+    def path_of(image_id: str) -> Path:
+        looked_up.append(image_id)
+        return photos[image_id]
+
+    ids = list(photos)
+    data, image = _crop_query(photos[ids[3]], seed=3)
+    verification = QueryVerification(CropVerifier(path_of, top=8), query_pixels(data, image))
+    first = verification(_hits(ids[:5]))
+    assert sorted(looked_up) == sorted(ids[:5])
+    second = verification(_hits(ids))  # a bigger fetch: three new candidates
+    assert sorted(looked_up) == sorted(ids)  # each matched once over both passes
+    assert first[0].image_id == second[0].image_id == ids[3]
+    assert verification.verified == 1 and set(verification.matches) == set(ids)
