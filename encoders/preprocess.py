@@ -23,9 +23,13 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
 INPUT_SIZE = 224
 MEAN = 127.0 / 255.0
@@ -52,6 +56,11 @@ class ImageLimits:
 
     max_bytes: int = 20_000_000
     max_pixels: int = 40_000_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImageLimits:
+        """The configured limits (VISEARCH_MAX_IMAGE_BYTES, VISEARCH_MAX_IMAGE_PIXELS)."""
+        return cls(settings.max_image_bytes, settings.max_image_pixels)
 
 
 @dataclass(frozen=True)

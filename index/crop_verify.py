@@ -234,8 +234,8 @@ class CropVerifier:
 
     def _could_fit(self, query: Pixels, path: Path) -> bool:
         """Whether the query, at some tried scale, fits the candidate within the area guard:
-        read from the file's header, in original pixels. A whole-image query is larger than
-        its candidates, so a search that is no crop decodes none of them."""
+        read from the file's header, in original pixels. A whole-image query decodes only
+        candidates larger than itself (none of its own size)."""
         try:
             width, height = oriented_size(path)
         except (OSError, ValueError, Image.DecompressionBombError):

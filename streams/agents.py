@@ -50,7 +50,7 @@ def register_agents(app: faust.App, settings: Settings, encoders: EncoderSet) ->
     dead_letters = raw_topic(app, names.dead_letter, 1)
     reader = UploadReader(
         allowed_roots=[settings.image_store_dir],
-        limits=ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+        limits=ImageLimits.from_settings(settings),
         tiles=tile_boxes(settings.tiles),
         max_inline_bytes=settings.max_inline_bytes,
         remote=RemoteFetch(settings.image_fetch_timeout_s, settings.image_fetch_allow_private),

@@ -123,7 +123,7 @@ def create_api(
         metrics.registry.register(FeedbackCollector(feedback.state))
     for collector in collectors:
         metrics.registry.register(collector)
-    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
+    limits = ImageLimits.from_settings(settings)
     app = FastAPI(
         title="visearch",
         version="0.1.0",

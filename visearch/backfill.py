@@ -90,7 +90,7 @@ def backfill(
     done_through = "" if restart or not state_file.exists() else _read_progress(state_file)
     catalogue = sorted(store, key=lambda image: image.image_id)
     todo = [image for image in catalogue if image.image_id > done_through]
-    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
+    limits = ImageLimits.from_settings(settings)
     tiles = tile_boxes(settings.tiles)
     published = 0
     failed: dict[str, str] = {}

@@ -34,12 +34,11 @@ def search_service(
     """The search service as configured: image limits, near-duplicate collapse, ANN effort,
     query expansion, and crop verification when it is on and the images' files are at
     hand (``image_path``)."""
-    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
     verifier = None if image_path is None else crop_verifier(settings, image_path)
     return SearchService(
         encoder,
         shards,
-        limits,
+        ImageLimits.from_settings(settings),
         dedup_threshold=settings.dedup_threshold,
         params=search_params(settings),
         visible=visible,
@@ -73,7 +72,7 @@ def crop_verifier(
         top=top,
         min_score=settings.verify_min_score,
         scales=settings.verify_scales,
-        limits=ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+        limits=ImageLimits.from_settings(settings),
         cache_size=cache_size,
     )
 

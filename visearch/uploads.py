@@ -26,7 +26,7 @@ def accept_upload(
     private: bool = False,
 ) -> ImageUploaded:
     """Validate, store and publish one image; raises PreprocessError on bad bytes."""
-    decode_image(data, ImageLimits(settings.max_image_bytes, settings.max_image_pixels))
+    decode_image(data, ImageLimits.from_settings(settings))
     stored = StoredImage(image_id, owner_id, private, time.time())
     store.put(stored, data)
     return publish_stored(settings, store, publisher, stored)

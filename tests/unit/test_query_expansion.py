@@ -134,3 +134,10 @@ def test_the_service_settings_turn_expansion_on() -> None:
     configured = query_expansion(Settings(query_expansion=4, query_expansion_alpha=1.5))
     assert configured == QueryExpansion(4, 1.5)
     assert query_expansion(Settings(query_expansion=4), neighbours=0) is None
+
+
+def test_the_settings_bound_is_the_expansions_own() -> None:
+    from streams.settings import MAX_QUERY_EXPANSION
+
+    # settings keeps a copy (it imports nothing from index/): the two must agree
+    assert MAX_QUERY_EXPANSION == MAX_NEIGHBOURS

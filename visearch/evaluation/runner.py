@@ -91,7 +91,7 @@ def run_eval(
         raise EvalSetError(f"depth must be >= 1, got {options.depth}")
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
+    limits = ImageLimits.from_settings(settings)
     tiles = tile_boxes(options.tiles)
     corpus_ids = list(eval_set.corpus)
     reused = _reusable(eval_set)
