@@ -425,6 +425,41 @@ def test_with_vectors_carries_each_hits_global_vector(factory):
     assert plain == hits  # the vector takes no part in equality
 
 
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32"])
+def test_search_filter_kept_between_searches_follows_every_change(factory):
+    """The selector and search parameters are reused between searches: hiding,
+    growing the bitmap past its capacity, compaction and the move to ANN must
+    each still be seen by the next search."""
+    rng = np.random.default_rng(23)
+    part = Partition(DIM, factory, ann_threshold=1500, min_compact_rows=64, background=False)
+    vectors = {f"img-{i}": _unit(rng, 1)[0] for i in range(1200)}  # bitmap capacity: 1024
+    for i in range(1000):
+        part.upsert(f"img-{i}", vectors[f"img-{i}"], 1.0)
+    target = vectors["img-7"]
+    assert _ids(part.search(target, 1)[0]) == ["img-7"]
+    part.update("img-7", "private", 2.0)  # a bit cleared in place
+    assert "img-7" not in _ids(part.search(target, 20)[0])
+    for i in range(1000, 1200):  # past the first bitmap's capacity: a new bitmap
+        part.upsert(f"img-{i}", vectors[f"img-{i}"], 1.0)
+    assert _ids(part.search(vectors["img-1150"], 1)[0]) == ["img-1150"]
+    for i in range(0, 400, 3):  # retired rows past min_compact_rows: compaction renumbers
+        part.update(f"img-{i}", "delete", 3.0)
+        del vectors[f"img-{i}"]
+    assert _ids(part.search(vectors["img-1199"], 1, RECALL_PARAMS)[0]) == ["img-1199"]
+    part.update("img-7", "public", 4.0)
+    assert _ids(part.search(target, 1, RECALL_PARAMS)[0]) == ["img-7"]
+    for i in range(1200, 1700):  # past ann_threshold: the index itself is replaced
+        vectors[f"img-{i}"] = _unit(rng, 1)[0]
+        part.upsert(f"img-{i}", vectors[f"img-{i}"], 5.0)
+    assert part.kind == ("exact" if factory == "Flat" else "ann")
+    query = vectors["img-1650"]
+    [hits] = part.search(query, 10, RECALL_PARAMS, with_vectors=True)
+    assert hits[0].image_id == "img-1650"
+    assert not {h.image_id for h in hits} & {f"img-{i}" for i in range(0, 400, 3)}
+    for hit in hits:
+        np.testing.assert_allclose(hit.vector, vectors[hit.image_id], atol=1e-6)
+
+
 @pytest.mark.parametrize("factory", FACTORIES)
 def test_k_distinct_images_with_tiles(factory):
     rng = np.random.default_rng(21)
