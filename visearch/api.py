@@ -26,6 +26,7 @@ from prometheus_client import (
 )
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from encoders.preprocess import CropBox, ImageLimits, PreprocessError, decode_image
 from feedback.prometheus import FeedbackCollector
@@ -170,9 +171,17 @@ def create_api(
             raise _error(422, "bad_k", f"k must be between 1 and {settings.max_k}")
         if (image is None) == (image_id is None):
             raise _error(422, "bad_query", "send exactly one of 'image' and 'image_id'")
-        if image is not None:
-            data = await read_upload(image)
-        else:
+        data = await read_upload(image) if image is not None else None
+        # Decoding, embedding and the index scan block for tens of ms: off the
+        # event loop, so that interactions, uploads and other searches are not
+        # queued behind them (ONNX Runtime and faiss release the GIL).
+        return await run_in_threadpool(answer_search, data, image_id, crop, crop_units, k)
+
+    def answer_search(
+        data: bytes | None, image_id: str | None, crop: str | None, crop_units: str, k: int
+    ) -> SearchResponse:
+        """The blocking part of a search (in a worker thread): read, decode, embed, scan."""
+        if data is None:
             assert image_id is not None
             try:
                 data = store.get(image_id)
@@ -221,7 +230,10 @@ def create_api(
             )
         data = await read_upload(image)
         try:
-            accept_upload(settings, store, publisher, new_id, data, owner_id, private)
+            # Validation decodes the image and the store writes it to disk: off the loop.
+            await run_in_threadpool(
+                accept_upload, settings, store, publisher, new_id, data, owner_id, private
+            )
         except PreprocessError as exc:
             raise _error(400, exc.code, exc.message) from exc
         metrics.uploads.inc()
