@@ -69,7 +69,7 @@ class FeedbackConsumer(LogFollower):
         super().__init__(
             settings.kafka,
             settings.topics.interactions,
-            settings.fetch_max_wait_ms,
+            settings.background_fetch_max_wait_ms,
             "visearch-feedback",
             max_records=5000,
         )

@@ -37,7 +37,7 @@ class DeadLetterMonitor(LogFollower, Collector):
         super().__init__(
             settings.kafka,
             settings.topics.dead_letter,
-            settings.fetch_max_wait_ms,
+            settings.background_fetch_max_wait_ms,
             "visearch-dlq-monitor",
         )
         self.prefix = f"{settings.topic_prefix}."

@@ -110,7 +110,7 @@ class ModelWatcher(LogFollower):
         super().__init__(
             settings.kafka,
             settings.topics.models,
-            settings.fetch_max_wait_ms,
+            settings.background_fetch_max_wait_ms,
             "visearch-model-watcher",
         )
         self.on_event = on_event

@@ -77,6 +77,12 @@ class Settings:
     # aiokafka's fetch wait; Faust hard-codes 1500 ms, which costs ~400 ms of
     # freshness per hop on the embedded broker (DESIGN.md).
     fetch_max_wait_ms: int = 20
+    # The same wait for consumers whose delay no user sees: the dead-letter
+    # monitor, the model watcher and the feedback aggregator (CTR goal: 5 s).
+    # Each idle kafka-python consumer at 20 ms fetches 50 times a second; in
+    # the soak the API process's three of them took ~30 % of a core (py-spy)
+    # and the broker as much again to answer them.
+    background_fetch_max_wait_ms: int = 250
     app_id: str = "visearch"
     # How clients authenticate to a real cluster (streams/kafka_connection.py
     # maps these for kafka-python and Faust). File paths are str, not Path:
@@ -256,7 +262,12 @@ class Settings:
         if not (math.isfinite(self.embed_linger_s) and self.embed_linger_s > 0):
             # 0 would mean "until the batch is full" to Faust: a stalled stream.
             raise SettingsError(f"{PREFIX}EMBED_LINGER_S must be a finite number > 0")
-        for name in ("ort_threads", "fetch_max_wait_ms", "readiness_max_lag"):
+        for name in (
+            "ort_threads",
+            "fetch_max_wait_ms",
+            "background_fetch_max_wait_ms",
+            "readiness_max_lag",
+        ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 0")
         for name in ("max_inline_bytes", "max_image_bytes", "max_image_pixels", "max_upload_bytes"):

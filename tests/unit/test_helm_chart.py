@@ -43,6 +43,7 @@ CHART_MANAGED = {
     "interaction_partitions",
     "replication_factor",
     "fetch_max_wait_ms",
+    "background_fetch_max_wait_ms",
     "app_id",
     "data_dir",
     "model_dir",

@@ -221,6 +221,8 @@ streams.settings.Settings (tests/unit/test_helm_chart.py checks it).
   value: {{ include "visearch.settingValue" $root.Values.kafka.partitions.interactions | quote }}
 - name: VISEARCH_FETCH_MAX_WAIT_MS
   value: {{ include "visearch.settingValue" $root.Values.kafka.fetchMaxWaitMs | quote }}
+- name: VISEARCH_BACKGROUND_FETCH_MAX_WAIT_MS
+  value: {{ include "visearch.settingValue" $root.Values.kafka.backgroundFetchMaxWaitMs | quote }}
 - name: VISEARCH_APP_ID
   value: {{ default $root.Values.kafka.appId .appId | quote }}
 - name: VISEARCH_INDEX_SHARDS
