@@ -188,6 +188,10 @@ class Settings:
     # Allocations this large or larger are mmapped, so freeing them returns the
     # memory (see streams.malloc_tuning); 0 leaves glibc's dynamic threshold.
     malloc_mmap_threshold: int = 1_048_576
+    # How long a Python thread may hold the GIL while another waits (CPython: 5 ms).
+    # A thread back from faiss or ONNX Runtime waits up to this long for it, on
+    # each of a search's calls (see streams.gil_tuning); 0 keeps Python's default.
+    gil_switch_interval_ms: float = 1.0
 
     # Feedback loop (impressions, clicks, dwell -> CTR, time spent, labelled pairs).
     # Events older than the partition's largest event time minus this are
@@ -275,6 +279,9 @@ class Settings:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1")
         if self.shard_id >= self.index_shards:
             raise SettingsError(f"{PREFIX}SHARD_ID must be below {PREFIX}INDEX_SHARDS")
+        interval = self.gil_switch_interval_ms
+        if not (math.isfinite(interval) and 0 <= interval <= 100):
+            raise SettingsError(f"{PREFIX}GIL_SWITCH_INTERVAL_MS must be between 0 and 100")
         if not 0 <= self.malloc_mmap_threshold <= 32 * 1024 * 1024:
             raise SettingsError(f"{PREFIX}MALLOC_MMAP_THRESHOLD must be between 0 and 33554432")
         if not 0 <= self.worker_nice <= 19:

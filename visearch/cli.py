@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streams.malloc_tuning import set_mmap_threshold
+from streams.process_tuning import tune_process
 from streams.settings import Settings, SettingsError
 from visearch.corpus import DEMO_CORPUS
 from visearch.evaluation.commands import add_eval_parser
@@ -378,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"visearch: configuration error: {exc}", file=sys.stderr)
         return 2
-    set_mmap_threshold(settings.malloc_mmap_threshold)
+    tune_process(settings)
     try:
         return int(args.func(settings, args))
     except KeyboardInterrupt:

@@ -31,8 +31,8 @@ from streams.dead_letter_monitor import DeadLetterMonitor
 from streams.encoder_set import encoder_from_settings
 from streams.epoch import EXIT_NEW_EPOCH
 from streams.lifecycle import Lifecycle, die_with_parent
-from streams.malloc_tuning import set_mmap_threshold
 from streams.model_journal import republish_journal
+from streams.process_tuning import tune_process
 from streams.publisher import EventPublisher
 from streams.settings import PREFIX, Settings
 from streams.topics import ensure_topics
@@ -101,9 +101,7 @@ class LocalStack(Lifecycle):
 
     def start(self) -> Self:
         settings = self.settings
-        set_mmap_threshold(
-            settings.malloc_mmap_threshold
-        )  # benches and tests run stacks in-process
+        tune_process(settings)  # benches and tests run stacks in-process
         try:
             if settings.embedded_broker:
                 self.broker = EmbeddedBroker(settings.broker_host, settings.broker_port).start()

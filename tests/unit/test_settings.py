@@ -117,6 +117,9 @@ def test_embedded_broker_off_without_bootstrap_is_an_error():
         ("VISEARCH_VERIFY_MIN_SCORE", "1.5"),
         ("VISEARCH_VERIFY_SCALES", "0"),
         ("VISEARCH_BACKGROUND_FETCH_MAX_WAIT_MS", "-1"),
+        ("VISEARCH_GIL_SWITCH_INTERVAL_MS", "-1"),
+        ("VISEARCH_GIL_SWITCH_INTERVAL_MS", "nan"),
+        ("VISEARCH_GIL_SWITCH_INTERVAL_MS", "500"),
     ],
 )
 def test_validation_rejects_out_of_range_values(key, raw):
