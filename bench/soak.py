@@ -5,8 +5,8 @@ shards and feedback aggregator) behind the real HTTP API (uvicorn on a
 loopback port). Load, all at once:
 
 - ``--upload-rate`` uploads/s (100) of real photos, published to the uploads
-  topic as backends do, from a process of their own with a batching producer
-  (each photo stored once, events point at it) under ``--id-space`` ids
+  topic as backends do, with a batching producer (each photo stored once,
+  events point at it) under ``--id-space`` ids
   (10,000) used round-robin: once every id exists, each upload replaces an
   image (an upsert), so the index holds a steady number of images as in a
   service where deletes balance uploads, and RSS growth after that (two
@@ -18,6 +18,9 @@ loopback port). Load, all at once:
 - one privacy change per second through the API (private, public, flag,
   unflag, delete, re-upload of a few photos that half of the searches query
   for), every search result judged by :mod:`visearch.privacy_audit`.
+
+Uploads and searches come from a process of their own (:mod:`bench.soak_load`),
+as clients do: in the API's process they competed with it for its GIL.
 
 Every ``--sample-s`` seconds one JSON line: RSS of each process (this one:
 API + shards + feedback; the worker; the broker), search p50/p95 over HTTP
@@ -35,14 +38,11 @@ whole run, against the 50 ms goal; leaks) and an SVG plot at ``--plot``.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-import queue
 import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,9 +51,7 @@ import httpx
 import numpy as np
 
 from bench.freshness import percentile, store_sources, warm_up
-from feedback.simulate import ApiClient, ClickModel, session_events
-from streams.publisher import EventPublisher
-from streams.schemas import ImageUploaded
+from bench.soak_load import CHURNED, LoadPlan, LoadProcess, paced
 from streams.settings import Settings
 from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images, image_id_for
@@ -66,7 +64,6 @@ from visearch.stack_api import stack_api
 
 BENCH = "soak"
 SEARCH_GOAL_P95_MS = 50.0  # issue 9: full query p95 on 2 cores with the int8 model
-CHURNED = 8
 CHURN_ACTIONS = ("private", "public", "flag", "unflag", "delete", "upload", "upload_private")
 
 
@@ -104,173 +101,61 @@ class Observations:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _paced(stop: Any, rate: float, action: Callable[[int], None]) -> None:
-    """Call ``action(n)`` ``rate`` times a second until stopped (catching up if late)."""
-    started = time.perf_counter()
-    n = 0
-    while not stop.is_set():
-        delay = started + n / rate - time.perf_counter()
-        if delay > 0:
-            stop.wait(delay)
-            continue
-        action(n)
-        n += 1
-
-
-def _publish_uploads(
-    settings: Settings,
-    uris: list[str],
-    id_space: int,
-    rate: float,
-    stop: Any,
-    published: Any,
-) -> None:
-    """The upload traffic, in a process of its own (as backends are elsewhere).
-
-    In the API's process its producer and pacing thread took ~35 % of a core
-    and, worse, competed for that process's GIL with every search. Sends
-    ``(image_id, uploaded_at)`` of each upload to ``published`` in batches.
-    """
-    # A backend's producer batches for a few ms; the event time is set before.
-    publisher = EventPublisher(settings, linger_ms=5)
-    batch: list[tuple[str, float]] = []
-    last_report = time.monotonic()
-
-    def upload(n: int) -> None:
-        nonlocal last_report
-        image_id = f"soak-{n % id_space if id_space else n:07d}"
-        # Not the churned photos: their copies stay the only near-duplicates of their queries.
-        uri = uris[CHURNED + n % (len(uris) - CHURNED)]
-        event = ImageUploaded(image_id=image_id, owner_id="bench", uploaded_at=time.time(), uri=uri)
-        publisher.publish(settings.topics.uploads, image_id, event)
-        batch.append((image_id, event.uploaded_at))
-        if time.monotonic() - last_report > 0.05:
-            published.put(list(batch))
-            batch.clear()
-            last_report = time.monotonic()
-
-    try:
-        _paced(stop, rate, upload)
-    finally:
-        publisher.flush()
-        published.put(list(batch))
-        publisher.stop()
-
-
 class Load:
-    """The three kinds of traffic, each on its own thread(s)."""
+    """The client traffic (its own process, :mod:`bench.soak_load`) and the privacy churn."""
 
-    def __init__(
-        self,
-        stack: LocalStack,
-        base_url: str,
-        uris: list[str],
-        query_ids: list[str],
-        id_space: int,
-    ) -> None:
-        self.stack = stack
-        self.id_space = id_space
-        self.uris = uris
-        self.query_ids = query_ids
+    def __init__(self, plan: LoadPlan) -> None:
+        self.plan = plan
         self.seen = Observations()
         self.stop = threading.Event()
-        self.url = base_url
         photos = {
-            f"churn-{n}": Path(uris[n].removeprefix("file://")).read_bytes() for n in range(CHURNED)
+            f"churn-{n}": Path(plan.uris[n].removeprefix("file://")).read_bytes()
+            for n in range(CHURNED)
         }
-        self.churn = ApiChurn(httpx.Client(base_url=base_url, timeout=30), photos)
+        # The churn stays here: the audit needs its acknowledgement times, at 1 change/s.
+        self.churn = ApiChurn(httpx.Client(base_url=plan.base_url, timeout=30), photos)
+        self.process = LoadProcess(plan)
         self.threads: list[threading.Thread] = []
-        spawn = multiprocessing.get_context("spawn")  # no fork of a process with threads
-        self._uploads_stop = spawn.Event()
-        self._published: Any = spawn.Queue()
-        self._spawn = spawn
-        self._uploader: Any = None
 
-    def start(self, upload_rate: float, search_rate: float) -> None:
+    def start(self) -> None:
         for image_id in self.churn.photos:
             if self.churn.change(image_id, "upload") != 202:
                 raise RuntimeError(f"upload of {image_id} refused")
-        self._uploader = self._spawn.Process(
-            target=_publish_uploads,
-            args=(
-                self.stack.settings,
-                self.uris,
-                self.id_space,
-                upload_rate,
-                self._uploads_stop,
-                self._published,
-            ),
-            name="soak-uploads",
-            daemon=True,
-        )
-        self._uploader.start()
-        # A search plus its interactions takes ~100-300 ms on 2 busy cores: enough threads
-        # that the rate holds (each thread paces itself at its share).
-        searchers = max(1, round(search_rate / 4))
-        jobs = [(search_rate / searchers, self._searcher(n)) for n in range(searchers)]
-        jobs.append((1.0, self._churn(random.Random(5))))
-        for rate, action in jobs:
-            thread = threading.Thread(target=_paced, args=(self.stop, rate, action), daemon=True)
+        self.process.start()
+        rng = random.Random(5)
+
+        def change(n: int) -> None:
+            self.churn.change(rng.choice(list(self.churn.photos)), rng.choice(CHURN_ACTIONS))
+
+        for target, args in ((paced, (self.stop, 1.0, change)), (self._collect, ())):
+            thread = threading.Thread(target=target, args=args, daemon=True)
             thread.start()
             self.threads.append(thread)
-        collector = threading.Thread(target=self._collect_uploads, daemon=True)
-        collector.start()
-        self.threads.append(collector)
 
     def finish(self) -> None:
-        self._uploads_stop.set()
-        if self._uploader is not None:
-            self._uploader.join(30)
+        self.process.stop()
         self.stop.set()
         for thread in self.threads:
             thread.join(30)
 
-    def _collect_uploads(self) -> None:
-        """What the upload process published, for the freshness measurement."""
-        while not (self.stop.is_set() and self._published.empty()):
-            try:
-                batch = self._published.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            with self.seen.lock:
-                for image_id, uploaded_at in batch:
-                    self.seen.produced[image_id] = uploaded_at
-                self.seen.uploads += len(batch)
-
-    def _searcher(self, seed: int) -> Callable[[int], None]:
-        rng, client, clicks = random.Random(seed), ApiClient(self.url, 30), ClickModel()
-
-        def search(n: int) -> None:
-            # Half the searches query the photos that the churn copies, so that the
-            # churned images rank high in their results when visible.
-            pool = self.query_ids[:CHURNED] if n % 2 else self.query_ids
-            query = rng.choice(pool)
-            began = time.monotonic()
-            try:
-                response = client.search(query, 10)
-            except OSError:
-                with self.seen.lock:
-                    self.seen.search_errors += 1
-                return
-            ended = time.monotonic()
-            events = session_events(rng, clicks, f"soak-user-{seed}", query, response, time.time())
-            client.log(events)
-            with self.seen.lock:
-                self.seen.search_ms.append((ended - began) * 1000)
-                self.seen.server_ms.append(response["timings_ms"])
-                self.seen.probes.append(
-                    ([h["image_id"] for h in response["results"]], began, ended)
-                )
-                self.seen.searches += 1
-                self.seen.interactions += len(events)
-
-        return search
-
-    def _churn(self, rng: random.Random) -> Callable[[int], None]:
-        def change(n: int) -> None:
-            self.churn.change(rng.choice(list(self.churn.photos)), rng.choice(CHURN_ACTIONS))
-
-        return change
+    def _collect(self) -> None:
+        """The load process's reports, into the observations the sampler reads."""
+        seen = self.seen
+        for report in self.process.reports(self.stop):
+            with seen.lock:
+                if report[0] == "uploads":
+                    for image_id, uploaded_at in report[1]:
+                        seen.produced[image_id] = uploaded_at
+                    seen.uploads += len(report[1])
+                elif report[0] == "search":
+                    _, ids, began, ended, timings, interactions = report
+                    seen.search_ms.append((ended - began) * 1000)
+                    seen.server_ms.append(timings)
+                    seen.probes.append((ids, began, ended))
+                    seen.searches += 1
+                    seen.interactions += interactions
+                else:
+                    seen.search_errors += 1
 
 
 @dataclass
@@ -370,13 +255,17 @@ def run(
             warm_up(stack, uris[0])
             with serve_in_thread(stack_api(stack)) as base_url:
                 load = Load(
-                    stack,
-                    base_url,
-                    uris,
-                    [image_id_for(path, image_dir) for path in sources],
-                    id_space,
+                    LoadPlan(
+                        private,
+                        base_url,
+                        uris,
+                        [image_id_for(path, image_dir) for path in sources],
+                        id_space,
+                        upload_rate,
+                        search_rate,
+                    )
                 )
-                load.start(upload_rate, search_rate)
+                load.start()
                 sampler = Sampler(stack, load)
                 try:
                     deadline = sampler.started + minutes * 60
