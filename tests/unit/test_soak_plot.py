@@ -56,6 +56,6 @@ def test_warm_up_lasts_until_the_feedback_horizon_has_passed():
     samples = _samples([500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000])
     # the id space is full at sample 5; the feedback state grows until t = 70 s
     assert [s["t_s"] for s in after_warm_up(samples, 1500, 70.0)] == [70.0, 80.0, 90.0]
-    assert [s["t_s"] for s in after_warm_up(samples, 1500, 20.0)][0] == 50.0
+    assert after_warm_up(samples, 1500, 20.0)[0]["t_s"] == 50.0
     # a horizon longer than the run: the last fifth
     assert [s["t_s"] for s in after_warm_up(samples, 0, 3600.0)] == [80.0, 90.0]
