@@ -236,13 +236,18 @@ class Partition:
         """An image's first row: its global vector (tiles follow it)."""
         return np.asarray(self._index.reconstruct(state.first_row), dtype=np.float32)
 
-    def vector_of(self, image_id: str) -> np.ndarray | None:
-        """The global vector of a visible image (for near-duplicate checks)."""
+    def indexed_vector(self, image_id: str) -> tuple[np.ndarray, float] | None:
+        """A visible image's global vector and the event time of the upload it came from."""
         with self._lock.read():
             state = self._states.get(image_id)
             if state is None or not state.visible:
                 return None
-            return self._global_vector(state)
+            return self._global_vector(state), state.uploaded_at
+
+    def vector_of(self, image_id: str) -> np.ndarray | None:
+        """The global vector of a visible image (for near-duplicate checks)."""
+        found = self.indexed_vector(image_id)
+        return None if found is None else found[0]
 
     def memory(self, exact_index_bytes: bool = True) -> MemoryReport:
         """Memory accounting; ``exact_index_bytes`` serializes the index to measure it."""

@@ -72,7 +72,16 @@ def create_shard_api(shard: IndexShard, shard_id: int) -> FastAPI:
 
     @app.get("/v1/shard/images/{image_id}")
     def image(image_id: str) -> dict[str, Any]:
-        return {"image_id": image_id, "visible": image_id in shard}
+        found = shard.indexed_vector(image_id)
+        if found is None:
+            return {"image_id": image_id, "visible": False}
+        vector, uploaded_at = found
+        return {
+            "image_id": image_id,
+            "visible": True,
+            "vector_b64": vector_to_b64(vector),
+            "uploaded_at": uploaded_at,
+        }
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -97,6 +106,13 @@ class RemoteShard:
 
     def status(self) -> dict[str, Any]:
         return self._call("GET", "/v1/shard/status")
+
+    def indexed_vector(self, image_id: str) -> tuple[np.ndarray, float] | None:
+        answer = self._call("GET", f"/v1/shard/images/{image_id}")
+        if not answer["visible"]:
+            return None
+        vector = decode_floats(answer["vector_b64"], (self.dim,), "vector_b64")
+        return vector, float(answer["uploaded_at"])
 
     def search(
         self,

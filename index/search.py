@@ -42,6 +42,8 @@ class ShardLike(Protocol):
         with_vectors: bool = False,
     ) -> list[Hit]: ...
 
+    def indexed_vector(self, image_id: str) -> tuple[np.ndarray, float] | None: ...
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -148,6 +150,34 @@ class SearchService:
             },
             verified=0 if verification is None else verification.verified,
         )
+
+    def search_indexed(self, image_id: str, not_before: float, k: int) -> SearchResult | None:
+        """Search with the vector the index holds for ``image_id``, if it may stand in.
+
+        "More like this image" on a stored image needs no decoding and no
+        encoder pass: the serving index already holds the image's global
+        vector, from the same model. It stands in only if it comes from an
+        upload at ``not_before`` or later (the store's time of the current
+        bytes: a re-upload not yet indexed must not be answered with the old
+        image) and the image is visible; and not with crop verification on,
+        which needs the query's pixels. ``None``: embed the stored bytes.
+        """
+        if self.verifier is not None:
+            return None
+        encoder, shards, dedup = self._serving
+        started = time.perf_counter()
+        for shard in shards:
+            found = shard.indexed_vector(image_id)
+            if found is None:
+                continue
+            vector, uploaded_at = found
+            if uploaded_at < not_before:
+                return None
+            hits = self.search_vector(vector, k, image_id, shards=shards, dedup=dedup)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            timings = {"preprocess": 0.0, "embed": 0.0, "search": elapsed_ms, "verify": 0.0}
+            return SearchResult(hits, encoder.version, {**timings, "total": elapsed_ms})
+        return None
 
     def verification(
         self, data: bytes, image: Image.Image, crop: CropBox | None

@@ -129,12 +129,17 @@ class IndexShard:
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return hits[:k]
 
-    def vector_of(self, image_id: str) -> np.ndarray | None:
+    def indexed_vector(self, image_id: str) -> tuple[np.ndarray, float] | None:
+        """A visible image's global vector and its upload's event time, if this shard has it."""
         for part in self.partitions.values():
-            vector = part.vector_of(image_id)
-            if vector is not None:
-                return vector
+            found = part.indexed_vector(image_id)
+            if found is not None:
+                return found
         return None
+
+    def vector_of(self, image_id: str) -> np.ndarray | None:
+        found = self.indexed_vector(image_id)
+        return None if found is None else found[0]
 
     # ---------------------------------------------------------------- recovery
 

@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from encoders.preprocess import CropBox, ImageLimits, PreprocessError, decode_image
 from feedback.prometheus import FeedbackCollector
 from feedback.service import FeedbackService
-from index.search import SearchService
+from index.search import SearchResult, SearchService
 from streams.publisher import EventPublisher
 from streams.schemas import ID_PATTERN
 from streams.settings import Settings
@@ -98,6 +98,10 @@ class ApiMetrics:
 
 def _error(status: int, code: str, message: str) -> HTTPException:
     return HTTPException(status_code=status, detail={"code": code, "message": message})
+
+
+def _unknown_image(image_id: str) -> HTTPException:
+    return _error(404, "unknown_image", f"no image with id {image_id!r}")
 
 
 def create_api(
@@ -177,20 +181,40 @@ def create_api(
         # queued behind them (ONNX Runtime and faiss release the GIL).
         return await run_in_threadpool(answer_search, data, image_id, crop, crop_units, k)
 
+    def stored_bytes(image_id: str) -> bytes:
+        try:
+            return store.get(image_id)
+        except UnknownImageError as exc:
+            raise _unknown_image(image_id) from exc
+
+    def indexed_search(image_id: str, k: int) -> SearchResult | None:
+        try:
+            stored_at = store.metadata(image_id).uploaded_at
+        except UnknownImageError as exc:
+            raise _unknown_image(image_id) from exc
+        return search.search_indexed(image_id, stored_at, k)
+
     def answer_search(
         data: bytes | None, image_id: str | None, crop: str | None, crop_units: str, k: int
     ) -> SearchResponse:
-        """The blocking part of a search (in a worker thread): read, decode, embed, scan."""
+        """The blocking part of a search (in a worker thread): read, decode, embed, scan.
+
+        A whole stored image is searched with the vector the index holds for
+        it when that is current (``SearchService.search_indexed``): no decode,
+        no encoder pass.
+        """
+        started = time.perf_counter()
+        result = None
         if data is None:
             assert image_id is not None
-            try:
-                data = store.get(image_id)
-            except UnknownImageError as exc:
-                raise _error(404, "unknown_image", f"no image with id {image_id!r}") from exc
+            result = indexed_search(image_id, k) if crop is None else None
+            if result is None:
+                data = stored_bytes(image_id)
         try:
             box = CropBox.parse(crop, relative=crop_units == "relative") if crop else None
-            started = time.perf_counter()
-            result = search.search_bytes(data, k, box, exclude_image_id=image_id)
+            if result is None:
+                assert data is not None
+                result = search.search_bytes(data, k, box, exclude_image_id=image_id)
         except PreprocessError as exc:
             metrics.searches.labels(outcome="bad_input").inc()
             raise _error(422 if exc.code == "bad_crop" else 400, exc.code, exc.message) from exc
@@ -243,7 +267,7 @@ def create_api(
         try:
             publish_update(settings, store, publisher, image_id, action)
         except UnknownImageError as exc:
-            raise _error(404, "unknown_image", f"no image with id {image_id!r}") from exc
+            raise _unknown_image(image_id) from exc
         metrics.updates.labels(action=action).inc()
         return UploadResponse(image_id=image_id, status="accepted")
 
@@ -277,7 +301,7 @@ def create_api(
                 raise UnknownImageError(image_id)  # private or flagged: as if absent
             image = decode_image(store.get(image_id), limits)
         except UnknownImageError as exc:
-            raise _error(404, "unknown_image", f"no image with id {image_id!r}") from exc
+            raise _unknown_image(image_id) from exc
         except PreprocessError as exc:
             raise _error(422, exc.code, exc.message) from exc
         image.thumbnail((size, size))
