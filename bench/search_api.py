@@ -10,7 +10,9 @@ the same real query photos (JPEG, a third of them cropped):
   embed + search + re-rank, no HTTP);
 - the API over HTTP with uvicorn, 1 client and 8 concurrent clients
   (clients are threads of this process; ONNX Runtime and faiss release the
-  GIL, the HTTP parsing does not, so the 8-client figure is pessimistic).
+  GIL, the HTTP parsing does not, so the 8-client figure is pessimistic);
+- search by a stored photo's id over HTTP, 1 client (the index's vector is
+  the query: no decode, no encoder), against the same photos sent as bytes.
 
     python -m bench.search_api                # int8, 100,000 images, 300 queries per setting
     python -m bench.search_api --quick        # int8, 20,000 images, 60 queries
@@ -30,6 +32,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -47,7 +50,7 @@ from streams.topics import ensure_topics
 from visearch.api import create_api
 from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images
-from visearch.image_store import ImageStore
+from visearch.image_store import ImageStore, StoredImage
 from visearch.serving import serve_in_thread
 from visearch.shards import partition_factory, search_service
 
@@ -82,6 +85,14 @@ def build_index(
     return shard
 
 
+def store_photos(store: ImageStore, photos: list[Path]) -> list[str]:
+    """The real photos in the image store under their index ids (``build_index``'s
+    ``img-N``), stored before their indexed upload, so the index's vectors are current."""
+    for number, path in enumerate(photos):
+        store.put(StoredImage(f"img-{number}", "bench", False, 0.5), path.read_bytes())
+    return [f"img-{number}" for number in range(len(photos))]
+
+
 def query_images(photos: list[Path], count: int, seed: int) -> list[tuple[bytes, str | None]]:
     """Real photos as JPEG (quality 85); every third with a relative crop box."""
     rng = random.Random(seed)
@@ -108,8 +119,22 @@ def timed(call: Callable[[], object]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def upload_request(query: tuple[bytes, str | None]) -> dict[str, Any]:
+    """``POST /v1/search`` arguments for a query photo sent as bytes (cropped if it has a box)."""
+    data, crop = query
+    form = {"k": str(K)}
+    if crop:
+        form.update(crop=crop, crop_units="relative")
+    return {"files": {"image": ("q.jpg", data, "image/jpeg")}, "data": form}
+
+
+def by_id_request(image_id: str) -> dict[str, Any]:
+    """``POST /v1/search`` arguments for "more like this" stored image."""
+    return {"data": {"image_id": image_id, "k": str(K)}}
+
+
 def http_latencies(
-    url: str, queries: list[tuple[bytes, str | None]], rounds: int, clients: int
+    url: str, requests: list[dict[str, Any]], rounds: int, clients: int
 ) -> tuple[list[float], float]:
     """Per-request milliseconds and requests/s with ``clients`` concurrent clients."""
     local = threading.local()
@@ -117,15 +142,9 @@ def http_latencies(
     def one(index: int) -> float:
         if not hasattr(local, "client"):
             local.client = httpx.Client(base_url=url, timeout=30)
-        data, crop = queries[index % len(queries)]
-        form = {"k": str(K)}
-        if crop:
-            form.update(crop=crop, crop_units="relative")
 
         def post() -> None:
-            response = local.client.post(
-                "/v1/search", files={"image": ("q.jpg", data, "image/jpeg")}, data=form
-            )
+            response = local.client.post("/v1/search", **requests[index % len(requests)])
             response.raise_for_status()
 
         return timed(post)
@@ -179,6 +198,8 @@ def main() -> None:
         shard = build_index(settings, encoder, photos, total, args.seed)
         search = search_service(settings, encoder, [shard])
         queries = query_images(photos, 50, args.seed)
+        store = ImageStore(settings.image_store_dir)
+        stored = store_photos(store, photos)
         context = {
             "machine": machine(),
             "model": args.model,
@@ -204,11 +225,12 @@ def main() -> None:
         with EmbeddedBroker(settings.broker_host, settings.broker_port):
             ensure_topics(settings)
             with EventPublisher(settings) as publisher:
-                app = create_api(settings, search, ImageStore(settings.image_store_dir), publisher)
+                app = create_api(settings, search, store, publisher)
                 with serve_in_thread(app) as url:
-                    http_latencies(url, queries, 10, 1)  # warm-up
+                    uploads = [upload_request(query) for query in queries]
+                    http_latencies(url, uploads, 10, 1)  # warm-up
                     for clients in (1, 8):
-                        latencies, rate = http_latencies(url, queries, rounds, clients)
+                        latencies, rate = http_latencies(url, uploads, rounds, clients)
                         p50, p95 = percentiles(latencies)
                         emit(
                             BENCH, "search_p50_ms", p50, "ms", base_p50, clients=clients, **context
@@ -218,6 +240,15 @@ def main() -> None:
                         )
                         emit(BENCH, "search_requests_per_s", rate, "req/s", None, clients=clients,
                              mean_ms=statistics.fmean(latencies), **context)  # fmt: skip
+                        if clients == 1:
+                            bytes_p50, bytes_p95 = p50, p95
+                    # "More like this" on the stored photos: the index's vectors, no encoder.
+                    by_id = [by_id_request(image_id) for image_id in stored]
+                    latencies, _ = http_latencies(url, by_id, rounds, 1)
+                    p50, p95 = percentiles(latencies)
+                    compared = {"baseline_name": "by bytes over HTTP, 1 client", **context}
+                    emit(BENCH, "search_by_id_p50_ms", p50, "ms", bytes_p50, **compared)
+                    emit(BENCH, "search_by_id_p95_ms", p95, "ms", bytes_p95, **compared)
 
 
 if __name__ == "__main__":
