@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from streams.image_source import file_uri
+from streams.publisher import EventPublisher
 from streams.schemas import ImageUploaded
 from streams.settings import Settings
 from visearch.bench_output import emit, machine
@@ -82,11 +83,12 @@ def store_sources(stack: LocalStack, sources: list[Path], image_dir: Path) -> li
     return uris
 
 
-def publish_upload(stack: LocalStack, image_id: str, uri: str) -> ImageUploaded:
+def publish_upload(
+    publisher: EventPublisher, settings: Settings, image_id: str, uri: str
+) -> ImageUploaded:
     """Publish an upload event as a backend would (straight to the topic, not awaited)."""
-    assert stack.publisher is not None
     event = ImageUploaded(image_id=image_id, owner_id="bench", uploaded_at=time.time(), uri=uri)
-    stack.publisher.publish(stack.settings.topics.uploads, image_id, event)
+    publisher.publish(settings.topics.uploads, image_id, event)
     return event
 
 
@@ -94,7 +96,7 @@ def warm_up(stack: LocalStack, uri: str) -> None:
     """One upload end to end, so that start-up costs stay out of the measurements."""
     assert stack.publisher is not None
     warmup = f"warmup-{uuid.uuid4().hex[:6]}"
-    publish_upload(stack, warmup, uri)
+    publish_upload(stack.publisher, stack.settings, warmup, uri)
     stack.publisher.flush()
     if stack.wait_searchable([warmup], 120):
         raise TimeoutError("the worker did not come up")
@@ -120,7 +122,7 @@ def run(settings: Settings, rate: float, duration: float, image_dir: Path) -> No
                 while (now := time.perf_counter()) < target:
                     time.sleep(min(0.002, target - now))
                 image_id = f"fresh-{n:06d}"
-                event = publish_upload(stack, image_id, uris[n % len(uris)])
+                event = publish_upload(stack.publisher, private, image_id, uris[n % len(uris)])
                 produced[image_id] = event.uploaded_at
                 if time.perf_counter() >= next_sample:
                     lag_samples.append(sum(1 for i in produced if stack.searchable_at(i) is None))

@@ -6,12 +6,12 @@ loopback port). Load, all at once:
 
 - ``--upload-rate`` uploads/s (100) of real photos, published to the uploads
   topic as backends do, with a batching producer (each photo stored once,
-  events point at it) under ``--id-space`` ids
-  (10,000) used round-robin: once every id exists, each upload replaces an
-  image (an upsert), so the index holds a steady number of images as in a
-  service where deletes balance uploads, and RSS growth after that (two
-  rounds of the id space, see ``after_warm_up``) is what leaks (0 = fresh
-  ids forever: the index, and RSS with it, grows by design);
+  events point at it) under ``--id-space`` ids (10,000) used round-robin:
+  once every id exists, each upload replaces an image (an upsert), so the
+  index holds a steady number of images as in a service where deletes
+  balance uploads, and RSS growth after that (two rounds of the id space,
+  see ``after_warm_up``) is what leaks (0 = fresh ids forever: the index,
+  and RSS with it, grows by design);
 - ``--search-rate`` searches/s (20) over HTTP by image id, each followed by
   its session's interactions (impressions, position-biased clicks, dwell:
   ``feedback.simulate.session_events``) on ``POST /v1/interactions``;
@@ -94,8 +94,8 @@ class Observations:
     """What the load threads saw; the sampler reads and clears the window lists."""
 
     search_ms: list[float] = field(default_factory=list)
-    # The API's own account of each search (SearchResult.timings_ms["total"]):
-    # the rest of search_ms is HTTP, queueing for the event loop and the GIL.
+    # The API's own account of each search (its timings_ms, per step and total):
+    # the rest of search_ms is HTTP and queueing for the event loop and the GIL.
     server_ms: list[dict[str, float]] = field(default_factory=list)
     probes: list[tuple[list[str], float, float]] = field(default_factory=list)
     produced: dict[str, float] = field(default_factory=dict)  # upload id -> publish time

@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from bench.freshness import publish_upload
 from feedback.simulate import ApiClient, ClickModel, session_events
 from streams.publisher import EventPublisher
-from streams.schemas import ImageUploaded
 from streams.settings import Settings
 
 CHURNED = 8  # the first photos: their copies are churned by the soak's privacy changes
@@ -77,8 +77,7 @@ class _Uploads:
         image_id = f"soak-{n % plan.id_space if plan.id_space else n:07d}"
         # Not the churned photos: their copies stay the only near-duplicates of their queries.
         uri = plan.uris[CHURNED + n % (len(plan.uris) - CHURNED)]
-        event = ImageUploaded(image_id=image_id, owner_id="bench", uploaded_at=time.time(), uri=uri)
-        self.publisher.publish(plan.settings.topics.uploads, image_id, event)
+        event = publish_upload(self.publisher, plan.settings, image_id, uri)
         self.batch.append((image_id, event.uploaded_at))
         if time.monotonic() - self.reported_at > REPORT_S:
             self._report()

@@ -223,10 +223,8 @@ class Partition:
         round trip waited, and 128 of them per search (8 partitions x 16 hits)
         were a third of a search's time in the soak.
         """
-        if not best:
-            return []
         rows = np.fromiter((self._states[i].first_row for i in best), np.int64, len(best))
-        vectors = self._index.reconstruct_batch(rows)
+        vectors = reconstruct_rows(self._index, rows)
         return [
             Hit(image_id, score, np.asarray(vector, dtype=np.float32))
             for (image_id, score), vector in zip(best.items(), vectors, strict=True)
