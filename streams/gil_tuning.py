@@ -5,10 +5,10 @@ ONNX Runtime run, image decoding). Returning from one, the thread must take
 the GIL back from whichever Python thread took it meanwhile (ingest, feedback,
 Kafka I/O, the HTTP loop), and CPython only asks that thread to let go after
 the switch interval: 5 ms by default, so every call can cost up to 5 ms more.
-Measured with two Python threads busy beside a search over 8 partitions of
-6,000 vectors: p50 10.2 / p95 13.0 ms at 5 ms, 6.8 / 8.5 ms at 1 ms,
-5.6 / 7.3 ms at 0.2 ms. A shorter interval costs CPU-bound threads only more
-frequent hand-overs.
+``python -m bench.gil_switch`` (two Python threads busy beside a search over
+8 partitions of 6,000 vectors, 2 vCPU): p50 / p95 5.6 / 9.0 ms at 5 ms,
+4.1 / 8.1 ms at 1 ms, 3.5 / 4.5 ms at 0.2 ms. A shorter interval costs
+CPU-bound threads only more frequent hand-overs.
 """
 
 from __future__ import annotations
