@@ -2,12 +2,15 @@
 
 Each session searches from a random corpus image, logs an impression for
 every result shown, then clicks with a position-biased cascade that favours
-truly similar results, and logs dwell times. "Truly similar" is ground truth
-from the image ids: ids made by ``visearch ingest`` are folder paths joined
-by ``-`` (``animals-birds-cardinal``), and two images are relevant to each
-other when they share the folder (``animals-birds``) — or, with ``--qrels``,
-from an evaluation set's judgements (any labelled set, e.g. Fashion-MNIST,
-whose ids carry no class). Everything goes
+truly similar results, and logs dwell times. "Truly similar" is ground truth:
+by default two images are relevant to each other when they lie in the same
+folder of the source tree they were ingested from (``animals/birds/``), with
+the ids ``visearch ingest`` gives them — or, with ``--qrels``, an evaluation
+set's judgements (any labelled set, e.g. Fashion-MNIST, whose ids carry no
+class). The folder cannot be read back from an id alone, because file names
+contain ``-`` too (``animals-birds-adelaide-rosella``); only ids that are not
+under the source tree fall back to "everything before the last ``-``".
+Everything goes
 through the public HTTP API, so the simulator exercises exactly what a page
 or a backend does.
 
@@ -70,7 +73,8 @@ class SimulationReport:
 
 
 def image_group(image_id: str) -> str | None:
-    """The folder part of an ingested id (``animals-birds-cardinal`` -> ``animals-birds``)."""
+    """A guess at the folder part of an ingested id (``animals-birds-cardinal`` ->
+    ``animals-birds``); wrong for file names with ``-``, so only for unknown ids."""
     return image_id.rsplit("-", 1)[0] if "-" in image_id else None
 
 
@@ -80,6 +84,19 @@ def is_relevant(query_id: str, result_id: str) -> bool:
 
 
 Relevance = Callable[[str, str], bool]  # (query id, result id) -> is the result truly similar?
+
+
+def folder_relevance(folder_of: Mapping[str, str]) -> Relevance:
+    """Same folder, from each image id's folder (:func:`visearch.corpus.image_folders`);
+    ids the mapping lacks fall back to :func:`image_group`."""
+
+    def relevant(query_id: str, result_id: str) -> bool:
+        query_folder, result_folder = folder_of.get(query_id), folder_of.get(result_id)
+        if query_folder is None or result_folder is None:
+            return is_relevant(query_id, result_id)
+        return query_folder == result_folder
+
+    return relevant
 
 
 def qrels_relevance(qrels: Mapping[str, Mapping[str, int]]) -> Relevance:

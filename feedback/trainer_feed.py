@@ -1,22 +1,33 @@
-"""The trainer feed: labelled pairs from the labelled-pairs topic to a training file.
+"""The trainer feed: feedback topics (labelled pairs, raw interactions) to JSONL files.
 
 A plain kafka-python consumer with manual assignment, so a trainer needs no
 consumer group and can start anywhere: ``from_offset`` (every partition) or
-``since`` (pairs created at or after an event time). The embedded broker
-cannot answer end offsets correctly (DESIGN.md), so the export reads until
-the topic has been idle for ``idle_s``. Pairs are deduplicated by
-``pair_id`` (the aggregator may publish a pair again after a crash).
+``since`` (records at or after an event time). The embedded broker cannot
+answer end offsets correctly (DESIGN.md), so an export reads until the topic
+has been idle for ``idle_s``. Records are deduplicated by their identity
+(``pair_id``: the aggregator may publish a pair again after a crash;
+``event_id``: a client may send an interaction twice), as the aggregator
+itself does.
+
+Two exports share that loop: labelled pairs (``visearch pairs export``, for
+``visearch train --pairs``) and the interactions log itself
+(``visearch interactions export``): impressions *and* clicks, which
+click-derived judgements need to tell what users did not click from what
+they were never shown (:mod:`feedback.click_model`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from streams.log_follower import read_until_idle
-from streams.schemas import LabeledPair, SchemaError, decode, encode
+from streams.schemas import Event, Interaction, LabeledPair, SchemaError, decode, encode
 from streams.settings import Settings
+
+Record = TypeVar("Record", bound=Event)
 
 
 @dataclass(frozen=True)
@@ -28,21 +39,80 @@ class ExportSummary:
     next_offsets: dict[int, int]
 
 
-def read_pairs(
-    settings: Settings, from_offset: int = 0, idle_s: float = 2.0
+@dataclass(frozen=True)
+class LogExport(Generic[Record]):
+    """What differs between the exported topics: schema, identity and event time."""
+
+    schema: type[Record]
+    topic: Callable[[Settings], str]
+    identity: Callable[[Record], str]
+    event_time: Callable[[Record], float]
+    client_id: str
+
+
+PAIRS = LogExport(
+    LabeledPair,
+    lambda settings: settings.topics.labeled_pairs,
+    lambda pair: pair.pair_id,
+    lambda pair: pair.created_at,
+    "visearch-pairs-export",
+)
+INTERACTIONS = LogExport(
+    Interaction,
+    lambda settings: settings.topics.interactions,
+    lambda event: event.event_id,
+    lambda event: event.timestamp,
+    "visearch-interactions-export",
+)
+
+
+def read_records(
+    settings: Settings, export: LogExport[Record], from_offset: int = 0, idle_s: float = 2.0
 ) -> Iterator[tuple[int, int, bytes]]:
     """``(partition, offset, value)`` of every record from ``from_offset`` until idle."""
     records = read_until_idle(
         settings.kafka,
-        settings.topics.labeled_pairs,
+        export.topic(settings),
         range(settings.interaction_partitions),
         from_offset,
         idle_s,
         settings.fetch_max_wait_ms,
-        "visearch-pairs-export",
+        export.client_id,
     )
     for record in records:
         yield record.partition, record.offset, record.value or b""
+
+
+def export_log(
+    settings: Settings,
+    export: LogExport[Record],
+    out: Path,
+    from_offset: int = 0,
+    since: float | None = None,
+    idle_s: float = 2.0,
+) -> ExportSummary:
+    """Write one JSON object per line (the record's fields) to ``out``."""
+    seen: set[str] = set()
+    written = duplicates = early = bad = 0
+    next_offsets: dict[int, int] = {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as handle:
+        for partition, offset, value in read_records(settings, export, from_offset, idle_s):
+            next_offsets[partition] = offset + 1
+            try:
+                record = decode(export.schema, value)
+            except SchemaError:
+                bad += 1
+                continue
+            if since is not None and export.event_time(record) < since:
+                early += 1
+            elif export.identity(record) in seen:
+                duplicates += 1
+            else:
+                seen.add(export.identity(record))
+                handle.write(encode(record).decode() + "\n")
+                written += 1
+    return ExportSummary(written, duplicates, early, bad, dict(sorted(next_offsets.items())))
 
 
 def export_pairs(
@@ -52,37 +122,38 @@ def export_pairs(
     since: float | None = None,
     idle_s: float = 2.0,
 ) -> ExportSummary:
-    """Write one JSON object per line (the LabeledPair fields) to ``out``."""
-    seen: set[str] = set()
-    written = duplicates = early = bad = 0
-    next_offsets: dict[int, int] = {}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w") as handle:
-        for partition, offset, value in read_pairs(settings, from_offset, idle_s):
-            next_offsets[partition] = offset + 1
+    """Labelled pairs to ``out`` (for ``visearch train --pairs``)."""
+    return export_log(settings, PAIRS, out, from_offset, since, idle_s)
+
+
+def export_interactions(
+    settings: Settings,
+    out: Path,
+    from_offset: int = 0,
+    since: float | None = None,
+    idle_s: float = 2.0,
+) -> ExportSummary:
+    """Impressions, clicks and dwells to ``out`` (for click-derived judgements)."""
+    return export_log(settings, INTERACTIONS, out, from_offset, since, idle_s)
+
+
+def load_records(path: Path, schema: type[Record]) -> list[Record]:
+    """Records from an exported JSONL file; a line that does not decode is an error."""
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
             try:
-                pair = decode(LabeledPair, value)
-            except SchemaError:
-                bad += 1
-                continue
-            if since is not None and pair.created_at < since:
-                early += 1
-            elif pair.pair_id in seen:
-                duplicates += 1
-            else:
-                seen.add(pair.pair_id)
-                handle.write(encode(pair).decode() + "\n")
-                written += 1
-    return ExportSummary(written, duplicates, early, bad, dict(sorted(next_offsets.items())))
+                records.append(decode(schema, line))
+            except SchemaError as exc:
+                raise ValueError(f"{path}:{number}: {exc}") from exc
+    return records
 
 
 def load_pairs(path: Path) -> list[LabeledPair]:
     """Pairs from an exported JSONL file (for ``visearch train --pairs``)."""
-    pairs = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                pairs.append(decode(LabeledPair, line))
-            except SchemaError as exc:
-                raise ValueError(f"{path}:{number}: {exc}") from exc
-    return pairs
+    return load_records(path, LabeledPair)
+
+
+def load_interactions(path: Path) -> list[Interaction]:
+    """Interactions from an exported JSONL file."""
+    return load_records(path, Interaction)

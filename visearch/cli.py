@@ -7,7 +7,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -212,18 +212,36 @@ def _cmd_pairs_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_interactions_export(settings: Settings, args: argparse.Namespace) -> int:
+    from feedback.trainer_feed import export_interactions
+
+    summary = export_interactions(settings, args.out, args.from_offset, args.since, args.idle_s)
+    print(json.dumps({"out": str(args.out), **vars(summary)}))
+    return 0
+
+
 def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
-    from feedback.simulate import ApiClient, Relevance, is_relevant, qrels_relevance, simulate
+    from feedback.simulate import (
+        ApiClient,
+        Relevance,
+        folder_relevance,
+        is_relevant,
+        qrels_relevance,
+        simulate,
+    )
+    from visearch.corpus import CorpusError, image_folders
     from visearch.evaluation.dataset import EvalSetError, read_qrels
 
     url = args.url or f"http://{settings.http_host}:{settings.http_port}"
     relevant: Relevance = is_relevant
-    if args.qrels is not None:
-        try:
+    try:
+        if args.qrels is not None:
             relevant = qrels_relevance(read_qrels(args.qrels))
-        except (OSError, EvalSetError) as exc:
-            print(f"visearch: {exc}", file=sys.stderr)
-            return 1
+        elif args.source is not None or DEMO_CORPUS.is_dir():
+            relevant = folder_relevance(image_folders(args.source or DEMO_CORPUS))
+    except (OSError, EvalSetError, CorpusError) as exc:
+        print(f"visearch: {exc}", file=sys.stderr)
+        return 1
     report = simulate(
         ApiClient(url), args.sessions, args.users, args.k, args.rate, args.seed, relevant=relevant
     )
@@ -235,6 +253,28 @@ def _non_negative(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return int(text)
+
+
+def _add_export_parser(
+    sub: argparse._SubParsersAction,
+    topic: str,
+    help_text: str,
+    records: str,
+    func: Callable[[Settings, argparse.Namespace], int],
+) -> None:
+    """``visearch TOPIC export``: one of the feedback topics to a JSONL file."""
+    parser = sub.add_parser(topic, help=help_text)
+    commands = parser.add_subparsers(dest=f"{topic}_command", required=True)
+    export = commands.add_parser("export", help=f"write {topic} to a JSONL file")
+    export.add_argument("--out", type=Path, required=True, help="JSONL file to write")
+    export.add_argument(
+        "--from-offset", type=_non_negative, default=0, help="first offset of every partition"
+    )
+    export.add_argument("--since", type=float, help=f"only {records} at or after this Unix time")
+    export.add_argument(
+        "--idle-s", type=float, default=2.0, help="stop after the topic is idle this long"
+    )
+    export.set_defaults(func=func)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -327,20 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
         "feedback", help="the feedback aggregator alone: CTR, time spent, labelled pairs"
     ).set_defaults(func=_cmd_feedback)
 
-    pairs = sub.add_parser("pairs", help="labelled pairs for trainers")
-    pairs_sub = pairs.add_subparsers(dest="pairs_command", required=True)
-    pairs_export = pairs_sub.add_parser("export", help="write labelled pairs to a JSONL file")
-    pairs_export.add_argument("--out", type=Path, required=True, help="JSONL file to write")
-    pairs_export.add_argument(
-        "--from-offset", type=_non_negative, default=0, help="first offset of every partition"
+    _add_export_parser(
+        sub, "pairs", "labelled pairs for trainers", "pairs created", _cmd_pairs_export
     )
-    pairs_export.add_argument(
-        "--since", type=float, help="only pairs created at or after this Unix time"
+    _add_export_parser(
+        sub,
+        "interactions",
+        "the interactions log (impressions, clicks, dwell): click-derived judgements",
+        "events",
+        _cmd_interactions_export,
     )
-    pairs_export.add_argument(
-        "--idle-s", type=float, default=2.0, help="stop after the topic is idle this long"
-    )
-    pairs_export.set_defaults(func=_cmd_pairs_export)
 
     simulate = sub.add_parser(
         "simulate-traffic", help="realistic search sessions with clicks against a running API"
@@ -355,7 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--qrels",
         type=Path,
         help="truly similar = judged relevant in this TREC qrels file (e.g. an eval set's); "
-        "default: same folder part of the image id",
+        "default: same folder of --source",
+    )
+    simulate.add_argument(
+        "--source",
+        type=Path,
+        help="the folder the images were ingested from (ids as `visearch ingest` names them): "
+        f"truly similar = same sub-folder; default {DEMO_CORPUS}",
     )
     simulate.set_defaults(func=_cmd_simulate)
     add_eval_parser(sub)

@@ -37,3 +37,16 @@ def image_id_for(path: Path, root: Path) -> str:
     text = "-".join(relative.parts)
     text = re.sub(r"[^A-Za-z0-9._-]", "_", text).lstrip("._-") or "image"
     return text[-128:].lstrip("._-") or "image"
+
+
+def image_folders(root: Path) -> dict[str, str]:
+    """Each image's id (as :func:`image_id_for` names it) -> its folder under ``root``.
+
+    Ids join folders and file name with ``-``, and file names contain ``-``
+    too, so the folder cannot be parsed back out of an id: class ground truth
+    (the traffic simulator's) needs this mapping.
+    """
+    return {
+        image_id_for(path, root): path.parent.relative_to(root).as_posix()
+        for path in find_images(root)
+    }

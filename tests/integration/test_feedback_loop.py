@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from feedback.service import FeedbackService
 from feedback.simulate import ApiClient, simulate
-from feedback.trainer_feed import export_pairs, load_pairs
+from feedback.trainer_feed import export_interactions, export_pairs, load_interactions, load_pairs
 from streams.schemas import DeadLetter, decode
 from visearch.corpus import DEMO_CORPUS, image_id_for
 from visearch.stack import LocalStack
@@ -117,6 +117,17 @@ def test_interactions_become_ctr_time_spent_metrics_and_pairs(
     assert pair.negative_image_ids[:3] == ["shown-0", "shown-1", "shown-2"]
     assert set(pair.negative_image_ids[3:]) == {"shown-4", "shown-5"}
     assert pair.model_version == "m-test" and pair.weight == 1.0
+
+    # the raw log, for click-derived judgements: every event once, the retried three dropped
+    log_file = tmp_path / "interactions.jsonl"
+    logged = export_interactions(stack.settings, log_file, idle_s=1.0)
+    ours = [e for e in load_interactions(log_file) if e.search_id in ("s-1", "s-2")]
+    assert sorted(e.event_id for e in ours) == sorted(
+        [e["event_id"] for e in session] + ["imp-later"]
+    )
+    assert logged.duplicates >= 3 and logged.undecodable == 0
+    assert export_interactions(stack.settings, log_file, since=T0 + 30, idle_s=1.0).written >= 1
+    assert "imp-0" not in {e.event_id for e in load_interactions(log_file)}
 
 
 def test_a_bad_batch_is_refused_whole_with_every_reason(client: TestClient) -> None:

@@ -43,3 +43,23 @@ def test_a_missing_qrels_file_is_a_clear_error(tmp_path, capsys) -> None:  # typ
     argv = ["simulate-traffic", "--url", "http://127.0.0.1:9", "--qrels", str(missing)]
     assert main(argv) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_folder_relevance_reads_folders_not_id_text(tmp_path) -> None:
+    """File names with ``-`` fool the id heuristic; the source tree's folders do not."""
+    from PIL import Image
+
+    from feedback.simulate import folder_relevance
+    from visearch.corpus import image_folders
+
+    for relative in ["animals/birds/adelaide-rosella.png", "animals/birds/robin.png",
+                     "animals/cats/tabby.png"]:  # fmt: skip
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / relative)
+    folders = image_folders(tmp_path)
+    assert folders["animals-birds-adelaide-rosella"] == "animals/birds"
+    relevant = folder_relevance(folders)
+    assert relevant("animals-birds-adelaide-rosella", "animals-birds-robin")
+    assert not is_relevant("animals-birds-adelaide-rosella", "animals-birds-robin")
+    assert not relevant("animals-birds-robin", "animals-cats-tabby")
+    assert relevant("other-x-a", "other-x-b")  # not under the tree: the id heuristic

@@ -96,7 +96,14 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--min-class", type=int, default=5, help="classes: smallest class kept")
     build.add_argument("--per-class", type=int, default=100, help="fashion-mnist: images/class")
     build.add_argument("--split", default="t10k", help="fashion-mnist: t10k or train")
-    build.add_argument("--pairs", type=Path, help="clicks: labelled pairs (visearch pairs export)")
+    build.add_argument(
+        "--pairs", type=Path, help="clicks: graded by sessions clicked (visearch pairs export)"
+    )
+    build.add_argument(
+        "--interactions",
+        type=Path,
+        help="clicks: graded by a position-based click model (visearch interactions export)",
+    )
     build.set_defaults(func=cmd_build)
 
     report = ev_sub.add_parser("report", help="HTML report of one or more eval outputs")
@@ -165,9 +172,7 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
     elif args.kind == "edits":
         queries = edits.build_edit_set(source, args.out, args.count, args.negatives, args.seed)
     elif args.kind == "clicks":
-        if args.pairs is None:
-            raise EvalSetError("clicks needs --pairs FILE (from `visearch pairs export`)")
-        queries = clicks.build_click_set(source, args.pairs, args.out)
+        queries = clicks.build_click_set(source, args.out, args.pairs, args.interactions)
     elif args.kind == "classes":
         queries = classes.build_folder_class_set(
             source, args.out, args.level, args.min_class, args.count, args.seed
