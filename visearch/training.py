@@ -74,15 +74,41 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--views-per-image", type=int, default=defaults.views_per_image, help="augmented views"
     )
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--temperature", type=float, default=defaults.temperature)
-    train.add_argument("--ssl-weight", type=float, default=defaults.ssl_weight)
+    clicks = TrainConfig.click_recipe()
+    for option, field in [
+        ("--batch-size", "batch_size"),
+        ("--temperature", "temperature"),
+        ("--ssl-weight", "ssl_weight"),
+    ]:
+        kind = int if field == "batch_size" else float
+        train.add_argument(
+            option,
+            type=kind,
+            help=f"default {getattr(defaults, field)}, with --pairs {getattr(clicks, field)}",
+        )
     train.add_argument("--pairs-weight", type=float, default=defaults.pairs_weight)
     train.add_argument("--lr", type=float, default=defaults.learning_rate, help="learning rate")
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.set_defaults(func=cmd_train)
+
+
+def config_from_args(args: argparse.Namespace, with_pairs: bool) -> TrainConfig:
+    """The run's configuration: options given win, then the recipe for the inputs
+    (:meth:`TrainConfig.click_recipe` with pairs, the SSL defaults without)."""
+    recipe = TrainConfig.click_recipe() if with_pairs else TrainConfig()
+    return TrainConfig(
+        dim=args.dim,
+        epochs=args.epochs,
+        views_per_image=args.views_per_image,
+        batch_size=recipe.batch_size if args.batch_size is None else args.batch_size,
+        temperature=recipe.temperature if args.temperature is None else args.temperature,
+        ssl_weight=recipe.ssl_weight if args.ssl_weight is None else args.ssl_weight,
+        pairs_weight=args.pairs_weight,
+        learning_rate=args.lr,
+        seed=args.seed,
+    )
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
@@ -102,17 +128,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     base = args.base or settings.resolved_model_dir
     if args.base is None:
         ensure_exported(base, args.images or DEMO_CORPUS)
-    config = TrainConfig(
-        dim=args.dim,
-        epochs=args.epochs,
-        views_per_image=args.views_per_image,
-        batch_size=args.batch_size,
-        temperature=args.temperature,
-        ssl_weight=args.ssl_weight,
-        pairs_weight=args.pairs_weight,
-        learning_rate=args.lr,
-        seed=args.seed,
-    )
+    config = config_from_args(args, with_pairs=bool(pairs))
     out = args.out or settings.data_dir / "models" / f"efficientnet-lite0-head{args.dim}"
     try:
         summary = finetune(images, pairs, base, out, config, args.device, not args.no_progress)

@@ -132,6 +132,9 @@ def test_train_command_exports_one_servable_graph_and_reports_unknown_pairs(
     assert metadata.version == summary["version"] and metadata.dim == 64
     assert metadata.base_version == read_metadata(model_dir).version
     assert metadata.training["pairs"] == 1 and metadata.training["dim"] == 64
+    # with pairs, the click recipe's defaults; the batch size given wins
+    recipe = {k: metadata.training[k] for k in ("ssl_weight", "temperature", "batch_size")}
+    assert recipe == {"ssl_weight": 0.0, "temperature": 0.1, "batch_size": 8}
     # int8 keeps the same first layers in fp32 as for the pretrained model (found by name)
     assert len(fp32_nodes(out / ONNX_FILE)) == len(fp32_nodes(model_dir / ONNX_FILE)) > 0
     encoder = OnnxEncoder(out, threads=1)

@@ -1,8 +1,9 @@
-"""The ``visearch eval`` command line: argument parsing and the three commands.
+"""The ``visearch eval`` command line: argument parsing and its four commands.
 
 ``visearch eval --corpus DIR --queries DIR --qrels FILE`` (or ``--set DIR``
 for a builder's folder) evaluates; ``visearch eval build KIND`` makes a set;
-``visearch eval report DIR...`` writes the HTML report. Kept here so that
+``visearch eval report DIR...`` writes the HTML report; ``visearch eval
+compare A B`` tests whether B beats A per query. Kept here so that
 ``visearch/cli.py`` only wires the subcommand in.
 """
 
@@ -113,6 +114,16 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--examples", type=int, default=8, help="example queries per run")
     report.set_defaults(func=cmd_report)
 
+    compare = ev_sub.add_parser(
+        "compare", help="paired bootstrap: B - A per query, with a 95 %% confidence interval"
+    )
+    compare.add_argument("a", type=Path, help="eval --out folder of the baseline")
+    compare.add_argument("b", type=Path, help="eval --out folder of the candidate")
+    compare.add_argument("--metric", default="ndcg_10", help="a per_query.tsv column")
+    compare.add_argument("--samples", type=int, default=10_000, help="bootstrap resamples")
+    compare.add_argument("--seed", type=int, default=0)
+    compare.set_defaults(func=cmd_compare)
+
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from visearch.evaluation.embedding import open_encoder
@@ -182,6 +193,16 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
             args.out, args.per_class, args.split, args.count, args.seed, source
         )
     print(json.dumps({"set": str(args.out), "kind": args.kind, "judged_queries": queries}))
+    return 0
+
+
+def cmd_compare(settings: Settings, args: argparse.Namespace) -> int:
+    from visearch.evaluation.compare import compare_outputs
+
+    if args.samples < 100:
+        raise EvalSetError("--samples must be at least 100")
+    comparison = compare_outputs(args.a, args.b, args.metric, args.samples, args.seed)
+    print(json.dumps({"a": str(args.a), "b": str(args.b), **comparison.as_json()}))
     return 0
 
 
