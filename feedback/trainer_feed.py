@@ -115,28 +115,6 @@ def export_log(
     return ExportSummary(written, duplicates, early, bad, dict(sorted(next_offsets.items())))
 
 
-def export_pairs(
-    settings: Settings,
-    out: Path,
-    from_offset: int = 0,
-    since: float | None = None,
-    idle_s: float = 2.0,
-) -> ExportSummary:
-    """Labelled pairs to ``out`` (for ``visearch train --pairs``)."""
-    return export_log(settings, PAIRS, out, from_offset, since, idle_s)
-
-
-def export_interactions(
-    settings: Settings,
-    out: Path,
-    from_offset: int = 0,
-    since: float | None = None,
-    idle_s: float = 2.0,
-) -> ExportSummary:
-    """Impressions, clicks and dwells to ``out`` (for click-derived judgements)."""
-    return export_log(settings, INTERACTIONS, out, from_offset, since, idle_s)
-
-
 def load_records(path: Path, schema: type[Record]) -> list[Record]:
     """Records from an exported JSONL file; a line that does not decode is an error."""
     records = []

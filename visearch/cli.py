@@ -205,17 +205,19 @@ def _cmd_feedback(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_pairs_export(settings: Settings, args: argparse.Namespace) -> int:
-    from feedback.trainer_feed import export_pairs
+    from feedback.trainer_feed import PAIRS, export_log
 
-    summary = export_pairs(settings, args.out, args.from_offset, args.since, args.idle_s)
+    summary = export_log(settings, PAIRS, args.out, args.from_offset, args.since, args.idle_s)
     print(json.dumps({"out": str(args.out), **vars(summary)}))
     return 0
 
 
 def _cmd_interactions_export(settings: Settings, args: argparse.Namespace) -> int:
-    from feedback.trainer_feed import export_interactions
+    from feedback.trainer_feed import INTERACTIONS, export_log
 
-    summary = export_interactions(settings, args.out, args.from_offset, args.since, args.idle_s)
+    summary = export_log(
+        settings, INTERACTIONS, args.out, args.from_offset, args.since, args.idle_s
+    )
     print(json.dumps({"out": str(args.out), **vars(summary)}))
     return 0
 

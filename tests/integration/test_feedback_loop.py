@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from feedback.service import FeedbackService
 from feedback.simulate import ApiClient, simulate
-from feedback.trainer_feed import export_interactions, export_pairs, load_interactions, load_pairs
+from feedback.trainer_feed import INTERACTIONS, PAIRS, export_log, load_interactions, load_pairs
 from streams.schemas import DeadLetter, decode
 from visearch.corpus import DEMO_CORPUS, image_id_for
 from visearch.stack import LocalStack
@@ -110,7 +110,7 @@ def test_interactions_become_ctr_time_spent_metrics_and_pairs(
     assert summary["pairs_emitted"] == 1
     stack.feedback.consumer.save_checkpoint()  # flushes the pair to the topic
     out = tmp_path / "pairs.jsonl"
-    exported = export_pairs(stack.settings, out, idle_s=1.0)
+    exported = export_log(stack.settings, PAIRS, out, idle_s=1.0)
     assert exported.written == 1
     (pair,) = load_pairs(out)
     assert (pair.query_image_id, pair.positive_image_id, pair.position) == ("fb-0000", "shown-3", 3)
@@ -120,13 +120,15 @@ def test_interactions_become_ctr_time_spent_metrics_and_pairs(
 
     # the raw log, for click-derived judgements: every event once, the retried three dropped
     log_file = tmp_path / "interactions.jsonl"
-    logged = export_interactions(stack.settings, log_file, idle_s=1.0)
+    logged = export_log(stack.settings, INTERACTIONS, log_file, idle_s=1.0)
     ours = [e for e in load_interactions(log_file) if e.search_id in ("s-1", "s-2")]
     assert sorted(e.event_id for e in ours) == sorted(
         [e["event_id"] for e in session] + ["imp-later"]
     )
     assert logged.duplicates >= 3 and logged.undecodable == 0
-    assert export_interactions(stack.settings, log_file, since=T0 + 30, idle_s=1.0).written >= 1
+    assert (
+        export_log(stack.settings, INTERACTIONS, log_file, since=T0 + 30, idle_s=1.0).written >= 1
+    )
     assert "imp-0" not in {e.event_id for e in load_interactions(log_file)}
 
 
