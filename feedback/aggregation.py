@@ -35,6 +35,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
+from feedback.dedup import SeenEvents
 from feedback.pairs import PairPolicy, Session, session_pairs
 from feedback.windows import (
     DWELL_BUCKETS_S,
@@ -93,8 +94,7 @@ class PartitionAggregator:
         # day start -> user id -> dwell milliseconds on suggested images
         self.time_spent: dict[int, dict[str, int]] = {}
         self.status_counts: dict[str, int] = {}
-        self._seen: dict[str, float] = {}
-        self._seen_expiry: list[tuple[float, str]] = []
+        self.seen = SeenEvents(self.policy.allowed_lateness_s)
         self.sessions: dict[str, Session] = {}
         self._closed: dict[str, float] = {}  # search id -> close time, until past lateness
         self._session_expiry: list[tuple[float, str]] = []
@@ -109,10 +109,8 @@ class PartitionAggregator:
             return self._outcome("late_event")
         if timestamp > record_time + self.policy.max_future_s:
             return self._outcome("future_timestamp")
-        if event.event_id in self._seen:
+        if not self.seen.add(event.event_id, timestamp):
             return self._outcome("duplicate")
-        self._seen[event.event_id] = timestamp
-        heapq.heappush(self._seen_expiry, (timestamp, event.event_id))
         self._count(event)
         self._track_session(event)
         pairs: list[LabeledPair] = []
@@ -222,9 +220,7 @@ class PartitionAggregator:
         horizon depends on the watermark only, so a replay expires the same.
         """
         horizon = self.watermark - self.policy.allowed_lateness_s
-        while self._seen_expiry and self._seen_expiry[0][0] < horizon:
-            _, event_id = heapq.heappop(self._seen_expiry)
-            self._seen.pop(event_id, None)
+        self.seen.expire(horizon)
         if self.watermark - self._last_sweep < 60:
             return
         self._last_sweep = self.watermark
@@ -253,7 +249,7 @@ class PartitionAggregator:
             "dwell_sum_ms": self.dwell_sum_ms,
             "time_spent": {str(day): users for day, users in sorted(self.time_spent.items())},
             "status_counts": dict(sorted(self.status_counts.items())),
-            "seen": self._seen,
+            "seen": self.seen.to_json(),
             "sessions": [s.to_json() for s in self.sessions.values()],
             "closed": self._closed,
             "last_sweep": self._last_sweep if self._last_sweep != float("-inf") else None,
@@ -274,9 +270,7 @@ class PartitionAggregator:
         agg.dwell_sum_ms = int(data["dwell_sum_ms"])
         agg.time_spent = {int(day): users for day, users in data["time_spent"].items()}
         agg.status_counts = dict(data["status_counts"])
-        agg._seen = {key: float(ts) for key, ts in data["seen"].items()}
-        agg._seen_expiry = [(ts, key) for key, ts in agg._seen.items()]
-        heapq.heapify(agg._seen_expiry)
+        agg.seen = SeenEvents.from_json(data["seen"], agg.policy.allowed_lateness_s)
         for raw in data["sessions"]:
             session = Session.from_json(raw)
             agg.sessions[session.search_id] = session
