@@ -86,7 +86,7 @@ def fit_position_model(
     tolerance: float = 1e-6,
     prior_strength: float = 1.0,
 ) -> ClickModelFit:
-    """EM for the PBM (see the module docstring), vectorised over all impressions.
+    """EM for the PBM (see the module docstring), vectorised over (result, position) cells.
 
     The parameters are fitted by maximum likelihood, and only the reported
     attractiveness is shrunk by the prior, in one last step: a prior inside
@@ -98,24 +98,31 @@ def fit_position_model(
     if not impressions:
         raise ValueError("no impressions to fit a click model to")
     index: dict[tuple[str, str], int] = {}
-    pair = np.array([index.setdefault((q, d), len(index)) for q, d, _, _ in impressions])
-    position = np.array([p for _, _, p, _ in impressions])
-    click = np.array([c for _, _, _, c in impressions], dtype=np.float64)
-    if position.min() < 0:
+    pair_of = np.array([index.setdefault((q, d), len(index)) for q, d, _, _ in impressions])
+    position_of = np.array([p for _, _, p, _ in impressions])
+    if position_of.min() < 0:
         raise ValueError("positions must be >= 0")
-    per_pair = np.bincount(pair, minlength=len(index)).astype(np.float64)
-    per_position = np.bincount(position).astype(np.float64)
+    # Impressions of one result at one position share their posteriors: iterate over
+    # those cells with their counts (tens of times fewer than impressions).
+    cells, cell_of = np.unique(pair_of * (position_of.max() + 1) + position_of, return_inverse=True)
+    pair, position = np.divmod(cells, position_of.max() + 1)
+    shown = np.bincount(cell_of).astype(np.float64)
+    clicks = np.bincount(
+        cell_of, np.array([c for *_, c in impressions], dtype=np.float64), len(cells)
+    )
+    per_pair = np.bincount(pair, shown, len(index))
+    per_position = np.bincount(position, shown)
     seen = per_position > 0
     # Start from click-through rates: examination ~ CTR by position relative to the
     # top, attractiveness ~ clicks per expected examination. EM then needs far fewer
     # iterations than from a flat start.
-    ctr = np.bincount(position, click) / np.maximum(per_position, 1)
+    ctr = np.bincount(position, clicks) / np.maximum(per_position, 1)
     theta = np.clip(ctr / max(ctr.max(), 1e-12), 0.01, 1.0)
-    expected = np.bincount(pair, theta[position], len(index))
-    gamma = np.clip(np.bincount(pair, click, len(index)) / expected, 0.01, 0.99)
+    expected = np.bincount(pair, shown * theta[position], len(index))
+    gamma = np.clip(np.bincount(pair, clicks, len(index)) / expected, 0.01, 0.99)
     done = 0
     for done in range(1, iterations + 1):  # noqa: B007 - the count is reported
-        examined, attractive = _posteriors(theta[position], gamma[pair], click)
+        examined, attractive = _posteriors(theta[position], gamma[pair], shown, clicks)
         new_theta = theta.copy()
         new_theta[seen] = np.bincount(position, examined)[seen] / per_position[seen]
         new_gamma = np.bincount(pair, attractive, len(index)) / per_pair
@@ -123,7 +130,7 @@ def fit_position_model(
         theta, gamma = new_theta, new_gamma
         if change < tolerance:
             break
-    _, attractive = _posteriors(theta[position], gamma[pair], click)
+    _, attractive = _posteriors(theta[position], gamma[pair], shown, clicks)
     shrunk = np.bincount(pair, attractive, len(index)) / (per_pair + prior_strength)
     # Only theta * gamma is identified: report examination relative to the top position.
     top = theta[0] if theta[0] > 0 else 1.0
@@ -137,12 +144,18 @@ def fit_position_model(
 
 
 def _posteriors(
-    theta: np.ndarray, gamma: np.ndarray, click: np.ndarray
+    theta: np.ndarray, gamma: np.ndarray, shown: np.ndarray, clicks: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per impression, P(examined | observed) and P(attractive | observed)."""
+    """Per cell, the expected number of its impressions examined and attractive.
+
+    A click was both; a skip was examined-but-unattractive with probability
+    ``theta (1 - gamma) / (1 - theta gamma)`` and attractive-but-unexamined with
+    ``(1 - theta) gamma / (1 - theta gamma)``.
+    """
     skipped = np.maximum(1.0 - theta * gamma, 1e-12)
-    examined = click + (1 - click) * theta * (1 - gamma) / skipped
-    attractive = click + (1 - click) * (1 - theta) * gamma / skipped
+    skips = shown - clicks
+    examined = clicks + skips * theta * (1 - gamma) / skipped
+    attractive = clicks + skips * (1 - theta) * gamma / skipped
     return examined, attractive
 
 
