@@ -42,6 +42,9 @@ class SeenEvents:
         self.bucket_s = max(1.0, horizon_s / BUCKETS_PER_HORIZON)
         self._digests: set[int] = set()
         self._buckets: dict[int, array[int]] = {}  # bucket number -> its digests
+        # When the oldest bucket ends: expiry is called for nearly every event, and
+        # until the horizon passes this there is nothing to look at.
+        self._oldest_end = math.inf
 
     def __len__(self) -> int:
         return len(self._digests)
@@ -54,21 +57,31 @@ class SeenEvents:
         self._digests.add(value)
         bucket = math.floor(timestamp / self.bucket_s)
         self._buckets.setdefault(bucket, array("Q")).append(value)
+        self._oldest_end = min(self._oldest_end, self._end(bucket))
         return True
 
     def expire(self, horizon: float) -> None:
         """Forget the buckets that end at or before ``horizon`` (event time)."""
-        for bucket in [b for b in self._buckets if (b + 1) * self.bucket_s <= horizon]:
+        if horizon < self._oldest_end:
+            return
+        for bucket in [b for b in self._buckets if self._end(b) <= horizon]:
             self._digests.difference_update(self._buckets.pop(bucket))
+        self._oldest_end = self._earliest_end()
+
+    def _end(self, bucket: int) -> float:
+        return (bucket + 1) * self.bucket_s
+
+    def _earliest_end(self) -> float:
+        return min((self._end(b) for b in self._buckets), default=math.inf)
 
     def to_json(self) -> dict[str, Any]:
         """Bucket number -> its digests as base64 of little-endian uint64s."""
         buckets = {}
         for bucket, values in sorted(self._buckets.items()):
-            stored = array("Q", values)
             if sys.byteorder == "big":
-                stored.byteswap()
-            buckets[str(bucket)] = base64.b64encode(stored.tobytes()).decode()
+                values = array("Q", values)  # a copy: the live bucket keeps its order
+                values.byteswap()
+            buckets[str(bucket)] = base64.b64encode(values.tobytes()).decode()
         return {"bucket_s": self.bucket_s, "buckets": buckets}
 
     @classmethod
@@ -92,4 +105,5 @@ class SeenEvents:
                 number = math.floor((number + 1) * stored_bucket_s / seen.bucket_s)
             seen._buckets.setdefault(number, array("Q")).extend(values)
             seen._digests.update(values)
+        seen._oldest_end = seen._earliest_end()
         return seen

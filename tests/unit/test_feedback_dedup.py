@@ -51,3 +51,17 @@ def test_a_changed_horizon_never_expires_a_digest_early(new_horizon: float) -> N
     restored = SeenEvents.from_json(seen.to_json(), horizon_s=new_horizon)
     restored.expire(1059.0)  # the event's own time: must still be known
     assert not restored.add("late-in-bucket", 1059.0)
+
+
+def test_an_out_of_order_older_event_still_expires_on_time() -> None:
+    """Expiry skips work until the oldest bucket ends; an event older than every bucket
+    so far moves that point back."""
+    seen = SeenEvents(horizon_s=600)  # 10-s buckets
+    seen.add("new", 1000.0)
+    seen.expire(905.0)
+    seen.add("old", 900.0)  # [900, 910): older than [1000, 1010)
+    seen.expire(910.0)
+    assert len(seen) == 1 and seen.add("old", 900.0)
+    restored = SeenEvents.from_json(seen.to_json(), horizon_s=600)
+    restored.expire(1010.0)
+    assert len(restored) == 0
