@@ -7,7 +7,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -204,20 +204,11 @@ def _cmd_feedback(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_pairs_export(settings: Settings, args: argparse.Namespace) -> int:
-    from feedback.trainer_feed import PAIRS, export_log
+def _cmd_feedback_export(settings: Settings, args: argparse.Namespace) -> int:
+    from feedback.trainer_feed import INTERACTIONS, PAIRS, export_log
 
-    summary = export_log(settings, PAIRS, args.out, args.from_offset, args.since, args.idle_s)
-    print(json.dumps({"out": str(args.out), **vars(summary)}))
-    return 0
-
-
-def _cmd_interactions_export(settings: Settings, args: argparse.Namespace) -> int:
-    from feedback.trainer_feed import INTERACTIONS, export_log
-
-    summary = export_log(
-        settings, INTERACTIONS, args.out, args.from_offset, args.since, args.idle_s
-    )
+    export = {"pairs": PAIRS, "interactions": INTERACTIONS}[args.command]
+    summary = export_log(settings, export, args.out, args.from_offset, args.since, args.idle_s)
     print(json.dumps({"out": str(args.out), **vars(summary)}))
     return 0
 
@@ -258,11 +249,7 @@ def _non_negative(text: str) -> int:
 
 
 def _add_export_parser(
-    sub: argparse._SubParsersAction,
-    topic: str,
-    help_text: str,
-    records: str,
-    func: Callable[[Settings, argparse.Namespace], int],
+    sub: argparse._SubParsersAction, topic: str, help_text: str, records: str
 ) -> None:
     """``visearch TOPIC export``: one of the feedback topics to a JSONL file."""
     parser = sub.add_parser(topic, help=help_text)
@@ -276,7 +263,7 @@ def _add_export_parser(
     export.add_argument(
         "--idle-s", type=float, default=2.0, help="stop after the topic is idle this long"
     )
-    export.set_defaults(func=func)
+    export.set_defaults(func=_cmd_feedback_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,15 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
         "feedback", help="the feedback aggregator alone: CTR, time spent, labelled pairs"
     ).set_defaults(func=_cmd_feedback)
 
-    _add_export_parser(
-        sub, "pairs", "labelled pairs for trainers", "pairs created", _cmd_pairs_export
-    )
+    _add_export_parser(sub, "pairs", "labelled pairs for trainers", "pairs created")
     _add_export_parser(
         sub,
         "interactions",
         "the interactions log (impressions, clicks, dwell): click-derived judgements",
         "events",
-        _cmd_interactions_export,
     )
 
     simulate = sub.add_parser(

@@ -18,6 +18,7 @@ from feedback.service import FeedbackService
 from feedback.simulate import ApiClient, simulate
 from feedback.trainer_feed import INTERACTIONS, PAIRS, export_log, load_interactions, load_pairs
 from streams.schemas import DeadLetter, decode
+from visearch.cli import build_parser
 from visearch.corpus import DEMO_CORPUS, image_id_for
 from visearch.stack import LocalStack
 from visearch.stack_api import stack_api
@@ -64,7 +65,11 @@ def wait_for(client: TestClient, predicate, timeout_s: float = 20.0) -> dict:
 
 
 def test_interactions_become_ctr_time_spent_metrics_and_pairs(
-    client: TestClient, stack: LocalStack, tmp_path: Path, read_topic
+    client: TestClient,
+    stack: LocalStack,
+    tmp_path: Path,
+    read_topic,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     session = [interaction(f"imp-{p}", "impression", p) for p in range(6)]
     session += [
@@ -130,6 +135,16 @@ def test_interactions_become_ctr_time_spent_metrics_and_pairs(
         export_log(stack.settings, INTERACTIONS, log_file, since=T0 + 30, idle_s=1.0).written >= 1
     )
     assert "imp-0" not in {e.event_id for e in load_interactions(log_file)}
+    # the command line's handler picks the topic from the command it was parsed from
+    for command, identity in (("interactions", "event_id"), ("pairs", "pair_id")):
+        out_file = tmp_path / f"{command}-cli.jsonl"
+        args = build_parser().parse_args(
+            [command, "export", "--out", str(out_file), "--idle-s", "1"]
+        )
+        assert args.func(stack.settings, args) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["written"] == len(out_file.read_text().splitlines()) >= 1
+        assert all(identity in json.loads(line) for line in out_file.read_text().splitlines())
 
 
 def test_a_bad_batch_is_refused_whole_with_every_reason(client: TestClient) -> None:
