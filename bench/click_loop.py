@@ -39,11 +39,11 @@ from feedback.simulate import ApiClient, Relevance, folder_relevance, simulate
 from feedback.trainer_feed import INTERACTIONS, PAIRS, export_log, load_pairs
 from streams.settings import Settings
 from visearch.bench_output import emit, machine
-from visearch.corpus import DEMO_CORPUS, find_images, image_folders, image_id_for
+from visearch.corpus import DEMO_CORPUS, image_folders
 from visearch.evaluation.classes import build_folder_class_set
 from visearch.evaluation.clicks import build_click_set
 from visearch.evaluation.compare import compare_outputs
-from visearch.evaluation.dataset import load_set_dir
+from visearch.evaluation.dataset import load_set_dir, set_dir_sources
 from visearch.evaluation.embedding import open_encoder
 from visearch.evaluation.outputs import write_outputs
 from visearch.evaluation.runner import EvalOptions, run_eval
@@ -52,6 +52,7 @@ from visearch.model import ensure_exported
 from visearch.serving import serve_in_thread
 from visearch.stack import LocalStack, isolated_settings
 from visearch.stack_api import stack_api
+from visearch.training import images_in_folder
 
 BENCH = "click_loop"
 # Event time between a session's last event and the one that closes it; a
@@ -88,8 +89,7 @@ def serve_and_simulate(
         with LocalStack(private) as stack:
             assert stack.publisher is not None and stack.feedback is not None
             ingest_folder(private, stack.store, stack.publisher, corpus, "demo", progress=False)
-            ids = [image_id_for(path, corpus) for path in find_images(corpus)]
-            missing = stack.wait_searchable(ids, 600)
+            missing = stack.wait_searchable(list(images_in_folder(corpus)), 600)
             if missing:
                 raise RuntimeError(f"{len(missing)} images never became searchable")
             with serve_in_thread(stack_api(stack)) as url:
@@ -126,8 +126,7 @@ def evaluate(settings: Settings, set_dir: Path, model: Path, out: Path) -> Path:
     eval_set = load_set_dir(set_dir)
     encoder = open_encoder(model, threads=settings.ort_threads)
     result = run_eval(eval_set, encoder, settings, EvalOptions(progress=False))
-    sources = {name: set_dir / name for name in ("corpus", "queries")}
-    write_outputs(result, out, model.name, {**sources, "qrels": set_dir / "qrels.txt"})
+    write_outputs(result, out, model.name, set_dir_sources(set_dir))
     return out
 
 
@@ -152,7 +151,7 @@ def run(
     pairs = load_pairs(clicks.pairs)
     trained = work / "model"
     summary = finetune(
-        {image_id_for(p, train_dir): p for p in find_images(train_dir)},
+        images_in_folder(train_dir),
         pairs,
         pretrained,
         trained,
@@ -178,7 +177,8 @@ def run(
         "session_counts": lambda out: build_click_set(
             heldout_dir, out, pairs_file=pooled / "pairs.jsonl"
         ),
-        "folder_truth": lambda out: build_folder_class_set(heldout_dir, out, 9, 2),
+        # every folder level (9 is deeper than any): the folders the users click by
+        "folder_truth": lambda out: build_folder_class_set(heldout_dir, out, level=9, min_class=2),
     }
     context = {
         "machine": machine(),

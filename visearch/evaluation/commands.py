@@ -18,7 +18,12 @@ from encoders.tiles import TILE_SCHEMES
 from index.query_expansion import MAX_NEIGHBOURS
 from streams.settings import Settings
 from visearch.corpus import DEMO_CORPUS
-from visearch.evaluation.dataset import EvalSetError, load_eval_set, load_set_dir
+from visearch.evaluation.dataset import (
+    EvalSetError,
+    load_eval_set,
+    load_set_dir,
+    set_dir_sources,
+)
 
 BUILDERS = ("crops", "edits", "classes", "fashion-mnist", "clicks")
 
@@ -132,11 +137,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from visearch.model import ensure_exported
 
     if args.set is not None:
-        sources = {
-            "corpus": args.set / "corpus",
-            "queries": args.set / "queries",
-            "qrels": args.set / "qrels.txt",
-        }
+        sources = set_dir_sources(args.set)
         eval_set = load_set_dir(args.set)
     elif args.corpus and args.queries and args.qrels:
         sources = {"corpus": args.corpus, "queries": args.queries, "qrels": args.qrels}

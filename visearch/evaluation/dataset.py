@@ -131,9 +131,15 @@ def load_eval_set(corpus_dir: Path, queries_dir: Path, qrels_file: Path) -> Eval
     return result
 
 
+def set_dir_sources(root: Path) -> dict[str, Path]:
+    """The ``corpus``, ``queries`` and ``qrels`` paths of a set in the builders' layout."""
+    return {"corpus": root / CORPUS_DIR, "queries": root / QUERIES_DIR, "qrels": root / QRELS_FILE}
+
+
 def load_set_dir(root: Path) -> EvalSet:
     """A set in the builders' layout (``corpus/``, ``queries/``, ``qrels.txt``)."""
-    return load_eval_set(root / CORPUS_DIR, root / QUERIES_DIR, root / QRELS_FILE)
+    sources = set_dir_sources(root)
+    return load_eval_set(sources["corpus"], sources["queries"], sources["qrels"])
 
 
 def link_or_copy(source: Path, target: Path) -> None:
