@@ -30,7 +30,6 @@ were filtered before it, and it adds none.
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from collections import OrderedDict
@@ -42,7 +41,15 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from encoders.preprocess import CropBox, ImageLimits, PreprocessError, crop_image, decode_image
+from encoders.preprocess import (
+    ACCEPTED_FORMATS,
+    CropBox,
+    ImageLimits,
+    PreprocessError,
+    crop_image,
+    decode_image,
+    original_size,
+)
 from index.partition import Hit
 
 VERIFY_SIDE = 256  # longest side of a candidate's thumbnail
@@ -67,9 +74,9 @@ class Pixels:
     scale: float
 
 
-def oriented_size(source: bytes | Path) -> tuple[int, int]:
+def oriented_size(source: Path) -> tuple[int, int]:
     """Width and height of the oriented original, from the header alone (no decoding)."""
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
+    with Image.open(source, formats=ACCEPTED_FORMATS) as opened:
         width, height = opened.size
         try:
             orientation = opened.getexif().get(EXIF_ORIENTATION)
@@ -91,14 +98,14 @@ def to_pixels(image: Image.Image, scale: float, max_side: int) -> Pixels:
     return Pixels(grey, scale)
 
 
-def decoded_scale(data: bytes, image: Image.Image) -> float:
-    """Decoded pixels per pixel of the original (a JPEG may be decoded reduced)."""
-    return image.width / max(1, oriented_size(data)[0])
+def decoded_scale(image: Image.Image) -> float:
+    """Decoded pixels per pixel of the original (large images are decoded reduced)."""
+    return image.width / max(1, original_size(image)[0])
 
 
-def query_pixels(data: bytes, image: Image.Image, crop: CropBox | None = None) -> Pixels:
-    """The query as the verifier compares it; ``image`` is ``data`` decoded, before ``crop``."""
-    return to_pixels(crop_image(image, crop), decoded_scale(data, image), MAX_QUERY_SIDE)
+def query_pixels(image: Image.Image, crop: CropBox | None = None) -> Pixels:
+    """The query as the verifier compares it; ``image`` is the decoded query, before ``crop``."""
+    return to_pixels(crop_image(image, crop), decoded_scale(image), MAX_QUERY_SIDE)
 
 
 def template_fits(
@@ -250,9 +257,8 @@ class CropVerifier:
     def _load(self, path: Path, key: tuple[str, int]) -> Pixels | None:
         """The candidate's thumbnail, cached; ``None`` when its file is unreadable."""
         try:
-            data = path.read_bytes()
-            image = decode_image(data, self.limits)
-            pixels = to_pixels(image, decoded_scale(data, image), VERIFY_SIDE)
+            image = decode_image(path.read_bytes(), self.limits)
+            pixels = to_pixels(image, decoded_scale(image), VERIFY_SIDE)
         except (OSError, PreprocessError, Image.UnidentifiedImageError):
             return None
         with self._lock:

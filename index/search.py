@@ -132,7 +132,7 @@ class SearchService:
         decoded = time.perf_counter()
         query = encoder.embed(inputs)[0]
         embedded = time.perf_counter()
-        verification = self.verification(data, image, crop)
+        verification = self.verification(image, crop)
         hits = self.search_vector(
             query, k, exclude_image_id, shards=shards, dedup=dedup, verification=verification
         )
@@ -179,14 +179,12 @@ class SearchService:
             return SearchResult(hits, encoder.version, {**timings, "total": elapsed_ms})
         return None
 
-    def verification(
-        self, data: bytes, image: Image.Image, crop: CropBox | None
-    ) -> QueryVerification | None:
-        """Crop verification for this query (``image`` is ``data`` decoded, before
+    def verification(self, image: Image.Image, crop: CropBox | None) -> QueryVerification | None:
+        """Crop verification for this query (``image`` is the decoded query, before
         ``crop``), to pass to :meth:`search_vector`; ``None`` when it is off."""
         if self.verifier is None:
             return None
-        return QueryVerification(self.verifier, query_pixels(data, image, crop))
+        return QueryVerification(self.verifier, query_pixels(image, crop))
 
     def search_vector(
         self,

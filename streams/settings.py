@@ -17,13 +17,17 @@ from typing import Any
 
 from encoders.tiles import TILE_SCHEMES
 from streams.kafka_connection import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaConnection
+from streams.remote_fetch import parse_networks
 
 PREFIX = "VISEARCH_"
 # Shortest window retention (feedback/windows.py) minus one window.
 MAX_ALLOWED_LATENESS_S = 2 * 3600 - 60
 MAX_VERIFY_TOP = 500  # pixel-matching more candidates than this costs seconds a query
 MAX_VERIFY_SCALES = 15
-MAX_QUERY_EXPANSION = 50  # index.query_expansion.MAX_NEIGHBOURS (no index import here)
+MAX_QUERY_EXPANSION = 50
+# The most interactions one request may carry, whatever the setting: the API
+# refuses longer lists before validating a single element.
+MAX_INTERACTIONS_PER_REQUEST = 10_000  # index.query_expansion.MAX_NEIGHBOURS (no index import here)
 
 
 class SettingsError(ValueError):
@@ -126,10 +130,29 @@ class Settings:
     max_inline_bytes: int = 750_000
     max_image_bytes: int = 20_000_000
     max_image_pixels: int = 40_000_000
+    # Memory that all decodes of one process may hold at once (encoders/preprocess.py,
+    # DecodeBudget): a decode reserves (bytes per stored pixel + 1) x pixels,
+    # i.e. 5 for RGB(A) PNG, 3 for 16-bit grey, 2 for 8-bit grey or palette;
+    # JPEGs are decoded at 1/2 to 1/8 scale first. 96 MiB admits a 19-megapixel
+    # RGB PNG or a 32-megapixel 16-bit one, and keeps peak decode memory under
+    # 100 MB whatever the number of concurrent requests; bigger images get 413.
+    decode_memory_mb: int = 96
+    # One upload may take this long to read, decode and preprocess in the
+    # worker before it is dead-lettered (``prepare_timeout``) and its batch
+    # goes on without it.
+    embed_event_timeout_s: float = 10.0
     # http(s):// image URIs in upload events: one deadline for the whole fetch,
     # and loopback/private/link-local addresses refused unless allowed (SSRF).
     image_fetch_timeout_s: float = 5.0
     image_fetch_allow_private: bool = False
+    # Networks (comma-separated CIDRs) that http(s) image URIs may reach besides
+    # global addresses, e.g. an internal image server, without allowing every
+    # private address. IPv6 forms that embed an IPv4 address are judged by it.
+    image_fetch_allow_networks: str = ""
+    # Directories (comma-separated) whose files upload events may name as
+    # file:// URIs besides the image store, e.g. a volume the backends share.
+    # In the store itself an event may only name its own image's file.
+    image_roots: str = ""
 
     # Index.
     # A partition searches exactly (Flat) until it holds ann_threshold live
@@ -176,6 +199,11 @@ class Settings:
     api_token: str = field(default="", repr=False)  # never printed
     max_k: int = 100
     max_upload_bytes: int = 20_000_000
+    # A client must send a request's line and headers within this many seconds
+    # and its body within http_body_timeout_s, or the connection is closed
+    # (half-sent requests otherwise hold a connection for ever).
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 30.0
 
     # Worker web server (Faust); 0 disables it.
     worker_web_port: int = 0
@@ -252,6 +280,7 @@ class Settings:
             "index_shards",
             "max_k",
             "max_interactions_per_request",
+            "decode_memory_mb",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1")
@@ -288,6 +317,13 @@ class Settings:
             raise SettingsError(f"{PREFIX}WORKER_NICE must be between 0 and 19")
         if not 0 <= self.worker_web_port < 65536:
             raise SettingsError(f"{PREFIX}WORKER_WEB_PORT must be 0 (off) or a TCP port")
+        try:
+            parse_networks(self.image_fetch_allow_networks)
+        except ValueError as exc:
+            raise SettingsError(f"{PREFIX}IMAGE_FETCH_ALLOW_NETWORKS: {exc}") from exc
+        if self.max_interactions_per_request > MAX_INTERACTIONS_PER_REQUEST:
+            limit = MAX_INTERACTIONS_PER_REQUEST
+            raise SettingsError(f"{PREFIX}MAX_INTERACTIONS_PER_REQUEST must be at most {limit}")
         if not 0 <= self.verify_top <= MAX_VERIFY_TOP:
             raise SettingsError(f"{PREFIX}VERIFY_TOP must be between 0 (off) and {MAX_VERIFY_TOP}")
         if not -1 <= self.verify_min_score <= 1:
@@ -304,9 +340,11 @@ class Settings:
             raise SettingsError(f"{PREFIX}TILES must be one of {', '.join(TILE_SCHEMES)}")
         if not 0 < self.compact_ratio < 1:
             raise SettingsError(f"{PREFIX}COMPACT_RATIO must be between 0 and 1")
-        if not (math.isfinite(self.image_fetch_timeout_s) and self.image_fetch_timeout_s > 0):
-            raise SettingsError(f"{PREFIX}IMAGE_FETCH_TIMEOUT_S must be a finite number > 0")
         for name in (
+            "image_fetch_timeout_s",
+            "embed_event_timeout_s",
+            "http_header_timeout_s",
+            "http_body_timeout_s",
             "snapshot_interval_s",
             "feedback_allowed_lateness_s",
             "feedback_max_future_s",
@@ -421,6 +459,16 @@ class Settings:
     @property
     def image_store_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def worker_progress_path(self) -> Path:
+        """The embedding worker's progress beacon (streams/progress.py)."""
+        return self.data_dir / "worker" / "progress.json"
+
+    @property
+    def image_root_dirs(self) -> list[Path]:
+        """The directories of ``image_roots``."""
+        return [Path(root.strip()) for root in self.image_roots.split(",") if root.strip()]
 
 
 def _parse(key: str, raw: str, default: Any) -> Any:

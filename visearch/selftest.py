@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from encoders.preprocess import CropBox, decode_image
+from encoders.preprocess import CropBox, decode_image, original_size
 from streams.settings import Settings
 from visearch.corpus import find_images
 from visearch.image_store import StoredImage
@@ -98,7 +98,7 @@ def run_selftest(
             rank1 = 0
             for image_id in produced:
                 data = stack.store.get(image_id)
-                width, height = decode_image(data).size
+                width, height = original_size(decode_image(data))
                 box = random_crop(width, height, crop_area, rng)
                 hits = stack.search.search_bytes(data, 1, box).hits
                 rank1 += bool(hits) and hits[0].image_id == image_id

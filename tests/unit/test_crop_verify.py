@@ -32,7 +32,7 @@ def _hits(ids: list[str]) -> list[Hit]:
     return [Hit(image_id, 0.8 - 0.01 * i) for i, image_id in enumerate(ids)]
 
 
-def _crop_query(path: Path, seed: int, rescale: float = 1.0) -> tuple[bytes, Image.Image]:
+def _crop_query(path: Path, seed: int, rescale: float = 1.0) -> Image.Image:
     image = decode_image(path.read_bytes())
     box = hard_crop(image, np.random.default_rng(seed))
     assert box is not None
@@ -40,8 +40,7 @@ def _crop_query(path: Path, seed: int, rescale: float = 1.0) -> tuple[bytes, Ima
     if rescale != 1.0:
         size = (round(crop.width * rescale), round(crop.height * rescale))
         crop = crop.resize(size, Image.Resampling.BILINEAR)
-    data = jpeg_bytes(crop)
-    return data, decode_image(data)
+    return decode_image(jpeg_bytes(crop))
 
 
 def test_the_source_of_a_hard_crop_moves_first_and_the_rest_keep_their_order(
@@ -50,9 +49,9 @@ def test_the_source_of_a_hard_crop_moves_first_and_the_rest_keep_their_order(
     verifier = CropVerifier(photos.__getitem__, top=8)
     ids = list(photos)
     for seed, source in enumerate(ids[2:6]):
-        data, image = _crop_query(photos[source], seed)
+        image = _crop_query(photos[source], seed)
         hits = _hits(ids)
-        reranked, verified = verifier.rerank(query_pixels(data, image), hits)
+        reranked, verified = verifier.rerank(query_pixels(image), hits)
         assert verified == 1
         assert reranked[0].image_id == source and 1.9 <= reranked[0].score <= 2.0
         assert [h for h in reranked[1:]] == [h for h in hits if h.image_id != source]
@@ -63,9 +62,9 @@ def test_a_query_that_is_no_crop_of_any_candidate_changes_nothing(
 ) -> None:
     verifier = CropVerifier(photos.__getitem__, top=8)
     ids = list(photos)
-    data, image = _crop_query(photos[ids[0]], seed=1)
+    image = _crop_query(photos[ids[0]], seed=1)
     hits = _hits(ids[1:])  # the source is not among the candidates
-    assert verifier.rerank(query_pixels(data, image), hits) == (hits, 0)
+    assert verifier.rerank(query_pixels(image), hits) == (hits, 0)
     thumbnails = len(verifier._cache)
     # a whole photo, as large as any candidate: it fits inside none of them
     largest = max(max(Image.open(photos[i]).size) for i in ids[2:])
@@ -74,28 +73,26 @@ def test_a_query_that_is_no_crop_of_any_candidate_changes_nothing(
     whole = buffer.getvalue()
     hits = _hits(ids[2:])
     fresh = CropVerifier(photos.__getitem__, top=8)
-    assert fresh.rerank(query_pixels(whole, decode_image(whole)), hits) == (hits, 0)
+    assert fresh.rerank(query_pixels(decode_image(whole)), hits) == (hits, 0)
     assert thumbnails > 0 and len(fresh._cache) == 0  # the headers said no: nothing decoded
 
 
 def test_only_the_top_candidates_are_checked(photos: dict[str, Path]) -> None:
     ids = list(photos)
-    data, image = _crop_query(photos[ids[7]], seed=3)
+    image = _crop_query(photos[ids[7]], seed=3)
     hits = _hits(ids)  # the source is 8th
-    assert CropVerifier(photos.__getitem__, top=7).rerank(query_pixels(data, image), hits) == (
+    assert CropVerifier(photos.__getitem__, top=7).rerank(query_pixels(image), hits) == (
         hits,
         0,
     )
-    reranked, verified = CropVerifier(photos.__getitem__, top=8).rerank(
-        query_pixels(data, image), hits
-    )
+    reranked, verified = CropVerifier(photos.__getitem__, top=8).rerank(query_pixels(image), hits)
     assert verified == 1 and reranked[0].image_id == ids[7]
 
 
 def test_rescaled_crops_need_the_scale_search(photos: dict[str, Path]) -> None:
     ids = list(photos)
-    data, image = _crop_query(photos[ids[4]], seed=5, rescale=1.3)
-    pixels = query_pixels(data, image)
+    image = _crop_query(photos[ids[4]], seed=5, rescale=1.3)
+    pixels = query_pixels(image)
     native, found_native = CropVerifier(photos.__getitem__, top=8).rerank(pixels, _hits(ids))
     scaled, found_scaled = CropVerifier(photos.__getitem__, top=8, scales=7).rerank(
         pixels, _hits(ids)
@@ -119,7 +116,7 @@ def test_a_large_jpeg_decoded_at_reduced_scale_is_matched_in_original_pixels(
     assert decode_image(path.read_bytes()).width < width  # the candidate is drafted
     files = {"large": path, **dict(list(photos.items())[1:])}
     reranked, verified = CropVerifier(files.__getitem__, top=8).rerank(
-        query_pixels(data, image), _hits([*list(files)[1:], "large"])
+        query_pixels(image), _hits([*list(files)[1:], "large"])
     )
     assert verified == 1 and reranked[0].image_id == "large"
 
@@ -134,9 +131,9 @@ def test_missing_or_unreadable_candidates_are_skipped_and_a_changed_file_is_rere
     broken.write_bytes(b"not an image")
     files = {"replaced": target, "broken": broken}
     verifier = CropVerifier(files.__getitem__, top=8)
-    data, image = _crop_query(photos[ids[0]], seed=2)
+    image = _crop_query(photos[ids[0]], seed=2)
     hits = _hits(["unknown", "broken", "replaced"])
-    reranked, verified = verifier.rerank(query_pixels(data, image), hits)
+    reranked, verified = verifier.rerank(query_pixels(image), hits)
     assert verified == 1 and reranked[0].image_id == "replaced"
 
     # a re-upload under the same id: the cached thumbnail must not be reused
@@ -145,7 +142,7 @@ def test_missing_or_unreadable_candidates_are_skipped_and_a_changed_file_is_rere
     target.write_bytes(buffer.getvalue())
     stat = target.stat()
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    assert verifier.rerank(query_pixels(data, image), hits) == (hits, 0)
+    assert verifier.rerank(query_pixels(image), hits) == (hits, 0)
 
 
 def test_bad_options_are_refused() -> None:
@@ -175,14 +172,14 @@ def test_an_exif_rotated_candidate_is_matched_as_displayed_and_broken_exif_is_no
     files = {"rotated": stored, **dict(list(photos.items())[3:])}
     hits = _hits([*list(files)[1:], "rotated"])
     verifier = CropVerifier(files.__getitem__, top=8)
-    reranked, verified = verifier.rerank(query_pixels(crop, decode_image(crop)), hits)
+    reranked, verified = verifier.rerank(query_pixels(decode_image(crop)), hits)
     assert verified == 1 and reranked[0].image_id == "rotated"
 
     broken = bytearray(crop)
     marker = broken.find(b"\xff\xdb")  # a fake APP1 "Exif" segment of garbage before the tables
     broken[marker:marker] = b"\xff\xe1\x00\x10Exif\x00\x00MM\x00\x2a\xff\xff\xff\xff"
     data = bytes(broken)
-    assert verifier.rerank(query_pixels(data, decode_image(data)), hits)[0][0].image_id in files
+    assert verifier.rerank(query_pixels(decode_image(data)), hits)[0][0].image_id in files
 
 
 def test_a_second_pass_of_one_query_reuses_its_matches(photos: dict[str, Path]) -> None:
@@ -197,8 +194,8 @@ def test_a_second_pass_of_one_query_reuses_its_matches(photos: dict[str, Path]) 
         return photos[image_id]
 
     ids = list(photos)
-    data, image = _crop_query(photos[ids[3]], seed=3)
-    verification = QueryVerification(CropVerifier(path_of, top=8), query_pixels(data, image))
+    image = _crop_query(photos[ids[3]], seed=3)
+    verification = QueryVerification(CropVerifier(path_of, top=8), query_pixels(image))
     first = verification(_hits(ids[:5]))
     assert sorted(looked_up) == sorted(ids[:5])
     second = verification(_hits(ids))  # a bigger fetch: three new candidates

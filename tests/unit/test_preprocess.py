@@ -10,14 +10,22 @@ import pytest
 from PIL import Image
 
 from encoders.preprocess import (
+    ACCEPTED_FORMATS,
     INPUT_SIZE,
+    MIN_CROP_SIDE,
+    REDUCED_SIDE,
     CropBox,
+    DecodeBudget,
     ImageLimits,
     PreprocessError,
     crop_image,
+    decode_bytes,
     decode_image,
+    describe_error,
     letterbox,
+    original_size,
     preprocess,
+    reduce_large,
     to_rgb,
 )
 
@@ -32,10 +40,14 @@ def _encode(image, fmt="PNG", **params):
     return buffer.getvalue()
 
 
-def _code(callable_, *args, **kwargs):
+def _error(callable_, *args, **kwargs):
     with pytest.raises(PreprocessError) as info:
         callable_(*args, **kwargs)
-    return info.value.code
+    return info.value
+
+
+def _code(callable_, *args, **kwargs):
+    return _error(callable_, *args, **kwargs).code
 
 
 def test_output_shape_and_dtype():
@@ -201,7 +213,7 @@ def test_exif_orientation_moves_pixels():
 
 def test_crop_box_parse():
     box = CropBox.parse("1, 2.5,30,40", relative=False)
-    assert box == CropBox(1.0, 2.5, 30.0, 40.0, False)
+    assert box == CropBox(1.0, 2.5, 30.0, 40.0, False, min_side=MIN_CROP_SIDE)
     assert CropBox.parse("0,0,1,1", relative=True).relative is True
 
 
@@ -211,21 +223,44 @@ def test_crop_box_parse_errors(text):
 
 
 def test_pixel_crop():
-    array = np.full((10, 20, 3), 255, dtype=np.uint8)
-    array[2:5, 4:9] = (255, 0, 0)
+    array = np.full((20, 40, 3), 255, dtype=np.uint8)
+    array[2:12, 4:14] = (255, 0, 0)
     image = Image.fromarray(array)
-    cropped = crop_image(image, CropBox(4, 2, 9, 5))
-    assert cropped.size == (5, 3)
+    cropped = crop_image(image, CropBox(4, 2, 14, 12))
+    assert cropped.size == (10, 10)
     assert (np.asarray(cropped) == (255, 0, 0)).all()
     assert crop_image(image, None) is image
 
 
+def test_pixel_crop_of_a_large_jpeg_is_in_the_original_pixels():
+    """Draft mode decodes a large JPEG at half size or less; a pixel box still means the
+    file's pixels (it was judged against the decoded size: a 422 or the wrong region)."""
+    array = np.full((1000, 1200, 3), 255, dtype=np.uint8)
+    array[600:900, 700:1100] = (0, 0, 255)
+    image = decode_image(_encode(Image.fromarray(array), "JPEG", quality=95))
+    assert image.width < 1200 and original_size(image) == (1200, 1000)
+    cropped = np.asarray(crop_image(image, CropBox(700, 600, 1100, 900)), dtype=float)
+    assert cropped.shape[1] / cropped.shape[0] == pytest.approx(4 / 3, rel=0.02)
+    assert cropped[..., 2].mean() > 240 and cropped[..., 0].mean() < 15
+    assert _code(crop_image, image, CropBox(700, 600, 1201, 900)) == "bad_crop"
+
+
+def test_tiny_client_crops_are_refused_with_a_hint_for_fractions():
+    error = _error(CropBox.parse("0.1,0.1,0.9,0.9").to_pixels, 200, 100)
+    assert error.code == "bad_crop" and "crop_units=relative" in error.message
+    assert _code(CropBox.parse(f"0,0,{MIN_CROP_SIDE - 1},50").to_pixels, 200, 100) == "bad_crop"
+    side = MIN_CROP_SIDE
+    assert CropBox.parse(f"0,0,{side},{side}").to_pixels(200, 100) == (0, 0, side, side)
+    # The service's own tiles of a small image may be smaller.
+    assert CropBox(0, 0, 2 / 3, 1 / 3, relative=True).to_pixels(9, 12) == (0, 0, 6, 4)
+
+
 def test_relative_crop():
     assert CropBox(0.25, 0.5, 0.75, 1.0, relative=True).to_pixels(200, 100) == (50, 50, 150, 100)
-    red_right = np.zeros((10, 20, 3), dtype=np.uint8)
-    red_right[:, 10:] = (255, 0, 0)
+    red_right = np.zeros((20, 40, 3), dtype=np.uint8)
+    red_right[:, 20:] = (255, 0, 0)
     out = preprocess(_encode(Image.fromarray(red_right)), CropBox(0.5, 0, 1, 1, relative=True))
-    # 10x10 crop fills the whole input with red.
+    # 20x20 crop fills the whole input with red.
     np.testing.assert_allclose(out[0], WHITE, atol=1e-6)
     np.testing.assert_allclose(out[1], BLACK, atol=1e-6)
 
@@ -247,6 +282,7 @@ def test_crop_applies_to_the_oriented_image():
         CropBox(0, 0, 10, 11),
         CropBox(5, 5, 5, 8),
         CropBox(8, 5, 4, 9),
+        CropBox(0, 0, 20, 7, min_side=MIN_CROP_SIDE),
         CropBox(math.nan, 0, 5, 5),
         CropBox(0, 0, math.inf, 5),
         CropBox(0.5, 0.5, 0.5, 0.9, relative=True),
@@ -312,3 +348,94 @@ def test_real_tuxpaint_png_decodes_to_rgb():
     assert out.shape == (3, INPUT_SIZE, INPUT_SIZE)
     assert np.isfinite(out).all()
     assert out.min() < 0 < out.max()
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n{ } loop\n"
+
+
+def test_formats_that_shell_out_are_never_opened(monkeypatch):
+    """Pillow hands EPS to Ghostscript (an endless loop kept a core busy per request):
+    only the accepted formats are tried, so no program is ever started."""
+    started = []
+    monkeypatch.setattr("subprocess.Popen", lambda *a, **k: started.append(a))
+    error = _error(decode_image, EPS)
+    assert error.code == "undecodable" and "JPEG, PNG, WebP, GIF, BMP or TIFF" in error.message
+    assert started == []
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "TGA", "ICO", "PCX"])
+def test_formats_pillow_reads_but_the_service_does_not_are_refused(fmt):
+    data = _encode(Image.new("RGB", (16, 16), (200, 30, 30)), fmt)
+    assert Image.open(io.BytesIO(data)).format not in ACCEPTED_FORMATS
+    assert _code(decode_image, data) == "undecodable"
+
+
+@pytest.mark.parametrize("fmt", ACCEPTED_FORMATS)
+def test_every_accepted_format_decodes(fmt):
+    image = decode_image(_encode(Image.new("RGB", (24, 16), (10, 200, 30)), fmt))
+    assert image.mode == "RGB" and image.size == (24, 16)
+
+
+def test_decoder_errors_carry_no_paths():
+    text = describe_error(OSError("gs -sOutputFile=/tmp/tmpab12/out.png /tmp/tmpab12/in.eps"))
+    assert "/tmp" not in text and "<path>" in text
+
+
+def test_an_image_bigger_than_the_decode_budget_is_refused_before_decoding():
+    data = _encode(Image.new("RGBA", (600, 500)))
+    need = decode_bytes("RGBA", (600, 500))
+    error = _error(decode_image, data, ImageLimits(decode_memory_bytes=need - 1))
+    assert error.code == "too_many_pixels" and "decode memory limit" in error.message
+    assert decode_image(data, ImageLimits(decode_memory_bytes=need)).size == (600, 500)
+
+
+def test_decodes_wait_for_the_budget_and_give_up_as_busy():
+    budget = DecodeBudget(100)
+    with budget.hold(60, wait_s=1.0):
+        assert _code(lambda: budget.hold(50, wait_s=0.05).__enter__()) == "decoder_busy"
+        with budget.hold(40, wait_s=0.05):
+            assert budget.held == 100
+    assert budget.held == 0
+    with budget.hold(100, wait_s=0.05):
+        pass
+    assert _code(lambda: budget.hold(101, wait_s=1.0).__enter__()) == "too_many_pixels"
+
+
+def test_sixteen_bit_images_cost_their_decoded_size_not_float64():
+    """A 16-bit PNG is estimated (and decoded) at 3 bytes a pixel, not the 8+ of a float
+    copy: at 2000x2000 that is 12 MB, which fits a 16 MiB budget."""
+    values = np.tile(np.arange(2000, dtype=np.uint16) * 32, (2000, 1))
+    data = _encode(Image.fromarray(values))
+    assert decode_bytes("I;16", (2000, 2000)) < 16 * 2**20
+    image = decode_image(data, ImageLimits(decode_memory_bytes=16 * 2**20))
+    assert image.mode == "RGB" and min(image.size) >= REDUCED_SIDE
+    grey = np.asarray(image)[..., 0].astype(int)
+    expected = (values[0, :: 2000 // image.width][: image.width] >> 8).astype(int)
+    assert np.abs(grey[0] - expected).max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["P", "1", "I;16", "RGBA", "L"])
+def test_large_images_are_reduced_like_a_whole_conversion(mode):
+    rng = np.random.default_rng(1)
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, (1000, 1400), dtype=np.uint16))
+    else:
+        image = Image.fromarray(rng.integers(0, 256, (1000, 1400, 3), dtype=np.uint8)).convert(mode)
+    reduced = reduce_large(image)
+    assert reduced.size == (1400 // 2, 1000 // 2)
+    reference = {"P": "RGBA", "1": "L"}.get(mode)
+    if reference is not None:
+        np.testing.assert_array_equal(reduced, image.convert(reference).reduce(2))
+    elif mode == "I;16":
+        expected = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8)).reduce(2)
+        assert np.abs(np.asarray(reduced, int) - np.asarray(expected, int)).max() <= 1
+    else:
+        np.testing.assert_array_equal(reduced, image.reduce(2))
+
+
+def test_original_size_is_the_oriented_file_size():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image = decode_image(_encode(Image.new("RGB", (1600, 1000)), "JPEG", exif=exif.tobytes()))
+    assert original_size(image) == (1000, 1600)
+    assert image.height > image.width and image.width < 1000

@@ -146,8 +146,8 @@ def run_eval(
         exclude = query if query in eval_set.corpus else None
         verification = None
         if verifier is not None:
-            data = eval_set.queries[query].read_bytes()
-            verification = service.verification(data, decode_image(data, limits), None)
+            image = decode_image(eval_set.queries[query].read_bytes(), limits)
+            verification = service.verification(image, None)
         hits = service.search_vector(
             query_vectors[query], options.depth, exclude, verification=verification
         )
