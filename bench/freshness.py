@@ -75,12 +75,13 @@ async def bare_aiokafka_hop(bootstrap: str, topic: str, rate: float, count: int)
 
 
 def store_sources(stack: LocalStack, sources: list[Path], image_dir: Path) -> list[str]:
-    """Store each source photo once (id from its path); uploads then point at these URIs."""
-    uris = []
+    """Store each source photo once (id from its path, for searches by id); uploads under
+    new ids point at the source files (``image_dir`` must be in VISEARCH_IMAGE_ROOTS: an
+    event may name no other image's file in the store)."""
     for path in sources:
         stored = StoredImage(image_id_for(path, image_dir), "bench", False, time.time())
-        uris.append(file_uri(stack.store.put(stored, path.read_bytes())))
-    return uris
+        stack.store.put(stored, path.read_bytes())
+    return [file_uri(path) for path in sources]
 
 
 def publish_upload(
@@ -106,7 +107,9 @@ def run(settings: Settings, rate: float, duration: float, image_dir: Path) -> No
     ensure_exported(settings.resolved_model_dir, image_dir)
     sources = find_images(image_dir)
     with tempfile.TemporaryDirectory(prefix="visearch-bench-") as tmp:
-        private = isolated_settings(settings, Path(tmp), "bench")
+        private = isolated_settings(settings, Path(tmp), "bench").with_overrides(
+            image_roots=str(image_dir)
+        )
         with LocalStack(private) as stack:
             assert stack.publisher is not None
             uris = store_sources(stack, sources, image_dir)

@@ -48,7 +48,7 @@ def malformed(kind: str, number: int, store_dir: Path) -> tuple[bytes, str]:
         "image_id": f"bad-{number}",
         "owner_id": "bench",
         "uploaded_at": time.time(),
-        "uri": file_uri(store_dir / "nothing.img"),
+        "uri": file_uri(store_dir / f"bad-{number}.img"),  # its own file, never written
     }
     inline = {k: v for k, v in good.items() if k != "uri"}
     cases: dict[str, tuple[object, str]] = {

@@ -256,7 +256,7 @@ def run(
     sources = find_images(image_dir)
     with tempfile.TemporaryDirectory(prefix="visearch-soak-") as tmp:
         private = isolated_settings(settings, Path(tmp), "soak").with_overrides(
-            feedback_allowed_lateness_s=feedback_horizon_s
+            feedback_allowed_lateness_s=feedback_horizon_s, image_roots=str(image_dir)
         )
         with LocalStack(private) as stack:
             uris = store_sources(stack, sources, image_dir)

@@ -11,7 +11,9 @@ import faust
 from encoders.preprocess import ImageLimits
 from encoders.tiles import tile_boxes
 from streams.embedding import (
-    EmbedOutcome,
+    BatchPreparer,
+    LateUpload,
+    PreparedUpload,
     RawMessage,
     UploadReader,
     dead_letter,
@@ -19,11 +21,14 @@ from streams.embedding import (
     log_dead_letter,
 )
 from streams.encoder_set import EncoderSet
-from streams.remote_fetch import RemoteFetch
-from streams.schemas import DeadLetter, ImageUpdated, SchemaError, decode, encode
+from streams.progress import ProgressBeacon
+from streams.remote_fetch import RemoteFetch, parse_networks
+from streams.schemas import DeadLetter, ImageEmbedded, ImageUpdated, SchemaError, decode, encode
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+# Concurrent http(s) image fetches per worker: they wait on the network, not the CPU.
+FETCH_THREADS = 8
 
 
 def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
@@ -41,39 +46,81 @@ async def send_dead_letter(topic: faust.TopicT, letter: DeadLetter) -> None:
     await topic.send(value=encode(letter))
 
 
-def register_agents(app: faust.App, settings: Settings, encoders: EncoderSet) -> None:
-    """The embedding agent and the update forwarder, on their topics."""
+def register_agents(
+    app: faust.App,
+    settings: Settings,
+    encoders: EncoderSet,
+    progress: ProgressBeacon | None = None,
+) -> None:
+    """The embedding agent and the update forwarder, on their topics.
+
+    ``progress`` is marked busy around every batch (streams/progress.py).
+    """
+    progress = progress or ProgressBeacon(settings.worker_progress_path)
     names = settings.topics
     uploads = raw_topic(app, names.uploads, settings.upload_partitions)
     updates = raw_topic(app, names.updates, settings.update_partitions)
     embeddings = raw_topic(app, names.embeddings, settings.embedding_partitions)
     dead_letters = raw_topic(app, names.dead_letter, 1)
     reader = UploadReader(
-        allowed_roots=[settings.image_store_dir],
+        allowed_roots=[settings.image_store_dir, *settings.image_root_dirs],
         limits=ImageLimits.from_settings(settings),
         tiles=tile_boxes(settings.tiles),
         max_inline_bytes=settings.max_inline_bytes,
-        remote=RemoteFetch(settings.image_fetch_timeout_s, settings.image_fetch_allow_private),
+        remote=RemoteFetch(
+            settings.image_fetch_timeout_s,
+            settings.image_fetch_allow_private,
+            parse_networks(settings.image_fetch_allow_networks),
+        ),
+        store_root=settings.image_store_dir,
     )
     # Inference runs in one thread (ONNX Runtime has its own intra-op threads)
     # so the event loop keeps heartbeats and fetches flowing; decoding runs in
-    # a small pool beside it, because Pillow and numpy release the GIL.
+    # a small pool beside it, because Pillow and numpy release the GIL, and
+    # http(s) fetches in a pool of their own, so waiting on a server never
+    # takes a decode thread.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
-    prepare_pool = ThreadPoolExecutor(
-        max_workers=settings.decode_threads, thread_name_prefix="decode"
+    preparer = BatchPreparer(
+        reader,
+        decode_pool=ThreadPoolExecutor(
+            max_workers=settings.decode_threads, thread_name_prefix="decode"
+        ),
+        fetch_pool=ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="fetch"),
+        event_timeout_s=settings.embed_event_timeout_s,
     )
+    late_tasks: set[asyncio.Task[None]] = set()
 
-    def embed_with_every_version(messages: list[RawMessage]) -> EmbedOutcome:
+    def embed_with_every_version(prepared: list[PreparedUpload]) -> list[ImageEmbedded]:
         """Embed with the serving encoder, and with each candidate during a rollout.
 
         Each image is read and decoded once, whatever the number of versions;
         dead letters therefore come once too.
         """
-        prepared, letters = reader.prepare_all(messages, prepare_pool)
-        outcome = EmbedOutcome(dead_letters=letters)
-        for encoder in encoders.active():
-            outcome.embedded.extend(embed_prepared(prepared, encoder))
-        return outcome
+        return [
+            record for encoder in encoders.active() for record in embed_prepared(prepared, encoder)
+        ]
+
+    async def publish(embedded: list[ImageEmbedded], letters: list[DeadLetter]) -> None:
+        for record in embedded:
+            await embeddings.send(key=record.image_id.encode(), value=encode(record))
+        for letter in letters:
+            await send_dead_letter(dead_letters, letter)
+
+    async def finish_late(event: faust.EventT, late: LateUpload) -> None:
+        """Embed an upload that was still fetching when its batch went on, then ack it.
+
+        The batch's own ack left one reference on the message (see ``embed``),
+        so Faust commits no offset past it until this is done.
+        """
+        result = await late.wait()
+        loop = asyncio.get_running_loop()
+        if isinstance(result, DeadLetter):
+            await publish([], [result])
+        else:
+            await publish(
+                await loop.run_in_executor(executor, embed_with_every_version, [result]), []
+            )
+        event.ack()
 
     @app.agent(uploads, name="embed-uploads")
     async def embed(stream: faust.StreamT) -> None:
@@ -82,12 +129,16 @@ def register_agents(app: faust.App, settings: Settings, encoders: EncoderSet) ->
         async for events in stream.take_events(  # type: ignore[attr-defined]
             settings.embed_batch_size, within=settings.embed_linger_s
         ):
-            messages = [raw_message(event) for event in events]
-            outcome = await loop.run_in_executor(executor, embed_with_every_version, messages)
-            for record in outcome.embedded:
-                await embeddings.send(key=record.image_id.encode(), value=encode(record))
-            for letter in outcome.dead_letters:
-                await send_dead_letter(dead_letters, letter)
+            batch = await preparer.prepare([raw_message(event) for event in events])
+            for late in batch.late:
+                events[late.index].message.incref()  # held until finish_late acks it
+                task = asyncio.create_task(finish_late(events[late.index], late))
+                late_tasks.add(task)
+                task.add_done_callback(late_tasks.discard)
+            embedded = await loop.run_in_executor(
+                executor, embed_with_every_version, batch.prepared
+            )
+            await publish(embedded, batch.dead_letters)
 
     @app.agent(updates, name="forward-updates")
     async def forward(stream: faust.StreamT) -> None:

@@ -3,7 +3,9 @@
 File URIs are confined to allowed roots (the image store by default):
 an event that names ``file:///etc/shadow`` or ``file://<root>/../x`` is refused,
 because upload events come from other systems and must not turn the embedding
-worker into a file reader for the whole disk. HTTP URIs are fetched only when
+worker into a file reader for the whole disk. Inside the image store an event
+may only name its own image's file (``<store>/<image_id>.img``): otherwise an
+event under a new id could make a private image's pixels searchable. HTTP URIs are fetched only when
 a :class:`~streams.remote_fetch.RemoteFetch` policy is given, with the SSRF
 guard, deadline and size cap described in :mod:`streams.remote_fetch`.
 """
@@ -32,6 +34,11 @@ class ImageSourceError(ValueError):
         self.message = message
 
 
+def is_http_uri(uri: str) -> bool:
+    """Whether ``uri`` is fetched over the network."""
+    return urlparse(uri).scheme in ("http", "https")
+
+
 def file_uri(path: Path) -> str:
     """The ``file://`` URI of an absolute path."""
     return path.resolve().as_uri()
@@ -44,8 +51,12 @@ def read_image_bytes(
     *,
     max_inline_bytes: int | None = None,
     remote: RemoteFetch | None = None,
+    store_root: Path | None = None,
 ) -> bytes:
     """The bytes of the uploaded image, within ``max_bytes``.
+
+    ``store_root``: the image store, where a URI may only name
+    ``<image_id>.img`` of the event's own id.
 
     Inline images are further limited to ``max_inline_bytes`` (a big image
     belongs in a store, not in the log); ``http(s)://`` URIs are refused
@@ -82,6 +93,12 @@ def read_image_bytes(
     roots = [root.resolve() for root in allowed_roots]
     if not any(path.is_relative_to(root) for root in roots):
         raise ImageSourceError("forbidden_path", f"{path} is outside the allowed image roots")
+    if store_root is not None and path.is_relative_to(store_root.resolve()):
+        own = (store_root / f"{event.image_id}.img").resolve()
+        if path != own:
+            raise ImageSourceError(
+                "forbidden_path", "a URI in the image store may only name the event's own image"
+            )
     try:
         size = path.stat().st_size
         if size > max_bytes:

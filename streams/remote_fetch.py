@@ -6,31 +6,42 @@ loopback or anything else inside the network. So:
 
 - the host is resolved once, and every address it resolves to must be a
   global unicast address (loopback, private, link-local, CGNAT, multicast,
-  reserved and unspecified ranges are refused, IPv4-mapped IPv6 unwrapped)
-  unless ``allow_private`` is set;
+  reserved and unspecified ranges are refused; IPv6 forms that lead to an
+  IPv4 address (mapped, NAT64, 6to4, Teredo, IPv4-compatible) are judged by
+  that address too) unless ``allow_private`` is set, or the address lies in
+  one of the ``allowed_networks`` (e.g. an image server on the internal
+  network, without opening every private address);
 - the connection goes to the address that was checked, not to the name
   again (a DNS answer that changes between check and connect, "DNS
   rebinding", cannot redirect it); the ``Host`` header and TLS SNI and
   certificate check still use the name;
 - redirects are not followed (the target would need the same checks and is
   rarely what a backend meant to publish); credentials in the URI are refused;
-- one deadline covers resolve, connect, headers and body (a server trickling
-  a byte a second cannot hold a worker), and the body is capped at
+- one deadline covers resolve, connect, headers and body, enforced by a
+  watchdog that shuts the socket when it passes: socket timeouts alone restart
+  with every byte, so a server answering its status line and headers a byte
+  at a time held a worker 15.6 s past a 3 s deadline. The body is capped at
   ``max_bytes`` whatever ``Content-Length`` claims.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 CHUNK = 65536
+# getaddrinfo cannot be interrupted: lookups run here so the deadline still holds.
+_RESOLVERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
 
 
 class FetchError(ValueError):
@@ -58,17 +69,62 @@ class RemoteFetch:
 
     timeout_s: float = 5.0
     allow_private: bool = False
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     resolve: Callable[[str, int], list[str]] = field(default=resolve_host, compare=False)
 
 
-def address_allowed(address: str, allow_private: bool) -> bool:
+# IPv6 ranges that carry an IPv4 address in their last 32 bits: NAT64 (RFC 6052),
+# IPv4-translated (RFC 2765) and the deprecated IPv4-compatible form (::a.b.c.d).
+_IPV4_IN_LOW_BITS = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+    ipaddress.IPv6Network("::/96"),
+)
+# Local-use NAT64 (RFC 8215) may put the IPv4 address anywhere: refused outright.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address leads to, for the forms that embed one.
+
+    On a NAT64 network ``64:ff9b::7f00:1`` reaches 127.0.0.1, and 6to4,
+    Teredo, IPv4-mapped, -translated and -compatible forms carry an IPv4
+    destination too; each is judged by that destination.
+    """
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in _LOCAL_NAT64:
+        return ipaddress.IPv4Address("0.0.0.0")
+    if int(ip) > 1 and any(ip in network for network in _IPV4_IN_LOW_BITS):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def address_allowed(
+    address: str,
+    allow_private: bool,
+    allowed_networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+) -> bool:
     """Whether a connection to ``address`` may be made (see the module docstring)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address) and (inner := embedded_ipv4(ip)) is not None:
+        candidates = [inner] if ip.ipv4_mapped is not None else [ip, inner]
     if allow_private:
-        return not (ip.is_unspecified or ip.is_multicast)
-    return ip.is_global and not ip.is_multicast
+        return not any(c.is_unspecified or c.is_multicast for c in candidates)
+    return all(
+        (c.is_global and not c.is_multicast) or any(c in net for net in allowed_networks)
+        for c in candidates
+    )
+
+
+def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated networks (``10.1.2.0/24,fd00::/8``; a bare address is one host)."""
+    return tuple(ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip())
 
 
 def fetch(url: str, max_bytes: int, policy: RemoteFetch) -> bytes:
@@ -85,12 +141,20 @@ def fetch(url: str, max_bytes: int, policy: RemoteFetch) -> bytes:
     except ValueError as exc:
         raise FetchError("unsupported_uri", f"bad port in {url[:80]!r}") from exc
     try:
-        addresses = policy.resolve(host, port)
+        addresses = _RESOLVERS.submit(policy.resolve, host, port).result(policy.timeout_s)
+    except FutureTimeout as exc:
+        raise FetchError(
+            "fetch_timeout", f"{host!r} did not resolve within {policy.timeout_s} s"
+        ) from exc
     except (OSError, UnicodeError) as exc:
         raise FetchError("fetch_failed", f"cannot resolve {host!r}: {exc}") from exc
     if not addresses:
         raise FetchError("fetch_failed", f"{host!r} resolves to no address")
-    refused = [a for a in addresses if not address_allowed(a, policy.allow_private)]
+    refused = [
+        a
+        for a in addresses
+        if not address_allowed(a, policy.allow_private, policy.allowed_networks)
+    ]
     if refused:
         raise FetchError(
             "forbidden_address",
@@ -102,6 +166,7 @@ def fetch(url: str, max_bytes: int, policy: RemoteFetch) -> bytes:
     target = parts.path or "/"
     if parts.query:
         target += f"?{parts.query}"
+    watchdog = _Watchdog(connection, remaining)
     try:
         connection.request("GET", target, headers={"User-Agent": "visearch", "Accept": "image/*"})
         _set_timeout(connection, deadline)
@@ -113,15 +178,44 @@ def fetch(url: str, max_bytes: int, policy: RemoteFetch) -> bytes:
         declared = response.getheader("Content-Length")
         if declared and declared.isdigit() and int(declared) > max_bytes:
             raise FetchError("too_many_bytes", f"{host} announces {declared} bytes")
-        return _read_capped(connection, response, max_bytes, deadline)
-    except TimeoutError as exc:
-        raise FetchError(
-            "fetch_timeout", f"{host} did not deliver within {policy.timeout_s} s"
-        ) from exc
-    except (OSError, http.client.HTTPException) as exc:
+        body = _read_capped(connection, response, max_bytes, deadline)
+        if watchdog.fired:  # the socket was shut mid-body: what was read is cut short
+            raise TimeoutError("deadline passed")
+        return body
+    except (TimeoutError, OSError, http.client.HTTPException) as exc:
+        if watchdog.fired or isinstance(exc, TimeoutError):
+            raise FetchError(
+                "fetch_timeout", f"{host} did not deliver within {policy.timeout_s} s"
+            ) from exc
         raise FetchError("fetch_failed", f"{host}: {exc}") from exc
     finally:
+        watchdog.cancel()
         connection.close()
+
+
+class _Watchdog:
+    """Shuts a connection's socket when the fetch's deadline passes.
+
+    Blocking reads then return at once, wherever they are (status line,
+    headers, body), which a per-read socket timeout cannot guarantee.
+    """
+
+    def __init__(self, connection: http.client.HTTPConnection, after_s: float) -> None:
+        self.connection = connection
+        self.fired = False
+        self._timer = threading.Timer(after_s, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        sock = self.connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already closed
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 def _read_capped(

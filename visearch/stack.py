@@ -33,6 +33,7 @@ from streams.epoch import EXIT_NEW_EPOCH
 from streams.lifecycle import Lifecycle, die_with_parent
 from streams.model_journal import republish_journal
 from streams.process_tuning import tune_process
+from streams.progress import progress_check
 from streams.publisher import EventPublisher
 from streams.settings import PREFIX, Settings
 from streams.topics import ensure_topics
@@ -40,6 +41,9 @@ from visearch.image_store import ImageStore
 from visearch.rollout import ModelRollout
 from visearch.shards import search_service
 from visearch.uploads import publish_stored
+
+# The worker writes its progress beacon every 2 s; older than this means it is frozen.
+PROGRESS_MAX_AGE_S = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +276,7 @@ class LocalStack(Lifecycle):
         connected = broker_reachable(self.settings.bootstrap_servers)
         if self.broker is not None:
             connected = connected and self.broker.is_running()
-        checks["broker"] = {"ok": connected, "bootstrap": self.settings.bootstrap_servers}
+        checks["broker"] = {"ok": connected}  # no address: /readyz is anonymous
         if self.consumers:
             alive = all(
                 c.is_alive() and c.ready.is_set() and c.error is None for c in self.consumers
@@ -286,6 +290,12 @@ class LocalStack(Lifecycle):
             }
         if self.with_worker:
             checks["worker"] = {"ok": self.worker is not None and self.worker.poll() is None}
+            # Alive is not enough: a frozen worker or a stuck batch embeds nothing.
+            checks["embedding"] = progress_check(
+                self.settings.worker_progress_path,
+                max_busy_s=2 * self.settings.embed_event_timeout_s,
+                max_age_s=PROGRESS_MAX_AGE_S,
+            )
         if self.feedback is not None:
             checks["feedback"] = {"ok": self.feedback.is_alive()}
         return checks

@@ -27,6 +27,7 @@ from streams.agents import register_agents
 from streams.app import create_app
 from streams.encoder_set import EncoderSet
 from streams.epoch import EXIT_NEW_EPOCH, EpochTracker
+from streams.progress import ProgressBeacon
 from streams.settings import Settings
 from streams.topics import ensure_topics, topic_epoch
 
@@ -43,7 +44,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     epoch = topic_epoch(settings.kafka, settings.topics.uploads)
     encoders = EncoderSet(settings).start()
     app = create_app(app_settings(settings, epoch))
-    register_agents(app, settings, encoders)
+    progress = ProgressBeacon(settings.worker_progress_path).start()
+    register_agents(app, settings, encoders, progress)
     log_assignments(app, settings.topics.uploads)
     exit_on_new_epoch(settings, epoch)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)

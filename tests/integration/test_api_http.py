@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -201,7 +204,7 @@ def test_readiness_checks_broker_shards_lag_worker_and_feedback(stack: LocalStac
     ready = checked.get("/readyz")
     assert ready.status_code == 200, ready.text
     checks = ready.json()["checks"]
-    assert set(checks) == {"broker", "shards", "index_lag", "worker", "feedback"}
+    assert set(checks) == {"broker", "shards", "index_lag", "worker", "embedding", "feedback"}
     assert all(check["ok"] for check in checks.values())
     assert checks["index_lag"]["records"] <= checks["index_lag"]["max"]
 
@@ -216,4 +219,29 @@ def test_readiness_checks_broker_shards_lag_worker_and_feedback(stack: LocalStac
         assert detail["checks"]["broker"]["ok"] is True
     finally:
         stack.feedback.start()
+    assert checked.get("/readyz").status_code == 200
+
+
+def test_a_frozen_worker_makes_the_api_unready_until_it_moves_again(stack: LocalStack) -> None:
+    """Alive is not enough: a worker that makes no progress (here stopped by SIGSTOP, as a
+    stuck batch or a starved process would be) stops reporting, and /readyz says so."""
+    assert stack.worker is not None
+    checked = TestClient(stack_api(stack))
+
+    def embedding_check() -> dict:
+        body = checked.get("/readyz").json()
+        return body.get("detail", body)["checks"]["embedding"]
+
+    assert embedding_check() == {"ok": True}
+    os.kill(stack.worker.pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 60
+        while (check := embedding_check())["ok"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert check["ok"] is False and "not reported" in check["reason"]
+    finally:
+        os.kill(stack.worker.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 60
+    while checked.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert checked.get("/readyz").status_code == 200

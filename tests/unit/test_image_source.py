@@ -136,3 +136,16 @@ def test_file_too_many_bytes(root):
 def test_nul_byte_in_uri_is_an_image_source_error(root):
     with pytest.raises(ImageSourceError):
         read_image_bytes(_event(uri=f"file://{root}/cat%00.img"), [root], MAX)
+
+
+def test_in_the_image_store_an_event_may_only_name_its_own_file(root):
+    """Otherwise an upload under a new id could index a private image's pixels as its own."""
+    (root / "img-1.img").write_bytes(b"own bytes")
+    own = _event(uri=file_uri(root / "img-1.img"))
+    assert read_image_bytes(own, [root], MAX, store_root=root) == b"own bytes"
+    with pytest.raises(ImageSourceError) as info:
+        read_image_bytes(_event(uri=file_uri(root / "cat.img")), [root], MAX, store_root=root)
+    assert info.value.code == "forbidden_path"
+    (root / "alias.img").symlink_to(root / "img-1.img")
+    alias = _event(uri=f"file://{root}/alias.img")
+    assert read_image_bytes(alias, [root], MAX, store_root=root) == b"own bytes"

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from streams.image_source import ImageSourceError, read_image_bytes
-from streams.remote_fetch import FetchError, RemoteFetch, address_allowed, fetch
+from streams.remote_fetch import FetchError, RemoteFetch, address_allowed, fetch, parse_networks
 from streams.schemas import ImageUploaded
 
 BODY = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8  # 2056 bytes
@@ -49,10 +49,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Length", "100")
             self.end_headers()
-            for _ in range(100):  # a byte every 0.1 s: each read is quick, the whole is not
-                self.wfile.write(b"z")
-                self.wfile.flush()
-                time.sleep(0.1)
+            try:
+                for _ in range(100):  # a byte every 0.1 s: each read is quick, the whole is not
+                    self.wfile.write(b"z")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except ConnectionError:
+                pass  # the client gave up at its deadline, as it should
+        elif self.path == "/slow-headers":  # status line and headers, a byte at a time
+            try:
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Padding: " + b"p" * 60:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except ConnectionError:
+                pass  # the client gave up at its deadline, as it should
         elif self.path == "/redirect":
             self.send_response(302)
             self.send_header("Location", "/img")
@@ -108,13 +119,24 @@ def _code(url: str, policy: RemoteFetch, max_bytes: int = MAX) -> str:
         "::ffff:127.0.0.1",  # IPv4-mapped loopback
         "::ffff:169.254.169.254",
         "ff02::1",
+        "64:ff9b::7f00:1",  # NAT64 to 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 to the metadata service
+        "64:ff9b:1::1",  # local-use NAT64
+        "::7f00:1",  # IPv4-compatible 127.0.0.1
+        "::ffff:0:7f00:1",  # IPv4-translated 127.0.0.1
+        "2002:7f00:1::",  # 6to4 of 127.0.0.1
+        "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
     ],
 )
 def test_internal_addresses_are_refused(address: str) -> None:
     assert not address_allowed(address, allow_private=False)
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "151.101.1.69", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    "address",
+    ["8.8.8.8", "151.101.1.69", "2606:4700:4700::1111", "64:ff9b::808:808", "2002:808:808::1"],
+)
 def test_global_addresses_are_allowed(address: str) -> None:
     assert address_allowed(address, allow_private=False)
 
@@ -124,6 +146,17 @@ def test_allow_private_still_refuses_unspecified_and_multicast() -> None:
     assert address_allowed("10.0.0.7", allow_private=True)
     assert not address_allowed("0.0.0.0", allow_private=True)
     assert not address_allowed("224.0.0.1", allow_private=True)
+
+
+def test_allowed_networks_open_only_themselves() -> None:
+    networks = parse_networks("127.0.0.1/32, fd00:1::/64")
+    assert address_allowed("127.0.0.1", False, networks)
+    assert address_allowed("fd00:1::5", False, networks)
+    assert address_allowed("8.8.8.8", False, networks)
+    for refused in ("127.0.0.2", "10.0.0.1", "169.254.169.254", "64:ff9b::a9fe:a9fe", "fd00:2::1"):
+        assert not address_allowed(refused, False, networks), refused
+    with pytest.raises(ValueError):
+        parse_networks("10.0.0.0/33")
 
 
 def test_loopback_url_is_refused_before_any_request(server) -> None:
@@ -188,6 +221,28 @@ def test_one_deadline_for_the_whole_body(server) -> None:
     started = time.monotonic()
     assert _code(f"{base}/slow", RemoteFetch(timeout_s=0.5, allow_private=True)) == "fetch_timeout"
     assert time.monotonic() - started < 2.0
+
+
+def test_the_deadline_covers_a_status_line_and_headers_sent_a_byte_at_a_time(server) -> None:
+    """Each byte comes well inside the socket timeout; only the whole-fetch deadline ends it
+    (a 3 s deadline used to return after 15.6 s)."""
+    base, _ = server
+    started = time.monotonic()
+    policy = RemoteFetch(timeout_s=0.5, allow_private=True)
+    assert _code(f"{base}/slow-headers", policy) == "fetch_timeout"
+    assert time.monotonic() - started < 2.0
+
+
+def test_the_deadline_covers_a_slow_name_lookup() -> None:
+    def slow(host: str, port: int) -> list[str]:
+        time.sleep(2.0)
+        return ["8.8.8.8"]
+
+    started = time.monotonic()
+    assert _code("http://slow.example/img", RemoteFetch(timeout_s=0.3, resolve=slow)) == (
+        "fetch_timeout"
+    )
+    assert time.monotonic() - started < 1.5
 
 
 def test_errors_redirects_and_unsupported_urls(server) -> None:
