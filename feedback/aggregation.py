@@ -19,9 +19,11 @@ Per event, in order:
    record timestamp, which a replay sees unchanged): ``future_timestamp``.
 3. **Duplicate** (``event_id`` already counted): ignored.
 4. Otherwise counted: totals by position bucket and model version (the
-   Prometheus counters), tumbling windows of 1 min / 1 h / 1 day (overall, by
-   position bucket, by model version), dwell histogram and time spent per
-   user per day, and the search session for labelled pairs.
+   Prometheus counters; versions the model registry never named count as
+   ``other``, see ``AggregationPolicy.model_label``), tumbling windows of
+   1 min / 1 h / 1 day (overall, by position bucket, by model version), dwell
+   histogram and time spent per user per day, and the search session for
+   labelled pairs.
 
 Sessions close when the watermark passes their last event by
 ``session_gap_s``; their pairs are returned from :meth:`process`. Expiry of
@@ -32,6 +34,7 @@ the wall clock, which is what keeps a replay identical.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +63,10 @@ class AggregationPolicy:
     max_future_s: float = 300.0
     session_gap_s: float = 600.0
     pairs: PairPolicy = field(default_factory=PairPolicy)
+    # Maps an event's model version to the label it is counted under (the
+    # service passes streams.model_registry.KnownModels.label, so only
+    # registered versions become labels); None counts every version as sent.
+    model_label: Callable[[str], str] | None = field(default=None, compare=False)
 
     def check(self) -> None:
         for spec in WINDOWS:
@@ -138,10 +145,13 @@ class PartitionAggregator:
             day = WINDOWS[-1].start_of(event.timestamp)
             users = self.time_spent.setdefault(day, {})
             users[event.user_id] = users.get(event.user_id, 0) + event.dwell_ms
+        model = event.model_version
+        if self.policy.model_label is not None:
+            model = self.policy.model_label(model)
         if event.type != "dwell":
-            total = self.totals.setdefault((bucket, event.model_version), [0, 0])
+            total = self.totals.setdefault((bucket, model), [0, 0])
             total[0 if event.type == "impression" else 1] += 1
-        cells = (ALL, f"pos:{bucket}", f"model:{event.model_version}")
+        cells = (ALL, f"pos:{bucket}", f"model:{model}")
         for spec in WINDOWS:
             window = self.windows[spec.name].setdefault(spec.start_of(event.timestamp), {})
             for cell in cells:

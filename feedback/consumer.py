@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,15 @@ REJECTED = {
 }
 
 
-def aggregation_policy(settings: Settings) -> AggregationPolicy:
-    """The time rules from the settings."""
+def aggregation_policy(
+    settings: Settings, model_label: Callable[[str], str] | None = None
+) -> AggregationPolicy:
+    """The time rules from the settings; ``model_label``: see ``AggregationPolicy``."""
     return AggregationPolicy(
         allowed_lateness_s=settings.feedback_allowed_lateness_s,
         max_future_s=settings.feedback_max_future_s,
         session_gap_s=settings.feedback_session_gap_s,
+        model_label=model_label,
     )
 
 

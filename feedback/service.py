@@ -11,6 +11,7 @@ from typing import Any, Self
 from feedback.consumer import FeedbackConsumer, aggregation_policy
 from feedback.state import FeedbackState
 from streams.lifecycle import Lifecycle
+from streams.model_registry import KnownModels
 from streams.publisher import EventPublisher
 from streams.settings import Settings
 
@@ -25,13 +26,21 @@ class FeedbackService(Lifecycle):
     def __init__(self, settings: Settings, start_timeout_s: float = 30.0) -> None:
         self.settings = settings
         self.start_timeout_s = start_timeout_s
+        # Model versions become labels only once the registry names them.
+        self.models = KnownModels(settings)
         self.state = FeedbackState(
-            range(settings.interaction_partitions), aggregation_policy(settings)
+            range(settings.interaction_partitions),
+            aggregation_policy(settings, self.models.label),
         )
         self.publisher: EventPublisher | None = None
         self.consumer: FeedbackConsumer | None = None
 
     def start(self) -> Self:
+        try:
+            self.models.start(self.start_timeout_s)
+        except TimeoutError as exc:
+            self.models.stop()
+            raise FeedbackStartError(f"feedback: {exc}") from exc
         self.publisher = EventPublisher(self.settings)
         self.consumer = FeedbackConsumer(self.settings, self.state, self.publisher)
         self.consumer.start()
@@ -47,6 +56,7 @@ class FeedbackService(Lifecycle):
         return self.consumer is not None and self.consumer.is_alive()
 
     def stop(self) -> None:
+        self.models.stop()
         if self.consumer is not None:
             self.consumer.stop()
             self.consumer.join(timeout=15)

@@ -14,6 +14,7 @@ image (searches move in one step; v1 is retired and dropped everywhere).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -149,6 +150,55 @@ class ModelWatcher(LogFollower):
             self.on_event(event)
         except Exception:  # one bad model dir must not stop the watcher
             log.exception("model event %s %s failed", event.action, event.version)
+
+
+OTHER_MODEL = "other"
+
+
+class KnownModels:
+    """Every model version the registry has ever named, kept current by a watcher.
+
+    Interactions carry the ``model_version`` their client echoes; anything
+    can be written there, and each distinct value used to become a
+    Prometheus label and a row of ``/v1/feedback`` (4 x 500 events with new
+    versions: ``/metrics`` 6 KB -> 511 KB, unbounded). :meth:`label` keeps a
+    registered version (serving, candidate or retired), an empty one, and
+    calls everything else ``other``.
+    """
+
+    def __init__(self, settings: Settings, watch: bool = True) -> None:
+        self.settings = settings
+        self.watch = watch
+        self._versions: set[str] = set()
+        self._lock = threading.Lock()
+        try:
+            self._versions.add(read_metadata(settings.resolved_model_dir).version)
+        except Exception as exc:  # no model here (e.g. a feedback pod): the topic names them
+            log.info("no model directory to name the serving version: %s", exc)
+        self.watcher: ModelWatcher | None = None
+
+    def start(self, timeout_s: float = 30.0) -> KnownModels:
+        """Read the models topic to its end, then follow it (again after a stop)."""
+        if self.watch:
+            self.watcher = ModelWatcher(self.settings, self._on_event)
+            if not self.watcher.start_and_catch_up(timeout_s):
+                raise TimeoutError("the models topic could not be read")
+        return self
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+
+    def _on_event(self, event: ModelChanged) -> None:
+        with self._lock:
+            self._versions.add(event.version)
+
+    def label(self, version: str) -> str:
+        """``version`` if the registry names it (or it is empty), else ``other``."""
+        if not version:
+            return version
+        with self._lock:
+            return version if version in self._versions else OTHER_MODEL
 
 
 def model_event(action: str, version: str, model_dir: Path | str = "") -> ModelChanged:

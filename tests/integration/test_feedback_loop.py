@@ -34,8 +34,14 @@ STACK_SETTINGS = {
 T0 = time.time() - 600  # event times in the recent past (not "future", not "late")
 
 
+# The serving model's version: only versions the model registry names are labels.
+SERVING: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
 def client(stack: LocalStack) -> TestClient:
+    assert stack.search is not None
+    SERVING["version"] = stack.search.encoder.version
     return TestClient(stack_api(stack))
 
 
@@ -49,7 +55,7 @@ def interaction(event_id, type_, position, search="s-1", ts=T0, **extra):
         "position": position,
         "type": type_,
         "timestamp": ts,
-        "model_version": "m-test",
+        "model_version": SERVING["version"],
     }
     fields.update(extra)
     return fields
@@ -92,7 +98,7 @@ def test_interactions_become_ctr_time_spent_metrics_and_pairs(
     by_position = {row["key"]: row for row in summary["by_position"]}
     assert by_position["3-4"]["clicks"] == 1 and by_position["0"]["clicks"] == 0
     assert summary["by_model"] == [
-        {"key": "m-test", "impressions": 6, "clicks": 1, "ctr": pytest.approx(1 / 6)}
+        {"key": SERVING["version"], "impressions": 6, "clicks": 1, "ctr": pytest.approx(1 / 6)}
     ]
     assert summary["time_spent_s"]["daily"] == pytest.approx(12.0)
 
@@ -101,7 +107,7 @@ def test_interactions_become_ctr_time_spent_metrics_and_pairs(
         for family in text_string_to_metric_families(client.get("/metrics").text)
         for sample in family.samples
     }
-    labels = (("model_version", "m-test"), ("position_bucket", "3-4"))
+    labels = (("model_version", SERVING["version"]), ("position_bucket", "3-4"))
     assert metrics[("visearch_feedback_clicks_total", labels)] == 1
     assert metrics[("visearch_feedback_impressions_total", labels)] == 2
     assert metrics[("visearch_feedback_dwell_seconds_count", ())] == 1
@@ -121,7 +127,7 @@ def test_interactions_become_ctr_time_spent_metrics_and_pairs(
     assert (pair.query_image_id, pair.positive_image_id, pair.position) == ("fb-0000", "shown-3", 3)
     assert pair.negative_image_ids[:3] == ["shown-0", "shown-1", "shown-2"]
     assert set(pair.negative_image_ids[3:]) == {"shown-4", "shown-5"}
-    assert pair.model_version == "m-test" and pair.weight == 1.0
+    assert pair.model_version == SERVING["version"] and pair.weight == 1.0
 
     # the raw log, for click-derived judgements: every event once, the retried three dropped
     log_file = tmp_path / "interactions.jsonl"
