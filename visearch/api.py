@@ -7,7 +7,6 @@ a 500 for a client's mistake.
 
 from __future__ import annotations
 
-import hmac
 import io
 import time
 import uuid
@@ -31,13 +30,27 @@ from starlette.concurrency import run_in_threadpool
 from encoders.preprocess import CropBox, ImageLimits, PreprocessError, decode_image
 from feedback.prometheus import FeedbackCollector
 from feedback.service import FeedbackService
-from index.search import SearchResult, SearchService
+from index.search import SearchService
 from streams.publisher import EventPublisher
 from streams.schemas import ID_PATTERN
 from streams.settings import Settings
 from visearch.api_errors import install_error_handlers
+from visearch.http_guard import (
+    DEFAULT_BODY_BYTES,
+    MULTIPART_OVERHEAD_BYTES,
+    RequestGuard,
+    RoutePolicy,
+    api_routes,
+    bearer_token_matches,
+    page_security_policy,
+)
 from visearch.image_store import ImageStore, UnknownImageError, new_image_id
-from visearch.interactions_api import FeedbackSource, RemoteFeedback, interactions_router
+from visearch.interactions_api import (
+    MAX_EVENT_BYTES,
+    FeedbackSource,
+    RemoteFeedback,
+    interactions_router,
+)
 from visearch.models_api import models_router
 from visearch.rollout import ModelRollout
 from visearch.uploads import accept_upload, publish_update
@@ -104,6 +117,17 @@ def _unknown_image(image_id: str) -> HTTPException:
     return _error(404, "unknown_image", f"no image with id {image_id!r}")
 
 
+# Decode failures are the client's to fix (400), a bad crop box 422, and a full
+# decode budget (encoders.preprocess.DecodeBudget) a 503 to retry.
+PREPROCESS_STATUS = {"bad_crop": 422, "decoder_busy": 503}
+
+
+def _preprocess_error(exc: PreprocessError) -> HTTPException:
+    status = PREPROCESS_STATUS.get(exc.code, 400)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return HTTPException(status, {"code": exc.code, "message": exc.message}, headers=headers)
+
+
 def create_api(
     settings: Settings,
     search: SearchService,
@@ -137,11 +161,12 @@ def create_api(
     install_error_handlers(app)
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
-        """Write endpoints need ``Authorization: Bearer <VISEARCH_API_TOKEN>`` when set."""
-        if not settings.api_token:
-            return
-        expected = f"Bearer {settings.api_token}"
-        if authorization is None or not hmac.compare_digest(authorization, expected):
+        """Write endpoints need ``Authorization: Bearer <VISEARCH_API_TOKEN>`` when set.
+
+        :class:`~visearch.http_guard.RequestGuard` refuses them before their body
+        is read; this dependency marks them (and documents them in OpenAPI).
+        """
+        if settings.api_token and not bearer_token_matches(authorization, settings.api_token):
             raise _error(401, "unauthorized", "a valid bearer token is required")
 
     async def read_upload(upload: UploadFile) -> bytes:
@@ -156,11 +181,12 @@ def create_api(
     if source is None and settings.feedback_url:
         source = RemoteFeedback(settings.feedback_url)
     app.include_router(interactions_router(settings, publisher, source, require_token))
-    app.include_router(models_router(rollout, require_token))
+    app.include_router(models_router(rollout, require_token, settings.api_token))
+    page = resources.files("visearch").joinpath("web/index.html").read_text()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index_page() -> str:
-        return resources.files("visearch").joinpath("web/index.html").read_text()
+        return page
 
     @app.post("/v1/search", response_model=SearchResponse)
     async def search_images(
@@ -181,18 +207,26 @@ def create_api(
         # queued behind them (ONNX Runtime and faiss release the GIL).
         return await run_in_threadpool(answer_search, data, image_id, crop, crop_units, k)
 
+    def public_image(image_id: str) -> float:
+        """The upload time of a stored image anyone may see; 404 for the rest.
+
+        Private, flagged, deleted and unknown ids answer alike, so neither a
+        search by id nor a thumbnail (nor an error about either) tells that a
+        hidden image exists, let alone its neighbours or its size.
+        """
+        try:
+            stored = store.metadata(image_id)
+            if stored.private or not store.visible(image_id):
+                raise UnknownImageError(image_id)
+        except UnknownImageError as exc:
+            raise _unknown_image(image_id) from exc
+        return stored.uploaded_at
+
     def stored_bytes(image_id: str) -> bytes:
         try:
             return store.get(image_id)
         except UnknownImageError as exc:
             raise _unknown_image(image_id) from exc
-
-    def indexed_search(image_id: str, k: int) -> SearchResult | None:
-        try:
-            stored_at = store.metadata(image_id).uploaded_at
-        except UnknownImageError as exc:
-            raise _unknown_image(image_id) from exc
-        return search.search_indexed(image_id, stored_at, k)
 
     def answer_search(
         data: bytes | None, image_id: str | None, crop: str | None, crop_units: str, k: int
@@ -207,7 +241,8 @@ def create_api(
         result = None
         if data is None:
             assert image_id is not None
-            result = indexed_search(image_id, k) if crop is None else None
+            stored_at = public_image(image_id)
+            result = search.search_indexed(image_id, stored_at, k) if crop is None else None
             if result is None:
                 data = stored_bytes(image_id)
         try:
@@ -217,7 +252,7 @@ def create_api(
                 result = search.search_bytes(data, k, box, exclude_image_id=image_id)
         except PreprocessError as exc:
             metrics.searches.labels(outcome="bad_input").inc()
-            raise _error(422 if exc.code == "bad_crop" else 400, exc.code, exc.message) from exc
+            raise _preprocess_error(exc) from exc
         metrics.search_seconds.observe(time.perf_counter() - started)
         metrics.searches.labels(outcome="ok").inc()
         return SearchResponse(
@@ -259,7 +294,7 @@ def create_api(
                 accept_upload, settings, store, publisher, new_id, data, owner_id, private
             )
         except PreprocessError as exc:
-            raise _error(400, exc.code, exc.message) from exc
+            raise _preprocess_error(exc) from exc
         metrics.uploads.inc()
         return UploadResponse(image_id=new_id, status="accepted")
 
@@ -295,28 +330,31 @@ def create_api(
     def thumbnail(
         image_id: str, size: Annotated[int, Query(ge=16, le=MAX_PREVIEW_SIZE)] = THUMBNAIL_SIZE
     ) -> Response:
-        """A JPEG preview of a stored public image, at most ``size`` pixels on a side."""
+        """A JPEG preview of a stored public image, at most ``size`` pixels on a side.
+
+        Not cacheable by shared caches: an image made private or deleted must
+        disappear at once, not when a proxy's copy expires.
+        """
+        public_image(image_id)
         try:
-            if store.metadata(image_id).private or not store.visible(image_id):
-                raise UnknownImageError(image_id)  # private or flagged: as if absent
-            image = decode_image(store.get(image_id), limits)
-        except UnknownImageError as exc:
-            raise _unknown_image(image_id) from exc
+            image = decode_image(stored_bytes(image_id), limits)
         except PreprocessError as exc:
-            raise _error(422, exc.code, exc.message) from exc
+            raise _preprocess_error(exc) from exc
         image.thumbnail((size, size))
         buffer = io.BytesIO()
         image.convert("RGB").save(buffer, "JPEG", quality=85)
         return Response(
             buffer.getvalue(),
             media_type="image/jpeg",
-            headers={"Cache-Control": "public, max-age=300"},
+            headers={"Cache-Control": "private, no-store"},
         )
 
     @app.get("/v1/corpus")
-    def corpus(limit: int = 60, offset: int = 0) -> dict[str, object]:
+    def corpus(
+        limit: Annotated[int, Query(ge=1, le=500)] = 60,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, object]:
         """Public, unflagged stored image ids, for the page's picker."""
-        limit = max(1, min(limit, 500))
         public = [img.image_id for img in store if not img.private and store.visible(img.image_id)]
         return {"total": len(public), "image_ids": public[offset : offset + limit]}
 
@@ -349,4 +387,26 @@ def create_api(
     def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    upload_bytes = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    body_caps = {
+        "/v1/search": upload_bytes,
+        "/v1/images": upload_bytes,
+        "/v1/interactions": settings.max_interactions_per_request * MAX_EVENT_BYTES,
+    }
+    app.add_middleware(
+        RequestGuard,
+        token=settings.api_token,
+        policies=[
+            (
+                route,
+                RoutePolicy(
+                    body_caps.get(route.path, DEFAULT_BODY_BYTES),
+                    any(d.call is require_token for d in route.dependant.dependencies),
+                ),
+            )
+            for route in api_routes(app.routes)
+        ],
+        body_timeout_s=settings.http_body_timeout_s,
+        content_security_policy=page_security_policy(page),
+    )
     return app

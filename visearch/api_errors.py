@@ -3,7 +3,9 @@
 The endpoints raise their own errors in that shape; these handlers bring
 FastAPI's and Starlette's own answers (request validation, unknown route,
 wrong method) into it too, so a client needs one parser for every failure.
-Request validation keeps FastAPI's per-field list under ``errors``.
+Request validation keeps FastAPI's per-field list under ``errors``: the first
+:data:`MAX_LISTED_ERRORS`, without the offending input (pydantic puts the whole
+value in each error; a list of 10^6 zeros came back as a 105 MB reply).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+MAX_LISTED_ERRORS = 10
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -24,7 +27,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: _describe_bytes})
+        listed = [
+            {key: value for key, value in error.items() if key in ("type", "loc", "msg", "ctx")}
+            for error in exc.errors()[:MAX_LISTED_ERRORS]
+        ]
+        errors = jsonable_encoder(listed, custom_encoder={bytes: _describe_bytes})
         where = ", ".join(".".join(str(p) for p in e.get("loc", ())) for e in errors[:5])
         detail = {"code": "bad_request", "message": f"invalid request: {where}", "errors": errors}
         return JSONResponse({"detail": detail}, status_code=422)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -17,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from feedback.prometheus import FeedbackCollector
 from feedback.service import FeedbackService
 from streams.settings import Settings
+from visearch.serving import serve
 
 
 def feedback_app(service: FeedbackService) -> FastAPI:
@@ -49,9 +49,4 @@ def feedback_app(service: FeedbackService) -> FastAPI:
 def run_feedback_process(settings: Settings) -> None:
     """Aggregate until SIGTERM / Ctrl-C; the state is checkpointed on the way out."""
     with FeedbackService(settings) as service:
-        uvicorn.run(
-            feedback_app(service),
-            host=settings.http_host,
-            port=settings.feedback_http_port,
-            log_level="warning",
-        )
+        serve(feedback_app(service), settings.http_host, settings.feedback_http_port, settings)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, Header, HTTPException
 from pydantic import BaseModel, Field
 
+from visearch.http_guard import bearer_token_matches
 from visearch.rollout import ModelRollout, RolloutError
 
 STATUS_OF = {
@@ -34,7 +35,10 @@ class ModelAccepted(BaseModel):
     status: str
 
 
-def models_router(rollout: ModelRollout | None, require_token: Callable[..., None]) -> APIRouter:
+def models_router(
+    rollout: ModelRollout | None, require_token: Callable[..., None], token: str
+) -> APIRouter:
+    """The model endpoints; ``token``: the API token, which also shows model directories."""
     router = APIRouter()
     guard = [Depends(require_token)]
 
@@ -58,9 +62,16 @@ def models_router(rollout: ModelRollout | None, require_token: Callable[..., Non
             ) from exc
 
     @router.get("/v1/models")
-    def model_status() -> dict[str, Any]:
-        """Every model version: state, index size, images still missing from its index."""
-        return rolled().status()
+    def model_status(authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        """Every model version: state, index size, images still missing from its index.
+
+        Model directories (paths on the servers) only with the API token.
+        """
+        status = rolled().status()
+        if not (token and bearer_token_matches(authorization, token)):
+            for version in status["versions"]:
+                version.pop("model_dir", None)
+        return status
 
     @router.post("/v1/models", response_model=ModelAccepted, status_code=202, dependencies=guard)
     def deploy_model(request: DeployRequest) -> ModelAccepted:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import uvicorn
-
 from streams.settings import Settings
 from visearch.ingest import ingest_folder
 from visearch.model import ensure_exported
+from visearch.serving import serve
 from visearch.stack import LocalStack
 from visearch.stack_api import stack_api
 
@@ -36,7 +35,7 @@ def run_service(settings: Settings, demo_dir: Path | None, parity_dir: Path) -> 
         api = stack_api(stack)
         url = f"http://{settings.http_host}:{settings.http_port}/"
         print(f"visearch is up: open {url}  (Ctrl-C stops everything)", flush=True)
-        uvicorn.run(api, host=settings.http_host, port=settings.http_port, log_level="warning")
+        serve(api, settings.http_host, settings.http_port, settings)
 
 
 def run_api(settings: Settings) -> None:
@@ -50,4 +49,4 @@ def run_api(settings: Settings) -> None:
     with LocalStack(settings, with_worker=False) as stack:
         assert stack.publisher is not None and stack.search is not None
         api = stack_api(stack)
-        uvicorn.run(api, host=settings.http_host, port=settings.http_port, log_level="warning")
+        serve(api, settings.http_host, settings.http_port, settings)

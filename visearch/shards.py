@@ -120,22 +120,21 @@ def start_shard(
 
 def run_shard_process(settings: Settings) -> None:
     """``visearch shard``: one shard, served over HTTP until stopped."""
-    import uvicorn
-
     from encoders.model_dir import read_metadata
     from index.remote import create_shard_api
     from streams.topics import ensure_topics
+    from visearch.serving import serve
 
     ensure_topics(settings)
     metadata = read_metadata(settings.resolved_model_dir)
     shard_id = settings.resolved_shard_id
     shard, consumer = start_shard(settings, metadata.dim, metadata.version, shard_id)
     try:
-        uvicorn.run(
+        serve(
             create_shard_api(shard, shard_id),
-            host=settings.http_host,
-            port=settings.shard_http_port,
-            log_level="warning",
+            settings.http_host,
+            settings.shard_http_port,
+            settings,
         )
     finally:
         consumer.stop()

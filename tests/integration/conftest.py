@@ -80,5 +80,5 @@ def read_topic() -> Callable[[Settings, str, int], list[bytes]]:
 @pytest.fixture(scope="module")
 def site(stack: LocalStack) -> Iterator[str]:
     """The module's stack behind the real API and page, over HTTP on a free loopback port."""
-    with serve_in_thread(stack_api(stack)) as url:
+    with serve_in_thread(stack_api(stack), settings=stack.settings) as url:
         yield url

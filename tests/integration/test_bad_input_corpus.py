@@ -112,7 +112,6 @@ def valid_odd_images() -> dict[str, bytes]:
         "tiff-lab": _save(_picture(11).convert("LAB"), "TIFF"),
         "tiff-ycbcr": _save(_picture(12).convert("YCbCr"), "TIFF"),
         "bmp": _save(_picture(13), "BMP"),
-        "ico": _save(_picture(14), "ICO"),
         "one-pixel": _save(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"),
         "thin-strip": _save(_picture(15, (3000, 2)), "PNG"),
         "jpeg-huge-exif": _save(_picture(16), "JPEG", exif=_exif(6, "x" * 60_000)),
@@ -121,6 +120,9 @@ def valid_odd_images() -> dict[str, bytes]:
             _picture(18), "JPEG", exif=b"Exif\x00\x00MM\x00*" + b"\xff" * 200
         ),
     }
+
+
+EPS_ENDLESS_LOOP = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n{ } loop\n"
 
 
 def bad_images() -> dict[str, tuple[bytes, str]]:
@@ -140,6 +142,11 @@ def bad_images() -> dict[str, tuple[bytes, str]]:
         "html": (b"<html><body>an error page</body></html>", "undecodable"),
         "svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>', "undecodable"),
         "pdf": (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", "undecodable"),
+        # Pillow reads these, but not as accepted formats: EPS would start Ghostscript
+        # (this one loops for ever), ICO and PPM are simply not promised.
+        "eps-endless-loop": (EPS_ENDLESS_LOOP, "undecodable"),
+        "ico": (_save(_picture(14), "ICO"), "undecodable"),
+        "ppm": (_save(_picture(19), "PPM"), "undecodable"),
         "zip": (b"PK\x03\x04" + bytes(100), "undecodable"),
         "gif-header-only": (b"GIF89a" + struct.pack("<HH", 65535, 65535) + bytes(3), "undecodable"),
         "bomb-900mp": (_png_bomb(30_000, 30_000), "too_many_pixels"),

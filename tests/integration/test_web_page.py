@@ -56,7 +56,10 @@ def test_pick_crop_and_click_through_in_a_browser(
 ) -> None:
     ids = publish(stack, photo_paths[:12], "web")
     assert stack.wait_searchable(ids, 90) == set()
-    page.goto(site)
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    loaded = page.goto(site)
+    assert loaded is not None and "script-src 'sha256-" in loaded.headers["content-security-policy"]
     page.wait_for_selector("#corpus .tile img")
 
     first = _search_after(page, lambda: page.locator("#corpus .tile").first.click())
@@ -68,7 +71,7 @@ def test_pick_crop_and_click_through_in_a_browser(
     assert "results in" in page.locator("#status").inner_text()
 
     image = page.locator("#query-img")
-    page.wait_for_function("document.getElementById('query-img').complete")
+    page.wait_for_function("() => document.getElementById('query-img').complete")
     box = image.bounding_box()
     assert box is not None
 
@@ -113,7 +116,7 @@ def test_pick_crop_and_click_through_in_a_browser(
 
     # and the live panel shows them
     page.goto(site)
-    page.wait_for_function("document.getElementById('fb-clicks').textContent === '1'")
+    page.wait_for_function("() => document.getElementById('fb-clicks').textContent === '1'")
     impressions = int(page.locator("#fb-impressions").inner_text())
     assert impressions == len(shown)
     assert "%" in page.locator("#fb-ctr").inner_text()
@@ -123,8 +126,10 @@ def test_pick_crop_and_click_through_in_a_browser(
     _search_after(page, lambda: page.locator("#corpus .tile").nth(3).click())
     page.wait_for_selector("#results .result img")
     page.wait_for_function(
-        f"document.getElementById('fb-impressions').textContent !== '{impressions}'"
+        f"() => document.getElementById('fb-impressions').textContent !== '{impressions}'"
     )
+    # The page's own script and style run under its content security policy.
+    assert not [line for line in console if "Content Security Policy" in line], console
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "web-page.png"), full_page=True)
     assert (ARTIFACTS / "web-page.png").stat().st_size > 10_000
@@ -137,7 +142,7 @@ def test_upload_form_reports_bad_files(site: str, page: Page, tmp_path: Path) ->
     page.set_input_files("#upload-file", str(bad))
     with page.expect_response("**/v1/images"):
         page.click("#upload-form button[type=submit]")
-    page.wait_for_function("document.getElementById('upload-status').textContent.length > 0")
+    page.wait_for_function("() => document.getElementById('upload-status').textContent.length > 0")
     assert "undecodable" in page.locator("#upload-status").inner_text()
 
 
