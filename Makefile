@@ -9,8 +9,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRAS)
 # Debian packages: real photos for the demo corpus and the tests, Fashion-MNIST
 # for the class-based evaluation set (`visearch eval build fashion-mnist`), and
-# the browser the page tests drive (Playwright must never download its own).
-DEBIAN_PACKAGES := tuxpaint-stamps-default dataset-fashion-mnist chromium
+# the browser the page tests drive (Playwright must never download its own), and
+# Ghostscript: the hostile-input tests prove an EPS never reaches it.
+DEBIAN_PACKAGES := tuxpaint-stamps-default dataset-fashion-mnist chromium ghostscript
 
 .PHONY: deploy-tools run test lint typecheck unit integration system-deps venv selftest clean
 
