@@ -1,6 +1,6 @@
 """Crop-query benchmark: which tiles should an image be indexed with?
 
-Settles DESIGN.md's open question "Tiles for crop search". A crop query is
+Settles the open question "which tiles for crop search". A crop query is
 embedded as one global vector of the letterboxed crop (always at 224 px); an
 indexed image may store several vectors and scores as the *max* over them.
 Schemes compared on the same data, in the same run:
@@ -41,7 +41,7 @@ pass" is not one sixth of B's six. Serving uses ONNX Runtime (several times
 faster); the *ratios* between schemes are what this program settles.
 Measured results and the decision belong in the README.
 
-Prints one JSON line per measurement on stdout (DESIGN.md convention; the
+Prints one JSON line per measurement on stdout (the convention of ``visearch.bench_output``; the
 baseline is scheme A, or the 224 global for category P@1) and a readable table
 on stderr. Run: ``python -m bench.crop_tiles [--quick] [--seed S] [--queries N]``.
 """
@@ -130,7 +130,7 @@ class Scheme:
 
 
 def emit(metric: str, value: float, unit: str, baseline: float | None, **extra: object) -> None:
-    """One JSON line in the DESIGN.md benchmark convention, tagged with the machine."""
+    """One JSON line in the project's benchmark convention, tagged with the machine."""
     bench_output.emit(BENCH, metric, value, unit, baseline, machine=bench_output.machine(), **extra)
 
 

@@ -29,10 +29,10 @@ against trec_eval). Images whose category has no other image are not queries
 (they stay in the corpus). The int8 model was calibrated on 128 of these
 images (``visearch quantize``), so this is not a held-out measurement.
 
-Prints JSON lines through ``visearch.bench_output.emit`` (DESIGN.md
-convention; baseline = torch fp32 of the same run, same images, same layout
-and batch, or ORT fp32 for quality) on stdout and a table on stderr.
-Run from the repository root: ``python -m bench.embed [--quick] [--images DIR]``.
+Prints JSON lines through ``visearch.bench_output.emit`` (baseline = torch fp32
+of the same run, same images, same layout and batch, or ORT fp32 for quality)
+on stdout and a table on stderr. Run from the repository root: ``python -m
+bench.embed [--quick] [--images DIR]``.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ Embedder = Callable[[np.ndarray], np.ndarray]
 
 
 def emit(metric: str, value: float, unit: str, baseline: float | None, **extra: object) -> None:
-    """One JSON line in the DESIGN.md benchmark convention, tagged with the machine."""
+    """One JSON line in the project's benchmark convention, tagged with the machine."""
     bench_output.emit(BENCH, metric, value, unit, baseline, machine=bench_output.machine(), **extra)
 
 

@@ -36,8 +36,8 @@ with the same bitmap selector interleaved query by query so that machine load
 hits all three alike.
 
 Prints JSON lines ``{"bench", "metric", "value", "unit", "baseline", "ratio",
-"index", "n", "machine", ...}`` through ``visearch.bench_output.emit`` (DESIGN.md
-convention) on stdout and a table on stderr.
+"index", "n", "machine", ...}`` through ``visearch.bench_output.emit``
+on stdout and a table on stderr.
 Run: ``python bench/index.py [--quick] [--n N] [--seed S] [--threads T]``.
 """
 

@@ -25,7 +25,8 @@ class EmbeddingNet(nn.Module):
     """Backbone feature map -> global average pool -> L2 normalisation.
 
     Average pooling over the 7x7 grid and cosine similarity are the measured
-    pretrained baseline (DESIGN.md: Tux Paint mAP 0.468, P@1 0.76).
+    pretrained baseline (Tux Paint stamps, 387 images of 21 classes,
+    leave-one-out cosine nearest neighbours: mAP 0.468, P@1 0.76).
     """
 
     def __init__(self, backbone: nn.Module) -> None:

@@ -1,6 +1,6 @@
 """Static int8 quantisation of an exported encoder, calibrated on real images.
 
-Recipe (DESIGN.md, re-measured here): QDQ format, per-channel int8 weights,
+Recipe (measured on 2-vCPU x86 machines without VNNI): QDQ format, per-channel int8 weights,
 uint8 activations, MinMax calibration, with the stem convolution and blocks
 0-1 kept in fp32. Those first layers see raw pixels and small feature maps
 where quantisation error is largest; quantising them too cost most of the

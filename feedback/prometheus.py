@@ -6,7 +6,7 @@ checkpoint and are exactly what a replay reproduces, so a scrape after a
 restart continues the series instead of resetting it. Reading at scrape
 time also means the CTR gauges lag the stream only by processing time.
 
-Conventions (DESIGN.md): counters end in ``_total``, durations are seconds,
+Conventions (Prometheus client_python's): counters end in ``_total``, durations are seconds,
 no user or image ids as labels (position buckets and model versions only).
 Dashboards compute CTR as a ratio of counter rates, e.g.
 ``sum(rate(visearch_feedback_clicks_total[5m])) /

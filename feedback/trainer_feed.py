@@ -2,8 +2,9 @@
 
 A plain kafka-python consumer with manual assignment, so a trainer needs no
 consumer group and can start anywhere: ``from_offset`` (every partition) or
-``since`` (records at or after an event time). The embedded broker cannot
-answer end offsets correctly (DESIGN.md), so an export reads until the topic
+``since`` (records at or after an event time). The embedded broker (Tansu)
+answers ListOffsets wrongly after batched writes, so end offsets cannot be
+trusted and an export reads until the topic
 has been idle for ``idle_s``. Records are deduplicated by their identity
 (``pair_id``: the aggregator may publish a pair again after a crash;
 ``event_id``: a client may send an interaction twice), as the aggregator

@@ -8,8 +8,8 @@ from faust.types.auth import CredentialsT
 from streams.kafka_connection import KafkaConnection, Secret
 from streams.settings import Settings
 
-# Settings the embedded broker needs (DESIGN.md): without them a consumer-group
-# join takes ~30 s. A real cluster keeps Faust's defaults.
+# Settings the embedded broker needs: without them a consumer-group join takes
+# ~30 s on it (measured). A real cluster keeps Faust's defaults.
 EMBEDDED_BROKER_TIMEOUTS = {
     "broker_session_timeout": 4.0,
     "broker_heartbeat_interval": 1.0,

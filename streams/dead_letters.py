@@ -8,8 +8,9 @@ message that fails again simply becomes a new dead letter.
 
 The topic has one partition, read with a manually assigned kafka-python
 consumer (no consumer group, nothing committed: reading never changes what the
-next reader sees). The embedded broker's end offsets are unreliable
-(DESIGN.md), so a read stops once the consumer has been idle for ``idle_s``.
+next reader sees). The embedded broker's end offsets are unreliable (Tansu
+answers ListOffsets wrongly after batched writes), so a read stops once the
+consumer has been idle for ``idle_s``.
 """
 
 from __future__ import annotations

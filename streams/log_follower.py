@@ -5,8 +5,8 @@ monitor all keep state that is a function of a log. None of them joins a
 consumer group: each replica must read every record of its partitions, from
 offsets it chooses itself (a snapshot's, a checkpoint's, or 0). This base
 class owns the Kafka side: create the consumer, assign, seek, poll, track
-lag from fetch responses (the embedded broker answers ListOffsets wrongly,
-DESIGN.md), signal ``ready`` and ``caught_up``, stop cleanly; subclasses say
+lag from fetch responses (the embedded broker, Tansu, answers ListOffsets
+wrongly after batched writes), signal ``ready`` and ``caught_up``, stop cleanly; subclasses say
 where to start, what to do with records, and what to do periodically and at
 the end.
 
@@ -186,7 +186,7 @@ def read_until_idle(
     """Every record of ``partitions`` from ``from_offset`` on, until none arrived for ``idle_s``.
 
     The bounded counterpart of :class:`LogFollower`, for exports and checks:
-    the embedded broker's end offsets cannot be trusted (DESIGN.md), so "the
+    the embedded broker's end offsets cannot be trusted (see above), so "the
     end" is a poll that stayed empty long enough. Yields kafka-python
     ``ConsumerRecord`` objects (``.partition``, ``.offset``, ``.value``).
     """

@@ -69,90 +69,158 @@ class Settings:
     # Kafka. An explicit bootstrap list means "use that cluster"; otherwise the
     # embedded Tansu broker is started on ``broker_port``.
     kafka_bootstrap: str = ""
+    """`host:port,...` of a real Kafka cluster; setting it turns the embedded broker off"""
     embedded_broker: bool = True
+    """start the embedded Tansu broker"""
     broker_host: str = "127.0.0.1"
+    """embedded broker address"""
     broker_port: int = 19092
+    """embedded broker port"""
     topic_prefix: str = "visearch"
+    """topics are `<prefix>.image-uploads`, `.image-updates`, `.embeddings`, `.interactions`,
+    `.labeled-pairs`, `.dead-letter`
+    """
     upload_partitions: int = 4
+    """partitions of the uploads topic"""
     update_partitions: int = 4
+    """partitions of the updates topic"""
     embedding_partitions: int = 8
+    """partitions of the embeddings topic (= index partitions)"""
     interaction_partitions: int = 4
+    """partitions of the interactions and labelled-pairs topics"""
     replication_factor: int = 1
+    """replication factor for created topics (3 in production)"""
     # aiokafka's fetch wait; Faust hard-codes 1500 ms, which costs ~400 ms of
-    # freshness per hop on the embedded broker (DESIGN.md).
+    # freshness per hop on the embedded broker (streams/transport.py).
     fetch_max_wait_ms: int = 20
+    """consumer fetch wait (Faust hard-codes 1500 ms; see `streams/transport.py`)"""
     # The same wait for consumers whose delay no user sees: the dead-letter
     # monitor, the model watcher and the feedback aggregator (CTR goal: 5 s).
     # Each idle kafka-python consumer at 20 ms fetches 50 times a second; in
     # the soak the API process's three of them took ~30 % of a core (py-spy)
     # and the broker as much again to answer them.
     background_fetch_max_wait_ms: int = 250
+    """the same for consumers no user waits on (dead-letter monitor, model watcher, feedback
+    aggregator): each idle consumer at 20 ms costs the process and the broker a few % of a core
+    """
     app_id: str = "visearch"
+    """Faust app id = consumer group of the embedding workers"""
     # How clients authenticate to a real cluster (streams/kafka_connection.py
     # maps these for kafka-python and Faust). File paths are str, not Path:
     # Path("") is ".", and empty must mean "not set".
     kafka_security_protocol: str = "PLAINTEXT"
+    """`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`, for every Kafka client (kafka-python and
+    Faust alike); anything but `PLAINTEXT` needs a real cluster
+    """
     kafka_sasl_mechanism: str = ""
+    """with `SASL_*`: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (required)"""
     kafka_sasl_username: str = ""
+    """with `SASL_*`: the user (required)"""
     kafka_sasl_password: str = field(default="", repr=False)  # never printed
+    """with `SASL_*`: the password (required; never printed or logged)"""
     kafka_ssl_cafile: str = ""
+    """with `SSL`/`SASL_SSL`: PEM CA bundle that signed the brokers' certificates; empty trusts the
+    system CAs
+    """
     kafka_ssl_certfile: str = ""
+    """with `SSL`/`SASL_SSL`: PEM client certificate for mutual TLS (may hold the key too)"""
     kafka_ssl_keyfile: str = ""
+    """its unencrypted PEM private key, when not in the certificate file"""
 
     # Paths.
     data_dir: Path = Path("data")
+    """image store, model, logs"""
     # Empty means <data_dir>/models/efficientnet-lite0. A str, not a Path:
     # Path("") is ".", which would silently mean "the current directory".
     model_dir: str = ""
+    """exported model directory"""
 
     # Embedding.
     embed_batch_size: int = 16
+    """embedding micro-batch size"""
     # Faust's take() waits this long after each batch for the next one to
     # fill, even when events are already queued: it is the latency floor of the
     # embedding hop. 2 ms lets batches form from whatever arrived while the
     # previous one was embedded (freshness p50 at 100 uploads/s on 2 cores:
     # 40 ms, against 103-125 ms with 20 ms) and costs ~6 % of a core when idle.
     embed_linger_s: float = 0.002
+    """how long the embedding agent waits after each micro-batch for the next to fill (> 0; Faust
+    waits this long even when events are queued)
+    """
     # Tile vectors indexed beside each global vector for crop queries:
     # "none" (1 encoder pass per image), "quadrants" (4 quadrants + centre,
     # 6 passes: ~3x crop recall@1, 1/6 of the ingest throughput) or "thirds"
     # (4x4 overlapping third-size tiles, 17 passes: ~4.4x, 1/17).
     tiles: str = "none"
+    """`quadrants` also indexes 4 quadrant + 1 centre tiles per image for crop queries (6 encoder
+    passes per upload); `thirds` 16 overlapping third-size tiles (17 passes; crop recall@1 0.495
+    vs 0.333)
+    """
     ort_threads: int = 0  # 0: let ONNX Runtime decide
+    """ONNX Runtime intra-op threads (0 = its default)"""
     # ONNX Runtime's intra-op threads busy-wait between runs by default. On a
     # machine shared with the broker, the API and the shards that spinning
     # steals the cores the other processes need (freshness p50 at 100 uploads/s
     # on 2 cores: p50 128 ms without spinning, 164-250 ms with). Turn it on
     # for a machine that only embeds.
     ort_spin: bool = False
+    """let ONNX Runtime's idle intra-op threads busy-wait (faster on a machine that only embeds,
+    slower beside the broker and API)
+    """
     # Threads that read, decode and preprocess uploads beside the inference thread.
     decode_threads: int = 2
+    """threads that read, decode and preprocess uploads beside the inference thread"""
     max_inline_bytes: int = 750_000
+    """largest image carried inline in an event"""
     max_image_bytes: int = 20_000_000
+    """largest image accepted anywhere"""
     max_image_pixels: int = 40_000_000
+    """decompression-bomb limit"""
     # Memory that all decodes of one process may hold at once (encoders/preprocess.py,
     # DecodeBudget): a decode reserves (bytes per stored pixel + 1) x pixels,
     # i.e. 5 for RGB(A) PNG, 3 for 16-bit grey, 2 for 8-bit grey or palette;
     # JPEGs are decoded at 1/2 to 1/8 scale first. 96 MiB admits a 19-megapixel
     # RGB PNG or a 32-megapixel 16-bit one, and keeps peak decode memory under
-    # 100 MB whatever the number of concurrent requests; bigger images get 413.
+    # 100 MB whatever the number of concurrent requests; bigger images are refused.
     decode_memory_mb: int = 96
+    """memory all image decodes of one process may hold at once: a decode reserves (bytes per
+    stored pixel + 1) x pixels (5 for RGB(A) PNG, 3 for 16-bit grey, 2 for 8-bit grey or
+    palette; JPEGs are decoded at 1/2 to 1/8 scale first); a bigger image is refused
+    (`too_many_pixels`), others wait their turn (`decoder_busy` after 10 s)
+    """
     # One upload may take this long to read, decode and preprocess in the
     # worker before it is dead-lettered (``prepare_timeout``) and its batch
     # goes on without it.
     embed_event_timeout_s: float = 10.0
+    """an upload that takes longer to read, decode and preprocess is dead-lettered as
+    `prepare_timeout`; an http(s) fetch still running 0.2 s after the rest of its batch finishes
+    on its own, so it never holds the batch
+    """
     # http(s):// image URIs in upload events: one deadline for the whole fetch,
     # and loopback/private/link-local addresses refused unless allowed (SSRF).
     image_fetch_timeout_s: float = 5.0
+    """deadline for fetching an `http(s)://` image URI (resolve, connect, headers and body
+    together)
+    """
     image_fetch_allow_private: bool = False
+    """allow `http(s)://` image URIs that resolve to loopback, private, link-local or reserved
+    addresses (refused by default: SSRF guard)
+    """
     # Networks (comma-separated CIDRs) that http(s) image URIs may reach besides
     # global addresses, e.g. an internal image server, without allowing every
     # private address. IPv6 forms that embed an IPv4 address are judged by it.
     image_fetch_allow_networks: str = ""
+    """comma-separated networks (CIDR) `http(s)://` image URIs may reach besides global addresses,
+    e.g. an internal image server, without allowing every private address; IPv6 forms that embed
+    an IPv4 address (NAT64, 6to4, Teredo, IPv4-compatible/-mapped) are judged by that address
+    """
     # Directories (comma-separated) whose files upload events may name as
     # file:// URIs besides the image store, e.g. a volume the backends share.
     # In the store itself an event may only name its own image's file.
     image_roots: str = ""
+    """comma-separated directories whose files upload events may name as `file://` URIs besides the
+    image store (in the store an event may only name its own image's file)
+    """
 
     # Index.
     # A partition searches exactly (Flat) until it holds ann_threshold live
@@ -161,87 +229,158 @@ class Settings:
     # reached recall@10 0.978 at p95 2.1 ms, HNSW32 0.82 at efSearch 64 and 0.86
     # at 128 (bench/index.py); IVF also needs no graph repair after deletes.
     index_factory: str = "IVF1024,Flat"
+    """faiss factory string a partition moves to past `ANN_THRESHOLD` (`HNSW32`, `IVF1024,Flat`,
+    `IVF1024,PQ32`, `HNSW32,SQ8`, ...)
+    """
     index_shards: int = 1
+    """index shards (each owns partitions `p mod S = k`)"""
     ann_threshold: int = 50_000
+    """live vectors at which a partition is rebuilt from exact (Flat) to the ANN factory, in the
+    background
+    """
     ef_search: int = 64
+    """HNSW efSearch, passed per search call"""
     nprobe: int = 16
+    """IVF nprobe, passed per search call"""
     # Retired rows (deleted or replaced) past this share of a partition trigger
     # a background compaction.
     compact_ratio: float = 0.25
+    """share of retired rows (deleted or replaced) that triggers a background compaction"""
     snapshot_interval_s: float = 30.0
+    """how often a shard snapshots changed partitions (also on shutdown)"""
     # Separate shard processes (`visearch shard`): this process's shard id
     # (-1: the ordinal at the end of $HOSTNAME, as in a StatefulSet, else 0),
     # its HTTP port, and for the search API the shard URLs to scatter to
     # (comma-separated; empty: shards run inside the API process).
     shard_id: int = -1
+    """for `visearch shard`: this shard's id (-1: the ordinal ending `$HOSTNAME`, as in a
+    StatefulSet)
+    """
     shard_http_port: int = 8180
+    """for `visearch shard`: its HTTP port"""
     shard_urls: str = ""
+    """for the API: comma-separated shard URLs to scatter to; empty runs the shards in the API
+    process
+    """
     # Results whose mutual cosine similarity reaches this are near-duplicates:
     # only the best-ranked one is kept. Above 1 disables the collapse.
     dedup_threshold: float = 0.96
+    """results at least this similar to a better one are collapsed as near-duplicates (> 1
+    disables); set on the pretrained model's similarity scale, a trained model translates it
+    with the scale in its metadata
+    """
     # Crop queries: the top ``verify_top`` hits of a search by image are
     # checked for a pixel match with the query (index/crop_verify.py) and the
     # matches move first. 0: off. A match needs a normalised cross-correlation
     # of ``verify_min_score``; ``verify_scales`` > 1 also tries rescaled crops.
     verify_top: int = 0
+    """crop verification: the top N hits of a search by image are pixel-matched against the query
+    and matches move first (0: off; 50 with `thirds` tiles: hard-crop recall@1 0.85)
+    """
     verify_min_score: float = 0.9
+    """normalised cross-correlation a candidate needs to count as the crop's source"""
     verify_scales: int = 1
+    """sizes tried per candidate: 1 = the candidate's own resolution; more also finds crops
+    rescaled up to 1.5x either way (slower, more false matches)
+    """
     # Query expansion (index/query_expansion.py): each search first finds its
     # top ``query_expansion`` visible results, blends their vectors into the
     # query (weighted by similarity ** ``query_expansion_alpha``) and searches
     # again. 0: off. Raises class-level quality for the cost of a second search.
     query_expansion: int = 0
+    """query expansion: each search first finds its top K visible results, blends their vectors
+    into the query (weighted by similarity ** alpha) and searches again; result scores are then
+    similarities to the expanded query (0: off; 3: Fashion-MNIST mAP 0.560 → 0.581, see Query
+    expansion)
+    """
     query_expansion_alpha: float = 3.0
+    """how sharply query expansion weights neighbours by similarity (0: plain average)"""
 
     # HTTP.
     http_host: str = "127.0.0.1"
+    """search API address"""
     http_port: int = 8080
+    """search API port"""
     api_token: str = field(default="", repr=False)  # never printed
+    """when set, write endpoints need `Authorization: Bearer <token>`"""
     max_k: int = 100
+    """largest `k` a search may ask for"""
     max_upload_bytes: int = 20_000_000
+    """largest HTTP upload"""
     # A client must send a request's line and headers within this many seconds
     # and its body within http_body_timeout_s, or the connection is closed
     # (half-sent requests otherwise hold a connection for ever).
     http_header_timeout_s: float = 10.0
+    """a client must send a request's line and headers within this, or the connection is closed"""
     http_body_timeout_s: float = 30.0
+    """... and its body within this (408 otherwise)"""
 
     # Worker web server (Faust); 0 disables it.
     worker_web_port: int = 0
+    """Faust worker web port (0 = off)"""
     # Scheduling niceness the embedding worker adds to itself (0-19). Searches
     # and the worker compete for the same cores in `visearch run`; a niced
     # worker embeds with what queries leave (soak at 50 uploads/s + 10
     # searches/s on 2 cores, nice 10: search p95 96-148 ms instead of
     # 100-210 ms, but freshness p99 spikes to 2.5 s, so it stays off).
     worker_nice: int = 0
+    """niceness the embedding worker adds to itself (0-19): on a machine shared with the search
+    API, queries get the CPU first
+    """
     # Allocations this large or larger are mmapped, so freeing them returns the
     # memory (see streams.malloc_tuning); 0 leaves glibc's dynamic threshold.
     malloc_mmap_threshold: int = 1_048_576
+    """allocations this large are mmapped so that freeing them returns the memory (glibc; keeps RSS
+    flat while partitions compact); 0 = glibc's dynamic threshold
+    """
     # How long a Python thread may hold the GIL while another waits (CPython: 5 ms).
     # A thread back from faiss or ONNX Runtime waits up to this long for it, on
     # each of a search's calls (see streams.gil_tuning); 0 keeps Python's default.
     gil_switch_interval_ms: float = 1.0
+    """how long a Python thread may keep the GIL while another waits (CPython's default: 5 ms); a
+    search's thread waits for it after each faiss / ONNX Runtime call (`streams/gil_tuning.py`);
+    0 = Python's default
+    """
 
     # Feedback loop (impressions, clicks, dwell -> CTR, time spent, labelled pairs).
     # Events older than the partition's largest event time minus this are
     # dead-lettered as late: deduplication is exact only inside this horizon.
     feedback_allowed_lateness_s: float = 3600.0
+    """interactions older than the partition's latest event time minus this are dead-lettered as
+    `late_event` (max 7140: the 1-minute windows are kept 2 h)
+    """
     # Events stamped this far after their record's broker timestamp are refused.
     feedback_max_future_s: float = 300.0
+    """interactions stamped this far after their record's broker time are dead-lettered as
+    `future_timestamp`
+    """
     # A search session closes (and yields labelled pairs) after this much
     # event time without an event.
     feedback_session_gap_s: float = 600.0
+    """a search session closes, and yields labelled pairs, after this much event time without
+    events
+    """
     feedback_checkpoint_interval_s: float = 10.0
+    """how often the feedback aggregator checkpoints its state with its offsets (also on shutdown)
+    """
     # `visearch feedback` serves /metrics and /v1/feedback on this port; the
     # API reads the summary from feedback_url (empty: aggregate in-process).
     feedback_http_port: int = 8190
+    """for `visearch feedback`: port of its `/metrics` and `/v1/feedback`"""
     feedback_url: str = ""
+    """for the API: URL of a `visearch feedback` process; empty aggregates in the API process"""
     # POST /v1/interactions is the page's beacon: open unless this is set
     # (then it needs the API token like the other write endpoints).
     interactions_require_token: bool = False
+    """make `POST /v1/interactions` (the page's beacon) require the API token too"""
     max_interactions_per_request: int = 500
+    """largest batch `POST /v1/interactions` accepts"""
     # /readyz fails while the local index shards are more than this many
     # records behind the embeddings log.
     readiness_max_lag: int = 1000
+    """`/readyz` answers 503 while the local index shards are more than this many records behind
+    the embeddings log
+    """
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

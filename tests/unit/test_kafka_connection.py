@@ -1,6 +1,6 @@
 """Kafka SASL/TLS: settings validation and the one mapping to client options.
 
-No broker here speaks SASL or TLS (the embedded one has neither, DESIGN.md),
+No broker here speaks SASL or TLS (the embedded Tansu build has neither),
 so these check what can be checked without one: the combinations the
 settings refuse, the options every client gets, that kafka-python's own SASL
 code and aiokafka accept them, and that the TLS context completes a real
