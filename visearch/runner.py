@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from pathlib import Path
 
 from streams.settings import Settings
@@ -24,6 +26,8 @@ def run_service(settings: Settings, demo_dir: Path | None, parity_dir: Path) -> 
     """
     ensure_exported(settings.resolved_model_dir, demo_dir or parity_dir)
     with LocalStack(settings) as stack:
+        # A child that keeps dying ends the service, loudly (see visearch.supervision).
+        stack.on_failure = lambda: os.kill(os.getpid(), signal.SIGTERM)
         assert stack.publisher is not None and stack.search is not None
         replayed = stack.republish_store()
         log.info("replayed %d stored images into the log", replayed)
@@ -36,6 +40,8 @@ def run_service(settings: Settings, demo_dir: Path | None, parity_dir: Path) -> 
         url = f"http://{settings.http_host}:{settings.http_port}/"
         print(f"visearch is up: open {url}  (Ctrl-C stops everything)", flush=True)
         serve(api, settings.http_host, settings.http_port, settings)
+        if stack.failure is not None:
+            raise SystemExit(f"visearch run: {stack.failure}")
 
 
 def run_api(settings: Settings) -> None:

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
@@ -40,6 +41,12 @@ from streams.topics import ensure_topics
 from visearch.image_store import ImageStore
 from visearch.rollout import ModelRollout
 from visearch.shards import search_service
+from visearch.supervision import (
+    GiveUp,
+    RestartCollector,
+    SupervisedChild,
+    child_restart_counts,
+)
 from visearch.uploads import publish_stored
 
 # The worker writes its progress beacon every 2 s; older than this means it is frozen.
@@ -89,7 +96,7 @@ class LocalStack(Lifecycle):
         self.with_worker = with_worker
         self.log_dir = log_dir or settings.data_dir / "logs"
         self.broker: EmbeddedBroker | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker_child: SupervisedChild | None = None
         self.rollout: ModelRollout | None = None
         self.dead_letters: DeadLetterMonitor | None = None
         self.search: SearchService | None = None
@@ -100,8 +107,17 @@ class LocalStack(Lifecycle):
         # How long a dead embedded broker stays down before it is restarted.
         self.broker_restart_delay_s = 1.0
         self.broker_restarts = 0
+        # Why the supervisor gave up (a child that kept dying), and whom it tells:
+        # `visearch run` stops serving and exits non-zero.
+        self.failure: str | None = None
+        self.on_failure: Callable[[], None] | None = None
         self._supervisor: threading.Thread | None = None
         self._stopping = threading.Event()
+
+    @property
+    def worker(self) -> subprocess.Popen[bytes] | None:
+        """The current embedding worker process (a new one after each restart)."""
+        return self.worker_child.process if self.worker_child is not None else None
 
     def start(self) -> Self:
         settings = self.settings
@@ -133,8 +149,15 @@ class LocalStack(Lifecycle):
     def _start_worker(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.worker_log = self.log_dir / "worker.log"
+        self.worker_child = SupervisedChild(
+            "embedding worker", self._spawn_worker, planned_exit=EXIT_NEW_EPOCH
+        )
+        self.worker_child.start()
+        log.info("embedding worker log %s", self.worker_log)
+
+    def _spawn_worker(self) -> subprocess.Popen[bytes]:
         with self.worker_log.open("ab") as log_file:
-            self.worker = subprocess.Popen(
+            return subprocess.Popen(
                 [sys.executable, "-m", "visearch", "worker"],
                 env=settings_env(self.settings),
                 stdin=subprocess.DEVNULL,
@@ -142,7 +165,6 @@ class LocalStack(Lifecycle):
                 stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent,
             )
-        log.info("embedding worker pid %d, log %s", self.worker.pid, self.worker_log)
 
     def republish_store(self) -> int:
         """Publish every stored image into the log again; returns how many.
@@ -162,23 +184,30 @@ class LocalStack(Lifecycle):
         return count
 
     def _supervise(self) -> None:
-        """Restart what a broker crash takes down: the embedded broker, then the worker.
+        """Restart the children that die: the embedded broker, then the worker.
 
         The embedded broker keeps its log in memory, so the restarted one is a
         new, empty log epoch. It is seeded as at start: topics, the model
         registry's journal, every stored image. Each consumer notices the new
         epoch itself: the log followers in this process seek to its start,
         the worker exits with :data:`~visearch.worker.EXIT_NEW_EPOCH` and is
-        started again here. A worker that exits otherwise stays down and
-        :meth:`check_alive` reports it: that is a bug, not an outage.
+        started again at once. A worker that dies otherwise (SIGKILL, the OOM
+        killer, a crash) is restarted with backoff (:mod:`visearch.supervision`);
+        after repeated deaths right after its start the stack gives up:
+        ``failure`` says why and ``on_failure`` is called.
         """
         while not self._stopping.wait(0.5):
             try:
                 if self.broker is not None and not self.broker.is_running():
                     self._restart_broker()
-                if self.worker is not None and self.worker.poll() == EXIT_NEW_EPOCH:
-                    log.warning("embedding worker exited for a new log epoch: starting a fresh one")
-                    self._start_worker()
+                if self.worker_child is not None:
+                    self.worker_child.check()
+            except GiveUp as exc:
+                self.failure = str(exc)
+                log.critical("stack supervisor gives up: %s", exc)
+                if self.on_failure is not None:
+                    self.on_failure()
+                return
             except Exception:  # report, and try again at the next round
                 log.exception("stack supervisor: restart failed, retrying")
 
@@ -239,14 +268,16 @@ class LocalStack(Lifecycle):
     def check_alive(self) -> None:
         """Raise :class:`StackError` if a child process has died for good.
 
-        A dead embedded broker, and a worker that exited for a new log
-        epoch, are being restarted while the supervisor runs.
+        A dead embedded broker and a dead worker are being restarted while the
+        supervisor runs; once it has given up, ``failure`` says why.
         """
+        if self.failure is not None:
+            raise StackError(self.failure)
         supervised = self._supervisor is not None and self._supervisor.is_alive()
         if self.broker is not None and not self.broker.is_running() and not supervised:
             raise StackError("the embedded broker has stopped")
         exited = self.worker.poll() if self.worker is not None else None
-        if exited is not None and not (supervised and exited == EXIT_NEW_EPOCH):
+        if exited is not None and not supervised:
             raise StackError(f"the embedding worker exited with {exited}; see {self.worker_log}")
 
     def wait_searchable(self, image_ids: list[str], timeout_s: float) -> set[str]:
@@ -308,7 +339,17 @@ class LocalStack(Lifecycle):
 
     def collectors(self) -> list[Collector]:
         """Prometheus collectors of the stack's own parts (for the API's /metrics)."""
-        return [self.dead_letters] if self.dead_letters is not None else []
+        parts: list[Collector] = [RestartCollector(self.restart_counts)]
+        if self.dead_letters is not None:
+            parts.append(self.dead_letters)
+        return parts
+
+    def restart_counts(self) -> list[tuple[str, str, int]]:
+        """Restarts of the stack's children by reason (``visearch_child_restarts_total``)."""
+        counts = [("embedded broker", "died", self.broker_restarts)] if self.broker else []
+        if self.worker_child is not None:
+            counts += child_restart_counts(self.worker_child)
+        return counts
 
     def stop(self) -> None:
         self._stopping.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 
 from streams.schemas import ImageEmbedded, decode_vector_log
 from streams.settings import Settings
+from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.stack import LocalStack, settings_env
 
 pytestmark = pytest.mark.integration
@@ -105,6 +107,45 @@ def test_sigkilled_worker_hands_its_partitions_over_and_nothing_is_lost(
         if second.poll() is None:
             second.kill()
             second.wait(10)
+
+
+def test_the_stack_restarts_a_sigkilled_worker_and_nothing_is_lost(
+    stack: LocalStack,
+    photo_paths: list[Path],
+    publish,
+    caplog: pytest.LogCaptureFixture,
+    record_property,
+) -> None:
+    """The OOM killer's way (SIGKILL) mid-ingest: the supervisor logs the death with its
+    signal, starts a new worker after its backoff, counts the restart, and every image
+    published before and after is searchable once."""
+    assert stack.worker is not None and stack.search is not None
+    before = stack.search.size
+    dead = stack.worker
+    # Photos no other test of the module uses (a copy would be collapsed with its twin).
+    taken = set(photo_paths)
+    fresh = random.Random(7).sample([p for p in find_images(DEMO_CORPUS) if p not in taken], 50)
+    with caplog.at_level(logging.ERROR, logger="visearch.supervision"):
+        ids = publish(stack, fresh[:30], "heal")
+        time.sleep(0.3)  # mid-stream
+        dead.send_signal(signal.SIGKILL)
+        dead.wait(10)
+        killed_at = time.monotonic()
+        restart_s = _wait(
+            lambda: stack.worker is not dead and stack.worker.poll() is None,
+            "a new embedding worker",
+            timeout_s=30,
+        )
+        ids += publish(stack, fresh[30:], "heal", 30)
+        assert stack.wait_searchable(ids, TIMEOUT_S) == set()
+    record_property("worker_restart_after_sigkill_s", round(restart_s, 2))
+    record_property("searchable_after_sigkill_s", round(time.monotonic() - killed_at, 2))
+    assert any("died with signal SIGKILL" in r.getMessage() for r in caplog.records)
+    assert ("embedding worker", "died", 1) in stack.restart_counts()
+    time.sleep(0.5)  # a late duplicate would show up now
+    assert stack.search.size == before + 50
+    _assert_each_finds_itself_once(stack, ids[:5] + ids[-5:])
+    stack.check_alive()
 
 
 def _new_lines(path: Path, start: int) -> str:
