@@ -10,8 +10,12 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 # Debian packages: real photos for the demo corpus and the tests, Fashion-MNIST
 # for the class-based evaluation set (`visearch eval build fashion-mnist`), and
 # the browser the page tests drive (Playwright must never download its own), and
-# Ghostscript: the hostile-input tests prove an EPS never reaches it.
-DEBIAN_PACKAGES := tuxpaint-stamps-default dataset-fashion-mnist chromium ghostscript
+# Ghostscript: the hostile-input tests prove an EPS never reaches it. The photo
+# sets (`visearch eval build photos`) take real photographs from scratch through
+# forensics-samples-files (list: visearch/evaluation/photo_sources.py).
+DEBIAN_PACKAGES := tuxpaint-stamps-default dataset-fashion-mnist chromium ghostscript \
+	scratch cimg-doc gimp-help-en libdlib19.1 labelme-examples hugin-data \
+	libjs-jquery-backstretch libjs-jquery-slides forensics-samples-files
 
 .PHONY: deploy-tools run test lint typecheck unit integration system-deps venv selftest clean
 
