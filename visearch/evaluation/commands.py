@@ -25,7 +25,7 @@ from visearch.evaluation.dataset import (
     set_dir_sources,
 )
 
-BUILDERS = ("crops", "edits", "classes", "fashion-mnist", "clicks")
+BUILDERS = ("crops", "edits", "classes", "fashion-mnist", "clicks", "photos")
 
 
 def _depth(text: str) -> int:
@@ -101,7 +101,15 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--level", type=int, default=1, help="classes: folder depth of a class")
     build.add_argument("--min-class", type=int, default=5, help="classes: smallest class kept")
     build.add_argument("--per-class", type=int, default=100, help="fashion-mnist: images/class")
-    build.add_argument("--split", default="t10k", help="fashion-mnist: t10k or train")
+    build.add_argument(
+        "--split", help="fashion-mnist: t10k (default) or train; photos: tune or heldout"
+    )
+    build.add_argument("--crops", type=int, default=220, help="photos: hard crop queries")
+    build.add_argument("--per-edit", type=int, default=20, help="photos: queries per edit kind")
+    build.add_argument("--corpus-size", type=int, default=1000, help="photos: corpus images")
+    build.add_argument(
+        "--sources-out", type=Path, help="photos: TSV of every candidate file and its fate"
+    )
     build.add_argument(
         "--pairs", type=Path, help="clicks: graded by sessions clicked (visearch pairs export)"
     )
@@ -176,13 +184,24 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
-    from visearch.evaluation import classes, clicks, crops, edits
+    from visearch.evaluation import classes, clicks, crops, edits, photos
 
     source = args.source or (classes.FASHION_MNIST if args.kind == "fashion-mnist" else DEMO_CORPUS)
     if args.kind == "crops":
         queries = crops.build_crop_set(source, args.out, args.count, args.seed)
     elif args.kind == "edits":
         queries = edits.build_edit_set(source, args.out, args.count, args.negatives, args.seed)
+    elif args.kind == "photos":
+        options = photos.PhotoSetOptions(
+            split=args.split or "",
+            seed=args.seed,
+            crops=args.crops,
+            per_edit=args.per_edit,
+            corpus_size=args.corpus_size,
+        )
+        summary = photos.build_photo_set(args.out, options, sources_out=args.sources_out)
+        print(json.dumps({"set": str(args.out), "kind": args.kind, **summary}))
+        return 0
     elif args.kind == "clicks":
         queries = clicks.build_click_set(source, args.out, args.pairs, args.interactions)
     elif args.kind == "classes":
@@ -191,7 +210,7 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
         )
     else:
         queries = classes.build_fashion_mnist_set(
-            args.out, args.per_class, args.split, args.count, args.seed, source
+            args.out, args.per_class, args.split or "t10k", args.count, args.seed, source
         )
     print(json.dumps({"set": str(args.out), "kind": args.kind, "judged_queries": queries}))
     return 0
