@@ -86,20 +86,22 @@ def test_pad_adds_a_border_around_the_unchanged_image() -> None:
 def test_screenshot_shows_the_image_at_about_half_size_in_a_window_with_a_title_bar() -> None:
     for seed in range(10):
         out, params = _run("screenshot", seed)
-        screen_w, screen_h = params["screen"]
+        window_w, window_h = params["window"]
         x, y, shown_w, shown_h = params["photo"]
-        wx, wy, window_w, window_h = params["window"]
-        assert out.size == (screen_w, screen_h)
-        assert 0.38 <= shown_w / screen_w <= 0.62
+        bar = params["title_bar"]
+        assert out.size == (window_w, window_h)
+        assert 0.38 <= shown_w / window_w <= 0.62
         assert abs(shown_w / shown_h - IMAGE.width / IMAGE.height) < 0.05
-        # the window (title bar above the photo) lies inside the screen
-        assert params["title_bar"] >= 14 and y - wy == params["title_bar"] + 1
-        assert wx >= 0 and wx + window_w <= screen_w
-        assert wy >= 0 and wy + window_h <= screen_h
+        # the photo lies below the title bar, inside the window
+        assert bar >= 14 and y > bar and x > 0
+        assert x + shown_w < window_w and y + shown_h < window_h
         shown = np.asarray(out.crop((x, y, x + shown_w, y + shown_h)), dtype=np.float64)
         expected = np.asarray(IMAGE.resize((shown_w, shown_h), Image.Resampling.BILINEAR))
         assert np.abs(shown - expected).mean() < 1.0
         assert params["background"] in ("gradient", "photo")
+        # the title bar is one grey with three coloured buttons
+        title = np.asarray(out.crop((1, 1, window_w - 1, bar)))
+        assert (title.max(axis=2) - title.min(axis=2) > 60).any()
 
 
 def test_flip_gray_rotate_blur_jpeg() -> None:

@@ -9,8 +9,8 @@ as they are; rotate, blur and text draw the same kinds of values here but
 return them). New here: ``jitter`` (a small random crop, shift and scale
 with colour jitter), ``patch`` (a piece of another photo pasted on),
 ``pad`` (a border), ``squeeze`` (a changed aspect ratio), ``jpeg`` (heavy
-recompression) and ``screenshot`` (the photo shown at about half the size
-of a larger window, title bar included, on a gradient or another picture,
+recompression) and ``screenshot`` (the photo shown at about half the width
+of a larger window that has a title bar, on a gradient or another picture,
 as a shared screenshot shows it).
 
 Queries are saved as JPEG quality :data:`SAVE_QUALITY` except ``jpeg``
@@ -212,58 +212,57 @@ def _gradient(
 def screenshot(
     image: Image.Image, rng: np.random.Generator, other: Image.Image
 ) -> tuple[Image.Image, Params]:
-    """The photo in a window with a title bar, at 40-60 % of a larger screen's width.
+    """The photo at 40-60 % of the width of a larger window, as a shared screenshot shows it.
 
-    The screen is 1.7-2.5 times the photo's width (the photo is shown at about
-    half the size it would fill), 4:3 to 16:9, behind it a diagonal gradient or
-    another photo; the window sits at a random place with a 1 px frame, a title
-    bar of about 3 % of the screen's height with three buttons and a title.
+    The window is 4:3 to 16:9 with a title bar across its top (about 3 % of its
+    height, three buttons and a file name) and a 1 px frame; below the bar, a
+    diagonal gradient or another photo, and on it the photo at a random place
+    with a 1 px border and a drop shadow.
     """
     share = _u(rng, 0.40, 0.60)
     ratio = _u(rng, 1.33, 1.78)
     shown_w = max(16, round(image.width * _u(rng, 0.5, 1.0)))
     shown_h = max(8, round(image.height * shown_w / image.width))
-    screen_w = round(shown_w / share)
-    screen_h = max(round(screen_w / ratio), shown_h + 80)
-    bar = max(14, round(screen_h * _u(rng, 0.025, 0.04)))
+    window_w = round(shown_w / share)
+    bar = max(14, round(window_w / ratio * _u(rng, 0.025, 0.04)))
+    window_h = max(round(window_w / ratio), shown_h + bar + 24)
+    content = (window_w, window_h - bar)
     if rng.random() < 0.5:
         background = "gradient"
-        canvas = _gradient((screen_w, screen_h), _colour(rng), _colour(rng))
+        fill = _gradient(content, _colour(rng), _colour(rng))
     else:
         background = "photo"
-        factor = max(screen_w / other.width, screen_h / other.height)
+        factor = max(content[0] / other.width, content[1] / other.height)
         covered = other.resize(
             (int(np.ceil(other.width * factor)), int(np.ceil(other.height * factor))),
             Image.Resampling.BILINEAR,
         )
-        canvas = covered.crop((0, 0, screen_w, screen_h)).convert("RGB")
-    window_w, window_h = shown_w + 2, shown_h + bar + 2
-    x = int(rng.integers(0, max(1, screen_w - window_w + 1)))
-    y = int(rng.integers(0, max(1, screen_h - window_h + 1)))
-    draw = ImageDraw.Draw(canvas)
+        fill = covered.crop((0, 0, *content)).convert("RGB")
     shade = int(rng.integers(40, 236))
-    frame = (shade // 2, shade // 2, shade // 2)
-    draw.rectangle((x + 6, y + 6, x + window_w + 5, y + window_h + 5), fill=(30, 30, 30))  # shadow
-    draw.rectangle(
-        (x, y, x + window_w - 1, y + window_h - 1), fill=(shade, shade, shade), outline=frame
-    )
+    canvas = Image.new("RGB", (window_w, window_h), (shade, shade, shade))
+    canvas.paste(fill, (0, bar))
+    draw = ImageDraw.Draw(canvas)
     radius = max(3, bar // 4)
     for i, rgb in enumerate(((236, 95, 87), (245, 190, 80), (98, 197, 84))):
-        cx, cy = x + bar // 2 + i * (radius * 3), y + bar // 2
+        cx, cy = bar // 2 + i * (radius * 3), bar // 2
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=rgb)
     letters = "abcdefghijklmnopqrstuvwxyz"
     title = "".join(letters[int(i)] for i in rng.integers(0, 26, int(rng.integers(4, 10)))) + ".jpg"
     ink = (20, 20, 20) if shade > 128 else (235, 235, 235)
     font = ImageFont.load_default(size=max(8, bar * 6 // 10))
-    draw.text((x + window_w // 2 - bar, y + bar // 5), title, fill=ink, font=font)
-    canvas.paste(image.resize((shown_w, shown_h), Image.Resampling.BILINEAR), (x + 1, y + bar + 1))
+    draw.text((window_w // 2 - bar, bar // 5), title, fill=ink, font=font)
+    x = int(rng.integers(2, max(3, window_w - shown_w - 8)))
+    y = bar + int(rng.integers(2, max(3, window_h - bar - shown_h - 8)))
+    draw.rectangle((x + 5, y + 5, x + shown_w + 5, y + shown_h + 5), fill=(30, 30, 30))
+    draw.rectangle((x - 1, y - 1, x + shown_w, y + shown_h), outline=(shade // 2,) * 3)
+    canvas.paste(image.resize((shown_w, shown_h), Image.Resampling.BILINEAR), (x, y))
+    draw.rectangle((0, 0, window_w - 1, window_h - 1), outline=(shade // 2,) * 3)
     params = {
-        "screen": [screen_w, screen_h],
-        "window": [x, y, window_w, window_h],
-        "photo": [x + 1, y + bar + 1, shown_w, shown_h],
+        "window": [window_w, window_h],
         "title_bar": bar,
+        "photo": [x, y, shown_w, shown_h],
         "background": background,
-        "share": round(shown_w / screen_w, 3),
+        "share": round(shown_w / window_w, 3),
     }
     return canvas, params
 
