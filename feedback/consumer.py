@@ -76,6 +76,7 @@ class FeedbackConsumer(LogFollower):
             settings.background_fetch_max_wait_ms,
             "visearch-feedback",
             max_records=5000,
+            idle_fetch_max_wait_ms=settings.background_idle_fetch_max_wait_ms,
         )
         self.settings = settings
         self.state = state

@@ -6,6 +6,7 @@ Runs inside the API process for ``visearch run`` and on its own for
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Self
 
 from feedback.consumer import FeedbackConsumer, aggregation_policy
@@ -23,14 +24,22 @@ class FeedbackStartError(RuntimeError):
 class FeedbackService(Lifecycle):
     """Aggregates every partition of the interactions topic until stopped."""
 
-    def __init__(self, settings: Settings, start_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        start_timeout_s: float = 30.0,
+        model_label: Callable[[str], str] | None = None,
+    ) -> None:
+        """``model_label``: how interactions' model versions become labels (a process
+        that already follows the model registry passes its own, so that it keeps one
+        watcher of the models topic; otherwise this service follows it itself)."""
         self.settings = settings
         self.start_timeout_s = start_timeout_s
         # Model versions become labels only once the registry names them.
-        self.models = KnownModels(settings)
+        self.models = KnownModels(settings, watch=model_label is None)
         self.state = FeedbackState(
             range(settings.interaction_partitions),
-            aggregation_policy(settings, self.models.label),
+            aggregation_policy(settings, model_label or self.models.label),
         )
         self.publisher: EventPublisher | None = None
         self.consumer: FeedbackConsumer | None = None

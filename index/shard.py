@@ -242,8 +242,15 @@ class ShardConsumer(LogFollower):
         topic: str,
         fetch_max_wait_ms: int = 20,
         snapshot_interval_s: float = 30.0,
+        idle_fetch_max_wait_ms: int | None = None,
     ) -> None:
-        super().__init__(kafka, topic, fetch_max_wait_ms, "visearch-shard")
+        super().__init__(
+            kafka,
+            topic,
+            fetch_max_wait_ms,
+            "visearch-shard",
+            idle_fetch_max_wait_ms=idle_fetch_max_wait_ms,
+        )
         self.shard = shard
         self.snapshot_interval_s = snapshot_interval_s
         self.snapshot_failures = 0

@@ -126,7 +126,7 @@ def register_agents(
     async def embed(stream: faust.StreamT) -> None:
         """ImageUploaded -> (decode, read, preprocess, embed in batches) -> ImageEmbedded."""
         loop = asyncio.get_running_loop()
-        async for events in stream.take_events(  # type: ignore[attr-defined]
+        async for events in stream.take_batches(  # type: ignore[attr-defined]
             settings.embed_batch_size, within=settings.embed_linger_s
         ):
             batch = await preparer.prepare([raw_message(event) for event in events])

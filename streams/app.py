@@ -5,6 +5,7 @@ from __future__ import annotations
 import faust
 from faust.types.auth import CredentialsT
 
+from streams.batching import BatchingStream
 from streams.kafka_connection import KafkaConnection, Secret
 from streams.settings import Settings
 
@@ -51,9 +52,12 @@ def create_app(settings: Settings) -> faust.App:
         "web_port": settings.worker_web_port or 6066,
         "datadir": str(settings.data_dir / "faust"),
         "broker_credentials": faust_credentials(settings.kafka),
+        # take_batches: batches that wait for their first event without a timer.
+        "Stream": BatchingStream,
     }
     if settings.embedded_broker:
         options.update(EMBEDDED_BROKER_TIMEOUTS)
     app = faust.App(settings.app_id, **options)  # type: ignore[arg-type]
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms  # type: ignore[attr-defined]
+    app.idle_fetch_max_wait_ms = settings.idle_fetch_max_wait_ms  # type: ignore[attr-defined]
     return app

@@ -39,6 +39,7 @@ class DeadLetterMonitor(LogFollower, Collector):
             settings.topics.dead_letter,
             settings.background_fetch_max_wait_ms,
             "visearch-dlq-monitor",
+            idle_fetch_max_wait_ms=settings.background_idle_fetch_max_wait_ms,
         )
         self.prefix = f"{settings.topic_prefix}."
         self.counts: dict[tuple[str, str], int] = {}

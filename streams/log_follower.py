@@ -28,10 +28,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from streams.epoch import EpochTracker
+from streams.fetch_backoff import FetchBackoff
 from streams.kafka_connection import KafkaConnection
-from streams.topics import topic_epoch
+from streams.topics import TopicEpochReader
 
 log = logging.getLogger(__name__)
+# A poll returns at least this often, so that stop() and the epoch checks stay prompt.
+POLL_MAX_MS = 500
 
 
 class LogFollower(threading.Thread):
@@ -45,12 +48,15 @@ class LogFollower(threading.Thread):
         client_id: str = "visearch",
         max_records: int = 500,
         idle_s: float = 0.3,
-        epoch_check_s: float = 2.0,
+        epoch_check_s: float = 5.0,
+        idle_fetch_max_wait_ms: int | None = None,
     ) -> None:
         super().__init__(name=f"{client_id}-{topic}", daemon=True)
         self.kafka = kafka  # Settings.kafka: the cluster and how to authenticate
         self.topic = topic
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        # Fetch waits grow up to this while the topic is idle (streams.fetch_backoff).
+        self.idle_fetch_max_wait_ms = idle_fetch_max_wait_ms or fetch_max_wait_ms
         self.client_id = client_id
         self.max_records = max_records
         self.idle_s = idle_s
@@ -65,6 +71,7 @@ class LogFollower(threading.Thread):
         self.lag: dict[int, int] = {}
         self._next: dict[int, int] = {}
         self._stop_event = threading.Event()
+        self._epoch_reader = TopicEpochReader(kafka, topic)
 
     # ---------------------------------------------------------------- to override
 
@@ -134,12 +141,18 @@ class LogFollower(threading.Thread):
             self.epoch,
             self.client_id,
         )
+        backoff = FetchBackoff(self.fetch_max_wait_ms, self.idle_fetch_max_wait_ms)
         try:
             while not self._stop_event.is_set():
                 if time.monotonic() - last_check >= self.epoch_check_s:
                     self._check_epoch(tracker, consumer, assignment)
                     last_check = time.monotonic()
-                batches = consumer.poll(timeout_ms=100, max_records=self.max_records)
+                batches = consumer.poll(
+                    timeout_ms=min(POLL_MAX_MS, max(100, backoff.current_ms)),
+                    max_records=self.max_records,
+                )
+                # kafka-python reads this per fetch request it builds (private, stable in 2.x-3.x).
+                consumer._fetcher.config["fetch_max_wait_ms"] = backoff.update(bool(batches))
                 for tp, records in batches.items():
                     self.handle(tp.partition, records)
                     self._next[tp.partition] = records[-1].offset + 1
@@ -155,9 +168,10 @@ class LogFollower(threading.Thread):
             self.finish()
         finally:
             consumer.close()
+            self._epoch_reader.close()
 
     def _read_epoch(self, timeout_s: float) -> str:
-        return topic_epoch(self.kafka, self.topic, timeout_s)
+        return self._epoch_reader(timeout_s)
 
     def _check_epoch(self, tracker: EpochTracker, consumer: Any, assignment: list[Any]) -> None:
         """Seek to the subclass's offsets when the topic is a new log epoch."""

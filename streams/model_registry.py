@@ -113,6 +113,9 @@ class ModelWatcher(LogFollower):
             settings.topics.models,
             settings.background_fetch_max_wait_ms,
             "visearch-model-watcher",
+            # A deploy must reach the workers within a moment: uploads right after it
+            # are embedded with the candidate too. So not the background idle wait.
+            idle_fetch_max_wait_ms=settings.idle_fetch_max_wait_ms,
         )
         self.on_event = on_event
         self._delivered: set[tuple[str, str, str, float]] = set()

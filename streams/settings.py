@@ -100,8 +100,23 @@ class Settings:
     # the soak the API process's three of them took ~30 % of a core (py-spy)
     # and the broker as much again to answer them.
     background_fetch_max_wait_ms: int = 250
-    """the same for consumers no user waits on (dead-letter monitor, model watcher, feedback
-    aggregator): each idle consumer at 20 ms costs the process and the broker a few % of a core
+    """the same for consumers no user waits on (dead-letter monitor, model watcher,
+    feedback aggregator): each idle consumer at 20 ms costs the process and the broker a few
+    % of a core
+    """
+    # streams/fetch_backoff.py: the embedded broker holds each fetch for its whole
+    # wait, so an idle consumer's waits grow to these and drop back at the first
+    # record; the first record after an idle spell waits at most this per hop.
+    idle_fetch_max_wait_ms: int = 500
+    """fetch wait that the embedding worker's and the index shards' consumers grow to while
+    their topic is idle (doubling after each empty fetch, back to VISEARCH_FETCH_MAX_WAIT_MS at
+    the first record): an idle stack then costs almost no CPU, and the first upload after an
+    idle spell waits at most this per hop
+    """
+    background_idle_fetch_max_wait_ms: int = 5000
+    """the same for the background consumers (dead-letter monitor, feedback aggregator; the
+    model watchers use VISEARCH_IDLE_FETCH_MAX_WAIT_MS: a deploy must reach the workers
+    within a moment)
     """
     app_id: str = "visearch"
     """Faust app id = consumer group of the embedding workers"""
@@ -438,6 +453,8 @@ class Settings:
             "ort_threads",
             "fetch_max_wait_ms",
             "background_fetch_max_wait_ms",
+            "idle_fetch_max_wait_ms",
+            "background_idle_fetch_max_wait_ms",
             "readiness_max_lag",
         ):
             if getattr(self, name) < 0:

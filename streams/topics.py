@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from streams.kafka_connection import KafkaConnection
 from streams.settings import Settings
@@ -99,21 +100,57 @@ def topic_epoch(kafka: KafkaConnection, topic: str, timeout_s: float = 30.0) -> 
 
     Empty while the topic does not exist. ``timeout_s`` bounds the wait for an
     unreachable broker: followers that poll the epoch must not stall for
-    kafka-python's 30 s default while the broker is down.
+    kafka-python's 30 s default while the broker is down. One-shot: a client of
+    its own, closed after; periodic checks keep one (:class:`TopicEpochReader`).
     """
-    from kafka.admin import KafkaAdminClient
-
-    timeout_ms = int(timeout_s * 1000)
-    admin = KafkaAdminClient(
-        **kafka.client_options(),
-        client_id="visearch-epoch-admin",
-        bootstrap_timeout_ms=timeout_ms,
-        request_timeout_ms=timeout_ms,
-    )
+    reader = TopicEpochReader(kafka, topic)
     try:
-        described = admin.describe_topics([topic])
+        return reader(timeout_s)
     finally:
-        admin.close()
-    if not described:
-        raise RuntimeError(f"topic {topic} does not exist")
-    return str(described[0].get("topic_id") or "")
+        reader.close()
+
+
+class TopicEpochReader:
+    """Reads a topic's id through one admin connection kept between calls.
+
+    Consumers check their topic's epoch every second or two; a new admin
+    client per check (connect, version probe, metadata, close) was most of
+    what an idle stack spent its CPU on. The client is dropped after any
+    error and built again on the next call, so a restarted broker is reached.
+    """
+
+    def __init__(self, kafka: KafkaConnection, topic: str) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self._admin: Any = None
+        self._timeout_ms = 0
+
+    def __call__(self, timeout_s: float) -> str:
+        """The topic's id (empty while it does not exist); see :func:`topic_epoch`."""
+        from kafka.admin import KafkaAdminClient
+
+        timeout_ms = int(timeout_s * 1000)
+        if self._admin is None or timeout_ms != self._timeout_ms:
+            self.close()
+            self._admin = KafkaAdminClient(
+                **self.kafka.client_options(),
+                client_id="visearch-epoch-admin",
+                bootstrap_timeout_ms=timeout_ms,
+                request_timeout_ms=timeout_ms,
+            )
+            self._timeout_ms = timeout_ms
+        try:
+            described = self._admin.describe_topics([self.topic])
+        except Exception:
+            self.close()
+            raise
+        if not described:
+            raise RuntimeError(f"topic {self.topic} does not exist")
+        return str(described[0].get("topic_id") or "")
+
+    def close(self) -> None:
+        if self._admin is not None:
+            try:
+                self._admin.close()
+            finally:
+                self._admin = None

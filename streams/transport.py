@@ -18,20 +18,42 @@ from typing import Any
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from streams.fetch_backoff import FetchBackoff
+
 DEFAULT_FETCH_MAX_WAIT_MS = 20
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's aiokafka consumer thread with a configurable fetch wait."""
+    """Faust's aiokafka consumer thread with a configurable fetch wait that grows while
+    its topics are idle (:class:`streams.fetch_backoff.FetchBackoff`)."""
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
+        active = getattr(self.app, "fetch_max_wait_ms", DEFAULT_FETCH_MAX_WAIT_MS)
+        self._fetch_backoff = FetchBackoff(
+            active, getattr(self.app, "idle_fetch_max_wait_ms", active)
+        )
         # aiokafka reads this attribute when it builds its Fetcher in start(),
         # which runs after this factory returns.
-        consumer._fetch_max_wait_ms = getattr(
-            self.app, "fetch_max_wait_ms", DEFAULT_FETCH_MAX_WAIT_MS
-        )
+        consumer._fetch_max_wait_ms = active
         return consumer
+
+    async def _fetch_records(
+        self,
+        consumer: aiokafka.AIOKafkaConsumer,
+        active_partitions: Any,
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        records = await super()._fetch_records(
+            consumer, active_partitions, timeout=timeout, max_records=max_records
+        )
+        backoff = getattr(self, "_fetch_backoff", None)
+        fetcher = getattr(consumer, "_fetcher", None)
+        if backoff is not None and fetcher is not None:
+            # aiokafka's Fetcher reads this per fetch request it builds.
+            fetcher._fetch_max_wait_ms = backoff.update(bool(records))
+        return records
 
 
 class Consumer(faust_aiokafka.Consumer):

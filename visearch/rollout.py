@@ -24,7 +24,13 @@ from encoders.model_dir import ModelDirError, read_metadata
 from index.search import SearchService
 from streams.lifecycle import Lifecycle
 from streams.model_journal import append_to_journal, journal_path
-from streams.model_registry import ModelRegistry, ModelWatcher, RegistryError, model_event
+from streams.model_registry import (
+    OTHER_MODEL,
+    ModelRegistry,
+    ModelWatcher,
+    RegistryError,
+    model_event,
+)
 from streams.publisher import EventPublisher
 from streams.schemas import ModelChanged
 from streams.settings import Settings
@@ -152,6 +158,13 @@ class ModelRollout(Lifecycle):
                     entry["dim"] = index.encoder.dim
                 versions.append(entry)
             return {"serving": self.registry.serving, "versions": versions}
+
+    def model_label(self, version: str) -> str:
+        """An interaction's model version as a metrics label: registered versions keep
+        their name, anything else is ``other`` (see ``streams.model_registry.KnownModels``)."""
+        if not version or version in self.registry.versions:
+            return version
+        return OTHER_MODEL
 
     def _index_of(self, version: str) -> VersionIndex | None:
         if self.serving is not None and self.serving.version == version:

@@ -109,6 +109,7 @@ def start_shard(
         settings.topics.embeddings,
         settings.fetch_max_wait_ms,
         settings.snapshot_interval_s,
+        settings.idle_fetch_max_wait_ms,
     )
     consumer.start()
     consumer.ready.wait(120)

@@ -135,7 +135,9 @@ class LocalStack(Lifecycle):
                 self._start_worker()
             self._start_search()
             if not settings.feedback_url:
-                self.feedback = FeedbackService(settings).start()
+                # The rollout already follows the model registry: one watcher for both.
+                label = self.rollout.model_label if self.rollout is not None else None
+                self.feedback = FeedbackService(settings, model_label=label).start()
             if self.broker is not None or self.worker is not None:
                 self._supervisor = threading.Thread(
                     target=self._supervise, name="stack-supervisor", daemon=True

@@ -29,7 +29,7 @@ from streams.encoder_set import EncoderSet
 from streams.epoch import EXIT_NEW_EPOCH, EpochTracker
 from streams.progress import ProgressBeacon
 from streams.settings import Settings
-from streams.topics import ensure_topics, topic_epoch
+from streams.topics import TopicEpochReader, ensure_topics, topic_epoch
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def app_settings(settings: Settings, epoch: str) -> Settings:
     return settings.with_overrides(app_id=f"{settings.app_id}-{epoch}")
 
 
-def exit_on_new_epoch(settings: Settings, epoch: str, interval_s: float = 1.0) -> threading.Thread:
+def exit_on_new_epoch(settings: Settings, epoch: str, interval_s: float = 5.0) -> threading.Thread:
     """Watch the uploads topic's epoch in a thread; exit the process when it changes.
 
     ``os._exit`` rather than a graceful Faust stop: nothing here needs
@@ -78,7 +78,7 @@ def exit_on_new_epoch(settings: Settings, epoch: str, interval_s: float = 1.0) -
     """
     topic = settings.topics.uploads
     tracker = EpochTracker(
-        lambda timeout_s: topic_epoch(settings.kafka, topic, timeout_s),
+        TopicEpochReader(settings.kafka, topic),
         f"topic {topic} on {settings.bootstrap_servers}",
         epoch,
         "embedding worker",
