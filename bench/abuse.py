@@ -25,8 +25,6 @@ import base64
 import io
 import json
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -42,18 +40,15 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.freshness import percentile
-from streams.broker import free_port
+from bench.support import RunningStack, percentile, running_stack
 from streams.dead_letters import read_dead_letters
 from streams.image_source import file_uri
 from streams.log_follower import read_until_idle
-from streams.publisher import EventPublisher
 from streams.schemas import ImageEmbedded, ImageUploaded, decode
 from streams.settings import Settings
 from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.model import ensure_exported
-from visearch.stack import isolated_settings, settings_env
 
 BENCH = "abuse"
 TOKEN = "abuse-bench-token"
@@ -135,26 +130,33 @@ class HeldImageServer:
 
 @dataclass
 class Target:
-    """A running ``visearch run`` and what the rows need to reach it."""
+    """A running ``visearch run`` (API token set) and what the rows need to reach it."""
 
-    settings: Settings
-    base_url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    http: httpx.Client
-    publisher: EventPublisher
+    stack: RunningStack
     public_ids: list[str] = field(default_factory=list)
 
     @property
+    def settings(self) -> Settings:
+        return self.stack.settings
+
+    @property
+    def base_url(self) -> str:
+        return self.stack.base_url
+
+    @property
+    def http(self) -> httpx.Client:
+        return self.stack.http
+
+    @property
     def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {TOKEN}"}
+        return self.stack.auth
 
     def upload_event(self, image_id: str, **source: str) -> None:
         event = ImageUploaded(
             image_id=image_id, owner_id="abuse", uploaded_at=time.time(), **source
         )
-        self.publisher.publish(self.settings.topics.uploads, image_id, event)
-        self.publisher.flush()
+        self.stack.publisher.publish(self.settings.topics.uploads, image_id, event)
+        self.stack.publisher.flush()
 
     def dead_letter_codes(self, ids: set[str], timeout_s: float = 60.0) -> dict[str, str]:
         """The dead-letter code of each upload in ``ids`` (waits for all of them)."""
@@ -172,53 +174,26 @@ class Target:
 
 
 @contextmanager
-def running_stack(base: Settings, photos: list[Path], tmp: Path) -> Iterator[Target]:
-    settings = isolated_settings(base, tmp, "abuse").with_overrides(
+def attack_target(base: Settings, photos: list[Path], tmp: Path) -> Iterator[Target]:
+    """``visearch run`` with an API token and a few public photos uploaded through the API."""
+    with running_stack(
+        base,
+        tmp,
+        "abuse",
         api_token=TOKEN,
-        http_port=free_port(),
         image_fetch_allow_networks="127.0.0.1/32",  # the held server; NAT64 & co. stay refused
         image_roots=str(DEMO_CORPUS),
-    )
-    log = tmp / "stack.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "visearch", "run", "--no-demo"],
-            env=settings_env(settings),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://{settings.http_host}:{settings.http_port}"
-    http = httpx.Client(base_url=base_url, timeout=120)
-    publisher = EventPublisher(settings)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if http.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"the stack did not become ready; see {log}")
-            time.sleep(0.5)
-        target = Target(settings, base_url, process, log, http, publisher)
+    ) as stack:
+        target = Target(stack)
         for n, path in enumerate(photos):
             image_id = f"public-{n:03d}"
             files = {"image": (path.name, path.read_bytes(), "image/png")}
-            response = http.post(
+            response = stack.http.post(
                 "/v1/images", files=files, data={"image_id": image_id}, headers=target.auth
             )
             response.raise_for_status()
             target.public_ids.append(image_id)
         yield target
-    finally:
-        publisher.stop()
-        http.close()
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 # -------------------------------------------------------------------- sampling
@@ -511,9 +486,9 @@ def freshness(
             uploaded_at=time.time(),
             uri=file_uri(photos[n % len(photos)]),
         )
-        target.publisher.publish(target.settings.topics.uploads, image_id, event)
+        target.stack.publisher.publish(target.settings.topics.uploads, image_id, event)
         ids.append(image_id)
-    target.publisher.flush()
+    target.stack.publisher.flush()
     wanted = set(ids)
     found: dict[str, float] = {}
     deadline = time.monotonic() + 120
@@ -589,7 +564,7 @@ def run(quick: bool) -> None:
         emit(
             BENCH, "healthz_p99_ms", sampler.health_p99(began, ended), "ms", idle_p99, **row_context
         )
-        logs = [target.log, *target.settings.data_dir.glob("**/*.log")]
+        logs = [target.stack.log, *target.settings.data_dir.glob("**/*.log")]
         tracebacks = sum(p.read_text(errors="replace").count("Traceback") for p in set(logs))
         emit(BENCH, "tracebacks_in_logs", float(tracebacks), "count", None, **context)
         emit(

@@ -23,8 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from bench.support import percentile
 from streams.image_source import file_uri
 from streams.publisher import EventPublisher
 from streams.schemas import ImageUploaded
@@ -36,10 +35,6 @@ from visearch.model import ensure_exported
 from visearch.stack import LocalStack, isolated_settings
 
 BENCH = "freshness"
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
 async def bare_aiokafka_hop(bootstrap: str, topic: str, rate: float, count: int) -> list[float]:

@@ -50,8 +50,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.freshness import percentile, store_sources, warm_up
+from bench.freshness import store_sources, warm_up
 from bench.soak_load import CHURNED, LoadPlan, LoadProcess, paced
+from bench.support import percentile
 from streams.settings import Settings
 from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images, image_id_for

@@ -1,0 +1,197 @@
+"""CPU per upload, per search and at idle, for the whole stack, against the encoder floor.
+
+``python -m bench.cpu_budget [--quick]`` starts ``visearch run`` (embedded
+broker, embedding worker, API with in-process shards and feedback: the
+processes ``make run`` starts) and reads each process's CPU seconds from
+/proc while it:
+
+1. indexes a warm-up set of photos, then sits idle: ``idle_cores``
+   (the whole stack's cores over 60 s; 20 s with ``--quick``);
+2. embeds uploads published to Kafka at a steady rate: ``cpu_ms_per_upload``,
+   all processes together, from the first publish to the last upload indexed;
+3. answers searches over HTTP (a photo sent whole, the same with a crop, a
+   stored image by id): ``cpu_ms_per_search`` for each.
+
+The baseline of each is its floor, measured in this process in the same run:
+decode + preprocess + one encoder pass per input the configuration embeds
+(1, plus one per tile), in batches of ``VISEARCH_EMBED_BATCH_SIZE`` as the
+worker does, for an upload; for a search, decode + preprocess + one pass +
+an exact faiss scan of as many vectors as the stack holds; for a search by
+id, the scan alone. The ratio is the stack's overhead over the work itself.
+The load generator runs here, so its CPU is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from bench.support import RunningStack, running_stack
+from encoders.preprocess import CropBox, ImageLimits, decode_image, preprocess_image
+from encoders.tiles import image_inputs, tile_boxes
+from streams.encoder_set import encoder_from_settings
+from streams.image_source import file_uri
+from streams.schemas import ImageUploaded
+from streams.settings import Settings
+from visearch.bench_output import emit, machine
+from visearch.corpus import DEMO_CORPUS, find_images
+from visearch.model import ensure_exported
+
+BENCH = "cpu_budget"
+CROP = "0.25,0.25,0.6,0.6"  # relative: a third of each side, off-centre
+
+
+def upload_floor_ms(settings: Settings, photos: list[Path]) -> float:
+    """CPU ms per image of decode + preprocess + encoder passes, batched as the worker."""
+    encoder = encoder_from_settings(settings.resolved_model_dir, settings)
+    limits, tiles = ImageLimits.from_settings(settings), tile_boxes(settings.tiles)
+    data = [path.read_bytes() for path in photos]
+    batch = settings.embed_batch_size
+    encoder.embed(np.stack(image_inputs(decode_image(data[0], limits), tiles)))  # warm-up
+    started = time.process_time()
+    for start in range(0, len(data), batch):
+        inputs = [
+            x
+            for d in data[start : start + batch]
+            for x in image_inputs(decode_image(d, limits), tiles)
+        ]
+        encoder.embed(np.stack(inputs))
+    return (time.process_time() - started) * 1000 / len(data)
+
+
+def search_floor_ms(
+    settings: Settings, photos: list[Path], vectors: int, crop: bool
+) -> tuple[float, float]:
+    """CPU ms per query of (decode + preprocess + one pass + exact scan, the scan alone)."""
+    encoder = encoder_from_settings(settings.resolved_model_dir, settings)
+    limits = ImageLimits.from_settings(settings)
+    rng = np.random.default_rng(0)
+    index = faiss.IndexFlatIP(encoder.dim)
+    corpus = rng.standard_normal((vectors, encoder.dim)).astype(np.float32)
+    faiss.normalize_L2(corpus)
+    index.add(corpus)
+    box = CropBox.parse(CROP, relative=True) if crop else None
+    encoder.embed(preprocess_image(decode_image(photos[0].read_bytes(), limits), box)[None])
+    started = time.process_time()
+    for path in photos:
+        query = encoder.embed(preprocess_image(decode_image(path.read_bytes(), limits), box)[None])
+        index.search(query, 24)
+    whole = (time.process_time() - started) * 1000 / len(photos)
+    started = time.process_time()
+    for row in range(len(photos)):
+        index.search(corpus[row : row + 1], 24)
+    scan = (time.process_time() - started) * 1000 / len(photos)
+    return whole, scan
+
+
+def publish(stack: RunningStack, photos: list[Path], prefix: str, rate: float) -> list[str]:
+    ids = []
+    started = time.perf_counter()
+    for n, path in enumerate(photos):
+        delay = started + n / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        image_id = f"{prefix}-{n:05d}"
+        event = ImageUploaded(
+            image_id=image_id, owner_id="cpu", uploaded_at=time.time(), uri=file_uri(path)
+        )
+        stack.publisher.publish(stack.settings.topics.uploads, image_id, event)
+        ids.append(image_id)
+    stack.publisher.flush()
+    return ids
+
+
+def wait_indexed(stack: RunningStack, count: int, timeout_s: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while stack.http.get("/readyz").json().get("indexed", 0) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"fewer than {count} images indexed after {timeout_s} s")
+        time.sleep(0.2)
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
+
+
+def run(quick: bool) -> None:
+    base = Settings.from_env()
+    ensure_exported(base.resolved_model_dir, DEMO_CORPUS)
+    photos = find_images(DEMO_CORPUS)
+    warm, uploads = photos[:100], photos[100 : 300 if quick else 700]
+    idle_s, rate, searches = (20.0, 20.0, 40) if quick else (60.0, 20.0, 100)
+    context = {
+        "machine": machine(),
+        "quick": quick,
+        "tiles": base.tiles,
+        "model": base.resolved_model_dir.name,
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="visearch-cpu-") as tmp,
+        running_stack(base, Path(tmp), "cpu", image_roots=str(DEMO_CORPUS)) as stack,
+    ):
+        publish(stack, warm, "warm", 50.0)
+        wait_indexed(stack, len(warm))
+        time.sleep(10.0)  # fetch waits back off to their idle value
+        before = stack.cpu_by_process()
+        time.sleep(idle_s)
+        idle = cpu_delta(before, stack.cpu_by_process())
+        cores = {name: seconds / idle_s for name, seconds in idle.items()}
+        emit(
+            BENCH,
+            "idle_cores",
+            sum(cores.values()),
+            "cores",
+            None,
+            by_process=cores,
+            seconds=idle_s,
+            **context,
+        )
+
+        before = stack.cpu_by_process()
+        publish(stack, uploads, "up", rate)
+        wait_indexed(stack, len(warm) + len(uploads))
+        spent = cpu_delta(before, stack.cpu_by_process())
+        per_upload = {name: s * 1000 / len(uploads) for name, s in spent.items()}
+        emit(
+            BENCH, "cpu_ms_per_upload", sum(per_upload.values()), "ms",
+            upload_floor_ms(base, uploads[:64]), by_process=per_upload, rate_per_s=rate,
+            uploads=len(uploads), **context,
+        )  # fmt: skip
+
+        indexed = len(warm) + len(uploads)
+        queries = photos[700 : 700 + searches]
+        kinds = {
+            "bytes": lambda p: {"files": {"image": (p.name, p.read_bytes(), "image/png")}},
+            "bytes_crop": lambda p: {
+                "files": {"image": (p.name, p.read_bytes(), "image/png")},
+                "data": {"crop": CROP, "crop_units": "relative"},
+            },
+            "by_id": lambda p: {"data": {"image_id": f"up-{queries.index(p) % len(uploads):05d}"}},
+        }
+        for kind, request in kinds.items():
+            before = stack.cpu_by_process()
+            for query in queries:
+                stack.http.post("/v1/search", **request(query)).raise_for_status()
+            spent = cpu_delta(before, stack.cpu_by_process())
+            per_search = {name: s * 1000 / len(queries) for name, s in spent.items()}
+            whole, scan = search_floor_ms(base, queries[:20], indexed, crop=kind == "bytes_crop")
+            emit(
+                BENCH, "cpu_ms_per_search", sum(per_search.values()), "ms",
+                scan if kind == "by_id" else whole, kind=kind, by_process=per_search,
+                indexed=indexed, **context,
+            )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20 s idle, 200 uploads, 40 searches")
+    run(parser.parse_args().quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""What several benchmarks share: a `visearch run` in a process of its own, the CPU
+time of a process tree, percentiles.
+
+A benchmark that measures the service as a user runs it starts ``visearch run``
+(broker, worker and API, the processes ``make run`` starts) as a subprocess:
+its CPU and memory are then its own, not the load generator's.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from streams.broker import free_port
+from streams.publisher import EventPublisher
+from streams.settings import Settings
+from visearch.stack import isolated_settings, settings_env
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every descendant, from /proc."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = task / "children"
+        try:
+            found += [p for c in children.read_text().split() for p in process_tree(int(c))]
+        except OSError:
+            continue
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (0 once it has gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def command_of(pid: int) -> str:
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    text = " ".join(w.decode(errors="replace") for w in words if w)
+    if "tansu" in text:
+        return "broker"
+    if "visearch worker" in text:
+        return "worker"
+    return "api" if "visearch run" in text else text[:40]
+
+
+@dataclass
+class RunningStack:
+    """A ``visearch run`` subprocess and what a benchmark needs to reach it."""
+
+    settings: Settings
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    http: httpx.Client
+    publisher: EventPublisher
+    auth: dict[str, str] = field(default_factory=dict)
+
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds so far of the API, worker and broker processes."""
+        totals: dict[str, float] = {}
+        for pid in process_tree(self.process.pid):
+            name = command_of(pid)
+            totals[name] = totals.get(name, 0.0) + cpu_seconds(pid)
+        return totals
+
+
+@contextmanager
+def running_stack(
+    base: Settings, data_dir: Path, purpose: str, **overrides: object
+) -> Iterator[RunningStack]:
+    """``visearch run --no-demo`` on private settings; yields once ``/readyz`` answers 200."""
+    settings = isolated_settings(base, data_dir, purpose).with_overrides(
+        http_port=free_port(), **overrides
+    )
+    log = data_dir / "stack.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "visearch", "run", "--no-demo"],
+            env=settings_env(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://{settings.http_host}:{settings.http_port}"
+    http = httpx.Client(base_url=base_url, timeout=120)
+    publisher = EventPublisher(settings)
+    auth = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if http.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"the stack did not become ready; see {log}")
+            time.sleep(0.5)
+        yield RunningStack(settings, base_url, process, log, http, publisher, auth)
+    finally:
+        publisher.stop()
+        http.close()
+        process.terminate()
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
