@@ -17,13 +17,14 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from encoders.preprocess import CropBox, ImageLimits, decode_image, preprocess_image
+from encoders.preprocess import CropBox, ImageLimits, crop_image, decode_image, preprocess_image
 from encoders.runtime import OnnxEncoder
 from encoders.similarity_scale import translate_threshold
 from index.crop_verify import CropVerifier, QueryVerification, query_pixels
 from index.faiss_index import SearchParams
 from index.partition import Hit
 from index.query_expansion import QueryExpansion
+from index.query_windows import QueryWindows
 from index.rerank import collapse_near_duplicates, merge_best
 
 MAX_FETCH = 4096
@@ -68,6 +69,7 @@ class SearchService:
         visible: Callable[[str], bool] | None = None,
         verifier: CropVerifier | None = None,
         expansion: QueryExpansion | None = None,
+        windows: QueryWindows | None = None,
     ) -> None:
         self.limits = limits or ImageLimits()
         # On the base model's similarity scale; each serving model translates it.
@@ -87,6 +89,9 @@ class SearchService:
         self.verifier = verifier
         # Class-level quality: a first search's best results refine the query.
         self.expansion = expansion
+        # Queries that contain their image (screenshots, padding): unsure searches
+        # are repeated with windows of the query (index/query_windows.py).
+        self.windows = windows
 
     @property
     def encoder(self) -> OnnxEncoder:
@@ -108,10 +113,14 @@ class SearchService:
     def _serving_tuple(
         self, encoder: OnnxEncoder, shards: Sequence[ShardLike]
     ) -> tuple[OnnxEncoder, list[ShardLike], float]:
+        return encoder, list(shards), self._on_scale_of(encoder, self.dedup_threshold)
+
+    @staticmethod
+    def _on_scale_of(encoder: OnnxEncoder, threshold: float) -> float:
+        """A similarity threshold set on the base model's scale, on ``encoder``'s."""
         # Duck-typed encoders (evaluation's raw pixels) have no metadata: no scale.
         metadata = getattr(encoder, "metadata", None)
-        scale = getattr(metadata, "similarity_scale", None)
-        return encoder, list(shards), translate_threshold(self.dedup_threshold, scale)
+        return translate_threshold(threshold, getattr(metadata, "similarity_scale", None))
 
     @property
     def size(self) -> int:
@@ -134,7 +143,13 @@ class SearchService:
         embedded = time.perf_counter()
         verification = self.verification(image, crop)
         hits = self.search_vector(
-            query, k, exclude_image_id, shards=shards, dedup=dedup, verification=verification
+            query,
+            k,
+            exclude_image_id,
+            shards=shards,
+            dedup=dedup,
+            verification=verification,
+            window_vectors=self.window_vectors(encoder, crop_image(image, crop)),
         )
         done = time.perf_counter()
         verify_s = 0.0 if verification is None else verification.seconds
@@ -159,11 +174,10 @@ class SearchService:
         vector, from the same model. It stands in only if it comes from an
         upload at ``not_before`` or later (the store's time of the current
         bytes: a re-upload not yet indexed must not be answered with the old
-        image) and the image is visible; and not with crop verification on,
-        which needs the query's pixels. ``None``: embed the stored bytes.
+        image) and the image is visible. Crop verification and query views do
+        not apply: the query is a whole image of the index, not a crop of one or
+        a picture containing one. ``None``: embed the stored bytes.
         """
-        if self.verifier is not None:
-            return None
         encoder, shards, dedup = self._serving
         started = time.perf_counter()
         for shard in shards:
@@ -186,6 +200,15 @@ class SearchService:
             return None
         return QueryVerification(self.verifier, query_pixels(image, crop))
 
+    def window_vectors(
+        self, encoder: OnnxEncoder, image: Image.Image
+    ) -> Callable[[], np.ndarray] | None:
+        """The embeddings of ``image``'s query views, computed only if called."""
+        windows = self.windows
+        if windows is None:
+            return None
+        return lambda: encoder.embed(np.stack(windows.views(image)))
+
     def search_vector(
         self,
         query: np.ndarray,
@@ -195,6 +218,7 @@ class SearchService:
         shards: Sequence[ShardLike] | None = None,
         dedup: float | None = None,
         verification: QueryVerification | None = None,
+        window_vectors: Callable[[], np.ndarray] | None = None,
     ) -> list[Hit]:
         """Scatter ``query`` to every shard, merge, re-rank; ``k`` results when they exist.
 
@@ -204,7 +228,9 @@ class SearchService:
         near-duplicate collapse, so that a confirmed source is the one of its
         look-alikes that stays; at least its ``top`` candidates are fetched.
         With query expansion on, a first search (without verification) finds
-        the visible neighbours that the query is blended with.
+        the visible neighbours that the query is blended with. When the result
+        is unsure (:class:`~index.query_windows.QueryWindows`), each of
+        ``window_vectors()`` is searched too and every image keeps its best score.
         """
         params = params or self.params
         _, serving_shards, serving_dedup = self._serving
@@ -214,7 +240,19 @@ class SearchService:
             first = self._ranked(query, self.expansion.neighbours, exclude_image_id, params,
                                  shards, dedup, None)  # fmt: skip
             query = self.expansion.expand(query, first)
-        return self._ranked(query, k, exclude_image_id, params, shards, dedup, verification)
+        hits = self._ranked(query, k, exclude_image_id, params, shards, dedup, verification)
+        verified = 0 if verification is None else verification.verified
+        if self.windows is None or window_vectors is None:
+            return hits
+        unsure = self._on_scale_of(self._serving[0], self.windows.below)
+        if not self.windows.wanted(hits, verified, unsure):
+            return hits
+        views = [
+            self._ranked(vector, k, exclude_image_id, params, shards, dedup, None)
+            for vector in window_vectors()
+        ]
+        merged = self.windows.merge(hits, views)
+        return hits if merged is None else collapse_near_duplicates(merged, dedup, k)
 
     def _ranked(
         self,

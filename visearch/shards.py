@@ -11,6 +11,7 @@ from index.crop_verify import CACHE_SIZE, CropVerifier
 from index.faiss_index import SearchParams
 from index.partition import Partition
 from index.query_expansion import QueryExpansion
+from index.query_windows import QueryWindows, window_boxes
 from index.search import SearchService, ShardLike
 from index.shard import IndexShard, ShardConsumer, owned_partitions
 from streams.settings import Settings
@@ -44,7 +45,20 @@ def search_service(
         visible=visible,
         verifier=verifier,
         expansion=query_expansion(settings),
+        windows=query_windows(settings),
     )
+
+
+def query_windows(
+    settings: Settings, scheme: str | None = None, turns: bool | None = None
+) -> QueryWindows | None:
+    """Query views of unsure searches as configured (``scheme`` and ``turns`` override
+    VISEARCH_QUERY_WINDOWS and VISEARCH_QUERY_TURNS); ``None`` when both are off."""
+    boxes = window_boxes(settings.query_windows if scheme is None else scheme)
+    turns = settings.query_turns if turns is None else turns
+    if not boxes and not turns:
+        return None
+    return QueryWindows(boxes, turns, settings.query_windows_below, settings.query_windows_margin)
 
 
 def query_expansion(settings: Settings, neighbours: int | None = None) -> QueryExpansion | None:

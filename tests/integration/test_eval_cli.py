@@ -38,6 +38,10 @@ def crop_set(tmp_path_factory, photo_paths):
     return root
 
 
+# The service's query-time extras off: these tests compare encoders and one option at a time.
+PLAIN = ("--verify", "0", "--query-windows", "none", "--no-query-turns")
+
+
 def _eval(crop_set, out, *extra):
     argv = ["eval", "--corpus", str(crop_set / "corpus"), "--queries", str(crop_set / "queries")]
     argv += ["--qrels", str(crop_set / "qrels.txt"), "--out", str(out), "--no-progress", *extra]
@@ -48,7 +52,7 @@ def _eval(crop_set, out, *extra):
 @pytest.fixture(scope="module")
 def fp32_run(crop_set, model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("fp32")
-    return out, _eval(crop_set, out, "--model", str(model_dir))
+    return out, _eval(crop_set, out, "--model", str(model_dir), *PLAIN)
 
 
 def test_large_crops_find_their_photo_first(fp32_run):
@@ -79,10 +83,10 @@ def test_per_query_tsv_and_trec_run_agree_with_the_metrics(fp32_run):
 
 def test_raw_pixels_tiles_and_the_report(fp32_run, crop_set, model_dir, tmp_path):
     fp32_out, fp32 = fp32_run
-    raw = _eval(crop_set, tmp_path / "raw", "--model", "raw-pixels")
+    raw = _eval(crop_set, tmp_path / "raw", "--model", "raw-pixels", *PLAIN)
     assert raw["config"]["model_version"].startswith("raw-pixels")
     assert raw["metrics"]["map"] < fp32["metrics"]["map"]
-    tiles = _eval(crop_set, tmp_path / "tiles", "--model", str(model_dir), "--tiles")
+    tiles = _eval(crop_set, tmp_path / "tiles", "--model", str(model_dir), *PLAIN, "--tiles")
     assert tiles["config"]["tiles"] == "quadrants" and tiles["label"].endswith("+tiles quadrants")
     assert tiles["metrics"]["P_1"] >= 0.9
     report = tmp_path / "report.html"
@@ -120,7 +124,7 @@ def test_crop_verification_finds_the_source_of_hard_crops(photo_paths, model_dir
         shutil.copyfile(path, folder / f"photo{i:02d}{path.suffix}")
     hard = tmp_path / "hard"
     assert main(["eval", "build", "crops", "--source", str(folder), "--out", str(hard)]) == 0
-    common = ["--set", str(hard), "--model", str(model_dir), "--no-progress"]
+    common = ["--set", str(hard), "--model", str(model_dir), "--no-progress", *PLAIN]
     assert main(["eval", *common, "--out", str(tmp_path / "plain")]) == 0
     assert main(["eval", *common, "--verify", "20", "--out", str(tmp_path / "verified")]) == 0
     plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())
@@ -140,6 +144,7 @@ def test_query_expansion_raises_class_level_precision(model_dir, tmp_path):
     fashion = tmp_path / "fashion"
     assert main(["eval", "build", "fashion-mnist", "--out", str(fashion), "--per-class", "30"]) == 0
     common = ["--set", str(fashion), "--model", str(model_dir), "--depth", "all", "--no-progress"]
+    common += PLAIN
     assert main(["eval", *common, "--query-expansion", "0", "--out", str(tmp_path / "plain")]) == 0
     assert main(["eval", *common, "--query-expansion", "3", "--out", str(tmp_path / "qe")]) == 0
     plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())

@@ -57,13 +57,25 @@ def test_not_used_when_the_store_holds_newer_bytes_than_the_index(shard: IndexSh
     assert service.search_indexed("img-7", not_before=107.5, k=5) is None
 
 
-def test_not_used_for_hidden_unknown_or_verified_searches(shard: IndexShard) -> None:
+def test_not_used_for_hidden_or_unknown_images(shard: IndexShard) -> None:
     service = _service(shard)
     shard.partitions[1].update("img-7", "private", 200.0)
     assert service.search_indexed("img-7", 0.0, 5) is None
     assert service.search_indexed("no-such-image", 0.0, 5) is None
-    verifying = _service(shard, verifier=object())
-    assert verifying.search_indexed("img-8", 0.0, 5) is None  # needs the query's pixels
+
+
+def test_used_with_crop_verification_on_which_a_whole_indexed_image_needs_not(
+    shard: IndexShard,
+) -> None:
+    """A verifier that fails if called: a stored whole image is searched with its vector."""
+
+    class Untouchable:
+        def __getattr__(self, name: str) -> None:
+            raise AssertionError(f"crop verification used for a search by id ({name})")
+
+    verifying = _service(shard, verifier=Untouchable())
+    result = verifying.search_indexed("img-8", 0.0, 5)
+    assert result is not None and result.timings_ms["embed"] == 0.0
 
 
 def test_remote_shard_serves_the_indexed_vector(shard: IndexShard) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from encoders.tiles import TILE_SCHEMES
 from index.query_expansion import MAX_NEIGHBOURS
+from index.query_windows import WINDOW_SCHEMES
 from streams.settings import Settings
 from visearch.corpus import DEMO_CORPUS
 from visearch.evaluation.dataset import (
@@ -54,9 +55,9 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         "--tiles",
         nargs="?",
         const="quadrants",
-        default="none",
         choices=TILE_SCHEMES,
-        help="index tile vectors too: quadrants (the default of --tiles) or thirds",
+        help="index tile vectors: none, quadrants (the default of a bare --tiles) or thirds "
+        "(default: VISEARCH_TILES)",
     )
     ev.add_argument(
         "--index", default="service", help="service (default), exact, or a faiss factory string"
@@ -82,6 +83,18 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         metavar="K",
         help="blend each query with its top K results and search again, as "
         "VISEARCH_QUERY_EXPANSION (0: off; default: that setting)",
+    )
+    ev.add_argument(
+        "--query-windows",
+        choices=WINDOW_SCHEMES,
+        help="search unsure queries again with windows of the query, as "
+        "VISEARCH_QUERY_WINDOWS (default: that setting)",
+    )
+    ev.add_argument(
+        "--query-turns",
+        action=argparse.BooleanOptionalAction,
+        help="also search unsure queries turned by a quarter, as VISEARCH_QUERY_TURNS "
+        "(default: that setting)",
     )
     ev.add_argument("--out", type=Path, default=Path("eval-out"), help="output folder")
     ev.add_argument("--label", help="name of this run in reports (default: the model version)")
@@ -159,8 +172,9 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     if args.query_expansion is not None and not 0 <= args.query_expansion <= MAX_NEIGHBOURS:
         raise EvalSetError(f"--query-expansion must be between 0 (off) and {MAX_NEIGHBOURS}")
     encoder = open_encoder(model, threads=settings.ort_threads)
+    tiles = settings.tiles if args.tiles is None else args.tiles
     options = EvalOptions(
-        tiles=args.tiles,
+        tiles=tiles,
         index=args.index,
         partitions=args.partitions,
         depth=args.depth or len(eval_set.corpus),
@@ -169,14 +183,18 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         query_expansion=(
             settings.query_expansion if args.query_expansion is None else args.query_expansion
         ),
+        query_windows=settings.query_windows if args.query_windows is None else args.query_windows,
+        query_turns=settings.query_turns if args.query_turns is None else args.query_turns,
         progress=not args.no_progress,
     )
     result = run_eval(eval_set, encoder, settings, options)
     name = encoder.version if str(model) == "raw-pixels" else Path(model).name
-    label = args.label or name + ("" if args.tiles == "none" else f" +tiles {args.tiles}")
+    label = args.label or name + ("" if tiles == "none" else f" +tiles {tiles}")
     if not args.label:
         label += f" +verify {options.verify_top}" if options.verify_top else ""
         label += f" +qe {options.query_expansion}" if options.query_expansion else ""
+        label += f" +windows {options.query_windows}" if options.query_windows != "none" else ""
+        label += " +turns" if options.query_turns else ""
     path = write_outputs(result, args.out, label, sources)
     summary = {k: round(v, 4) for k, v in result.metrics.items()}
     print(json.dumps({"out": str(path), "label": label, **summary, **result.timings_s}))

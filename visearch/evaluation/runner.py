@@ -37,7 +37,7 @@ from visearch.evaluation.curves import precision_recall_curve, recall_curve, rel
 from visearch.evaluation.dataset import EvalSet, EvalSetError
 from visearch.evaluation.embedding import Encoder, embed_images
 from visearch.evaluation.searching import SERVICE_INDEX, build_search, index_kinds
-from visearch.shards import crop_verifier, query_expansion
+from visearch.shards import crop_verifier, query_expansion, query_windows
 
 KS = (1, 5, 10, 100)
 
@@ -53,6 +53,8 @@ class EvalOptions:
     dedup_threshold: float | None = None
     verify_top: int = 0  # crop verification of the top hits (0: off; index/crop_verify.py)
     query_expansion: int = 0  # neighbours blended into each query (0: off)
+    query_windows: str = "none"  # query-side multi-crop for unsure searches (index/query_windows)
+    query_turns: bool = False  # ... and the query turned by a quarter
     batch_size: int = 32
     progress: bool = True
 
@@ -136,6 +138,7 @@ def run_eval(
         options.dedup_threshold,
         verifier,
         query_expansion(settings, options.query_expansion),
+        query_windows(settings, options.query_windows, options.query_turns),
     )
     timings["index"] = time.perf_counter() - mark
 
@@ -144,12 +147,17 @@ def run_eval(
     verified = 0
     for query in tqdm(eval_set.queries, desc="search", unit="query", disable=not options.progress):
         exclude = query if query in eval_set.corpus else None
-        verification = None
-        if verifier is not None:
+        verification = window_vectors = None
+        if verifier is not None or service.windows is not None:
             image = decode_image(eval_set.queries[query].read_bytes(), limits)
             verification = service.verification(image, None)
+            window_vectors = service.window_vectors(encoder, image)  # type: ignore[arg-type]
         hits = service.search_vector(
-            query_vectors[query], options.depth, exclude, verification=verification
+            query_vectors[query],
+            options.depth,
+            exclude,
+            verification=verification,
+            window_vectors=window_vectors,
         )
         verified += verification is not None and verification.verified > 0
         run[query] = [(hit.image_id, hit.score) for hit in hits]
@@ -183,6 +191,9 @@ def run_eval(
             "verified_queries": verified,
             "query_expansion": options.query_expansion,
             "query_expansion_alpha": settings.query_expansion_alpha,
+            "query_windows": options.query_windows,
+            "query_turns": options.query_turns,
+            "query_windows_below": settings.query_windows_below,
             "model_dedup_threshold": round(service.model_dedup_threshold, 6),
             "corpus_images": len(corpus_ids),
             "queries": len(eval_set.queries),

@@ -28,6 +28,7 @@ from kafka.partitioner.default import murmur2
 from index.crop_verify import CropVerifier
 from index.partition import EXACT_FACTORY, Partition
 from index.query_expansion import QueryExpansion
+from index.query_windows import QueryWindows
 from index.search import SearchService
 from index.shard import IndexShard
 from streams.settings import Settings
@@ -72,6 +73,7 @@ def build_search(
     dedup_threshold: float | None = None,
     verifier: CropVerifier | None = None,
     expansion: QueryExpansion | None = None,
+    windows: QueryWindows | None = None,
 ) -> SearchService:
     """Index ``vectors`` (``(n, rows per image, dim)``) under ``ids``; a search service on it."""
     count = partitions or settings.embedding_partitions
@@ -94,6 +96,7 @@ def build_search(
         params=search_params(settings),
         verifier=verifier,
         expansion=expansion,
+        windows=windows,
     )
 
 

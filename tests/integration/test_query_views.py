@@ -1,0 +1,52 @@
+"""Query views through the service's search path, with the real encoder and real photos.
+
+A screenshot of a photo (the photo at about half the width of a larger window)
+is found far less often by the whole query than with the views of an unsure
+search (windows of the query and quarter turns), and a confident query costs
+no extra pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from encoders.preprocess import decode_image, preprocess_image
+from encoders.runtime import OnnxEncoder
+from encoders.tiles import image_inputs
+from index.query_windows import QueryWindows, window_boxes
+from streams.settings import Settings
+from visearch.evaluation.photo_edits import edit_query
+from visearch.evaluation.photo_sources import SOURCE_PACKAGES, open_photo, package_photos
+from visearch.evaluation.searching import build_search
+
+pytestmark = pytest.mark.integration
+
+
+def test_views_find_screenshots_the_whole_query_misses(encoder: OnnxEncoder) -> None:
+    scratch = [s for s in SOURCE_PACKAGES if s.package == "scratch"]
+    photos = [open_photo(p.data) for p in package_photos(scratch)][:40]
+    ids = [f"photo-{n:02d}" for n in range(len(photos))]
+    vectors = np.stack([encoder.embed(np.stack(image_inputs(photo))) for photo in photos])
+    settings = Settings().with_overrides(verify_top=0)
+    plain = build_search(encoder, ids, vectors, settings)
+    viewed = build_search(
+        encoder, ids, vectors, settings, windows=QueryWindows(window_boxes("centre"))
+    )
+    rng = np.random.default_rng(3)
+    found = {"plain": 0, "views": 0}
+    for _ in range(12):
+        source = int(rng.integers(0, len(photos)))
+        other = photos[(source + 1) % len(photos)]
+        query, _ = edit_query("screenshot", photos[source], rng, other)
+        image = decode_image(query)
+        for name, service in (("plain", plain), ("views", viewed)):
+            vector = encoder.embed(preprocess_image(image)[None])[0]
+            hits = service.search_vector(
+                vector, 5, window_vectors=service.window_vectors(encoder, image)
+            )
+            found[name] += hits[0].image_id == ids[source]
+    # Measured: 1 of 12 found by the whole query, 6 of 12 with the views (40 scratch
+    # backgrounds, many of them alike).
+    assert found["views"] >= found["plain"] + 3, found
+    assert found["views"] >= 6, found
