@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import pytrec_eval
 from aiokafka.partitioner import DefaultPartitioner
 
 from feedback.ir_metrics import recall_at_k
@@ -16,8 +17,6 @@ from visearch.evaluation.dataset import EvalSetError
 from visearch.evaluation.embedding import RawPixelEncoder
 from visearch.evaluation.searching import build_search, index_kinds, kafka_partition
 from visearch.evaluation.svg import line_chart
-
-pytrec_eval = pytest.importorskip("pytrec_eval")
 
 
 def _random_run(seed):

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import pytrec_eval
 
 from feedback.ir_metrics import (
     average_precision,
@@ -15,8 +16,6 @@ from feedback.ir_metrics import (
     recall_at_k,
     reciprocal_rank,
 )
-
-pytrec_eval = pytest.importorskip("pytrec_eval")
 
 KS = (1, 3, 5, 10, 20)
 TOL = 1e-9
