@@ -36,20 +36,23 @@ class FeedbackService(Lifecycle):
         self.settings = settings
         self.start_timeout_s = start_timeout_s
         # Model versions become labels only once the registry names them.
-        self.models = KnownModels(settings, watch=model_label is None)
+        self.models: KnownModels | None = None
+        if model_label is None:
+            self.models = KnownModels(settings)
+            model_label = self.models.label
         self.state = FeedbackState(
-            range(settings.interaction_partitions),
-            aggregation_policy(settings, model_label or self.models.label),
+            range(settings.interaction_partitions), aggregation_policy(settings, model_label)
         )
         self.publisher: EventPublisher | None = None
         self.consumer: FeedbackConsumer | None = None
 
     def start(self) -> Self:
-        try:
-            self.models.start(self.start_timeout_s)
-        except TimeoutError as exc:
-            self.models.stop()
-            raise FeedbackStartError(f"feedback: {exc}") from exc
+        if self.models is not None:
+            try:
+                self.models.start(self.start_timeout_s)
+            except TimeoutError as exc:
+                self.models.stop()
+                raise FeedbackStartError(f"feedback: {exc}") from exc
         self.publisher = EventPublisher(self.settings)
         self.consumer = FeedbackConsumer(self.settings, self.state, self.publisher)
         self.consumer.start()
@@ -65,7 +68,8 @@ class FeedbackService(Lifecycle):
         return self.consumer is not None and self.consumer.is_alive()
 
     def stop(self) -> None:
-        self.models.stop()
+        if self.models is not None:
+            self.models.stop()
         if self.consumer is not None:
             self.consumer.stop()
             self.consumer.join(timeout=15)

@@ -43,6 +43,8 @@ from PIL import Image
 
 from encoders.preprocess import (
     ACCEPTED_FORMATS,
+    EXIF_ORIENTATION,
+    SWAPPED_ORIENTATIONS,
     CropBox,
     ImageLimits,
     PreprocessError,
@@ -62,8 +64,6 @@ MIN_TEMPLATE_SIDE = 6  # below this a template matches anything
 # crops, README: guard off 0.848 recall@1, 1 % 0.858, 2 % 0.861).
 MIN_TEMPLATE_AREA = 0.02
 MAX_SCALE_RATIO = 1.5
-EXIF_ORIENTATION = 0x0112
-SWAPPED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
 
 
 @dataclass(frozen=True)

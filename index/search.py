@@ -149,7 +149,7 @@ class SearchService:
             shards=shards,
             dedup=dedup,
             verification=verification,
-            window_vectors=self.window_vectors(encoder, crop_image(image, crop)),
+            window_vectors=self.window_vectors(encoder, image, crop),
         )
         done = time.perf_counter()
         verify_s = 0.0 if verification is None else verification.seconds
@@ -201,13 +201,14 @@ class SearchService:
         return QueryVerification(self.verifier, query_pixels(image, crop))
 
     def window_vectors(
-        self, encoder: OnnxEncoder, image: Image.Image
+        self, encoder: OnnxEncoder, image: Image.Image, crop: CropBox | None = None
     ) -> Callable[[], np.ndarray] | None:
-        """The embeddings of ``image``'s query views, computed only if called."""
+        """The embeddings of the views of ``image`` (cropped to ``crop``), computed only if
+        called: most searches are sure of their result and never need them."""
         windows = self.windows
         if windows is None:
             return None
-        return lambda: encoder.embed(np.stack(windows.views(image)))
+        return lambda: encoder.embed(np.stack(windows.views(crop_image(image, crop))))
 
     def search_vector(
         self,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,12 @@ class ModelWatcher(LogFollower):
 OTHER_MODEL = "other"
 
 
+def model_label(version: str, known: Container[str]) -> str:
+    """An interaction's model version as a metrics label: ``version`` if the registry
+    names it (or it is empty), else ``other``."""
+    return version if not version or version in known else OTHER_MODEL
+
+
 class KnownModels:
     """Every model version the registry has ever named, kept current by a watcher.
 
@@ -169,9 +175,8 @@ class KnownModels:
     calls everything else ``other``.
     """
 
-    def __init__(self, settings: Settings, watch: bool = True) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.watch = watch
         self._versions: set[str] = set()
         self._lock = threading.Lock()
         try:
@@ -182,10 +187,9 @@ class KnownModels:
 
     def start(self, timeout_s: float = 30.0) -> KnownModels:
         """Read the models topic to its end, then follow it (again after a stop)."""
-        if self.watch:
-            self.watcher = ModelWatcher(self.settings, self._on_event)
-            if not self.watcher.start_and_catch_up(timeout_s):
-                raise TimeoutError("the models topic could not be read")
+        self.watcher = ModelWatcher(self.settings, self._on_event)
+        if not self.watcher.start_and_catch_up(timeout_s):
+            raise TimeoutError("the models topic could not be read")
         return self
 
     def stop(self) -> None:
@@ -197,11 +201,9 @@ class KnownModels:
             self._versions.add(event.version)
 
     def label(self, version: str) -> str:
-        """``version`` if the registry names it (or it is empty), else ``other``."""
-        if not version:
-            return version
+        """See :func:`model_label`."""
         with self._lock:
-            return version if version in self._versions else OTHER_MODEL
+            return model_label(version, self._versions)
 
 
 def model_event(action: str, version: str, model_dir: Path | str = "") -> ModelChanged:

@@ -128,8 +128,11 @@ class RequestGuard:
         send = self._with_headers(send)
         policy = self.policy_for(scope)
         headers = dict(scope.get("headers") or [])
-        authorized = bearer_token_matches(headers.get(b"authorization"), self.token)
-        if policy.needs_token and self.token and not authorized:
+        if (
+            policy.needs_token
+            and self.token
+            and not bearer_token_matches(headers.get(b"authorization"), self.token)
+        ):
             await _reject(send, 401, "unauthorized", "a valid bearer token is required")
             return
         declared = headers.get(b"content-length")

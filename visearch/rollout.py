@@ -25,11 +25,11 @@ from index.search import SearchService
 from streams.lifecycle import Lifecycle
 from streams.model_journal import append_to_journal, journal_path
 from streams.model_registry import (
-    OTHER_MODEL,
     ModelRegistry,
     ModelWatcher,
     RegistryError,
     model_event,
+    model_label,
 )
 from streams.publisher import EventPublisher
 from streams.schemas import ModelChanged
@@ -160,11 +160,8 @@ class ModelRollout(Lifecycle):
             return {"serving": self.registry.serving, "versions": versions}
 
     def model_label(self, version: str) -> str:
-        """An interaction's model version as a metrics label: registered versions keep
-        their name, anything else is ``other`` (see ``streams.model_registry.KnownModels``)."""
-        if not version or version in self.registry.versions:
-            return version
-        return OTHER_MODEL
+        """See :func:`streams.model_registry.model_label`: this registry's versions."""
+        return model_label(version, self.registry.versions)
 
     def _index_of(self, version: str) -> VersionIndex | None:
         if self.serving is not None and self.serving.version == version:

@@ -49,3 +49,11 @@ def test_views_count_only_when_one_beats_the_whole_query_by_the_margin() -> None
         ("patch-source", 0.62),
         ("other", 0.5),
     ]
+
+
+def test_the_settings_know_the_same_schemes() -> None:
+    """streams.settings mirrors the scheme names (it imports nothing from index/)."""
+    from index.query_windows import WINDOW_SCHEMES
+    from streams.settings import WINDOW_SCHEMES as SETTINGS_SCHEMES
+
+    assert SETTINGS_SCHEMES == WINDOW_SCHEMES
