@@ -6,15 +6,18 @@ import io
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 from encoders.preprocess import decode_image
-from index.crop_verify import CropVerifier, query_pixels
+from index import crop_verify
+from index.crop_verify import CropVerifier, block_agreement, query_pixels
 from index.partition import Hit
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.evaluation.crops import hard_crop, jpeg_bytes
+from visearch.evaluation.photo_edits import patch
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +205,45 @@ def test_a_second_pass_of_one_query_reuses_its_matches(photos: dict[str, Path]) 
     assert sorted(looked_up) == sorted(ids)  # each matched once over both passes
     assert first[0].image_id == second[0].image_id == ids[3]
     assert verification.verified == 1 and set(verification.matches) == set(ids)
+
+
+def _patched_copy(source: Path, other: Path, seed: int) -> Image.Image:
+    """``source`` with a piece of ``other`` (10-30 % of its area) pasted on, as JPEG q75."""
+    image, foreign = decode_image(source.read_bytes()), decode_image(other.read_bytes())
+    while True:  # a large patch: the case one whole-image correlation misses
+        patched, params = patch(image, np.random.default_rng(seed), foreign)
+        if params["area"] >= 0.2:
+            return decode_image(jpeg_bytes(patched, quality=75))
+        seed += 100
+
+
+def test_a_copy_with_a_pasted_patch_is_verified_by_its_blocks_and_the_patch_source_is_not(
+    photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = list(photos)
+    for seed, (source, other) in enumerate([(ids[1], ids[2]), (ids[3], ids[5]), (ids[6], ids[0])]):
+        query = query_pixels(_patched_copy(photos[source], photos[other], seed))
+        hits = _hits([other, *(i for i in ids if i not in (source, other)), source])
+        reranked, verified = CropVerifier(photos.__getitem__, top=8).rerank(query, hits)
+        assert verified == 1 and reranked[0].image_id == source, seed
+        # the same query without the block scoring: the foreign part spoils the correlation
+        with monkeypatch.context() as patched:
+            patched.setattr(crop_verify, "BLOCK_MIN_AREA", 2.0)
+            plain, found = CropVerifier(photos.__getitem__, top=8).rerank(query, hits)
+        assert found == 0 and plain == hits, seed
+
+
+def test_block_agreement_counts_the_agreeing_share_and_ignores_flat_blocks() -> None:
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, (192, 256)).astype(np.float32), (0, 0), 2)
+    noisy = texture + rng.normal(0, 2, texture.shape).astype(np.float32)
+    assert block_agreement(texture, noisy) > 0.95
+    covered = noisy.copy()
+    covered[:, : int(0.6 * 256)] = rng.uniform(0, 255, (192, int(0.6 * 256)))  # 60 % foreign
+    assert block_agreement(texture, covered) < 0.5
+    covered = noisy.copy()
+    covered[:, : int(0.3 * 256)] = rng.uniform(0, 255, (192, int(0.3 * 256)))  # 30 % foreign
+    assert block_agreement(texture, covered) > 0.95
+    assert block_agreement(np.full_like(texture, 128), np.full_like(texture, 128)) == -1.0
+    assert block_agreement(texture[:40, :40], noisy[:40, :40]) == -1.0  # blocks under 8 px
+    assert block_agreement(texture, np.fliplr(texture).copy()) < 0.5
