@@ -1,6 +1,6 @@
 """Crop queries: does a head trained on crop <-> tile pairs beat more tiles?
 
-Denser tiles stop paying after ``VISEARCH_TILES=thirds`` (README, crop
+Denser tiles stop paying after ``VISEARCH_TILES=thirds`` (docs/evaluation.md, crop
 queries): the encoder, not the tiling, limits hard-crop recall. This program
 measures the next step on held-out images, in one run:
 

@@ -39,7 +39,7 @@ and a stage shared by several schemes (decode, the 224 pass) is charged to each.
 A 448 pass is 4x the FLOPs of a 224 pass and measured ~7-8x slower here: "one
 pass" is not one sixth of B's six. Serving uses ONNX Runtime (several times
 faster); the *ratios* between schemes are what this program settles.
-Measured results and the decision belong in the README.
+Measured results and the decision are in docs/evaluation.md (Crop queries).
 
 Prints one JSON line per measurement on stdout (the convention of ``visearch.bench_output``; the
 baseline is scheme A, or the 224 global for category P@1) and a readable table

@@ -7,7 +7,7 @@ training sees exactly the inputs a query would produce. The list follows
 SimCLR (random resized crop, flip, colour jitter, grayscale, blur) plus what
 users do to images before searching with them: JPEG re-encoding, and text or
 shapes drawn over them. Crops go down to ~8 % of the area because crop
-queries of 3-15 % are the hard case of this product (README, crop queries).
+queries of 3-15 % are the hard case of this product (docs/evaluation.md, Crop queries).
 
 No torchvision here (its PyPI wheel does not import beside the pinned torch),
 and every random draw comes from the ``random.Random`` passed in, so a view

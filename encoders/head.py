@@ -44,7 +44,7 @@ class ProjectionHead(nn.Module):
 
         Still an orthogonal projection, but onto the directions in which the
         training images vary most instead of random ones. Measured on the Tux
-        Paint held-out split (README, Training): a random projection to 256-d
+        Paint held-out split (docs/training.md, Measured): a random projection to 256-d
         costs 4.4 points of mAP before any training (0.482 -> 0.438), the
         PCA projection gains 0.6 (0.487), and training from it ends higher.
         """

@@ -5,7 +5,7 @@ the pretrained model's cosine similarities. A trained head pulls images of a
 class together, so distinct images of one class pass 0.96 far more often and
 are dropped as "duplicates" of each other: on the Tux Paint held-out split
 the collapse took 3.7 points of mAP from the trained model and 0.8 from the
-pretrained one (README, Training).
+pretrained one (docs/training.md, Measured).
 
 So a trained model carries a *similarity scale* in its metadata: matched
 quantiles of the pairwise similarities of its training images under the

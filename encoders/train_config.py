@@ -22,7 +22,7 @@ class TrainConfig:
     views_per_image: int = 8
     batch_size: int = 256
     # 0.1 (SimCLR's) pushed every image away from all others so hard that
-    # classes fell apart: held-out mAP 0.42 vs 0.51 at 0.5 (README, Training).
+    # classes fell apart: held-out mAP 0.42 vs 0.51 at 0.5 (docs/training.md, Measured).
     temperature: float = 0.5
     ssl_weight: float = 1.0
     pairs_weight: float = 1.0
@@ -39,7 +39,7 @@ class TrainConfig:
         """The defaults when click pairs are given: the pairs alone, temperature 0.1,
         batches of 64.
 
-        Measured on held-out images (README, Training): on Tux Paint's 403
+        Measured on held-out images (docs/training.md, Measured): on Tux Paint's 403
         held-out photos nDCG@10 by folder 0.498 -> 0.536 where SSL + pairs at
         0.5 / 256 reached 0.500, and on Fashion-MNIST's t10k 0.743 -> 0.785
         (SSL + pairs 0.748). SSL pulls an image towards its own augmented

@@ -3,7 +3,7 @@
 Every figure here is a sum (or a union of user sets) over the partition
 aggregators, so it does not depend on the order partitions were consumed in.
 
-Definitions (README "Feedback loop"):
+Definitions (docs/feedback.md, Metrics):
 
 - CTR = clicks / impressions over a window or over all time.
 - Time spent on suggested images = dwell time logged on displayed results.

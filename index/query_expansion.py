@@ -6,7 +6,7 @@ the query plus its top ``neighbours`` results' vectors, each weighted by its
 similarity to the query raised to ``alpha``, L2-normalised. Images of the
 query's kind that the query alone ranks low share features with its nearest
 neighbours, so the second search finds more of them: class-level retrieval
-gains most (README, Query expansion: Fashion-MNIST mAP 0.560 -> 0.581 with 3
+gains most (docs/evaluation.md, Query expansion: Fashion-MNIST mAP 0.560 -> 0.581 with 3
 neighbours, at the cost of a second index scan).
 
 The neighbours are results the caller has already filtered (deleted, private

@@ -1,7 +1,7 @@
 """``visearch train`` on real photos: features, loss, seeding, resume, export, pairs.
 
 Tiny on purpose (16 photos, 2 augmented views, 1-3 epochs): what is checked
-is behaviour, not quality; README's Training section has the measured gains.
+is behaviour, not quality; docs/training.md has the measured gains.
 """
 
 from __future__ import annotations
