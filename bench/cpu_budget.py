@@ -40,7 +40,7 @@ from streams.schemas import ImageUploaded
 from streams.settings import Settings
 from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images
-from visearch.model import ensure_exported
+from visearch.model import with_serving_model
 
 BENCH = "cpu_budget"
 CROP = "0.25,0.25,0.6,0.6"  # relative: a third of each side, off-centre
@@ -120,7 +120,8 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
 
 def run(quick: bool) -> None:
     base = Settings.from_env()
-    ensure_exported(base.resolved_model_dir, DEMO_CORPUS)
+    # The floors use the model the stack serves (`visearch run` makes the same choice).
+    served, precision = with_serving_model(base, DEMO_CORPUS)
     photos = find_images(DEMO_CORPUS)
     warm, uploads = photos[:100], photos[100 : 300 if quick else 700]
     idle_s, rate, searches = (20.0, 20.0, 40) if quick else (60.0, 20.0, 100)
@@ -128,7 +129,8 @@ def run(quick: bool) -> None:
         "machine": machine(),
         "quick": quick,
         "tiles": base.tiles,
-        "model": base.resolved_model_dir.name,
+        "model": served.resolved_model_dir.name,
+        "precision": precision.precision,
     }
     with (
         tempfile.TemporaryDirectory(prefix="visearch-cpu-") as tmp,
@@ -163,7 +165,7 @@ def run(quick: bool) -> None:
         per_upload = {name: s * 1000 / len(uploads) for name, s in spent.items()}
         emit(
             BENCH, "cpu_ms_per_upload", sum(per_upload.values()), "ms",
-            upload_floor_ms(base, uploads[:64]), by_process=per_upload, rate_per_s=rate,
+            upload_floor_ms(served, uploads[:64]), by_process=per_upload, rate_per_s=rate,
             uploads=len(uploads), **context,
         )  # fmt: skip
 
@@ -183,7 +185,7 @@ def run(quick: bool) -> None:
                 stack.http.post("/v1/search", **request(query)).raise_for_status()
             spent = cpu_delta(before, stack.cpu_by_process())
             per_search = {name: s * 1000 / len(queries) for name, s in spent.items()}
-            whole, scan = search_floor_ms(base, queries[:20], indexed, crop=kind == "bytes_crop")
+            whole, scan = search_floor_ms(served, queries[:20], indexed, crop=kind == "bytes_crop")
             emit(
                 BENCH, "cpu_ms_per_search", sum(per_search.values()), "ms",
                 scan if kind == "by_id" else whole, kind=kind, by_process=per_search,

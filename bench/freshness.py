@@ -31,7 +31,7 @@ from streams.settings import Settings
 from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images, image_id_for
 from visearch.image_store import StoredImage
-from visearch.model import ensure_exported
+from visearch.model import with_serving_model
 from visearch.stack import LocalStack, isolated_settings
 
 BENCH = "freshness"
@@ -121,7 +121,7 @@ def first_after_idle(
 
 
 def run(settings: Settings, rate: float, duration: float, image_dir: Path, idle_s: float) -> None:
-    ensure_exported(settings.resolved_model_dir, image_dir)
+    settings, _ = with_serving_model(settings, image_dir)  # what `visearch run` serves
     sources = find_images(image_dir)
     with tempfile.TemporaryDirectory(prefix="visearch-bench-") as tmp:
         private = isolated_settings(settings, Path(tmp), "bench").with_overrides(

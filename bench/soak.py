@@ -57,7 +57,7 @@ from streams.settings import Settings
 from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images, image_id_for
 from visearch.evaluation.svg import line_chart
-from visearch.model import ensure_exported
+from visearch.model import with_serving_model
 from visearch.privacy_audit import ApiChurn
 from visearch.serving import serve_in_thread
 from visearch.stack import LocalStack, isolated_settings
@@ -253,7 +253,7 @@ def run(
     id_space: int = 0,
     feedback_horizon_s: float = FEEDBACK_HORIZON_S,
 ) -> None:
-    ensure_exported(settings.resolved_model_dir, image_dir)
+    settings, _ = with_serving_model(settings, image_dir)  # what `visearch run` serves
     sources = find_images(image_dir)
     with tempfile.TemporaryDirectory(prefix="visearch-soak-") as tmp:
         private = isolated_settings(settings, Path(tmp), "soak").with_overrides(

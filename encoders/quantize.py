@@ -9,9 +9,9 @@ costs little speed. Dynamic quantisation is not offered: on CPUs without
 VNNI it was both slower and wrong (cosine 0.67-0.84).
 
 The int8 model is a model directory of its own with its own version (content
-hash) and a parity report against the fp32 model it came from, so a
-deployment opts in by pointing ``VISEARCH_MODEL_DIR`` at it. int8 results
-depend on the CPU's instructions: check the report on the serving machine.
+hash) and a parity report against the fp32 model it came from. int8 results
+depend on the CPU's instructions, so `visearch run` checks it against fp32 on
+the serving machine at every start before serving it (encoders/precision.py).
 """
 
 from __future__ import annotations

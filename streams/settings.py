@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from encoders.precision import MODES as PRECISION_MODES
 from encoders.tiles import TILE_SCHEMES
 from streams.kafka_connection import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaConnection
 from streams.remote_fetch import parse_networks
@@ -150,6 +151,11 @@ class Settings:
     # Path("") is ".", which would silently mean "the current directory".
     model_dir: str = ""
     """exported model directory"""
+    model_precision: str = "auto"
+    """`visearch run`: `auto` serves the int8 copy of the model (made on first start) when its
+    vectors agree with fp32 on this CPU (mean cosine >= 0.98, each >= 0.95), else fp32; `fp32`;
+    `int8` (even when the check fails)
+    """
 
     # Embedding.
     embed_batch_size: int = 16
@@ -520,6 +526,10 @@ class Settings:
             raise SettingsError(f"{PREFIX}QUERY_WINDOWS_MARGIN must be between 0 and 1")
         if not (math.isfinite(self.query_expansion_alpha) and self.query_expansion_alpha >= 0):
             raise SettingsError(f"{PREFIX}QUERY_EXPANSION_ALPHA must be a finite number >= 0")
+        if self.model_precision not in PRECISION_MODES:
+            raise SettingsError(
+                f"{PREFIX}MODEL_PRECISION must be one of {', '.join(PRECISION_MODES)}"
+            )
         if self.tiles not in TILE_SCHEMES:
             raise SettingsError(f"{PREFIX}TILES must be one of {', '.join(TILE_SCHEMES)}")
         if not 0 < self.compact_ratio < 1:

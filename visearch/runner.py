@@ -9,7 +9,7 @@ from pathlib import Path
 
 from streams.settings import Settings
 from visearch.ingest import ingest_folder
-from visearch.model import ensure_exported
+from visearch.model import with_serving_model
 from visearch.serving import serve
 from visearch.stack import LocalStack
 from visearch.stack_api import stack_api
@@ -20,12 +20,16 @@ log = logging.getLogger(__name__)
 def run_service(settings: Settings, demo_dir: Path | None, parity_dir: Path) -> None:
     """Start broker, worker, index and API; replay stored images; serve until Ctrl-C.
 
+    The encoder is exported on first start and served in int8 where that
+    agrees with fp32 on this CPU (``VISEARCH_MODEL_PRECISION``, visearch.model).
+
     The embedded broker starts empty every time, so every image already in
     the store is published again (a new epoch of the log) before new demo
     images are added: nothing uploaded earlier is lost by a restart.
     """
-    ensure_exported(settings.resolved_model_dir, demo_dir or parity_dir)
+    settings, precision = with_serving_model(settings, demo_dir or parity_dir)
     with LocalStack(settings) as stack:
+        stack.precision = precision
         # A child that keeps dying ends the service, loudly (see visearch.supervision).
         stack.on_failure = lambda: os.kill(os.getpid(), signal.SIGTERM)
         assert stack.publisher is not None and stack.search is not None

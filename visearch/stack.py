@@ -39,6 +39,7 @@ from streams.publisher import EventPublisher
 from streams.settings import PREFIX, Settings
 from streams.topics import ensure_topics
 from visearch.image_store import ImageStore
+from visearch.model import PrecisionChoice, PrecisionCollector
 from visearch.rollout import ModelRollout
 from visearch.shards import search_service
 from visearch.supervision import (
@@ -98,6 +99,8 @@ class LocalStack(Lifecycle):
         self.broker: EmbeddedBroker | None = None
         self.worker_child: SupervisedChild | None = None
         self.rollout: ModelRollout | None = None
+        # The encoder precision `visearch run` chose (visearch.model), shown on /metrics.
+        self.precision: PrecisionChoice | None = None
         self.dead_letters: DeadLetterMonitor | None = None
         self.search: SearchService | None = None
         self.publisher: EventPublisher | None = None
@@ -342,6 +345,8 @@ class LocalStack(Lifecycle):
     def collectors(self) -> list[Collector]:
         """Prometheus collectors of the stack's own parts (for the API's /metrics)."""
         parts: list[Collector] = [RestartCollector(self.restart_counts)]
+        if self.precision is not None:
+            parts.append(PrecisionCollector(self.precision))
         if self.dead_letters is not None:
             parts.append(self.dead_letters)
         return parts

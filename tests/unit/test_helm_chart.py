@@ -65,7 +65,10 @@ CHART_MANAGED = {
     "kafka_ssl_certfile",
     "kafka_ssl_keyfile",
 }
-EMBEDDED_ONLY = {"broker_host", "broker_port"}
+# `visearch run` only. model_precision: in a cluster every pod must embed with the same
+# model version, so the operator picks the model directory once (VISEARCH_MODEL_DIR)
+# instead of each pod choosing on its own CPU.
+EMBEDDED_ONLY = {"broker_host", "broker_port", "model_precision"}
 
 
 def container_settings(container: dict[str, Any], pod_index: int = 0) -> Settings:

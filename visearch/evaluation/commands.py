@@ -50,7 +50,9 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--queries", type=Path, help="folder of query images (ids = file stems)")
     ev.add_argument("--qrels", type=Path, help="TREC qrels: 'query 0 doc relevance' lines")
     ev.add_argument("--set", type=Path, help="a builder's folder (corpus/, queries/, qrels.txt)")
-    ev.add_argument("--model", help="model directory, or raw-pixels (default: settings)")
+    ev.add_argument(
+        "--model", help="model directory, or raw-pixels (default: the one `visearch run` serves)"
+    )
     ev.add_argument(
         "--tiles",
         nargs="?",
@@ -155,7 +157,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from visearch.evaluation.embedding import open_encoder
     from visearch.evaluation.outputs import write_outputs
     from visearch.evaluation.runner import EvalOptions, run_eval
-    from visearch.model import ensure_exported
+    from visearch.model import serving_model
 
     if args.set is not None:
         sources = set_dir_sources(args.set)
@@ -166,9 +168,8 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     else:
         raise EvalSetError("give --corpus, --queries and --qrels (or --set DIR)")
     model = args.model
-    if model is None:
-        model = settings.resolved_model_dir
-        ensure_exported(model, DEMO_CORPUS)
+    if model is None:  # the model `visearch run` serves: int8 where it agrees on this CPU
+        model = serving_model(settings, DEMO_CORPUS).model_dir
     if args.query_expansion is not None and not 0 <= args.query_expansion <= MAX_NEIGHBOURS:
         raise EvalSetError(f"--query-expansion must be between 0 (off) and {MAX_NEIGHBOURS}")
     encoder = open_encoder(model, threads=settings.ort_threads)
