@@ -85,6 +85,10 @@ FLAT_BLOCK_STD = 4.0  # grey levels: below this a block's correlation means noth
 # this (lowest of the 75 patched copies on the tune sets: 0.275), while ~70 % of
 # unrelated candidates fall below it and skip the block scoring (~0.3 ms each).
 BLOCK_GATE = 0.2
+COARSE_GATE = 0.7  # a template's half-size correlation below this: no full-size search
+COARSE_MARGIN = 3  # full-size pixels searched around the best half-size place
+
+Box = tuple[int, int, int, int]  # top, left, bottom, right
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,8 @@ def template_fits(
 def best_match(query: Pixels, candidate: Pixels, multipliers: Sequence[float]) -> float:
     """Best normalised cross-correlation of ``query`` inside ``candidate``; -1 when none fits."""
     height, width = candidate.grey.shape
+    grey = candidate.grey.astype(np.float32, copy=False)
+    half: np.ndarray | None = None
     best = -1.0
     for multiplier in multipliers:
         factor = multiplier * candidate.scale / query.scale
@@ -155,14 +161,62 @@ def best_match(query: Pixels, candidate: Pixels, multipliers: Sequence[float]) -
         template = cv2.resize(query.grey, size, interpolation=interpolation)
         if float(template.std()) < 1.0:  # flat: correlation is undefined
             continue
-        grey = candidate.grey.astype(np.float32, copy=False)
-        scores = cv2.matchTemplate(grey, template, cv2.TM_CCOEFF_NORMED)
-        _, whole, _, (x, y) = cv2.minMaxLoc(scores)
-        best = max(best, float(whole))
-        if whole >= BLOCK_GATE and size[0] * size[1] >= BLOCK_MIN_AREA * width * height:
-            region = grey[y : y + size[1], x : x + size[0]]
-            best = max(best, block_agreement(template, region))
+        box: Box = (0, 0, height, width)
+        if min(size) >= 2 * MIN_TEMPLATE_SIDE and (size[0] < width or size[1] < height):
+            half = half if half is not None else halve(grey)
+            coarse, near = coarse_box(half, template, grey.shape)
+            if near is None:  # no place at half size comes close: no place at full size will
+                best = max(best, coarse)
+                continue
+            box = near
+        best = max(best, match_in(grey, box, template))
     return best
+
+
+def halve(grey: np.ndarray) -> np.ndarray:
+    return cv2.resize(grey, (grey.shape[1] // 2, grey.shape[0] // 2), interpolation=cv2.INTER_AREA)
+
+
+def coarse_box(
+    half: np.ndarray, template: np.ndarray, shape: tuple[int, ...]
+) -> tuple[float, Box | None]:
+    """The template's best place at half size: its correlation there, and the box of
+    the full-size candidate (of ``shape``) to search, ``COARSE_MARGIN`` px around it;
+    ``None`` when the half-size correlation is under ``COARSE_GATE``.
+
+    Coarse to fine: matching at half size costs about a quarter, and a full-size
+    search of a few pixels around the best half-size place finds the same match.
+    On the tune sets' 16,824 (query, candidate) pairs this verified exactly the
+    pairs the full search verified (gates 0.6 and 0.75; 0.85 lost 2 of them) in
+    half the time.
+    """
+    size = (template.shape[1] // 2, template.shape[0] // 2)
+    small = cv2.resize(template, size, interpolation=cv2.INTER_AREA)
+    if small.shape[0] > half.shape[0] or small.shape[1] > half.shape[1] or small.std() < 1.0:
+        return -1.0, (0, 0, shape[0], shape[1])  # no half-size answer: search it all
+    _, coarse, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(half, small, cv2.TM_CCOEFF_NORMED))
+    if coarse < COARSE_GATE:
+        return float(coarse), None
+    h, w = template.shape
+    return float(coarse), (
+        max(0, 2 * y - COARSE_MARGIN),
+        max(0, 2 * x - COARSE_MARGIN),
+        min(shape[0], 2 * y + h + COARSE_MARGIN + 1),
+        min(shape[1], 2 * x + w + COARSE_MARGIN + 1),
+    )
+
+
+def match_in(grey: np.ndarray, box: Box, template: np.ndarray) -> float:
+    """The template's best correlation inside ``box`` of the candidate's ``grey``, or
+    its block agreement there when larger (a template covering much of the candidate)."""
+    top, left, bottom, right = box
+    scores = cv2.matchTemplate(grey[top:bottom, left:right], template, cv2.TM_CCOEFF_NORMED)
+    _, whole, _, (x, y) = cv2.minMaxLoc(scores)
+    h, w = template.shape
+    if whole < BLOCK_GATE or w * h < BLOCK_MIN_AREA * grey.shape[0] * grey.shape[1]:
+        return float(whole)
+    region = grey[top + y : top + y + h, left + x : left + x + w]
+    return max(float(whole), block_agreement(template, region))
 
 
 def block_agreement(template: np.ndarray, region: np.ndarray) -> float:

@@ -247,3 +247,20 @@ def test_block_agreement_counts_the_agreeing_share_and_ignores_flat_blocks() -> 
     assert block_agreement(np.full_like(texture, 128), np.full_like(texture, 128)) == -1.0
     assert block_agreement(texture[:40, :40], noisy[:40, :40]) == -1.0  # blocks under 8 px
     assert block_agreement(texture, np.fliplr(texture).copy()) < 0.5
+
+
+def test_coarse_to_fine_finds_the_full_search_match_of_a_crop(photos: dict[str, Path]) -> None:
+    """The half-size search plus a few pixels at full size gives the full search's answer."""
+    verifier = CropVerifier(photos.__getitem__, top=8)
+    for seed, source in enumerate(list(photos)[:6]):
+        query = query_pixels(_crop_query(photos[source], seed))
+        key = (source, photos[source].stat().st_mtime_ns)
+        candidate = verifier._load(photos[source], key)
+        assert candidate is not None
+        factor = candidate.scale / query.scale
+        size = (round(query.grey.shape[1] * factor), round(query.grey.shape[0] * factor))
+        template = cv2.resize(query.grey, size, interpolation=cv2.INTER_AREA)
+        grey = candidate.grey.astype(np.float32)
+        full = float(cv2.matchTemplate(grey, template, cv2.TM_CCOEFF_NORMED).max())
+        assert min(size) >= 2 * crop_verify.MIN_TEMPLATE_SIDE  # the coarse path ran
+        assert crop_verify.best_match(query, candidate, [1.0]) == pytest.approx(full, abs=0.005)
