@@ -68,7 +68,15 @@ from index.partition import Hit
 
 VERIFY_SIDE = 256  # longest side of a candidate's thumbnail
 CACHE_SIZE = 2048  # candidate thumbnails kept (uint8, at most 64 KB each: <= 128 MiB)
-MAX_QUERY_SIDE = 1024  # a larger query is reduced first (a crop is small by nature)
+# Candidates' oriented sizes kept (~200 bytes each: <= 13 MiB). Reading a size is
+# cheap for a JPEG, but a PNG's EXIF may follow its pixels, so Pillow decodes the
+# whole file to find its orientation: ~1 ms for a Tux Paint stamp, paid for every
+# candidate of every whole-photo query (77 ms of 100 candidates) before this cache.
+SIZE_CACHE_SIZE = 65536
+# A larger query is reduced once, first: every template is at most a thumbnail's side
+# (it must fit inside one), so detail beyond twice that is never compared, and
+# resizing a 1024 px query for each of 100 candidates was most of the verification.
+MAX_QUERY_SIDE = 2 * VERIFY_SIDE
 MATCH_TIE = 0.001  # matches closer than this are a tie, broken by the embedding's rank
 MIN_TEMPLATE_SIDE = 6  # below this a template matches anything
 # A template covering less of the candidate than this is too little evidence:
@@ -293,6 +301,7 @@ class CropVerifier:
         self.limits = limits or ImageLimits()
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, int], Pixels] = OrderedDict()
+        self._sizes: OrderedDict[tuple[str, int], tuple[int, int] | None] = OrderedDict()
         self._lock = threading.Lock()
 
     def rerank(
@@ -339,25 +348,41 @@ class CropVerifier:
             if candidate is not None:
                 self._cache.move_to_end(key)
         if candidate is None:
-            if not self._could_fit(query, path):  # decode nothing that cannot match
+            if not self._could_fit(query, path, key):  # decode nothing that cannot match
                 return -1.0
             candidate = self._load(path, key)
         return -1.0 if candidate is None else best_match(query, candidate, self.multipliers)
 
-    def _could_fit(self, query: Pixels, path: Path) -> bool:
+    def _could_fit(self, query: Pixels, path: Path, key: tuple[str, int]) -> bool:
         """Whether the query, at some tried scale, fits the candidate within the area guard:
         read from the file's header, in original pixels. A whole-image query decodes only
         candidates larger than itself (none of its own size)."""
-        try:
-            width, height = oriented_size(path)
-        except (OSError, ValueError, Image.DecompressionBombError):
+        size = self._oriented_size(path, key)
+        if size is None:
             return False
+        width, height = size
         query_w, query_h = query.grey.shape[1] / query.scale, query.grey.shape[0] / query.scale
         return any(
             # 2 % slack: rounding between original, decoded and thumbnail pixels
             template_fits((query_w * m, query_h * m), (width, height), slack=1.02)
             for m in self.multipliers
         )
+
+    def _oriented_size(self, path: Path, key: tuple[str, int]) -> tuple[int, int] | None:
+        """The candidate's :func:`oriented_size`, cached; ``None`` when unreadable."""
+        with self._lock:
+            if key in self._sizes:
+                self._sizes.move_to_end(key)
+                return self._sizes[key]
+        try:
+            size: tuple[int, int] | None = oriented_size(path)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            size = None
+        with self._lock:
+            self._sizes[key] = size
+            while len(self._sizes) > SIZE_CACHE_SIZE:
+                self._sizes.popitem(last=False)
+        return size
 
     def _load(self, path: Path, key: tuple[str, int]) -> Pixels | None:
         """The candidate's thumbnail, cached; ``None`` when its file is unreadable."""

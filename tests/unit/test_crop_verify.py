@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -264,3 +265,22 @@ def test_coarse_to_fine_finds_the_full_search_match_of_a_crop(photos: dict[str, 
         full = float(cv2.matchTemplate(grey, template, cv2.TM_CCOEFF_NORMED).max())
         assert min(size) >= 2 * crop_verify.MIN_TEMPLATE_SIDE  # the coarse path ran
         assert crop_verify.best_match(query, candidate, [1.0]) == pytest.approx(full, abs=0.005)
+
+
+def test_candidate_sizes_are_read_once_per_file_version(
+    photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A PNG's orientation costs a full decode (its EXIF may follow the pixels): once."""
+    photos = {i: Path(shutil.copy(path, tmp_path / path.name)) for i, path in photos.items()}
+    reads: list[Path] = []
+    real = crop_verify.oriented_size
+    monkeypatch.setattr(crop_verify, "oriented_size", lambda p: reads.append(p) or real(p))
+    ids = list(photos)
+    whole = query_pixels(decode_image(photos[ids[0]].read_bytes()).resize((2000, 2000)))
+    verifier = CropVerifier(photos.__getitem__, top=8)
+    for _ in range(3):  # fits no candidate: nothing decoded, each header read once
+        assert verifier.rerank(whole, _hits(ids)) == (_hits(ids), 0)
+    assert sorted(reads) == sorted(photos.values())
+    os.utime(photos[ids[3]], ns=(1, 1))  # a new version of one file is read again
+    verifier.rerank(whole, _hits(ids))
+    assert len(reads) == len(ids) + 1 and reads[-1] == photos[ids[3]]
