@@ -2,9 +2,10 @@
 query with its best results) -> scatter to shards -> merge -> re-rank (-> pixel
 verification of the top hits, when configured).
 
-Shards are called in-process here (the embedded default). Results are
-over-fetched so that ``k`` remain after the query image itself and
-near-duplicates are removed; if too few remain, the fetch doubles.
+Shards, in-process or remote, are asked all at once with one deadline per
+query (``index/scatter.py``: copies, failover, hedging, partial answers).
+Results are over-fetched so that ``k`` remain after the query image itself
+and near-duplicates are removed; if too few remain, the fetch doubles.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from index.partition import Hit
 from index.query_expansion import QueryExpansion
 from index.query_windows import QueryWindows
 from index.rerank import collapse_near_duplicates, merge_best
+from index.scatter import Scatter, ScatterReport, ShardCopies
 
 MAX_FETCH = 4096
 
@@ -54,6 +56,12 @@ class SearchResult:
     model_version: str
     timings_ms: dict[str, float] = field(default_factory=dict)
     verified: int = 0  # hits confirmed by a pixel match (crop verification)
+    # Shards that had no answering copy before the deadline: the hits are the others'.
+    missing_shards: list[int] = field(default_factory=list)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.missing_shards)
 
 
 class SearchService:
@@ -62,7 +70,7 @@ class SearchService:
     def __init__(
         self,
         encoder: OnnxEncoder,
-        shards: Sequence[ShardLike],
+        shards: Sequence[ShardLike | ShardCopies],
         limits: ImageLimits | None = None,
         dedup_threshold: float = 0.96,
         params: SearchParams | None = None,
@@ -70,16 +78,19 @@ class SearchService:
         verifier: CropVerifier | None = None,
         expansion: QueryExpansion | None = None,
         windows: QueryWindows | None = None,
+        deadline_s: float = 1.0,
+        strict: bool = False,
     ) -> None:
         self.limits = limits or ImageLimits()
+        # One deadline per scatter; strict: no partial answers (ShardsUnavailableError).
+        self.deadline_s = deadline_s
+        self.strict = strict
         # On the base model's similarity scale; each serving model translates it.
         self.dedup_threshold = dedup_threshold
         # One tuple, replaced in one assignment: a model switch can never pair a
         # query embedded by one version with the index (or the near-duplicate
         # threshold) of another.
-        self._serving: tuple[OnnxEncoder, list[ShardLike], float] = self._serving_tuple(
-            encoder, shards
-        )
+        self._serving: tuple[OnnxEncoder, Scatter, float] = self._serving_tuple(encoder, shards)
         # A last check against the system of record (the image store), for the
         # window between an acknowledged delete / make-private and the index
         # applying it from the log.
@@ -98,22 +109,36 @@ class SearchService:
         return self._serving[0]
 
     @property
-    def shards(self) -> list[ShardLike]:
+    def scatter(self) -> Scatter:
+        """The serving index's shards, as they are asked."""
         return self._serving[1]
+
+    @property
+    def shards(self) -> list[ShardLike]:
+        """Each serving shard's first copy (an in-process shard has only one)."""
+        return [group.copies[0] for group in self.scatter.shards]
 
     @property
     def model_dedup_threshold(self) -> float:
         """The near-duplicate threshold on the serving model's own similarity scale."""
         return self._serving[2]
 
-    def use(self, encoder: OnnxEncoder, shards: Sequence[ShardLike]) -> None:
+    def use(self, encoder: OnnxEncoder, shards: Sequence[ShardLike | ShardCopies]) -> None:
         """Serve with another model version and its index, atomically (a model switch)."""
         self._serving = self._serving_tuple(encoder, shards)
 
+    def scatter_over(self, shards: Sequence[ShardLike | ShardCopies]) -> Scatter:
+        """How this service asks ``shards`` (its deadline and strictness)."""
+        return Scatter.of(shards, self.deadline_s, self.strict)
+
     def _serving_tuple(
-        self, encoder: OnnxEncoder, shards: Sequence[ShardLike]
-    ) -> tuple[OnnxEncoder, list[ShardLike], float]:
-        return encoder, list(shards), self._on_scale_of(encoder, self.dedup_threshold)
+        self, encoder: OnnxEncoder, shards: Sequence[ShardLike | ShardCopies]
+    ) -> tuple[OnnxEncoder, Scatter, float]:
+        return (
+            encoder,
+            self.scatter_over(shards),
+            self._on_scale_of(encoder, self.dedup_threshold),
+        )
 
     @staticmethod
     def _on_scale_of(encoder: OnnxEncoder, threshold: float) -> float:
@@ -124,7 +149,7 @@ class SearchService:
 
     @property
     def size(self) -> int:
-        return sum(len(shard) for shard in self.shards)
+        return len(self.scatter)
 
     def search_bytes(
         self,
@@ -134,7 +159,7 @@ class SearchService:
         exclude_image_id: str | None = None,
     ) -> SearchResult:
         """Search with an encoded image; raises PreprocessError on bad input."""
-        encoder, shards, dedup = self._serving
+        encoder, scatter, dedup = self._serving
         started = time.perf_counter()
         image = decode_image(data, self.limits)
         inputs = preprocess_image(image, crop)[None]
@@ -142,14 +167,16 @@ class SearchService:
         query = encoder.embed(inputs)[0]
         embedded = time.perf_counter()
         verification = self.verification(image, crop)
+        report = ScatterReport()
         hits = self.search_vector(
             query,
             k,
             exclude_image_id,
-            shards=shards,
+            scatter=scatter,
             dedup=dedup,
             verification=verification,
             window_vectors=self.window_vectors(encoder, image, crop),
+            report=report,
         )
         done = time.perf_counter()
         verify_s = 0.0 if verification is None else verification.seconds
@@ -164,6 +191,7 @@ class SearchService:
                 "total": (done - started) * 1000,
             },
             verified=0 if verification is None else verification.verified,
+            missing_shards=sorted(report.missing),
         )
 
     def search_indexed(self, image_id: str, not_before: float, k: int) -> SearchResult | None:
@@ -178,20 +206,26 @@ class SearchService:
         not apply: the query is a whole image of the index, not a crop of one or
         a picture containing one. ``None``: embed the stored bytes.
         """
-        encoder, shards, dedup = self._serving
+        encoder, scatter, dedup = self._serving
         started = time.perf_counter()
-        for shard in shards:
-            found = shard.indexed_vector(image_id)
-            if found is None:
-                continue
-            vector, uploaded_at = found
-            if uploaded_at < not_before:
-                return None
-            hits = self.search_vector(vector, k, image_id, shards=shards, dedup=dedup)
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            timings = {"preprocess": 0.0, "embed": 0.0, "search": elapsed_ms, "verify": 0.0}
-            return SearchResult(hits, encoder.version, {**timings, "total": elapsed_ms})
-        return None
+        found = scatter.indexed_vector(image_id)
+        if found is None:
+            return None
+        vector, uploaded_at = found
+        if uploaded_at < not_before:
+            return None
+        report = ScatterReport()
+        hits = self.search_vector(
+            vector, k, image_id, scatter=scatter, dedup=dedup, report=report
+        )
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        timings = {"preprocess": 0.0, "embed": 0.0, "search": elapsed_ms, "verify": 0.0}
+        return SearchResult(
+            hits,
+            encoder.version,
+            {**timings, "total": elapsed_ms},
+            missing_shards=sorted(report.missing),
+        )
 
     def verification(self, image: Image.Image, crop: CropBox | None) -> QueryVerification | None:
         """Crop verification for this query (``image`` is the decoded query, before
@@ -216,15 +250,17 @@ class SearchService:
         k: int,
         exclude_image_id: str | None = None,
         params: SearchParams | None = None,
-        shards: Sequence[ShardLike] | None = None,
+        scatter: Scatter | None = None,
         dedup: float | None = None,
         verification: QueryVerification | None = None,
         window_vectors: Callable[[], np.ndarray] | None = None,
+        report: ScatterReport | None = None,
     ) -> list[Hit]:
         """Scatter ``query`` to every shard, merge, re-rank; ``k`` results when they exist.
 
-        ``shards`` and ``dedup`` (the threshold on the model's scale) default to
+        ``scatter`` and ``dedup`` (the threshold on the model's scale) default to
         the serving model's; a caller that embedded with one passes both of it.
+        Shards that did not answer in time are added to ``report``'s missing.
         ``verification`` reorders the visible candidates *before* the
         near-duplicate collapse, so that a confirmed source is the one of its
         look-alikes that stays; at least its ``top`` candidates are fetched.
@@ -234,14 +270,17 @@ class SearchService:
         ``window_vectors()`` is searched too and every image keeps its best score.
         """
         params = params or self.params
-        _, serving_shards, serving_dedup = self._serving
-        shards = serving_shards if shards is None else shards
+        _, serving_scatter, serving_dedup = self._serving
+        scatter = serving_scatter if scatter is None else scatter
         dedup = serving_dedup if dedup is None else dedup
+        report = ScatterReport() if report is None else report
         if self.expansion is not None:
             first = self._ranked(query, self.expansion.neighbours, exclude_image_id, params,
-                                 shards, dedup, None)  # fmt: skip
+                                 scatter, dedup, None, report)  # fmt: skip
             query = self.expansion.expand(query, first)
-        hits = self._ranked(query, k, exclude_image_id, params, shards, dedup, verification)
+        hits = self._ranked(
+            query, k, exclude_image_id, params, scatter, dedup, verification, report
+        )
         verified = 0 if verification is None else verification.verified
         if self.windows is None or window_vectors is None:
             return hits
@@ -249,7 +288,7 @@ class SearchService:
         if not self.windows.wanted(hits, verified, unsure):
             return hits
         views = [
-            self._ranked(vector, k, exclude_image_id, params, shards, dedup, None)
+            self._ranked(vector, k, exclude_image_id, params, scatter, dedup, None, report)
             for vector in window_vectors()
         ]
         merged = self.windows.merge(hits, views)
@@ -261,14 +300,15 @@ class SearchService:
         k: int,
         exclude_image_id: str | None,
         params: SearchParams,
-        shards: Sequence[ShardLike],
+        scatter: Scatter,
         dedup: float,
         verification: QueryVerification | None,
+        report: ScatterReport,
     ) -> list[Hit]:
         """One search: visible hits, verified if asked, near-duplicates collapsed."""
         fetch = max(k + 1 + k // 2, 0 if verification is None else verification.top)
         while True:
-            per_shard = [shard.search(query, fetch, params, True) for shard in shards]
+            per_shard = scatter.search(query, fetch, params, True, report)
             candidates: Iterable[Hit] = (
                 h
                 for h in merge_best(per_shard)

@@ -281,9 +281,17 @@ class Settings:
     shard_http_port: int = 8180
     """for `visearch shard`: its HTTP port"""
     shard_urls: str = ""
-    """for the API: comma-separated shard URLs to scatter to; empty runs the shards in the API
-    process
+    """for the API: comma-separated shards to scatter to, each its copies' URLs separated by `|`
+    (`http://s0a|http://s0b,http://s1a|http://s1b`); empty runs the shards in the API process
     """
+    search_deadline_ms: int = 1000
+    """one deadline per scatter to the shards: a shard with no answering copy by then is left
+    out (a partial answer) or, with `search_strict`, fails the search (HTTP 503)
+    """
+    search_strict: bool = False
+    """answer 503 instead of a partial answer when a shard has no copy answering in time"""
+    shard_unhealthy_s: float = 5.0
+    """a shard copy that failed is skipped for this long (tried anyway when no copy is healthy)"""
     # Results whose mutual cosine similarity reaches this are near-duplicates:
     # only the best-ranked one is kept. Above 1 disables the collapse.
     dedup_threshold: float = 0.96
@@ -526,6 +534,12 @@ class Settings:
             raise SettingsError(f"{PREFIX}QUERY_WINDOWS_MARGIN must be between 0 and 1")
         if not (math.isfinite(self.query_expansion_alpha) and self.query_expansion_alpha >= 0):
             raise SettingsError(f"{PREFIX}QUERY_EXPANSION_ALPHA must be a finite number >= 0")
+        if self.search_deadline_ms < 1:
+            raise SettingsError(f"{PREFIX}SEARCH_DEADLINE_MS must be >= 1")
+        if not (math.isfinite(self.shard_unhealthy_s) and self.shard_unhealthy_s >= 0):
+            raise SettingsError(f"{PREFIX}SHARD_UNHEALTHY_S must be a finite number >= 0")
+        if any(not copies for copies in self.remote_shards):
+            raise SettingsError(f"{PREFIX}SHARD_URLS has a shard without a copy URL")
         if self.model_precision not in PRECISION_MODES:
             raise SettingsError(
                 f"{PREFIX}MODEL_PRECISION must be one of {', '.join(PRECISION_MODES)}"
@@ -637,8 +651,13 @@ class Settings:
         return int(ordinal) % self.index_shards if ordinal.isdigit() else 0
 
     @property
-    def remote_shards(self) -> list[str]:
-        return [url.strip().rstrip("/") for url in self.shard_urls.split(",") if url.strip()]
+    def remote_shards(self) -> list[list[str]]:
+        """Each remote shard's copies' URLs, from ``shard_urls``."""
+        return [
+            [url.strip().rstrip("/") for url in shard.split("|") if url.strip()]
+            for shard in self.shard_urls.split(",")
+            if shard.strip()
+        ]
 
     @property
     def topics(self) -> TopicNames:

@@ -69,6 +69,11 @@ def _default(name: str) -> str:
     return f"`{value}`"
 
 
+def _cell(text: str) -> str:
+    """``text`` for a table cell: a "|" would end the cell, even inside backticks (GFM)."""
+    return text.replace("|", "\\|")
+
+
 def render() -> str:
     """The whole page."""
     docs = field_docs()
@@ -76,7 +81,7 @@ def render() -> str:
     if undocumented:
         raise ValueError(f"settings without a docstring: {', '.join(undocumented)}")
     rows = [
-        f"| `{PREFIX}{f.name.upper()}` | {_default(f.name)} | {docs[f.name]} |"
+        f"| `{PREFIX}{f.name.upper()}` | {_default(f.name)} | {_cell(docs[f.name])} |"
         for f in fields(Settings)
     ]
     return HEADER + "\n".join(rows) + "\n"

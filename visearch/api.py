@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from encoders.preprocess import CropBox, ImageLimits, PreprocessError, decode_image
 from feedback.prometheus import FeedbackCollector
 from feedback.service import FeedbackService
+from index.scatter import ShardsUnavailableError
 from index.search import SearchService
 from streams.publisher import EventPublisher
 from streams.schemas import ID_PATTERN
@@ -73,6 +74,12 @@ class SearchResponse(BaseModel):
     model_version: str
     results: list[SearchHit]
     timings_ms: dict[str, float]
+    partial: bool = Field(
+        default=False,
+        description="some shards had no copy answering before VISEARCH_SEARCH_DEADLINE_MS: "
+        "the results are the other shards' (missing_shards says which)",
+    )
+    missing_shards: list[int] = Field(default_factory=list)
 
 
 class UploadResponse(BaseModel):
@@ -239,13 +246,13 @@ def create_api(
         """
         started = time.perf_counter()
         result = None
-        if data is None:
-            assert image_id is not None
-            stored_at = public_image(image_id)
-            result = search.search_indexed(image_id, stored_at, k) if crop is None else None
-            if result is None:
-                data = stored_bytes(image_id)
         try:
+            if data is None:
+                assert image_id is not None
+                stored_at = public_image(image_id)
+                result = search.search_indexed(image_id, stored_at, k) if crop is None else None
+                if result is None:
+                    data = stored_bytes(image_id)
             box = CropBox.parse(crop, relative=crop_units == "relative") if crop else None
             if result is None:
                 assert data is not None
@@ -253,8 +260,11 @@ def create_api(
         except PreprocessError as exc:
             metrics.searches.labels(outcome="bad_input").inc()
             raise _preprocess_error(exc) from exc
+        except ShardsUnavailableError as exc:  # VISEARCH_SEARCH_STRICT
+            metrics.searches.labels(outcome="unavailable").inc()
+            raise _error(503, "shards_unavailable", str(exc)) from exc
         metrics.search_seconds.observe(time.perf_counter() - started)
-        metrics.searches.labels(outcome="ok").inc()
+        metrics.searches.labels(outcome="partial" if result.partial else "ok").inc()
         return SearchResponse(
             search_id=uuid.uuid4().hex,
             model_version=result.model_version,
@@ -267,6 +277,8 @@ def create_api(
                 for hit in result.hits
             ],
             timings_ms=result.timings_ms,
+            partial=result.partial,
+            missing_shards=result.missing_shards,
         )
 
     @app.post(

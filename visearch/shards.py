@@ -12,6 +12,8 @@ from index.faiss_index import SearchParams
 from index.partition import Partition
 from index.query_expansion import QueryExpansion
 from index.query_windows import QueryWindows, window_boxes
+from index.remote import RemoteShard
+from index.scatter import ShardCopies
 from index.search import SearchService, ShardLike
 from index.shard import IndexShard, ShardConsumer, owned_partitions
 from streams.settings import Settings
@@ -28,7 +30,7 @@ def search_params(settings: Settings) -> SearchParams:
 def search_service(
     settings: Settings,
     encoder: OnnxEncoder,
-    shards: Sequence[ShardLike],
+    shards: Sequence[ShardLike | ShardCopies],
     visible: Callable[[str], bool] | None = None,
     image_path: Callable[[str], Path] | None = None,
 ) -> SearchService:
@@ -46,7 +48,21 @@ def search_service(
         verifier=verifier,
         expansion=query_expansion(settings),
         windows=query_windows(settings),
+        deadline_s=settings.search_deadline_ms / 1000,
+        strict=settings.search_strict,
     )
+
+
+def remote_shards(settings: Settings, dim: int) -> list[ShardCopies]:
+    """The shard processes of ``VISEARCH_SHARD_URLS``, every copy of each."""
+    return [
+        ShardCopies(
+            shard_id,
+            [RemoteShard(url, dim, timeout_s=settings.search_deadline_ms / 1000) for url in urls],
+            unhealthy_s=settings.shard_unhealthy_s,
+        )
+        for shard_id, urls in enumerate(settings.remote_shards)
+    ]
 
 
 def query_windows(

@@ -24,7 +24,6 @@ from typing import Self
 from prometheus_client.registry import Collector
 
 from feedback.service import FeedbackService
-from index.remote import RemoteShard
 from index.search import SearchService
 from index.shard import IndexShard, ShardConsumer
 from streams.broker import EmbeddedBroker, broker_reachable, free_port
@@ -41,7 +40,7 @@ from streams.topics import ensure_topics
 from visearch.image_store import ImageStore
 from visearch.model import PrecisionChoice, PrecisionCollector
 from visearch.rollout import ModelRollout
-from visearch.shards import search_service
+from visearch.shards import remote_shards, search_service
 from visearch.supervision import (
     GiveUp,
     RestartCollector,
@@ -248,7 +247,7 @@ class LocalStack(Lifecycle):
             self.search = search_service(
                 settings,
                 encoder,
-                [RemoteShard(url, encoder.dim) for url in settings.remote_shards],
+                remote_shards(settings, encoder.dim),
                 visible=self.store.visible,
                 image_path=self.store.path_of,
             )

@@ -42,7 +42,7 @@ def _start_shard_process(settings: Settings, log_path: Path) -> subprocess.Popen
 
 
 def _status(settings: Settings) -> dict[str, object]:
-    url = f"{settings.remote_shards[0]}/v1/shard/status"
+    url = f"{settings.remote_shards[0][0]}/v1/shard/status"
     with urllib.request.urlopen(url, timeout=2) as response:
         return dict(json.loads(response.read()))
 

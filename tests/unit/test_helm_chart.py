@@ -195,11 +195,14 @@ def test_shard_ordinal_maps_to_shard_id(count: int, copies: int, partitions: int
             )
         # Every copy owns every embeddings partition exactly once.
         assert sorted(owned) == list(range(partitions))
-    # The API scatters to one Service per shard id, in order; each selects pod k of every copy.
+    # The API knows every copy of every shard, in order, by its stable pod name.
     api = container_settings(pod_spec(one(docs, "Deployment", "api"))["containers"][0])
     assert api.index_shards == count
-    for k, url in enumerate(api.remote_shards):
-        assert url == f"http://{RELEASE}-visearch-shard-{k}.{NAMESPACE}.svc:8180"
+    for k, urls in enumerate(api.remote_shards):
+        assert urls == [
+            f"http://{RELEASE}-visearch-shard-r{r}-{k}.{RELEASE}-visearch-shards.{NAMESPACE}.svc:8180"
+            for r in range(copies)
+        ]
         service = one(docs, "Service", f"shard-{k}")
         assert service["spec"]["selector"]["apps.kubernetes.io/pod-index"] == str(k)
         assert service["spec"]["selector"]["app.kubernetes.io/component"] == "shard"

@@ -120,6 +120,11 @@ def test_embedded_broker_off_without_bootstrap_is_an_error():
         ("VISEARCH_GIL_SWITCH_INTERVAL_MS", "-1"),
         ("VISEARCH_GIL_SWITCH_INTERVAL_MS", "nan"),
         ("VISEARCH_GIL_SWITCH_INTERVAL_MS", "500"),
+        ("VISEARCH_SEARCH_DEADLINE_MS", "0"),
+        ("VISEARCH_SHARD_UNHEALTHY_S", "-1"),
+        ("VISEARCH_SHARD_UNHEALTHY_S", "inf"),
+        ("VISEARCH_SHARD_URLS", "http://a:1,|"),
+        ("VISEARCH_MODEL_PRECISION", "fast"),
     ],
 )
 def test_validation_rejects_out_of_range_values(key, raw):
@@ -180,3 +185,11 @@ def test_explicit_model_dir_is_used():
 def test_default_model_dir_resolves_under_data_dir():
     settings = Settings.from_env({"VISEARCH_DATA_DIR": "/srv/vs"})
     assert settings.resolved_model_dir == Path("/srv/vs/models/efficientnet-lite0")
+
+
+def test_shard_urls_list_every_copy_of_every_shard():
+    settings = Settings.from_env(
+        {"VISEARCH_SHARD_URLS": " http://s0a:1/ | http://s0b:1 ,http://s1a:1,"}
+    )
+    assert settings.remote_shards == [["http://s0a:1", "http://s0b:1"], ["http://s1a:1"]]
+    assert Settings.from_env({}).remote_shards == []

@@ -144,11 +144,18 @@ user operator writes.
 
 {{/* The shard Services the API scatters to, in shard-id order. */}}
 {{- define "visearch.shardUrls" -}}
-{{- $urls := list -}}
+{{- /* Per shard k, every copy's stable pod name (StatefulSet shard-r<r>, pod k behind the
+headless Service), "|"-separated: the API picks a healthy copy, fails over and hedges. */ -}}
+{{- $fullname := include "visearch.fullname" . -}}
+{{- $shards := list -}}
 {{- range $k := until (int .Values.shards.count) -}}
-{{- $urls = append $urls (printf "http://%s-shard-%d.%s.svc:%d" (include "visearch.fullname" $) $k $.Release.Namespace (int $.Values.shards.port)) -}}
+{{- $copies := list -}}
+{{- range $r := until (int $.Values.shards.replicasPerShard) -}}
+{{- $copies = append $copies (printf "http://%s-shard-r%d-%d.%s-shards.%s.svc:%d" $fullname $r $k $fullname $.Release.Namespace (int $.Values.shards.port)) -}}
 {{- end -}}
-{{- join "," $urls -}}
+{{- $shards = append $shards (join "|" $copies) -}}
+{{- end -}}
+{{- join "," $shards -}}
 {{- end -}}
 
 {{/* The feedback aggregator's Service, for the API's VISEARCH_FEEDBACK_URL. */}}

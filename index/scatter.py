@@ -1,0 +1,303 @@
+"""Scatter-gather over shards: all at once, one deadline, copies with failover and hedging.
+
+A query must wait for the slowest shard, never for the sum of them: every
+shard is asked at once (a thread per request; faiss, ONNX Runtime and socket
+reads release the GIL), and the query has one deadline. A shard may have
+several copies (replicas consuming the same partitions): its request goes to
+one healthy copy, moves to another on an error, and is *hedged* (sent to a
+second copy as well, first answer wins) when the first has not answered
+after the shard's recent p95. A copy that fails is skipped for
+``unhealthy_s``; when every copy is unhealthy they are tried anyway (a
+restarted copy is found again without waiting).
+
+A shard with no answer by the deadline is *missing*: the search goes on with
+the others and says which are missing (``partial`` answers), unless the
+caller is strict (:class:`ShardsUnavailableError`). The requests still running
+then finish in the background; their answers are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from index.faiss_index import SearchParams
+from index.partition import Hit
+
+if TYPE_CHECKING:
+    from index.search import ShardLike
+
+log = logging.getLogger(__name__)
+
+HEDGE_MIN_S = 0.01  # never hedge sooner: a second request costs a copy's CPU
+HEDGE_DEFAULT_S = 0.05  # before a shard has answered LATENCY_SAMPLES times
+LATENCY_SAMPLES = 20
+LATENCY_WINDOW = 200
+MAX_THREADS = 64
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def shared_pool() -> ThreadPoolExecutor:
+    """The process's scatter threads, shared by every scatter: a model switch replaces
+    the scatter while queries of the old one may still be retrying on it."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="scatter")
+        return _pool
+
+
+class Clock(Protocol):
+    def __call__(self) -> float: ...
+
+
+class ShardsUnavailableError(RuntimeError):
+    """A strict search found shards with no answering copy before its deadline."""
+
+    def __init__(self, missing: Sequence[int]) -> None:
+        super().__init__(f"no copy of shard(s) {', '.join(map(str, missing))} answered in time")
+        self.missing = list(missing)
+
+
+@dataclass
+class ScatterReport:
+    """What one search's scatters left out: the shards without an answer, and counts."""
+
+    missing: set[int] = field(default_factory=set)
+    retries: int = 0  # requests moved to another copy after an error
+    hedges: int = 0  # second requests sent after a copy was slow
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.missing)
+
+
+class ShardCopies:
+    """One shard and its copies: which copy to ask next, and how they have done."""
+
+    def __init__(
+        self,
+        shard_id: int,
+        copies: Sequence[ShardLike],
+        unhealthy_s: float = 5.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if not copies:
+            raise ValueError(f"shard {shard_id} has no copy")
+        self.shard_id = shard_id
+        self.copies = list(copies)
+        self.unhealthy_s = unhealthy_s
+        self.clock = clock
+        self._unhealthy_until = [0.0] * len(self.copies)
+        self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def order(self) -> list[int]:
+        """Copies to try, in order: healthy ones first, starting from the next in turn
+        (spreading queries over the copies), then the unhealthy ones."""
+        now = self.clock()
+        with self._lock:
+            start = self._next
+            self._next = (self._next + 1) % len(self.copies)
+            turn = [(start + i) % len(self.copies) for i in range(len(self.copies))]
+            healthy = [i for i in turn if self._unhealthy_until[i] <= now]
+            return healthy + [i for i in turn if i not in healthy]
+
+    def answered(self, copy: int, seconds: float) -> None:
+        with self._lock:
+            self._unhealthy_until[copy] = 0.0
+            self._latencies.append(seconds)
+
+    def failed(self, copy: int) -> None:
+        with self._lock:
+            self._unhealthy_until[copy] = self.clock() + self.unhealthy_s
+
+    def healthy(self, copy: int) -> bool:
+        with self._lock:
+            return self._unhealthy_until[copy] <= self.clock()
+
+    def count(self) -> int:
+        """Images in this shard, from the first copy that answers (0 if none does)."""
+        for copy in self.order():
+            try:
+                return len(self.copies[copy])
+            except Exception:  # an unreachable remote copy
+                self.failed(copy)
+        return 0
+
+    def indexed_vector(self, image_id: str) -> tuple[np.ndarray, float] | None:
+        """The vector this shard holds for ``image_id``, from the first copy that answers."""
+        for copy in self.order():
+            try:
+                return self.copies[copy].indexed_vector(image_id)
+            except Exception:
+                self.failed(copy)
+        return None
+
+    def hedge_after(self) -> float:
+        """Seconds to wait for a copy before asking another: the shard's recent p95."""
+        with self._lock:
+            if len(self._latencies) < LATENCY_SAMPLES:
+                return HEDGE_DEFAULT_S
+            p95 = float(np.quantile(np.fromiter(self._latencies, float), 0.95))
+        return max(HEDGE_MIN_S, p95)
+
+
+Request = Callable[["ShardLike"], list[Hit]]
+
+
+@dataclass
+class _Pending:
+    """One shard's request in flight: its copies in order, and which were tried."""
+
+    shard: ShardCopies
+    order: list[int]
+    tried: int = 0
+    in_flight: int = 0
+    hedge_at: float = float("inf")
+    answer: list[Hit] | None = None
+
+
+class Scatter:
+    """Sends one request to every shard (one copy each) and gathers the answers."""
+
+    def __init__(
+        self,
+        shards: Sequence[ShardCopies],
+        deadline_s: float = 1.0,
+        strict: bool = False,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.shards = list(shards)
+        self.deadline_s = deadline_s
+        self.strict = strict
+        self.clock = clock
+        self.single = len(self.shards) == 1 and len(self.shards[0].copies) == 1
+
+    @classmethod
+    def of(
+        cls,
+        shards: Sequence[ShardLike | ShardCopies],
+        deadline_s: float = 1.0,
+        strict: bool = False,
+        unhealthy_s: float = 5.0,
+    ) -> Scatter:
+        """A scatter over ``shards``: each a :class:`ShardCopies` or a single copy."""
+        groups = [
+            s if isinstance(s, ShardCopies) else ShardCopies(i, [s], unhealthy_s)
+            for i, s in enumerate(shards)
+        ]
+        return cls(groups, deadline_s, strict)
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        params: SearchParams,
+        with_vectors: bool,
+        report: ScatterReport | None = None,
+    ) -> list[list[Hit]]:
+        """Every answering shard's hits for ``query``; the missing ones are in ``report``
+        (or raise :class:`ShardsUnavailableError` when strict)."""
+        return self.gather(lambda copy: copy.search(query, k, params, with_vectors), report)
+
+    def gather(self, request: Request, report: ScatterReport | None = None) -> list[list[Hit]]:
+        report = report if report is not None else ScatterReport()
+        if self.single:  # one shard, one copy: no thread, no hedging
+            answers = self._direct(request, report)
+        else:
+            answers = self._parallel(request, report, shared_pool())
+        if report.missing and self.strict:
+            raise ShardsUnavailableError(sorted(report.missing))
+        return answers
+
+    def _direct(self, request: Request, report: ScatterReport) -> list[list[Hit]]:
+        shard = self.shards[0]
+        started = self.clock()
+        try:
+            hits = request(shard.copies[0])
+        except Exception as exc:  # an unreachable remote shard, a broken one
+            log.warning("shard %d failed: %s", shard.shard_id, exc)
+            shard.failed(0)
+            report.missing.add(shard.shard_id)
+            return []
+        shard.answered(0, self.clock() - started)
+        return [hits]
+
+    def _parallel(
+        self, request: Request, report: ScatterReport, pool: ThreadPoolExecutor
+    ) -> list[list[Hit]]:
+        started = self.clock()
+        deadline = started + self.deadline_s
+        pending = [_Pending(shard, shard.order()) for shard in self.shards]
+        futures: dict[Future[list[Hit]], tuple[_Pending, int, float]] = {}
+
+        def send(item: _Pending) -> bool:
+            """Ask ``item``'s next untried copy; False when none is left."""
+            if item.tried >= len(item.order):
+                return False
+            copy = item.order[item.tried]
+            item.tried += 1
+            item.in_flight += 1
+            now = self.clock()
+            item.hedge_at = now + item.shard.hedge_after()
+            futures[pool.submit(request, item.shard.copies[copy])] = (item, copy, now)
+            return True
+
+        for item in pending:
+            send(item)
+        while futures:
+            now = self.clock()
+            if now >= deadline:
+                break
+            waiting = [p for p in pending if p.answer is None]
+            if not waiting:
+                break
+            hedges = [p.hedge_at for p in waiting if p.tried < len(p.order)]
+            next_hedge = min(hedges, default=deadline)
+            done, _ = wait(list(futures), min(deadline, next_hedge) - now, FIRST_COMPLETED)
+            for future in done:
+                item, copy, sent = futures.pop(future)
+                item.in_flight -= 1
+                try:
+                    hits = future.result()
+                except Exception as exc:
+                    log.warning("shard %d copy %d failed: %s", item.shard.shard_id, copy, exc)
+                    item.shard.failed(copy)
+                    if item.answer is None and item.in_flight == 0 and send(item):
+                        report.retries += 1
+                    continue
+                item.shard.answered(copy, self.clock() - sent)
+                if item.answer is None:
+                    item.answer = hits
+            now = self.clock()
+            for item in pending:
+                if item.answer is None and now >= item.hedge_at and send(item):
+                    report.hedges += 1
+        for item in pending:
+            if item.answer is None:
+                report.missing.add(item.shard.shard_id)
+        return [item.answer for item in pending if item.answer is not None]
+
+    def __len__(self) -> int:
+        """Images in the index: each shard's count from its first copy that answers."""
+        return sum(shard.count() for shard in self.shards)
+
+    def indexed_vector(self, image_id: str) -> tuple[np.ndarray, float] | None:
+        """The vector some shard holds for ``image_id`` (ids are spread over shards)."""
+        for shard in self.shards:
+            found = shard.indexed_vector(image_id)
+            if found is not None:
+                return found
+        return None

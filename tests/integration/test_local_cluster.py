@@ -1,0 +1,180 @@
+"""A local cluster on the real broker: 2 shard processes x 2 copies, the worker and the
+search service. One copy SIGKILLed: no failed search, complete results. Both copies of a
+shard down: answers within the deadline, flagged partial. A copy back: complete again."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from index.scatter import ShardsUnavailableError
+from streams.broker import free_port
+from streams.settings import Settings
+from visearch.corpus import DEMO_CORPUS, find_images
+from visearch.shards import remote_shards, search_service
+from visearch.stack import LocalStack, settings_env
+from visearch.stack_api import stack_api
+
+pytestmark = pytest.mark.integration
+TIMEOUT_S = 120.0
+SHARDS, COPIES = 2, 2
+DEADLINE_MS = 1500
+
+
+def _status(url: str) -> dict[str, object] | None:
+    try:
+        with urllib.request.urlopen(f"{url}/v1/shard/status", timeout=2) as response:
+            return dict(json.loads(response.read()))
+    except OSError:
+        return None
+
+
+class Copy:
+    """One `visearch shard` process: shard ``shard_id``, copy ``copy``, own data dir."""
+
+    def __init__(self, settings: Settings, shard_id: int, copy: int, root: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.settings = settings.with_overrides(
+            data_dir=root / f"shard-{shard_id}-copy-{copy}",
+            shard_http_port=self.port,
+            shard_id=shard_id,
+            snapshot_interval_s=0.5,
+        )
+        self.log = root / f"shard-{shard_id}-copy-{copy}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "visearch", "shard"],
+                env=settings_env(self.settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_up(self) -> None:
+        deadline = time.monotonic() + TIMEOUT_S
+        while _status(self.url) is None:
+            assert self.process is not None and self.process.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "shard copy did not start"
+            time.sleep(0.1)
+
+    def images(self) -> int:
+        status = _status(self.url)
+        return -1 if status is None else int(status["images"])  # type: ignore[call-overload]
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path, model_dir: Path, make_settings: Callable[..., Settings]
+) -> Iterator[tuple[LocalStack, list[list[Copy]]]]:
+    root = tmp_path
+    base = make_settings(root / "api", model_dir, index_shards=SHARDS)
+    copies = [[Copy(base, k, r, root) for r in range(COPIES)] for k in range(SHARDS)]
+    urls = ",".join("|".join(c.url for c in shard) for shard in copies)
+    settings = base.with_overrides(shard_urls=urls, search_deadline_ms=DEADLINE_MS)
+    with LocalStack(settings) as stack:
+        try:
+            for shard in copies:
+                for copy in shard:
+                    copy.start()
+            for shard in copies:
+                for copy in shard:
+                    copy.wait_up()
+            yield stack, copies
+        finally:
+            for shard in copies:
+                for copy in shard:
+                    copy.kill()
+
+
+def _wait_images(copies: list[list[Copy]], total: int) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        counts = [[c.images() for c in shard] for shard in copies]
+        if all(len(set(row)) == 1 for row in counts) and sum(r[0] for r in counts) == total:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"copies hold {counts}, expected {total} images in all")
+
+
+def test_copies_fail_over_and_a_shard_without_copies_gives_a_flagged_partial_answer(
+    cluster: tuple[LocalStack, list[list[Copy]]], publish: Callable[..., list[str]]
+) -> None:
+    stack, copies = cluster
+    assert stack.search is not None
+    search = stack.search
+    paths = random.Random(3).sample(find_images(DEMO_CORPUS), 40)
+    ids = publish(stack, paths, "cluster")
+    _wait_images(copies, len(ids))
+    queries = [(image_id, stack.store.get(image_id)) for image_id in ids[:12]]
+
+    def search_all() -> list[tuple[str, list[str], list[int], float]]:
+        answers = []
+        for image_id, data in queries:
+            result = search.search_bytes(data, 10)
+            hits = [hit.image_id for hit in result.hits]
+            answers.append((image_id, hits, result.missing_shards, result.timings_ms["total"]))
+        return answers
+
+    complete = search_all()
+    for image_id, hits, missing, _ in complete:
+        assert hits[0] == image_id and missing == []
+
+    copies[0][0].kill()  # one copy of shard 0, as the OOM killer would
+    for (image_id, hits, missing, _), before in zip(search_all(), complete, strict=True):
+        assert missing == [] and hits == before[1], image_id  # nothing failed, nothing lost
+    assert search.size == len(ids)
+
+    copies[0][1].kill()  # the whole of shard 0
+    on_shard_1 = {image_id for image_id in ids if _on(copies[1][0], image_id)}
+    assert 0 < len(on_shard_1) < len(ids)
+    for image_id, hits, missing, total_ms in search_all():
+        assert missing == [0]
+        assert total_ms < DEADLINE_MS + 1000  # within the deadline (killed: refused at once)
+        assert set(hits) <= on_shard_1  # the answering shard's images, nothing else
+        assert (hits[0] == image_id) == (image_id in on_shard_1)
+    with TestClient(stack_api(stack)) as client:  # over HTTP: flagged and counted
+        image_id, data = queries[0]
+        answer = client.post("/v1/search", files={"image": ("q.png", data, "image/png")})
+        assert answer.status_code == 200
+        assert answer.json()["partial"] is True and answer.json()["missing_shards"] == [0]
+        assert 'visearch_searches_total{outcome="partial"} 1.0' in client.get("/metrics").text
+    strict = search_service(
+        stack.settings.with_overrides(search_strict=True),
+        search.encoder,
+        remote_shards(stack.settings, search.encoder.dim),
+    )
+    with pytest.raises(ShardsUnavailableError, match=r"shard\(s\) 0"):
+        strict.search_bytes(queries[0][1], 10)
+
+    copies[0][1].start()  # one copy back: recovered from its snapshots and the log
+    copies[0][1].wait_up()
+    deadline = time.monotonic() + TIMEOUT_S
+    while copies[0][1].images() + copies[1][0].images() < len(ids):
+        assert time.monotonic() < deadline, "the restarted copy did not catch up"
+        time.sleep(0.1)
+    for (image_id, hits, missing, _), before in zip(search_all(), complete, strict=True):
+        assert missing == [] and hits == before[1], image_id
+
+
+def _on(copy: Copy, image_id: str) -> bool:
+    """Whether ``copy``'s shard holds ``image_id``."""
+    with urllib.request.urlopen(f"{copy.url}/v1/shard/images/{image_id}", timeout=2) as response:
+        return bool(json.loads(response.read())["visible"])
