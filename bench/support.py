@@ -1,5 +1,5 @@
-"""What several benchmarks share: a `visearch run` in a process of its own, the CPU
-time of a process tree, percentiles.
+"""What several benchmarks share: a `visearch run` in a process of its own, `visearch
+shard` processes, the CPU time of a process tree, percentiles.
 
 A benchmark that measures the service as a user runs it starts ``visearch run``
 (broker, worker and API, the processes ``make run`` starts) as a subprocess:
@@ -8,10 +8,13 @@ its CPU and memory are then its own, not the load generator's.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -127,3 +130,73 @@ def running_stack(
             process.wait(60)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+class ShardProcess:
+    """One ``visearch shard`` process: shard ``shard_id``, copy ``copy``, its own data
+    directory (copies of a shard never share snapshots) and a free port."""
+
+    def __init__(
+        self, settings: Settings, shard_id: int, copy: int, root: Path, timeout_s: float = 120
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.settings = settings.with_overrides(
+            data_dir=root / f"shard-{shard_id}-copy-{copy}",
+            shard_http_port=self.port,
+            shard_id=shard_id,
+            snapshot_interval_s=0.5,
+        )
+        self.log = root / f"shard-{shard_id}-copy-{copy}.log"
+        self.timeout_s = timeout_s
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ShardProcess:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "visearch", "shard"],
+                env=settings_env(self.settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def status(self) -> dict[str, object] | None:
+        """``/v1/shard/status``, or ``None`` while it does not answer."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/v1/shard/status", timeout=2) as response:
+                return dict(json.loads(response.read()))
+        except OSError:
+            return None
+
+    def wait_up(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        while self.status() is None:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"shard process died; see {self.log}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"shard process did not start; see {self.log}")
+            time.sleep(0.1)
+
+    def images(self) -> int:
+        status = self.status()
+        return -1 if status is None else int(str(status["images"]))
+
+    def kill(self) -> None:
+        """SIGKILL, as the kernel's OOM killer would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+
+def wait_shard_images(copies: list[list[ShardProcess]], total: int, timeout_s: float = 120) -> None:
+    """Until every copy of each shard holds the same images and the shards ``total``."""
+    deadline = time.monotonic() + timeout_s
+    counts: list[list[int]] = []
+    while time.monotonic() < deadline:
+        counts = [[copy.images() for copy in shard] for shard in copies]
+        if all(len(set(row)) == 1 for row in counts) and sum(row[0] for row in counts) == total:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"shard copies hold {counts} images, expected {total} in all")

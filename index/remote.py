@@ -1,7 +1,8 @@
 """Shards in other processes, over HTTP: the server side and the client side.
 
 The wire format is JSON with vectors as base64 little-endian float32 (the same
-encoding as the embeddings log). The client has the same ``search`` and
+encoding as the embeddings log), except for search answers to the API, which
+are compact bytes (``index/hits_wire.py``). The client has the same ``search`` and
 ``__len__`` as an in-process :class:`~index.shard.IndexShard`, so the search
 service scatters to either without knowing which. It keeps its connections
 open (one pooled ``httpx.Client`` per shard copy): a new TCP connection per
@@ -14,10 +15,11 @@ from typing import Any
 
 import httpx
 import numpy as np
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Response
 from pydantic import BaseModel, Field
 
 from index.faiss_index import SearchParams
+from index.hits_wire import MEDIA_TYPE, HitsWireError, decode_hits, encode_hits
 from index.partition import Hit
 from index.shard import IndexShard
 from streams.schemas import SchemaError, decode_floats, vector_to_b64
@@ -33,20 +35,24 @@ class ShardSearchRequest(BaseModel):
     ef_search: int = Field(default=64, ge=1, le=4096)
     nprobe: int = Field(default=16, ge=1, le=65536)
     with_vectors: bool = False
+    # "binary": the compact hits answer of index/hits_wire.py (the API's scatter asks for it)
+    format: str = Field(default="json", pattern="^(json|binary)$")
 
 
 def create_shard_api(shard: IndexShard, shard_id: int) -> FastAPI:
     """The HTTP face of one shard process."""
     app = FastAPI(title="visearch shard", version="0.1.0")
 
-    @app.post("/v1/shard/search")
-    def search(request: ShardSearchRequest) -> dict[str, Any]:
+    @app.post("/v1/shard/search", response_model=None)
+    def search(request: ShardSearchRequest) -> dict[str, Any] | Response:
         try:
             query = decode_floats(request.vector_b64, (shard.dim,), "vector_b64")
         except SchemaError as exc:
             raise HTTPException(422, {"code": exc.code, "message": exc.message}) from exc
         params = SearchParams(ef_search=request.ef_search, nprobe=request.nprobe)
         hits = shard.search(query, request.k, params, request.with_vectors)
+        if request.format == "binary":
+            return Response(encode_hits(hits), media_type=MEDIA_TYPE)
         return {
             "hits": [
                 {
@@ -138,18 +144,14 @@ class RemoteShard:
             "ef_search": params.ef_search,
             "nprobe": params.nprobe,
             "with_vectors": with_vectors,
+            "format": "binary",
         }
-        answer = self._call("POST", "/v1/shard/search", body)
-        return [
-            Hit(
-                hit["image_id"],
-                float(hit["score"]),
-                decode_floats(hit["vector_b64"], (self.dim,), "vector_b64")
-                if "vector_b64" in hit
-                else None,
-            )
-            for hit in answer["hits"]
-        ]
+        try:
+            response = self._client.post("/v1/shard/search", json=body)
+            response.raise_for_status()
+            return decode_hits(response.content, self.dim)
+        except (httpx.HTTPError, HitsWireError) as exc:
+            raise RemoteShardError(f"shard {self.base_url} failed on search: {exc}") from exc
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         try:

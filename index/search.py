@@ -215,9 +215,7 @@ class SearchService:
         if uploaded_at < not_before:
             return None
         report = ScatterReport()
-        hits = self.search_vector(
-            vector, k, image_id, scatter=scatter, dedup=dedup, report=report
-        )
+        hits = self.search_vector(vector, k, image_id, scatter=scatter, dedup=dedup, report=report)
         elapsed_ms = (time.perf_counter() - started) * 1000
         timings = {"preprocess": 0.0, "embed": 0.0, "search": elapsed_ms, "verify": 0.0}
         return SearchResult(

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,12 +14,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.support import ShardProcess, wait_shard_images
 from index.scatter import ShardsUnavailableError
-from streams.broker import free_port
 from streams.settings import Settings
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.shards import remote_shards, search_service
-from visearch.stack import LocalStack, settings_env
+from visearch.stack import LocalStack
 from visearch.stack_api import stack_api
 
 pytestmark = pytest.mark.integration
@@ -31,62 +28,13 @@ SHARDS, COPIES = 2, 2
 DEADLINE_MS = 1500
 
 
-def _status(url: str) -> dict[str, object] | None:
-    try:
-        with urllib.request.urlopen(f"{url}/v1/shard/status", timeout=2) as response:
-            return dict(json.loads(response.read()))
-    except OSError:
-        return None
-
-
-class Copy:
-    """One `visearch shard` process: shard ``shard_id``, copy ``copy``, own data dir."""
-
-    def __init__(self, settings: Settings, shard_id: int, copy: int, root: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.settings = settings.with_overrides(
-            data_dir=root / f"shard-{shard_id}-copy-{copy}",
-            shard_http_port=self.port,
-            shard_id=shard_id,
-            snapshot_interval_s=0.5,
-        )
-        self.log = root / f"shard-{shard_id}-copy-{copy}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "visearch", "shard"],
-                env=settings_env(self.settings),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_up(self) -> None:
-        deadline = time.monotonic() + TIMEOUT_S
-        while _status(self.url) is None:
-            assert self.process is not None and self.process.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, "shard copy did not start"
-            time.sleep(0.1)
-
-    def images(self) -> int:
-        status = _status(self.url)
-        return -1 if status is None else int(status["images"])  # type: ignore[call-overload]
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-
 @pytest.fixture
 def cluster(
     tmp_path: Path, model_dir: Path, make_settings: Callable[..., Settings]
-) -> Iterator[tuple[LocalStack, list[list[Copy]]]]:
+) -> Iterator[tuple[LocalStack, list[list[ShardProcess]]]]:
     root = tmp_path
     base = make_settings(root / "api", model_dir, index_shards=SHARDS)
-    copies = [[Copy(base, k, r, root) for r in range(COPIES)] for k in range(SHARDS)]
+    copies = [[ShardProcess(base, k, r, root) for r in range(COPIES)] for k in range(SHARDS)]
     urls = ",".join("|".join(c.url for c in shard) for shard in copies)
     settings = base.with_overrides(shard_urls=urls, search_deadline_ms=DEADLINE_MS)
     with LocalStack(settings) as stack:
@@ -104,25 +52,15 @@ def cluster(
                     copy.kill()
 
 
-def _wait_images(copies: list[list[Copy]], total: int) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        counts = [[c.images() for c in shard] for shard in copies]
-        if all(len(set(row)) == 1 for row in counts) and sum(r[0] for r in counts) == total:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"copies hold {counts}, expected {total} images in all")
-
-
 def test_copies_fail_over_and_a_shard_without_copies_gives_a_flagged_partial_answer(
-    cluster: tuple[LocalStack, list[list[Copy]]], publish: Callable[..., list[str]]
+    cluster: tuple[LocalStack, list[list[ShardProcess]]], publish: Callable[..., list[str]]
 ) -> None:
     stack, copies = cluster
     assert stack.search is not None
     search = stack.search
     paths = random.Random(3).sample(find_images(DEMO_CORPUS), 40)
     ids = publish(stack, paths, "cluster")
-    _wait_images(copies, len(ids))
+    wait_shard_images(copies, len(ids))
     queries = [(image_id, stack.store.get(image_id)) for image_id in ids[:12]]
 
     def search_all() -> list[tuple[str, list[str], list[int], float]]:
@@ -174,7 +112,7 @@ def test_copies_fail_over_and_a_shard_without_copies_gives_a_flagged_partial_ans
         assert missing == [] and hits == before[1], image_id
 
 
-def _on(copy: Copy, image_id: str) -> bool:
+def _on(copy: ShardProcess, image_id: str) -> bool:
     """Whether ``copy``'s shard holds ``image_id``."""
     with urllib.request.urlopen(f"{copy.url}/v1/shard/images/{image_id}", timeout=2) as response:
         return bool(json.loads(response.read())["visible"])
