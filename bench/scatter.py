@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.support import ShardProcess, percentile, wait_shard_images
+from bench.support import ShardProcess, percentile, shard_processes, wait_shard_images
 from encoders.model_dir import read_metadata
 from index.faiss_index import SearchParams
 from index.remote import RemoteShard
@@ -88,10 +88,8 @@ def measure(
 ) -> dict[str, list[float]]:
     """Parallel and sequential scatter latencies over ``shards`` shard processes."""
     config = settings.with_overrides(index_shards=shards)
-    processes = [[ShardProcess(config, k, 0, root / f"s{shards}").start()] for k in range(shards)]
-    try:
-        for shard in processes:
-            shard[0].wait_up()
+    copies = [[ShardProcess(config, k, 0, root / f"s{shards}")] for k in range(shards)]
+    with shard_processes(copies) as processes:
         wait_shard_images(processes, total)
         dim = queries.shape[1]
         clients = [RemoteShard(shard[0].url, dim) for shard in processes]
@@ -116,9 +114,6 @@ def measure(
             samples["parallel"] += timed(parallel, len(queries) // 4)
             samples["sequential"] += timed(sequential, len(queries) // 4)
         return samples
-    finally:
-        for shard in processes:
-            shard[0].kill()
 
 
 def failover(
@@ -126,14 +121,8 @@ def failover(
 ) -> tuple[list[float], int]:
     """4 shards x 2 copies; one copy SIGKILLed a third of the way in, then restarted."""
     config = settings.with_overrides(index_shards=4)
-    processes = [[ShardProcess(config, k, r, root / "copies") for r in range(2)] for k in range(4)]
-    for shard in processes:
-        for copy in shard:
-            copy.start()
-    try:
-        for shard in processes:
-            for copy in shard:
-                copy.wait_up()
+    copies = [[ShardProcess(config, k, r, root / "copies") for r in range(2)] for k in range(4)]
+    with shard_processes(copies) as processes:
         wait_shard_images(processes, total)
         dim = queries.shape[1]
         groups = [
@@ -157,10 +146,6 @@ def failover(
             missing += report.partial
         restart.join()
         return samples, missing
-    finally:
-        for shard in processes:
-            for copy in shard:
-                copy.kill()
 
 
 def run(quick: bool) -> None:

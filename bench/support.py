@@ -190,6 +190,23 @@ class ShardProcess:
             self.process.wait(10)
 
 
+@contextmanager
+def shard_processes(copies: list[list[ShardProcess]]) -> Iterator[list[list[ShardProcess]]]:
+    """Start every copy of every shard, wait until all answer; kill them all at the end."""
+    try:
+        for shard in copies:
+            for copy in shard:
+                copy.start()
+        for shard in copies:
+            for copy in shard:
+                copy.wait_up()
+        yield copies
+    finally:
+        for shard in copies:
+            for copy in shard:
+                copy.kill()
+
+
 def wait_shard_images(copies: list[list[ShardProcess]], total: int, timeout_s: float = 120) -> None:
     """Until every copy of each shard holds the same images and the shards ``total``."""
     deadline = time.monotonic() + timeout_s

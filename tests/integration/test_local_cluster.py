@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from bench.support import ShardProcess, wait_shard_images
+from bench.support import ShardProcess, shard_processes, wait_shard_images
 from index.scatter import ShardsUnavailableError
 from streams.settings import Settings
 from visearch.corpus import DEMO_CORPUS, find_images
@@ -37,19 +37,8 @@ def cluster(
     copies = [[ShardProcess(base, k, r, root) for r in range(COPIES)] for k in range(SHARDS)]
     urls = ",".join("|".join(c.url for c in shard) for shard in copies)
     settings = base.with_overrides(shard_urls=urls, search_deadline_ms=DEADLINE_MS)
-    with LocalStack(settings) as stack:
-        try:
-            for shard in copies:
-                for copy in shard:
-                    copy.start()
-            for shard in copies:
-                for copy in shard:
-                    copy.wait_up()
-            yield stack, copies
-        finally:
-            for shard in copies:
-                for copy in shard:
-                    copy.kill()
+    with LocalStack(settings) as stack, shard_processes(copies):
+        yield stack, copies
 
 
 def test_copies_fail_over_and_a_shard_without_copies_gives_a_flagged_partial_answer(
