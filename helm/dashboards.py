@@ -6,7 +6,9 @@ as a ConfigMap. Code, not hand-edited JSON, so panels stay consistent; the
 test suite regenerates it and compares, and parses every query with promtool.
 Metric names: the API's own (visearch/api.py: searches, uploads;
 streams/dead_letter_monitor.py: dead letters), the feedback aggregator's
-(feedback/prometheus.py) and kafka-exporter's consumer-group metrics for lag.
+(feedback/prometheus.py), each shard's (visearch/shard_metrics.py: upload ->
+searchable, consumer lag) and kafka-exporter's consumer-group metrics for the
+embedding workers' lag.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class Row(NamedTuple):
 
 
 def ctr(by: str = "", window: str = "15m") -> str:
-    """CTR as a ratio of counter rates (README "Feedback loop"), optionally per label."""
+    """CTR as a ratio of counter rates (docs/feedback.md), optionally per label."""
     group = f" by ({by})" if by else ""
     return f"sum{group} (rate({CLICKS}[{window}])) / sum{group} (rate({IMPRESSIONS}[{window}]))"
 
@@ -83,6 +85,17 @@ ROWS: list[Row] = [
                         "{{consumergroup}}",
                     )
                 ],
+            ),
+            Panel(
+                "Upload to searchable, in the shards",
+                "s",
+                quantiles("visearch_shard_freshness_seconds", "5m", (0.5, 0.99)),
+                description="measured where each vector is applied (every shard copy)",
+            ),
+            Panel(
+                "Shard consumer lag (embeddings not yet applied)",
+                "short",
+                [("max by (shard) (visearch_shard_consumer_lag)", "shard {{shard}}")],
             ),
             Panel(
                 "Freshness estimate (lag / consume rate)",

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 from fastapi import FastAPI, HTTPException, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 
 from index.faiss_index import SearchParams
@@ -39,8 +40,10 @@ class ShardSearchRequest(BaseModel):
     format: str = Field(default="json", pattern="^(json|binary)$")
 
 
-def create_shard_api(shard: IndexShard, shard_id: int) -> FastAPI:
-    """The HTTP face of one shard process."""
+def create_shard_api(
+    shard: IndexShard, shard_id: int, registry: CollectorRegistry | None = None
+) -> FastAPI:
+    """The HTTP face of one shard process; ``/metrics`` serves ``registry`` when given."""
     app = FastAPI(title="visearch shard", version="0.1.0")
 
     @app.post("/v1/shard/search", response_model=None)
@@ -92,6 +95,12 @@ def create_shard_api(shard: IndexShard, shard_id: int) -> FastAPI:
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    if registry is not None:
+
+        @app.get("/metrics", include_in_schema=False)
+        def metrics() -> Response:
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

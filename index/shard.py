@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from index.faiss_index import SearchParams
+from index.freshness import FreshnessHistogram
 from index.partition import Hit, Partition
 from index.snapshot import (
     SnapshotError,
@@ -70,6 +71,8 @@ class IndexShard:
         # Offsets restored from snapshots at the last recover() (same epoch only).
         self.recovered_offsets: dict[int, int] = {}
         self.searchable_at: dict[str, float] = {}
+        # Upload -> searchable of every vector applied (visearch_shard_freshness_seconds).
+        self.freshness = FreshnessHistogram()
         self.skipped_records = 0
         self._lock = threading.Lock()
 
@@ -99,10 +102,13 @@ class IndexShard:
             changed = part.upsert(record.image_id, vectors, record.uploaded_at, record.private)
         else:
             self.skipped_records += 1
+        now = time.time()
         with self._lock:
             self.consumed_offsets[partition] = offset + 1
             if changed:
-                self.searchable_at[record.image_id] = time.time()
+                self.searchable_at[record.image_id] = now
+        if changed and isinstance(record, ImageEmbedded):
+            self.freshness.observe(now - record.uploaded_at)
         return changed
 
     def skip(self, partition: int, offset: int) -> None:

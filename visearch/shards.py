@@ -151,18 +151,23 @@ def start_shard(
 
 def run_shard_process(settings: Settings) -> None:
     """``visearch shard``: one shard, served over HTTP until stopped."""
+    from prometheus_client import CollectorRegistry
+
     from encoders.model_dir import read_metadata
     from index.remote import create_shard_api
     from streams.topics import ensure_topics
     from visearch.serving import serve
+    from visearch.shard_metrics import ShardCollector
 
     ensure_topics(settings)
     metadata = read_metadata(settings.resolved_model_dir)
     shard_id = settings.resolved_shard_id
     shard, consumer = start_shard(settings, metadata.dim, metadata.version, shard_id)
+    registry = CollectorRegistry()
+    registry.register(ShardCollector(lambda: [(shard_id, shard, consumer)]))
     try:
         serve(
-            create_shard_api(shard, shard_id),
+            create_shard_api(shard, shard_id, registry),
             settings.http_host,
             settings.shard_http_port,
             settings,

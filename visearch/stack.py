@@ -40,6 +40,7 @@ from streams.topics import ensure_topics
 from visearch.image_store import ImageStore
 from visearch.model import PrecisionChoice, PrecisionCollector
 from visearch.rollout import ModelRollout
+from visearch.shard_metrics import ShardCollector
 from visearch.shards import remote_shards, search_service
 from visearch.supervision import (
     GiveUp,
@@ -346,9 +347,19 @@ class LocalStack(Lifecycle):
         parts: list[Collector] = [RestartCollector(self.restart_counts)]
         if self.precision is not None:
             parts.append(PrecisionCollector(self.precision))
+        if self.rollout is not None:  # in-process shards (remote ones serve their own)
+            parts.append(ShardCollector(self._local_shards))
         if self.dead_letters is not None:
             parts.append(self.dead_letters)
         return parts
+
+    def _local_shards(self) -> list[tuple[int, IndexShard, ShardConsumer]]:
+        """The serving version's shards by id, with their consumers (for /metrics)."""
+        serving = self.rollout.serving if self.rollout is not None else None
+        if serving is None:
+            return []
+        pairs = zip(serving.shards, serving.consumers, strict=True)
+        return [(shard_id, shard, consumer) for shard_id, (shard, consumer) in enumerate(pairs)]
 
     def restart_counts(self) -> list[tuple[str, str, int]]:
         """Restarts of the stack's children by reason (``visearch_child_restarts_total``)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -50,6 +51,12 @@ def test_copies_fail_over_and_a_shard_without_copies_gives_a_flagged_partial_ans
     paths = random.Random(3).sample(find_images(DEMO_CORPUS), 40)
     ids = publish(stack, paths, "cluster")
     wait_shard_images(copies, len(ids))
+    for shard in copies:  # each copy measured upload -> searchable for every image it holds
+        for copy in shard:
+            with urllib.request.urlopen(f"{copy.url}/metrics", timeout=5) as response:
+                metrics = response.read().decode()
+            applied = re.search(r"^visearch_shard_freshness_seconds_count\S* (\S+)$", metrics, re.M)
+            assert applied and float(applied.group(1)) == copy.images() > 0
     queries = [(image_id, stack.store.get(image_id)) for image_id in ids[:12]]
 
     def search_all() -> list[tuple[str, list[str], list[int], float]]:

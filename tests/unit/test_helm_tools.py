@@ -32,10 +32,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from feedback.prometheus import FeedbackCollector
 from feedback.state import FeedbackState
+from index.shard import IndexShard, ShardConsumer
 from streams.dead_letter_monitor import DeadLetterMonitor
 from streams.schemas import Interaction
 from streams.settings import Settings
 from visearch.api import ApiMetrics
+from visearch.shard_metrics import ShardCollector
 
 # Every optional part switched on at once, so each template is checked.
 ALL_OPTIONS: dict[str, Any] = {
@@ -93,9 +95,8 @@ def test_manifests_match_kubernetes_schemas(rendered: Path) -> None:
     # Only the CRD-backed kinds (Prometheus operator, Strimzi) may lack a schema.
     for line in (done.stdout + done.stderr).splitlines():
         if "Couldn't find schema" in line:
-            assert re.search(
-                r"kind (ServiceMonitor|PrometheusRule|Kafka|KafkaNodePool|KafkaUser) ", line
-            ), line
+            crds = "ServiceMonitor|PodMonitor|PrometheusRule|Kafka|KafkaNodePool|KafkaUser"
+            assert re.search(rf"kind ({crds}) ", line), line
 
 
 def test_checkov_finds_nothing_unjustified(rendered: Path) -> None:
@@ -143,7 +144,7 @@ def _rule_groups(tmp_path: Path) -> Path:
 def test_alert_rules_are_valid_promql(tmp_path: Path) -> None:
     done = run([tool("promtool"), "check", "rules", _rule_groups(tmp_path)])
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 10 rules found" in done.stdout, done.stdout
+    assert "SUCCESS: 11 rules found" in done.stdout, done.stdout
 
 
 def exposed_metric_names() -> set[str]:
@@ -173,6 +174,11 @@ def exposed_metric_names() -> set[str]:
     ]
     state.process(0, [(i, e, now) for i, e in enumerate(events)])
     registry.register(FeedbackCollector(state))
+    shard = IndexShard(4, "m", [0])
+    shard.freshness.observe(0.2)
+    consumer = ShardConsumer(shard, Settings().kafka, "embeddings")  # not started: no I/O
+    consumer.lag[0] = 3
+    registry.register(ShardCollector(lambda: [(0, shard, consumer)]))
     text = generate_latest(registry).decode()
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 
@@ -205,6 +211,19 @@ def test_alerts_fire_on_their_conditions(tmp_path: Path) -> None:
 
     def fires(alert: str) -> list[dict[str, Any]]:
         return [{"exp_labels": {"severity": "warning"}, "exp_annotations": annotations[alert]}]
+
+    def shard_freshness(slow: bool) -> list[dict[str, str]]:
+        """Cumulative bucket series of visearch_shard_freshness_seconds for two shards."""
+        bounds = ["0.25", "1.0", "5.0", "30.0", "+Inf"]
+        first = bounds.index("30.0" if slow else "0.25")
+        return [
+            {
+                "series": f'visearch_shard_freshness_seconds_bucket{{shard="{k}", le="{le}"}}',
+                "values": "0+100x30" if i >= first else "0x30",
+            }
+            for k in range(2)
+            for i, le in enumerate(bounds)
+        ]
 
     def dead_letters(pod: str) -> str:
         labels = f'pod="api-{pod}", instance="{pod}:8080", source="interactions", code="late_event"'
@@ -285,6 +304,30 @@ def test_alerts_fire_on_their_conditions(tmp_path: Path) -> None:
                     },
                     {"eval_time": "10m", "alertname": "VisearchFeedbackLagging", "exp_alerts": []},
                     {"eval_time": "20m", "alertname": "VisearchFeedbackDown", "exp_alerts": []},
+                ],
+            },
+            {
+                # Shards apply 100 vectors a minute, each 10-30 s after its upload: p99 > 5 s.
+                "interval": "1m",
+                "input_series": shard_freshness(slow=True),
+                "alert_rule_test": [
+                    {
+                        "eval_time": "15m",
+                        "alertname": "VisearchFreshnessDegraded",
+                        "exp_alerts": fires("VisearchFreshnessDegraded"),
+                    },
+                ],
+            },
+            {
+                # The same rate, each within 250 ms: nothing fires.
+                "interval": "1m",
+                "input_series": shard_freshness(slow=False),
+                "alert_rule_test": [
+                    {
+                        "eval_time": "15m",
+                        "alertname": "VisearchFreshnessDegraded",
+                        "exp_alerts": [],
+                    },
                 ],
             },
             {
