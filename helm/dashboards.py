@@ -93,6 +93,11 @@ ROWS: list[Row] = [
                 description="measured where each vector is applied (every shard copy)",
             ),
             Panel(
+                "Online recall@10 (sampled live queries vs exact)",
+                "percentunit",
+                [("min by (shard) (visearch_shard_recall_at_10)", "shard {{shard}}")],
+            ),
+            Panel(
                 "Shard consumer lag (embeddings not yet applied)",
                 "short",
                 [("max by (shard) (visearch_shard_consumer_lag)", "shard {{shard}}")],

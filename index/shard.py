@@ -28,6 +28,7 @@ import numpy as np
 from index.faiss_index import SearchParams
 from index.freshness import FreshnessHistogram
 from index.partition import Hit, Partition
+from index.recall_monitor import RecallMonitor
 from index.snapshot import (
     SnapshotError,
     SnapshotInfo,
@@ -59,6 +60,7 @@ class IndexShard:
         partitions: Iterable[int],
         make_partition: Callable[[], Partition] | None = None,
         snapshot_dir: Path | None = None,
+        recall_share: float = 0.0,
     ) -> None:
         self.dim = dim
         self.model_version = model_version
@@ -73,6 +75,8 @@ class IndexShard:
         self.searchable_at: dict[str, float] = {}
         # Upload -> searchable of every vector applied (visearch_shard_freshness_seconds).
         self.freshness = FreshnessHistogram()
+        # A share of live queries searched again exactly (visearch_shard_recall_at_10).
+        self.recall = RecallMonitor(self.exact_search, recall_share) if recall_share else None
         self.skipped_records = 0
         self._lock = threading.Lock()
 
@@ -132,6 +136,14 @@ class IndexShard:
             for part in self.partitions.values()
             for hit in part.search(query, k, params, with_vectors)[0]
         ]
+        hits.sort(key=lambda hit: hit.score, reverse=True)
+        if self.recall is not None:
+            self.recall.offer(query, hits[:k])
+        return hits[:k]
+
+    def exact_search(self, query: np.ndarray, k: int) -> list[Hit]:
+        """The true top ``k`` visible images of the shard (the recall monitor's truth)."""
+        hits = [hit for part in self.partitions.values() for hit in part.exact_search(query, k)]
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return hits[:k]
 

@@ -292,6 +292,10 @@ class Settings:
     """answer 503 instead of a partial answer when a shard has no copy answering in time"""
     shard_unhealthy_s: float = 5.0
     """a shard copy that failed is skipped for this long (tried anyway when no copy is healthy)"""
+    recall_sample: float = 0.01
+    """share of each shard's live queries searched again exactly in the background, for the
+    online recall@10 (`visearch_shard_recall_at_10`); 0 turns it off
+    """
     # Results whose mutual cosine similarity reaches this are near-duplicates:
     # only the best-ranked one is kept. Above 1 disables the collapse.
     dedup_threshold: float = 0.96
@@ -534,6 +538,8 @@ class Settings:
             raise SettingsError(f"{PREFIX}QUERY_WINDOWS_MARGIN must be between 0 and 1")
         if not (math.isfinite(self.query_expansion_alpha) and self.query_expansion_alpha >= 0):
             raise SettingsError(f"{PREFIX}QUERY_EXPANSION_ALPHA must be a finite number >= 0")
+        if not (math.isfinite(self.recall_sample) and 0 <= self.recall_sample <= 1):
+            raise SettingsError(f"{PREFIX}RECALL_SAMPLE must be between 0 and 1")
         if self.search_deadline_ms < 1:
             raise SettingsError(f"{PREFIX}SEARCH_DEADLINE_MS must be >= 1")
         if not (math.isfinite(self.shard_unhealthy_s) and self.shard_unhealthy_s >= 0):

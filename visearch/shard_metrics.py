@@ -6,6 +6,8 @@ chart's freshness alert reads. ``visearch_shard_consumer_lag{shard, partition}``
 records of the embeddings topic not yet applied, from the shard's own fetch
 responses (no consumer group exists for kafka-exporter to report: every shard
 copy reads the log on its own). ``visearch_shard_images{shard}``: images held.
+``visearch_shard_recall_at_10{shard}``: recall@10 of sampled live queries
+against exact search (``index/recall_monitor.py``), once there are samples.
 The API serves these for its in-process shards; each `visearch shard` process
 for itself.
 """
@@ -42,12 +44,21 @@ class ShardCollector(Collector):
         images = GaugeMetricFamily(
             "visearch_shard_images", "Images this shard holds", labels=["shard"]
         )
+        recall = GaugeMetricFamily(
+            "visearch_shard_recall_at_10",
+            "Recall@10 of a sample of live queries against exact search, recent samples",
+            labels=["shard"],
+        )
         for shard_id, shard, consumer in self.sources():
             buckets, total = shard.freshness.snapshot()
             freshness.add_metric([str(shard_id)], buckets, total)
             images.add_metric([str(shard_id)], len(shard))
             for partition, records in sorted((consumer.lag if consumer else {}).items()):
                 lag.add_metric([str(shard_id), str(partition)], records)
+            measured = shard.recall.recall() if shard.recall is not None else None
+            if measured is not None:
+                recall.add_metric([str(shard_id)], measured)
         yield freshness
         yield lag
         yield images
+        yield recall

@@ -132,7 +132,9 @@ def start_shard(
     make_partition = partition_factory(settings, dim)
     partitions = owned_partitions(settings.embedding_partitions, shard_id, settings.index_shards)
     snapshot_dir = settings.data_dir / "index" / model_version
-    shard = IndexShard(dim, model_version, partitions, make_partition, snapshot_dir)
+    shard = IndexShard(
+        dim, model_version, partitions, make_partition, snapshot_dir, settings.recall_sample
+    )
     consumer = ShardConsumer(
         shard,
         settings.kafka,

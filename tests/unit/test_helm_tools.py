@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from helm_support import (
@@ -34,7 +35,7 @@ from feedback.prometheus import FeedbackCollector
 from feedback.state import FeedbackState
 from index.shard import IndexShard, ShardConsumer
 from streams.dead_letter_monitor import DeadLetterMonitor
-from streams.schemas import Interaction
+from streams.schemas import ImageEmbedded, Interaction, vector_to_b64
 from streams.settings import Settings
 from visearch.api import ApiMetrics
 from visearch.shard_metrics import ShardCollector
@@ -144,7 +145,7 @@ def _rule_groups(tmp_path: Path) -> Path:
 def test_alert_rules_are_valid_promql(tmp_path: Path) -> None:
     done = run([tool("promtool"), "check", "rules", _rule_groups(tmp_path)])
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 11 rules found" in done.stdout, done.stdout
+    assert "SUCCESS: 12 rules found" in done.stdout, done.stdout
 
 
 def exposed_metric_names() -> set[str]:
@@ -174,8 +175,16 @@ def exposed_metric_names() -> set[str]:
     ]
     state.process(0, [(i, e, now) for i, e in enumerate(events)])
     registry.register(FeedbackCollector(state))
-    shard = IndexShard(4, "m", [0])
-    shard.freshness.observe(0.2)
+    shard = IndexShard(4, "m", [0], recall_share=1.0)
+    rng = np.random.default_rng(0)
+    for n in range(12):  # a sampled search needs 10 results
+        vector = vector_to_b64(rng.standard_normal(4))
+        shard.apply(ImageEmbedded(image_id=f"i{n}", model_version="m", dim=4, vector_b64=vector,
+                                  uploaded_at=now, embedded_at=now, source_partition=0,
+                                  source_offset=n), 0, n)  # fmt: skip
+    shard.search(rng.standard_normal(4).astype(np.float32), 10)
+    assert shard.recall is not None
+    shard.recall.drain()
     consumer = ShardConsumer(shard, Settings().kafka, "embeddings")  # not started: no I/O
     consumer.lag[0] = 3
     registry.register(ShardCollector(lambda: [(0, shard, consumer)]))
@@ -193,7 +202,7 @@ def test_alerts_and_dashboard_read_metrics_that_exist(tmp_path: Path) -> None:
             [tool("python"), script, "--queries"], capture_output=True, text=True, check=True
         ).stdout
     )
-    used = {m for e in exprs for m in re.findall(r"\b(visearch_[a-z_]+)", e)}
+    used = {m for e in exprs for m in re.findall(r"\b(visearch_[a-z0-9_]+)", e)}
     assert {"visearch_feedback_clicks_total", "visearch_dead_letters_total"} <= used
     missing = used - exposed_metric_names()
     assert not missing, f"no such metric: {sorted(missing)}"
@@ -316,6 +325,21 @@ def test_alerts_fire_on_their_conditions(tmp_path: Path) -> None:
                         "alertname": "VisearchFreshnessDegraded",
                         "exp_alerts": fires("VisearchFreshnessDegraded"),
                     },
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'visearch_shard_recall_at_10{shard="0"}', "values": "0.98x60"},
+                    {"series": 'visearch_shard_recall_at_10{shard="1"}', "values": "0.80x60"},
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "45m",
+                        "alertname": "VisearchRecallLow",
+                        "exp_alerts": fires("VisearchRecallLow"),
+                    },
+                    {"eval_time": "20m", "alertname": "VisearchRecallLow", "exp_alerts": []},
                 ],
             },
             {
