@@ -148,8 +148,9 @@ def test_alert_rules_are_valid_promql(tmp_path: Path) -> None:
     assert "SUCCESS: 12 rules found" in done.stdout, done.stdout
 
 
-def exposed_metric_names() -> set[str]:
-    """Every sample name the code serves on /metrics: API, dead-letter monitor, feedback."""
+def exposed_metrics() -> str:
+    """What the code serves on /metrics (API, dead-letter monitor, feedback, a shard), with
+    a sample in every family."""
     registry = CollectorRegistry()
     api = ApiMetrics(registry)
     api.searches.labels(outcome="ok").inc()
@@ -188,8 +189,25 @@ def exposed_metric_names() -> set[str]:
     consumer = ShardConsumer(shard, Settings().kafka, "embeddings")  # not started: no I/O
     consumer.lag[0] = 3
     registry.register(ShardCollector(lambda: [(0, shard, consumer)]))
-    text = generate_latest(registry).decode()
-    return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+    return generate_latest(registry).decode()
+
+
+def exposed_metric_names() -> set[str]:
+    """Every sample name the code serves on /metrics."""
+    families = text_string_to_metric_families(exposed_metrics())
+    return {sample.name for family in families for sample in family.samples}
+
+
+def test_the_metrics_exposition_passes_promtool() -> None:
+    """`promtool check metrics`: names, units, help and types as Prometheus expects."""
+    done = subprocess.run(
+        [str(tool("promtool")), "check", "metrics"],
+        input=exposed_metrics(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_alerts_and_dashboard_read_metrics_that_exist(tmp_path: Path) -> None:
