@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
+from collections import OrderedDict
 
 # Seconds: fine below the 1 s goal, coarse above it (a replay after a restart
 # applies hours-old uploads; they all land in the last buckets).
@@ -43,3 +44,34 @@ class FreshnessHistogram:
             running += count
             cumulative.append((bound, running))
         return cumulative, total
+
+
+class RecentTimes:
+    """When each recently applied image became searchable, for the last ``capacity`` images.
+
+    Benchmarks, the self-test and tests wait on it (upload -> searchable of a
+    given image). It was a plain dict and grew by one entry per image for the
+    life of the process: ~100 bytes an image, 0.9 GB a day at 100 uploads/s.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._times: OrderedDict[str, float] = OrderedDict()
+
+    def __setitem__(self, image_id: str, at: float) -> None:
+        self._times[image_id] = at
+        self._times.move_to_end(image_id)
+        while len(self._times) > self.capacity:
+            self._times.popitem(last=False)
+
+    def __getitem__(self, image_id: str) -> float:
+        return self._times[image_id]
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self._times
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def get(self, image_id: str) -> float | None:
+        return self._times.get(image_id)

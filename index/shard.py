@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from index.faiss_index import SearchParams
-from index.freshness import FreshnessHistogram
+from index.freshness import FreshnessHistogram, RecentTimes
 from index.partition import Hit, Partition
 from index.recall_monitor import RecallMonitor
 from index.snapshot import (
@@ -72,7 +72,8 @@ class IndexShard:
         self._snapshotted_offsets: dict[int, int] = {}
         # Offsets restored from snapshots at the last recover() (same epoch only).
         self.recovered_offsets: dict[int, int] = {}
-        self.searchable_at: dict[str, float] = {}
+        # When recent images became searchable (bounded: tests and benchmarks wait on it).
+        self.searchable_at = RecentTimes()
         # Upload -> searchable of every vector applied (visearch_shard_freshness_seconds).
         self.freshness = FreshnessHistogram()
         # A share of live queries searched again exactly (visearch_shard_recall_at_10).

@@ -338,8 +338,9 @@ class LocalStack(Lifecycle):
 
     def searchable_at(self, image_id: str) -> float | None:
         for shard in self.shards:
-            if image_id in shard.searchable_at:
-                return shard.searchable_at[image_id]
+            at = shard.searchable_at.get(image_id)
+            if at is not None:
+                return at
         return None
 
     def collectors(self) -> list[Collector]:

@@ -8,7 +8,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from index.freshness import FreshnessHistogram
+from index.freshness import FreshnessHistogram, RecentTimes
 from index.shard import IndexShard, ShardConsumer
 from streams.schemas import ImageEmbedded, ImageUpdated, vector_to_b64
 from streams.settings import Settings
@@ -56,3 +56,11 @@ def test_a_shard_observes_each_applied_vector_and_the_collector_serves_it() -> N
     assert samples[("visearch_shard_freshness_seconds_count", (("shard", "3"),))] == 2
     assert samples[("visearch_shard_consumer_lag", (("partition", "1"), ("shard", "3")))] == 7
     assert samples[("visearch_shard_images", (("shard", "3"),))] == 1  # "a" was deleted
+
+
+def test_searchable_times_keep_only_the_most_recent_images() -> None:
+    times = RecentTimes(capacity=3)
+    for n, image_id in enumerate(["a", "b", "c", "a", "d"]):  # "a" again: now the newest
+        times[image_id] = float(n)
+    assert len(times) == 3 and "b" not in times and times.get("b") is None
+    assert (times["c"], times["a"], times["d"]) == (2.0, 3.0, 4.0)
