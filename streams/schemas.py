@@ -284,7 +284,7 @@ def _from_data(cls: type[E], data: dict[str, Any]) -> E:
             f"{cls.__name__}: schema_version {version!r} "
             f"(this build reads 1..{cls.SCHEMA_VERSION})",
         )
-    hints = _field_types(cls)
+    hints = field_types(cls)
     unknown = data.keys() - hints.keys()
     if unknown:
         raise SchemaError("unknown_field", f"{cls.__name__}: unknown fields {sorted(unknown)}")
@@ -324,7 +324,7 @@ _KIND_NAMES = {
 }
 
 
-def _field_types(cls: type[Event]) -> dict[str, _FieldType]:
+def field_types(cls: type[Event]) -> dict[str, _FieldType]:
     if cls not in _TYPE_CACHE:
         hints = typing.get_type_hints(cls)
         resolved = {}
