@@ -1,12 +1,14 @@
-"""A local cluster on the real broker: 2 shard processes x 2 copies, the worker and the
-search service. One copy SIGKILLed: no failed search, complete results. Both copies of a
-shard down: answers within the deadline, flagged partial. A copy back: complete again."""
+"""A local cluster on the real broker: 4 shard processes x 2 copies, the worker and the
+search service. One copy SIGKILLed under steady searches and uploads: no failed search,
+complete results. Both copies of a shard down: answers within the deadline, flagged
+partial. The copies back: complete again, nothing lost."""
 
 from __future__ import annotations
 
 import json
 import random
 import re
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -25,7 +27,7 @@ from visearch.stack_api import stack_api
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 120.0
-SHARDS, COPIES = 2, 2
+SHARDS, COPIES = 4, 2
 DEADLINE_MS = 1500
 
 
@@ -48,8 +50,8 @@ def test_copies_fail_over_and_a_shard_without_copies_gives_a_flagged_partial_ans
     stack, copies = cluster
     assert stack.search is not None
     search = stack.search
-    paths = random.Random(3).sample(find_images(DEMO_CORPUS), 40)
-    ids = publish(stack, paths, "cluster")
+    paths = random.Random(3).sample(find_images(DEMO_CORPUS), 70)
+    ids = publish(stack, paths[:40], "cluster")
     wait_shard_images(copies, len(ids))
     for shard in copies:  # each copy measured upload -> searchable for every image it holds
         for copy in shard:
@@ -71,19 +73,42 @@ def test_copies_fail_over_and_a_shard_without_copies_gives_a_flagged_partial_ans
     for image_id, hits, missing, _ in complete:
         assert hits[0] == image_id and missing == []
 
-    copies[0][0].kill()  # one copy of shard 0, as the OOM killer would
-    for (image_id, hits, missing, _), before in zip(search_all(), complete, strict=True):
-        assert missing == [] and hits == before[1], image_id  # nothing failed, nothing lost
+    # Steady load: searches in a loop and uploads at ~20/s while a copy is killed.
+    stop, failed, done = threading.Event(), [], [0]
+
+    def keep_searching() -> None:
+        while not stop.is_set():
+            for image_id, hits, missing, _ in search_all():
+                done[0] += 1
+                if missing or hits[0] != image_id:
+                    failed.append((image_id, hits[:3], missing))
+
+    searcher = threading.Thread(target=keep_searching)
+    searcher.start()
+    try:
+        for n, path in enumerate(paths[40:]):
+            ids += publish(stack, [path], "cluster", 40 + n)
+            if n == 10:
+                copies[0][0].kill()  # one copy of shard 0, as the OOM killer would
+            time.sleep(0.05)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        searcher.join()
+    assert done[0] >= 24 and failed == []  # nothing failed, nothing lost
+    wait_shard_images([[copies[0][1]], *copies[1:]], len(ids))
     assert search.size == len(ids)
+    complete = search_all()  # with every upload, from the copies still up
+    assert all(missing == [] and hits[0] == image_id for image_id, hits, missing, _ in complete)
 
     copies[0][1].kill()  # the whole of shard 0
-    on_shard_1 = {image_id for image_id in ids if _on(copies[1][0], image_id)}
-    assert 0 < len(on_shard_1) < len(ids)
+    elsewhere = {image_id for image_id in ids if any(_on(s[0], image_id) for s in copies[1:])}
+    assert 0 < len(elsewhere) < len(ids)
     for image_id, hits, missing, total_ms in search_all():
         assert missing == [0]
         assert total_ms < DEADLINE_MS + 1000  # within the deadline (killed: refused at once)
-        assert set(hits) <= on_shard_1  # the answering shard's images, nothing else
-        assert (hits[0] == image_id) == (image_id in on_shard_1)
+        assert set(hits) <= elsewhere  # the answering shards' images, nothing else
+        assert (hits[0] == image_id) == (image_id in elsewhere)
     with TestClient(stack_api(stack)) as client:  # over HTTP: flagged and counted
         image_id, data = queries[0]
         answer = client.post("/v1/search", files={"image": ("q.png", data, "image/png")})
@@ -98,12 +123,10 @@ def test_copies_fail_over_and_a_shard_without_copies_gives_a_flagged_partial_ans
     with pytest.raises(ShardsUnavailableError, match=r"shard\(s\) 0"):
         strict.search_bytes(queries[0][1], 10)
 
-    copies[0][1].start()  # one copy back: recovered from its snapshots and the log
-    copies[0][1].wait_up()
-    deadline = time.monotonic() + TIMEOUT_S
-    while copies[0][1].images() + copies[1][0].images() < len(ids):
-        assert time.monotonic() < deadline, "the restarted copy did not catch up"
-        time.sleep(0.1)
+    for copy in copies[0]:  # both back: recovered from their snapshots and the log
+        copy.start()
+        copy.wait_up()
+    wait_shard_images(copies, len(ids))
     for (image_id, hits, missing, _), before in zip(search_all(), complete, strict=True):
         assert missing == [] and hits == before[1], image_id
 
