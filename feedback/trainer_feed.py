@@ -1,4 +1,4 @@
-"""The trainer feed: feedback topics (labelled pairs, raw interactions) to JSONL files.
+"""The trainer feed: feedback topics (labelled pairs, raw interactions) to JSONL or Parquet.
 
 A plain kafka-python consumer with manual assignment, so a trainer needs no
 consumer group and can start anywhere: ``from_offset`` (every partition) or
@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from feedback.record_files import format_of, iter_records, open_writer
 from streams.log_follower import read_until_idle
-from streams.schemas import Event, Interaction, LabeledPair, SchemaError, decode, encode
+from streams.schemas import Event, Interaction, LabeledPair, SchemaError, decode
 from streams.settings import Settings
 
 Record = TypeVar("Record", bound=Event)
@@ -91,13 +92,14 @@ def export_log(
     from_offset: int = 0,
     since: float | None = None,
     idle_s: float = 2.0,
+    file_format: str | None = None,
 ) -> ExportSummary:
-    """Write one JSON object per line (the record's fields) to ``out``."""
+    """Write the records to ``out``: JSON Lines, or Parquet (``file_format``, else the
+    ``.parquet`` suffix; :mod:`feedback.record_files`)."""
     seen: set[str] = set()
     written = duplicates = early = bad = 0
     next_offsets: dict[int, int] = {}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w") as handle:
+    with open_writer(out, export.schema, format_of(out, file_format)) as writer:
         for partition, offset, value in read_records(settings, export, from_offset, idle_s):
             next_offsets[partition] = offset + 1
             try:
@@ -111,21 +113,14 @@ def export_log(
                 duplicates += 1
             else:
                 seen.add(export.identity(record))
-                handle.write(encode(record).decode() + "\n")
+                writer.write(record)
                 written += 1
     return ExportSummary(written, duplicates, early, bad, dict(sorted(next_offsets.items())))
 
 
 def load_records(path: Path, schema: type[Record]) -> list[Record]:
-    """Records from an exported JSONL file; a line that does not decode is an error."""
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(decode(schema, line))
-            except SchemaError as exc:
-                raise ValueError(f"{path}:{number}: {exc}") from exc
-    return records
+    """Records from an exported JSONL or Parquet file; one that does not decode is an error."""
+    return list(iter_records(path, schema))
 
 
 def load_pairs(path: Path) -> list[LabeledPair]:

@@ -208,7 +208,9 @@ def _cmd_feedback_export(settings: Settings, args: argparse.Namespace) -> int:
     from feedback.trainer_feed import INTERACTIONS, PAIRS, export_log
 
     export = {"pairs": PAIRS, "interactions": INTERACTIONS}[args.command]
-    summary = export_log(settings, export, args.out, args.from_offset, args.since, args.idle_s)
+    summary = export_log(
+        settings, export, args.out, args.from_offset, args.since, args.idle_s, args.format
+    )
     print(json.dumps({"out": str(args.out), **vars(summary)}))
     return 0
 
@@ -254,8 +256,13 @@ def _add_export_parser(
     """``visearch TOPIC export``: one of the feedback topics to a JSONL file."""
     parser = sub.add_parser(topic, help=help_text)
     commands = parser.add_subparsers(dest=f"{topic}_command", required=True)
-    export = commands.add_parser("export", help=f"write {topic} to a JSONL file")
-    export.add_argument("--out", type=Path, required=True, help="JSONL file to write")
+    export = commands.add_parser("export", help=f"write {topic} to a JSONL or Parquet file")
+    export.add_argument("--out", type=Path, required=True, help="file to write")
+    export.add_argument(
+        "--format",
+        choices=["jsonl", "parquet"],
+        help="default: parquet for a .parquet file, else JSON Lines",
+    )
     export.add_argument(
         "--from-offset", type=_non_negative, default=0, help="first offset of every partition"
     )

@@ -137,6 +137,13 @@ def test_interactions_become_ctr_time_spent_metrics_and_pairs(
         [e["event_id"] for e in session] + ["imp-later"]
     )
     assert logged.duplicates >= 3 and logged.undecodable == 0
+    columns = tmp_path / "interactions.parquet"  # the same export as Parquet: the same records
+    as_parquet = export_log(stack.settings, INTERACTIONS, columns, idle_s=1.0)
+    assert as_parquet.written == logged.written and as_parquet.next_offsets == logged.next_offsets
+    assert load_interactions(columns) == load_interactions(log_file)
+    pairs_parquet = tmp_path / "pairs.parquet"
+    export_log(stack.settings, PAIRS, pairs_parquet, idle_s=1.0)
+    assert load_pairs(pairs_parquet) == load_pairs(out)
     assert (
         export_log(stack.settings, INTERACTIONS, log_file, since=T0 + 30, idle_s=1.0).written >= 1
     )
