@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.support import percentile
 from index.partition import Partition
 from visearch.bench_output import emit, machine
 
@@ -84,7 +85,7 @@ def measure(partitions: list[Partition], interval_ms: float, searches: int) -> t
         for thread in threads:
             thread.join()
         sys.setswitchinterval(before)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+    return percentile(times, 50), percentile(times, 95)
 
 
 def main() -> None:

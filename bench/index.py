@@ -65,6 +65,7 @@ from typing import Any  # noqa: E402
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.support import percentile  # noqa: E402
 from encoders.preprocess import PreprocessError, preprocess  # noqa: E402
 from encoders.runtime import OnnxEncoder  # noqa: E402
 from index.faiss_index import (  # noqa: E402
@@ -130,7 +131,7 @@ def limit_numpy_threads(threads: int) -> str:
 
 
 def percentile_ms(seconds: np.ndarray, q: float) -> float:
-    return float(np.percentile(seconds, q) * 1000.0)
+    return percentile(list(seconds), q) * 1000.0
 
 
 # --------------------------------------------------------------------- data

@@ -31,6 +31,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
+from bench.support import percentile
 from encoders.preprocess import preprocess
 from index.search import SearchService
 from streams.settings import Settings
@@ -64,7 +65,7 @@ class Tally:
             self.exposures += churn.audit.exposures(began, ended)
 
     def search_ms(self, q: float) -> float:
-        return float(np.percentile([(e - b) * 1000 for _, b, e in self.probes], q))
+        return percentile([(e - b) * 1000 for _, b, e in self.probes], q)
 
 
 def _timed(search: SearchService, query: np.ndarray) -> tuple[list[str], float, float]:

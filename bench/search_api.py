@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from bench.embed import ensure_models
+from bench.support import percentile
 from encoders.preprocess import preprocess
 from encoders.runtime import OnnxEncoder
 from index.shard import IndexShard
@@ -109,8 +110,7 @@ def query_images(photos: list[Path], count: int, seed: int) -> list[tuple[bytes,
 
 
 def percentiles(latencies_ms: list[float]) -> tuple[float, float]:
-    ordered = np.asarray(latencies_ms)
-    return float(np.percentile(ordered, 50)), float(np.percentile(ordered, 95))
+    return percentile(latencies_ms, 50), percentile(latencies_ms, 95)
 
 
 def timed(call: Callable[[], object]) -> float:
