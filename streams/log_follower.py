@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from streams.epoch import EpochTracker
@@ -192,12 +192,13 @@ def read_until_idle(
     kafka: KafkaConnection,
     topic: str,
     partitions: Sequence[int],
-    from_offset: int = 0,
+    from_offset: int | Mapping[int, int] = 0,
     idle_s: float = 1.0,
     fetch_max_wait_ms: int = 20,
     client_id: str = "visearch-reader",
 ) -> Iterator[Any]:
-    """Every record of ``partitions`` from ``from_offset`` on, until none arrived for ``idle_s``.
+    """Every record of ``partitions`` from ``from_offset`` on (one offset for all, or one per
+    partition: where a reader stopped), until none arrived for ``idle_s``.
 
     The bounded counterpart of :class:`LogFollower`, for exports and checks:
     the embedded broker's end offsets cannot be trusted (see above), so "the
@@ -218,7 +219,10 @@ def read_until_idle(
         assignment = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(assignment)
         for tp in assignment:
-            consumer.seek(tp, from_offset)
+            if isinstance(from_offset, int):
+                consumer.seek(tp, from_offset)
+            else:
+                consumer.seek(tp, from_offset.get(tp.partition, 0))
         last = time.monotonic()
         while time.monotonic() - last < idle_s:
             for records in consumer.poll(timeout_ms=100, max_records=5000).values():

@@ -66,7 +66,12 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=Path, help="folder of training images (ids as ingest)")
     source.add_argument("--image-store", type=Path, help="an image store, e.g. data/images")
-    train.add_argument("--pairs", type=Path, help="labelled pairs (`visearch pairs export`)")
+    train.add_argument(
+        "--pairs",
+        type=Path,
+        help="labelled pairs: a `visearch pairs export` file (JSONL or Parquet), or `topic` to "
+        "stream <prefix>.labeled-pairs",
+    )
     train.add_argument("--base", type=Path, help="pretrained model dir (default: settings)")
     train.add_argument("--out", type=Path, help="output model dir (default: <data>/models/...)")
     train.add_argument("--dim", type=int, default=DEFAULT_DIM, help="embedding dimension")
@@ -114,7 +119,7 @@ def config_from_args(args: argparse.Namespace, with_pairs: bool) -> TrainConfig:
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from encoders.finetune import finetune
     from encoders.model_dir import ModelDirError
-    from feedback.trainer_feed import load_pairs
+    from feedback.pair_dataset import PairStream
     from visearch.corpus import DEMO_CORPUS
     from visearch.model import ensure_exported
 
@@ -124,7 +129,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         images = images_in_folder(args.images)
     else:
         images, private = images_in_store(args.image_store)
-    pairs = load_pairs(args.pairs) if args.pairs else []
+    source = settings if str(args.pairs) == "topic" else args.pairs
+    pairs = list(PairStream(source).records()) if args.pairs else []
     base = args.base or settings.resolved_model_dir
     if args.base is None:
         ensure_exported(base, args.images or DEMO_CORPUS)

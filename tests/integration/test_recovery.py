@@ -38,6 +38,8 @@ def _start_shard_process(settings: Settings, log_path: Path) -> subprocess.Popen
             return process
         except OSError:
             time.sleep(0.1)
+    process.kill()  # never leave it running behind a failed test
+    process.wait(10)
     raise TimeoutError("the shard process did not start")
 
 
