@@ -157,6 +157,20 @@ class _Requests:
         last = attempt + 1 >= self.retry.attempts
         return not last and (response is None or response.status_code in RETRY_STATUSES)
 
+    def outcome(
+        self, attempt: int, response: httpx.Response | None, error: httpx.TransportError | None
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or ``None`` when ``response`` is the
+        answer; re-raises ``error`` when no attempt is left (the one retry rule of both)."""
+        if error is not None:
+            if not self.retryable(attempt, None):
+                raise error
+            return self.retry.delay(attempt, None)
+        assert response is not None
+        if not response.is_success and self.retryable(attempt, response):
+            return self.retry.delay(attempt, response)
+        return None
+
 
 class Client(_Requests):
     """Synchronous client; a context manager (or call :meth:`close`)."""
@@ -182,17 +196,15 @@ class Client(_Requests):
 
     def _send(self, method: str, path: str, **kwargs: Any) -> Any:
         for attempt in range(self.retry.attempts):
+            response, error = None, None
             try:
                 response = self._http.request(method, path, **kwargs)
-            except httpx.TransportError:
-                if not self.retryable(attempt, None):
-                    raise
-                time.sleep(self.retry.delay(attempt, None))
-                continue
-            if not response.is_success and self.retryable(attempt, response):
-                time.sleep(self.retry.delay(attempt, response))
-                continue
-            return _check(response)
+            except httpx.TransportError as exc:
+                error = exc
+            wait = self.outcome(attempt, response, error)
+            if wait is None:
+                return _check(response)  # type: ignore[arg-type]  # set when wait is None
+            time.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def search(
@@ -268,17 +280,15 @@ class AsyncClient(_Requests):
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> Any:
         for attempt in range(self.retry.attempts):
+            response, error = None, None
             try:
                 response = await self._http.request(method, path, **kwargs)
-            except httpx.TransportError:
-                if not self.retryable(attempt, None):
-                    raise
-                await asyncio.sleep(self.retry.delay(attempt, None))
-                continue
-            if not response.is_success and self.retryable(attempt, response):
-                await asyncio.sleep(self.retry.delay(attempt, response))
-                continue
-            return _check(response)
+            except httpx.TransportError as exc:
+                error = exc
+            wait = self.outcome(attempt, response, error)
+            if wait is None:
+                return _check(response)  # type: ignore[arg-type]  # set when wait is None
+            await asyncio.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def search(
