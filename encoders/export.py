@@ -19,6 +19,7 @@ import numpy as np
 
 from encoders import preprocess as pp
 from encoders.model_dir import ONNX_FILE, ModelMetadata, content_version, write_metadata
+from streams.errors import VisearchError
 
 if TYPE_CHECKING:
     import torch
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 MIN_PARITY_COSINE = 0.9999
 
 
-class ParityError(RuntimeError):
+class ParityError(VisearchError, RuntimeError):
     """ONNX Runtime output differs from torch beyond the tolerance."""
 
 

@@ -20,11 +20,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streams.errors import VisearchError
+
 ONNX_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 
 
-class ModelDirError(RuntimeError):
+class ModelDirError(VisearchError, RuntimeError):
     """The model directory is missing, incomplete or inconsistent."""
 
 

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from streams.errors import CodedError
+
 if TYPE_CHECKING:
     from streams.settings import Settings
 
@@ -54,17 +56,12 @@ EXIF_ORIENTATION = 0x0112
 SWAPPED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
-class PreprocessError(ValueError):
+class PreprocessError(CodedError, ValueError):
     """An image that cannot be turned into model input; ``code`` is machine-readable.
 
     Codes: ``empty``, ``too_many_bytes``, ``too_many_pixels``, ``undecodable``,
     ``bad_crop``, ``decoder_busy`` (the decode budget stayed full; try again).
     """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 class DecodeBudget:

@@ -32,13 +32,14 @@ from encoders.model_dir import (
     write_metadata,
 )
 from encoders.preprocess import preprocess
+from streams.errors import VisearchError
 
 KEEP_FP32_PREFIXES = ("backbone._conv_stem", "backbone._blocks.0.", "backbone._blocks.1.")
 MIN_MEAN_COSINE = 0.98
 CALIBRATION_BATCH = 16
 
 
-class QuantizationError(RuntimeError):
+class QuantizationError(VisearchError, RuntimeError):
     """The int8 model strays too far from fp32 to serve."""
 
 

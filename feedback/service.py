@@ -11,13 +11,14 @@ from typing import Any, Self
 
 from feedback.consumer import FeedbackConsumer, aggregation_policy
 from feedback.state import FeedbackState
+from streams.errors import VisearchError
 from streams.lifecycle import Lifecycle
 from streams.model_registry import KnownModels
 from streams.publisher import EventPublisher
 from streams.settings import Settings
 
 
-class FeedbackStartError(RuntimeError):
+class FeedbackStartError(VisearchError, RuntimeError):
     """The aggregator could not reach its topic or load its state."""
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from feedback.aggregation import AggregationPolicy, Outcome, PartitionAggregator
 from feedback.summary import FeedbackView
 from streams.atomic_file import atomic_write_chunks
+from streams.errors import VisearchError
 from streams.schemas import Interaction
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 MAGIC = b"VISFEED1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(VisearchError, RuntimeError):
     """A checkpoint is unreadable, corrupt or from another log epoch."""
 
 

@@ -19,13 +19,14 @@ import struct
 import numpy as np
 
 from index.partition import Hit
+from streams.errors import VisearchError
 
 MEDIA_TYPE = "application/x-visearch-hits"
 MAGIC = b"VSH1"
 HEADER = struct.Struct("<4sII")
 
 
-class HitsWireError(ValueError):
+class HitsWireError(VisearchError, ValueError):
     """Bytes that are not a well-formed hits answer."""
 
 

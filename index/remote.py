@@ -23,10 +23,11 @@ from index.faiss_index import SearchParams
 from index.hits_wire import MEDIA_TYPE, HitsWireError, decode_hits, encode_hits
 from index.partition import Hit
 from index.shard import IndexShard
+from streams.errors import VisearchError
 from streams.schemas import SchemaError, decode_floats, vector_to_b64
 
 
-class RemoteShardError(RuntimeError):
+class RemoteShardError(VisearchError, RuntimeError):
     """A shard process did not answer, or answered with an error."""
 
 

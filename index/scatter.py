@@ -31,6 +31,7 @@ import numpy as np
 
 from index.faiss_index import SearchParams
 from index.partition import Hit
+from streams.errors import VisearchError
 
 if TYPE_CHECKING:
     from index.search import ShardLike
@@ -61,7 +62,7 @@ class Clock(Protocol):
     def __call__(self) -> float: ...
 
 
-class ShardsUnavailableError(RuntimeError):
+class ShardsUnavailableError(VisearchError, RuntimeError):
     """A strict search found shards with no answering copy before its deadline."""
 
     def __init__(self, missing: Sequence[int]) -> None:

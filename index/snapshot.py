@@ -25,12 +25,13 @@ from pathlib import Path
 
 from index.partition import Partition
 from streams.atomic_file import atomic_write_chunks
+from streams.errors import VisearchError
 
 MAGIC = b"VISNAP1\n"
 FORMAT_VERSION = 1
 
 
-class SnapshotError(RuntimeError):
+class SnapshotError(VisearchError, RuntimeError):
     """A snapshot is missing parts, corrupt, or for another model or partition."""
 
 

@@ -15,12 +15,13 @@ import subprocess
 import time
 from typing import Self
 
+from streams.errors import VisearchError
 from streams.lifecycle import Lifecycle, die_with_parent
 
 log = logging.getLogger(__name__)
 
 
-class BrokerError(RuntimeError):
+class BrokerError(VisearchError, RuntimeError):
     """The embedded broker cannot start or stopped unexpectedly."""
 
 

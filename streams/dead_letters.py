@@ -25,6 +25,7 @@ from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from streams.errors import VisearchError
 from streams.publisher import EventPublisher
 from streams.schemas import DeadLetter, SchemaError, decode
 from streams.settings import Settings
@@ -32,7 +33,7 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class DeadLetterError(RuntimeError):
+class DeadLetterError(VisearchError, RuntimeError):
     """The dead-letter topic cannot be read (e.g. Kafka is unreachable)."""
 
 

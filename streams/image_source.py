@@ -16,22 +16,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from streams.errors import CodedError
 from streams.remote_fetch import FetchError, RemoteFetch, fetch
 from streams.schemas import ImageUploaded, SchemaError
 
 
-class ImageSourceError(ValueError):
+class ImageSourceError(CodedError, ValueError):
     """The image bytes of an upload cannot be read; ``code`` is machine-readable.
 
     Codes: ``unsupported_uri``, ``forbidden_path``, ``missing_file``,
     ``too_many_bytes``, ``bad_inline``, and for http(s) URIs
     ``forbidden_address``, ``fetch_failed``, ``fetch_timeout``.
     """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 def is_http_uri(uri: str) -> bool:

@@ -24,6 +24,8 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.errors import VisearchError
+
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 # Error messages name the variable to fix, not the dataclass field.
@@ -34,7 +36,7 @@ _FILE_VARIABLES = {
 }
 
 
-class KafkaConnectionError(ValueError):
+class KafkaConnectionError(VisearchError, ValueError):
     """A TLS file named by the settings cannot be used."""
 
 

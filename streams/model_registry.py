@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from encoders.model_dir import read_metadata
+from streams.errors import VisearchError
 from streams.log_follower import LogFollower
 from streams.schemas import ModelChanged, SchemaError, decode
 from streams.settings import Settings
@@ -29,7 +30,7 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class RegistryError(ValueError):
+class RegistryError(VisearchError, ValueError):
     """A model change that the registry's current state does not allow."""
 
 

@@ -39,22 +39,19 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from streams.errors import CodedError
+
 CHUNK = 65536
 # getaddrinfo cannot be interrupted: lookups run here so the deadline still holds.
 _RESOLVERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
 
 
-class FetchError(ValueError):
+class FetchError(CodedError, ValueError):
     """A remote image cannot be fetched; ``code`` is machine-readable.
 
     Codes: ``unsupported_uri``, ``forbidden_address``, ``fetch_failed``,
     ``fetch_timeout``, ``too_many_bytes``.
     """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 def resolve_host(host: str, port: int) -> list[str]:

@@ -24,19 +24,16 @@ from typing import Any, ClassVar, TypeVar
 import faust
 import numpy as np
 
+from streams.errors import CodedError
+
 # Always use fullmatch: "$" in match() would also accept a trailing newline.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 UPDATE_ACTIONS = ("delete", "private", "public", "flag", "unflag")
 INTERACTION_TYPES = ("impression", "click", "dwell")
 
 
-class SchemaError(ValueError):
+class SchemaError(CodedError, ValueError):
     """A message that does not match its schema; ``code`` is machine-readable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 class Event(faust.Record, abstract=True):

@@ -17,6 +17,7 @@ from typing import Any
 
 from encoders.precision import MODES as PRECISION_MODES
 from encoders.tiles import TILE_SCHEMES
+from streams.errors import VisearchError
 from streams.kafka_connection import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaConnection
 from streams.remote_fetch import parse_networks
 
@@ -32,7 +33,7 @@ WINDOW_SCHEMES = ("none", "centre", "grid")  # index.query_windows.WINDOW_SCHEME
 MAX_INTERACTIONS_PER_REQUEST = 10_000  # index.query_expansion.MAX_NEIGHBOURS (no index import here)
 
 
-class SettingsError(ValueError):
+class SettingsError(VisearchError, ValueError):
     """A ``VISEARCH_*`` variable holds a value that cannot be used."""
 
 

@@ -13,13 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from streams.errors import VisearchError
 from streams.kafka_connection import KafkaConnection
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class TopicSetupError(RuntimeError):
+class TopicSetupError(VisearchError, RuntimeError):
     """Topics could not be created or exist with the wrong partition count."""
 
 

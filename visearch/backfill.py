@@ -30,6 +30,7 @@ from encoders.tiles import tile_boxes
 from streams.atomic_file import atomic_write_chunks
 from streams.embedding import RawMessage, embed_uploads
 from streams.encoder_set import encoder_from_settings
+from streams.errors import VisearchError
 from streams.image_source import file_uri
 from streams.model_registry import ModelRegistry, ModelWatcher
 from streams.publisher import EventPublisher
@@ -40,7 +41,7 @@ from visearch.image_store import ImageStore
 BATCH = 16
 
 
-class BackfillError(RuntimeError):
+class BackfillError(VisearchError, RuntimeError):
     """The version is not a deployed candidate, or its model cannot be loaded."""
 
 

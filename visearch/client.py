@@ -31,13 +31,15 @@ from typing import Any, TypeAlias
 import httpx
 from PIL import Image
 
+from streams.errors import VisearchError
+
 ImageInput: TypeAlias = str | Path | bytes | Image.Image
 Crop: TypeAlias = tuple[float, float, float, float]
 RETRY_STATUSES = frozenset({502, 503, 504})
 VISIBILITY_ACTIONS = ("private", "public", "flag", "unflag")
 
 
-class ApiError(Exception):
+class ApiError(VisearchError):
     """An error answer of the API: HTTP ``status``, machine-readable ``code``, ``message``."""
 
     def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from streams.errors import VisearchError
+
 # Debian's tuxpaint-stamps-default: ~800 real photo cut-outs in category folders,
 # installable offline through apt (the Makefile installs it).
 DEMO_CORPUS = Path("/usr/share/tuxpaint/stamps")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
-class CorpusError(RuntimeError):
+class CorpusError(VisearchError, RuntimeError):
     """A folder that should hold images holds none."""
 
 

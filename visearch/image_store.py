@@ -23,11 +23,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from streams.errors import VisearchError
 from streams.schemas import ID_PATTERN
 from visearch.hidden_images import HiddenImages
 
 
-class UnknownImageError(KeyError):
+class UnknownImageError(VisearchError, KeyError):
     """No stored image has this id."""
 
 

@@ -15,11 +15,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from streams.errors import VisearchError
 from streams.http_json import request_json
 from streams.settings import Settings
 
 
-class ModelCommandError(RuntimeError):
+class ModelCommandError(VisearchError, RuntimeError):
     """The API refused the request; the message is its reason."""
 
 

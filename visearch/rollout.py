@@ -22,6 +22,7 @@ from typing import Any, Self
 
 from encoders.model_dir import ModelDirError, read_metadata
 from index.search import SearchService
+from streams.errors import CodedError
 from streams.lifecycle import Lifecycle
 from streams.model_journal import append_to_journal, journal_path
 from streams.model_registry import (
@@ -40,13 +41,8 @@ from visearch.version_index import VersionIndex
 log = logging.getLogger(__name__)
 
 
-class RolloutError(RuntimeError):
+class RolloutError(CodedError, RuntimeError):
     """A deploy, switch or retire that cannot happen now; ``code`` is for the API."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class ModelRollout(Lifecycle):

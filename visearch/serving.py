@@ -17,11 +17,12 @@ from typing import Any
 import uvicorn
 
 from streams.broker import free_port
+from streams.errors import VisearchError
 from streams.settings import Settings
 from visearch.http_guard import guarded_protocol
 
 
-class ServeError(RuntimeError):
+class ServeError(VisearchError, RuntimeError):
     """The server did not start listening in time."""
 
 

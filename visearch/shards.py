@@ -16,10 +16,11 @@ from index.remote import RemoteShard
 from index.scatter import ShardCopies
 from index.search import SearchService, ShardLike
 from index.shard import IndexShard, ShardConsumer, owned_partitions
+from streams.errors import VisearchError
 from streams.settings import Settings
 
 
-class ShardStartError(RuntimeError):
+class ShardStartError(VisearchError, RuntimeError):
     """A shard could not recover or reach its topic."""
 
 

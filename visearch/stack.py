@@ -30,6 +30,7 @@ from streams.broker import EmbeddedBroker, broker_reachable, free_port
 from streams.dead_letter_monitor import DeadLetterMonitor
 from streams.encoder_set import encoder_from_settings
 from streams.epoch import EXIT_NEW_EPOCH
+from streams.errors import VisearchError
 from streams.lifecycle import Lifecycle, die_with_parent
 from streams.model_journal import republish_journal
 from streams.process_tuning import tune_process
@@ -56,7 +57,7 @@ PROGRESS_MAX_AGE_S = 10.0
 log = logging.getLogger(__name__)
 
 
-class StackError(RuntimeError):
+class StackError(VisearchError, RuntimeError):
     """A part of the local stack failed to start or died."""
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streams.errors import VisearchError
 from visearch.corpus import CorpusError, find_images, image_id_for
 
 CORPUS_DIR = "corpus"
@@ -35,7 +36,7 @@ MANIFEST_FILE = "manifest.json"
 Qrels = dict[str, dict[str, int]]
 
 
-class EvalSetError(ValueError):
+class EvalSetError(VisearchError, ValueError):
     """An evaluation set that cannot be evaluated as it stands; the message says why."""
 
 

@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from streams.errors import VisearchError
+
 SPLITS = ("tune", "heldout")
 PHOTO_FORMATS = ("JPEG", "PNG")
 MIN_SHORT_SIDE = 240
@@ -220,7 +222,7 @@ STAMP_PACKAGE = PackageSource(
 )
 
 
-class PhotoSourceError(RuntimeError):
+class PhotoSourceError(VisearchError, RuntimeError):
     """A source package is missing or its files are not where the list says."""
 
 
