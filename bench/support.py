@@ -108,7 +108,7 @@ def running_stack(
         )
     base_url = f"http://{settings.http_host}:{settings.http_port}"
     http = httpx.Client(base_url=base_url, timeout=120)
-    publisher = EventPublisher(settings)
+    publisher: EventPublisher | None = None
     auth = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
     try:
         deadline = time.monotonic() + 180
@@ -121,9 +121,13 @@ def running_stack(
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError(f"the stack did not become ready; see {log}")
             time.sleep(0.5)
+        # Only now: the stack starts its embedded broker after choosing and checking the
+        # model (seconds on a first start), and a producer gives up bootstrapping sooner.
+        publisher = EventPublisher(settings)
         yield RunningStack(settings, base_url, process, log, http, publisher, auth)
     finally:
-        publisher.stop()
+        if publisher is not None:
+            publisher.stop()
         http.close()
         process.terminate()
         try:
