@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Protocol, TypeVar
 
 from streams.schemas import Event, SchemaError, decode, encode, field_types
@@ -99,25 +99,19 @@ class ParquetWriter:
         self._writer.close()
 
 
-class open_writer:  # noqa: N801 - used as a context manager, like open()
+@contextmanager
+def open_writer(
+    path: Path, schema: type[Event], file_format: str = "jsonl"
+) -> Iterator[RecordWriter]:
     """``with open_writer(path, LabeledPair, "parquet") as writer: writer.write(pair)``."""
-
-    def __init__(self, path: Path, schema: type[Event], file_format: str = "jsonl") -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.writer: RecordWriter = (
-            ParquetWriter(path, schema) if file_format == "parquet" else JsonlWriter(path)
-        )
-
-    def __enter__(self) -> RecordWriter:
-        return self.writer
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.writer.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer: RecordWriter = (
+        ParquetWriter(path, schema) if file_format == "parquet" else JsonlWriter(path)
+    )
+    try:
+        yield writer
+    finally:
+        writer.close()
 
 
 def iter_records(path: Path, schema: type[Record], start: int = 0) -> Iterator[Record]:

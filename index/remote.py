@@ -11,7 +11,8 @@ request cost a round trip and a socket per shard per query.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -20,11 +21,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, Field
 
 from index.faiss_index import SearchParams
-from index.hits_wire import MEDIA_TYPE, HitsWireError, decode_hits, encode_hits
+from index.hits_wire import MEDIA_TYPE, decode_hits, encode_hits
 from index.partition import Hit
 from index.shard import IndexShard
 from streams.errors import VisearchError
 from streams.schemas import SchemaError, decode_floats, vector_to_b64
+
+T = TypeVar("T")
 
 
 class RemoteShardError(VisearchError, RuntimeError):
@@ -156,20 +159,28 @@ class RemoteShard:
             "with_vectors": with_vectors,
             "format": "binary",
         }
-        try:
-            response = self._client.post("/v1/shard/search", json=body)
-            response.raise_for_status()
-            return decode_hits(response.content, self.dim)
-        except (httpx.HTTPError, HitsWireError) as exc:
-            raise RemoteShardError(f"shard {self.base_url} failed on search: {exc}") from exc
+        return self._request(
+            "POST", "/v1/shard/search", body, lambda r: decode_hits(r.content, self.dim)
+        )
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        try:
-            response = self._client.request(method, path, json=body)
-            response.raise_for_status()
-            answer = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise RemoteShardError(f"shard {self.base_url} failed on {path}: {exc}") from exc
+        answer = self._request(method, path, body, httpx.Response.json)
         if not isinstance(answer, dict):
             raise RemoteShardError(f"shard {self.base_url} answered {path} with no JSON object")
         return answer
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        read: Callable[[httpx.Response], T],
+    ) -> T:
+        """One request and ``read`` of its answer; any failure is a :class:`RemoteShardError`
+        (a bad JSON or hits body raises ValueError, HitsWireError included)."""
+        try:
+            response = self._client.request(method, path, json=body)
+            response.raise_for_status()
+            return read(response)
+        except (httpx.HTTPError, ValueError) as exc:
+            raise RemoteShardError(f"shard {self.base_url} failed on {path}: {exc}") from exc

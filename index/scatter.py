@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -58,10 +58,6 @@ def shared_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-class Clock(Protocol):
-    def __call__(self) -> float: ...
-
-
 class ShardsUnavailableError(VisearchError, RuntimeError):
     """A strict search found shards with no answering copy before its deadline."""
 
@@ -91,7 +87,7 @@ class ShardCopies:
         shard_id: int,
         copies: Sequence[ShardLike],
         unhealthy_s: float = 5.0,
-        clock: Clock = time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not copies:
             raise ValueError(f"shard {shard_id} has no copy")
@@ -178,7 +174,7 @@ class Scatter:
         shards: Sequence[ShardCopies],
         deadline_s: float = 1.0,
         strict: bool = False,
-        clock: Clock = time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.shards = list(shards)
         self.deadline_s = deadline_s
