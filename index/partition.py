@@ -19,20 +19,28 @@ holds the lock.
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import faiss
 import numpy as np
 
+from index.ann_plan import AnnPlan
+from index.defaults import DEFAULT_ANN_THRESHOLD, DEFAULT_FACTORY, EXACT_FACTORY
 from index.faiss_index import (
     SearchParams,
     build_index,
+    centroids_key,
+    coarse_quantizer,
     index_bytes,
+    one_omp_thread,
     reconstruct_rows,
     search_parameters,
+    search_preassigned,
     train_and_add,
 )
 from index.rwlock import RWLock
@@ -40,7 +48,51 @@ from index.visibility import ImageState
 
 log = logging.getLogger(__name__)
 
-EXACT_FACTORY = "Flat"
+__all__ = [
+    "EXACT_FACTORY",
+    "CoarseCells",
+    "Hit",
+    "MemoryReport",
+    "Partition",
+    "Upsert",
+    "WriteResult",
+]
+
+
+# Adds of fewer rows than this run on the calling thread alone (see one_omp_thread).
+SMALL_BATCH = 64
+
+
+class WriteResult(enum.Enum):
+    """What a write did; truthy only when the index changed."""
+
+    APPLIED = "applied"
+    # A newer upload or delete of the image already won: nothing changed.
+    SUPERSEDED = "superseded"
+    # An update for an image with no vectors yet: remembered, obeyed when they arrive.
+    PENDING = "pending"
+
+    def __bool__(self) -> bool:
+        return self is WriteResult.APPLIED
+
+
+@dataclass(frozen=True)
+class Upsert:
+    """One image's vectors for :meth:`Partition.upsert_many`."""
+
+    image_id: str
+    vectors: np.ndarray  # global vector first, then tiles; (rows, dim) or (dim,)
+    uploaded_at: float
+    private: bool = False
+
+
+@dataclass(frozen=True)
+class CoarseCells:
+    """A query's IVF cells found once by a shard for all its partitions."""
+
+    key: str  # centroids digest: only partitions built on these centroids may use them
+    cells: np.ndarray  # (queries, nprobe) list numbers
+    scores: np.ndarray  # (queries, nprobe) similarity to each cell's centroid
 
 
 @dataclass(frozen=True)
@@ -71,13 +123,20 @@ class MemoryReport:
 
 
 class Partition:
-    """Upsert, update visibility, and search one partition's vectors; thread-safe."""
+    """Upsert, update visibility, and search one partition's vectors; thread-safe.
+
+    Example (a partition used as a library; a shard groups several)::
+
+        part = Partition(dim=256)
+        part.upsert("cat-1", vector, uploaded_at=time.time())
+        hits = part.search(query, k=10)[0]  # [Hit(image_id, score), ...]
+    """
 
     def __init__(
         self,
         dim: int,
-        factory: str = "HNSW32",
-        ann_threshold: int = 50_000,
+        factory: str = DEFAULT_FACTORY,
+        ann_threshold: int = DEFAULT_ANN_THRESHOLD,
         compact_ratio: float = 0.25,
         # Small partitions are exact and rebuild in milliseconds, so dead rows need
         # not pile up: with 1024, a partition of 625 live images held up to 2.6x its
@@ -86,41 +145,60 @@ class Partition:
         min_compact_rows: int = 128,
         background: bool = True,
     ) -> None:
-        build_index(dim, factory)  # fail now on a factory faiss cannot build
         self.dim = dim
-        self.factory = factory
-        self.ann_threshold = ann_threshold
+        # Alone, a partition is a group of one; IndexShard.join_plan shares one plan.
+        self.plan = AnnPlan(dim, factory, ann_threshold, background)
+        self.plan.register(self)
         self.compact_ratio = compact_ratio
         self.min_compact_rows = min_compact_rows
         self.background = background
         self.kind = "exact"
+        self.index_factory = EXACT_FACTORY  # what the index now is (a resolved factory)
+        self.coarse_key: str | None = None  # centroids digest when it is a shareable IVF
         self._index: faiss.Index = build_index(dim, EXACT_FACTORY)
         self._row_image: list[str] = []
         self._alive, self._allowed = _row_arrays(1024)
         self._filter_cache: tuple[Any, faiss.IDSelector, faiss.SearchParameters] | None = None
         self._dead_rows = 0
         self._allowed_rows = 0  # rows whose bit is set: what a search can return
+        self._images = 0  # images with rows (never deleted ones: a delete retires rows)
         self._states: dict[str, ImageState] = {}
         self._max_rows_per_image = 1
         self._lock = RWLock()
-        self._rebuild_guard = threading.Lock()  # one rebuild thread at a time
-        self._rebuild_thread: threading.Thread | None = None
+        self._rebuild_lock = threading.Lock()  # one rebuild at a time (compaction or plan)
+        self._compaction_thread: threading.Thread | None = None
         self.rebuilds = 0
+
+    @property
+    def factory(self) -> str:
+        """The ANN factory the partition's plan moves to (``{nlist}`` may be open)."""
+        return self.plan.factory
+
+    @property
+    def ann_threshold(self) -> int:
+        return self.plan.threshold
+
+    def join_plan(self, plan: AnnPlan) -> None:
+        """Decide the index with ``plan`` (a shard's, shared by its partitions) from now on."""
+        self.plan.unregister(self)
+        self.plan = plan
+        plan.register(self)
 
     # ----------------------------------------------------------------- queries
 
     def __len__(self) -> int:
-        """Images with vectors in the index (visible or not)."""
-        with self._lock.read():
-            return self._image_count()
+        """Images with vectors in the index (visible or not); O(1)."""
+        return self._images
 
-    def _image_count(self) -> int:
-        return sum(1 for s in self._states.values() if s.row_count and not s.deleted)
+    @property
+    def live_rows(self) -> int:
+        """Vectors not retired (what an index rebuild keeps); O(1)."""
+        return len(self._row_image) - self._dead_rows
 
     def image_ids(self) -> set[str]:
         """Ids of the images counted by ``len`` (indexed and not deleted)."""
         with self._lock.read():
-            return {i for i, s in self._states.items() if s.row_count and not s.deleted}
+            return {i for i, s in self._states.items() if s.row_count}
 
     def __contains__(self, image_id: str) -> bool:
         return self.is_visible(image_id)
@@ -141,25 +219,58 @@ class Partition:
         k: int,
         params: SearchParams | None = None,
         with_vectors: bool = False,
+        cells: CoarseCells | None = None,
     ) -> list[list[Hit]]:
-        """Top ``k`` visible images per query row, best first (max over an image's vectors)."""
+        """Top ``k`` visible images per query row, best first (max over an image's vectors).
+
+        ``cells``: the queries' IVF cells, found once by a shard whose partitions
+        share centroids; used when this partition's index has them, else ignored.
+        """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim == 1:
             queries = queries.reshape(1, -1)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries have shape {queries.shape}, index has {self.dim} dimensions")
         params = params or SearchParams()
+        if not with_vectors:
+            return [
+                [Hit(image_id, score) for score, image_id in top]
+                for top in self.top(queries, k, params, cells)
+            ]
+        with self._lock.read():
+            return [
+                self._hits_with_vectors({image_id: score for score, image_id in top})
+                for top in self.top(queries, k, params, cells)
+            ]
+
+    def top(
+        self,
+        queries: np.ndarray,
+        k: int,
+        params: SearchParams,
+        cells: CoarseCells | None = None,
+    ) -> list[list[tuple[float, str]]]:
+        """Per query, the best ``k`` visible images as ``(score, image_id)``, best first:
+        :meth:`search` without building hits (a shard merges partitions first)."""
         with self._lock.read():
             rows = len(self._row_image)
             if rows == 0:
                 return [[] for _ in range(len(queries))]
             fetch = min(rows, k * self._max_rows_per_image)
-            scores, found = self._search_filtered(queries, fetch, params)
+            scores, found = self._search_filtered(queries, fetch, params, cells)
             row_image = self._row_image
             results = []
-            for row_scores, row_ids in zip(scores, found, strict=True):
+            for row_scores, row_ids in zip(scores.tolist(), found.tolist(), strict=True):
+                if self._max_rows_per_image == 1:  # one row per image: no duplicates
+                    top = [
+                        (score, row_image[row])
+                        for score, row in zip(row_scores, row_ids, strict=True)
+                        if row >= 0
+                    ]
+                    results.append(top[:k])
+                    continue
                 best: dict[str, float] = {}
-                for score, row in zip(row_scores.tolist(), row_ids.tolist(), strict=True):
+                for score, row in zip(row_scores, row_ids, strict=True):
                     if row < 0:
                         break
                     image_id = row_image[row]
@@ -167,11 +278,14 @@ class Partition:
                         best[image_id] = score
                         if len(best) == k:
                             break
-                if with_vectors:
-                    results.append(self._hits_with_vectors(best))
-                else:
-                    results.append([Hit(image_id, score) for image_id, score in best.items()])
+                results.append([(score, image_id) for image_id, score in best.items()])
             return results
+
+    def hits_with_vectors(self, scored: list[tuple[float, str]]) -> list[Hit]:
+        """Hits for ``(score, image_id)`` pairs of this partition, with global vectors."""
+        with self._lock.read():
+            present = {i: score for score, i in scored if self._states.get(i, _NO_ROWS).row_count}
+            return self._hits_with_vectors(present)
 
     def exact_search(self, query: np.ndarray, k: int, chunk: int = 65_536) -> list[Hit]:
         """The true top ``k`` visible images for one query (what :meth:`search` should
@@ -203,7 +317,11 @@ class Partition:
         return [Hit(image_id, score) for image_id, score in ranked]
 
     def _search_filtered(
-        self, queries: np.ndarray, fetch: int, params: SearchParams
+        self,
+        queries: np.ndarray,
+        fetch: int,
+        params: SearchParams,
+        cells: CoarseCells | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """faiss search through the visibility bitmap, with effort raised as needed.
 
@@ -214,10 +332,15 @@ class Partition:
         """
         rows = len(self._row_image)
         wanted = min(fetch, self._allowed_rows)
+        if cells is not None and cells.key == self.coarse_key:
+            scores, found = search_preassigned(
+                self._index, queries, fetch, cells.cells, cells.scores, self._filter(params)
+            )
+            if _enough(found, wanted):
+                return scores, found
         while True:
             scores, found = self._index.search(queries, fetch, params=self._filter(params))
-            short = int(np.min(np.sum(found >= 0, axis=1)))
-            if short >= wanted or self.kind == "exact" or params.ef_search >= rows:
+            if _enough(found, wanted) or self.kind == "exact" or params.ef_search >= rows:
                 return scores, found
             params = SearchParams(
                 ef_search=min(4 * params.ef_search, max(rows, 1)),
@@ -285,55 +408,101 @@ class Partition:
             # Row map (8-byte pointer per row), alive + allowed bitmaps, and the
             # Python objects of each image state (~320 bytes measured with an id).
             map_bytes = rows * 8 + len(self._alive) + len(self._allowed) + 320 * len(self._states)
-            return MemoryReport(self.kind, rows, live, self._image_count(), size, map_bytes)
+            return MemoryReport(self.kind, rows, live, self._images, size, map_bytes)
 
     # ----------------------------------------------------------------- writes
 
     def upsert(
         self, image_id: str, vectors: np.ndarray, uploaded_at: float, private: bool = False
-    ) -> bool:
-        """Index an image's vectors (global first, then tiles); the same image twice is one
-        entry. Returns False when a newer upload or a delete already supersedes it."""
+    ) -> WriteResult:
+        """Index an image's vectors (global first, then tiles); the same upload twice is
+        one entry. SUPERSEDED when a newer upload or a delete already won."""
+        return self.upsert_many([Upsert(image_id, vectors, uploaded_at, private)])[0]
+
+    def upsert_many(self, items: Sequence[Upsert]) -> list[WriteResult]:
+        """Index several images under one lock and one faiss add; one result per item,
+        in order. Later items of the batch win over earlier ones for the same image."""
+        batch = [(item, self._checked_vectors(item.vectors)) for item in items]
+        results: list[WriteResult] = []
+        added: list[np.ndarray] = []
+        with self._lock.write():
+            first = len(self._row_image)
+            self._grow(first + sum(len(vectors) for _, vectors in batch))
+            for item, vectors in batch:
+                state = self._states.setdefault(item.image_id, ImageState())
+                if not state.accepts_upload(item.uploaded_at):
+                    results.append(WriteResult.SUPERSEDED)
+                    continue
+                self._retire(state)
+                start = len(self._row_image)
+                added.append(vectors)
+                self._row_image.extend([item.image_id] * len(vectors))
+                self._alive[start : start + len(vectors)] = True
+                state.first_row, state.row_count = start, len(vectors)
+                self._images += 1
+                self._max_rows_per_image = max(self._max_rows_per_image, len(vectors))
+                state.record_upload(item.uploaded_at, item.private)
+                results.append(WriteResult.APPLIED)
+            if added:
+                stacked = added[0] if len(added) == 1 else np.concatenate(added)
+                if len(stacked) < SMALL_BATCH:
+                    with one_omp_thread():
+                        self._index.add(stacked)
+                else:
+                    self._index.add(stacked)
+                for item, _ in batch:
+                    self._refresh(self._states[item.image_id])
+        if added:
+            self._after_write()
+        return results
+
+    def _checked_vectors(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim == 1:
             vectors = vectors.reshape(1, -1)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(vectors) == 0:
             raise ValueError(f"vectors have shape {vectors.shape}, index has {self.dim} dimensions")
-        with self._lock.write():
-            state = self._states.setdefault(image_id, ImageState())
-            if not state.accepts_upload(uploaded_at):
-                return False
-            self._retire(state)
-            first = len(self._row_image)
-            self._grow(first + len(vectors))
-            self._index.add(vectors)
-            self._row_image.extend([image_id] * len(vectors))
-            state.first_row, state.row_count = first, len(vectors)
-            self._alive[first : first + len(vectors)] = True
-            self._max_rows_per_image = max(self._max_rows_per_image, len(vectors))
-            state.record_upload(uploaded_at, private)
-            self._refresh(state)
-        self._maybe_rebuild()
-        return True
+        return vectors
 
-    def update(self, image_id: str, action: str, at: float) -> None:
+    def update(self, image_id: str, action: str, at: float) -> WriteResult:
         """Apply delete / private / public / flag / unflag at event time ``at``.
 
-        An update for an image not indexed yet is remembered, so an embedding
-        that arrives later (reordered, or replayed) obeys it.
+        An update for an image not indexed yet is remembered (PENDING), so an
+        embedding that arrives later (reordered, or replayed) obeys it.
         """
+        return self.update_many([image_id], action, at)[0]
+
+    def delete_many(self, image_ids: Iterable[str], at: float) -> list[WriteResult]:
+        """Delete several images at event time ``at`` under one lock."""
+        return self.update_many(image_ids, "delete", at)
+
+    def update_many(self, image_ids: Iterable[str], action: str, at: float) -> list[WriteResult]:
+        """Apply one visibility action to several images under one lock."""
+        results = []
         with self._lock.write():
-            state = self._states.setdefault(image_id, ImageState())
-            state.apply(action, at)
-            if state.deleted:
-                self._retire(state)
-            else:
-                self._refresh(state)
-        self._maybe_rebuild()
+            for image_id in image_ids:
+                state = self._states.setdefault(image_id, ImageState())
+                indexed = state.row_count > 0
+                won = state.apply(action, at)
+                if state.deleted:
+                    self._retire(state)
+                else:
+                    self._refresh(state)
+                if not won:
+                    results.append(WriteResult.SUPERSEDED)
+                else:
+                    results.append(WriteResult.APPLIED if indexed else WriteResult.PENDING)
+        self._after_write()
+        return results
+
+    def _after_write(self) -> None:
+        self._maybe_compact()
+        self.plan.check()
 
     def wait_idle(self, timeout_s: float | None = None) -> None:
-        """Wait for a background rebuild to finish (tests, benchmarks, shutdown)."""
-        thread = self._rebuild_thread
+        """Wait for background rebuilds to finish (tests, benchmarks, shutdown)."""
+        self.plan.wait_idle(timeout_s)
+        thread = self._compaction_thread
         if thread is not None:
             thread.join(timeout_s)
 
@@ -352,6 +521,7 @@ class Partition:
             self._set_allowed(state.rows, False)
             self._alive[state.first_row : state.first_row + state.row_count] = False
             self._dead_rows += state.row_count
+            self._images -= 1
             state.first_row, state.row_count = -1, 0
 
     def _refresh(self, state: ImageState) -> None:
@@ -372,43 +542,60 @@ class Partition:
 
     # ---------------------------------------------------------------- rebuilds
 
-    def _rebuild_due(self) -> bool:
+    def _compaction_due(self) -> bool:
         rows = len(self._row_image)
-        live = rows - self._dead_rows
-        if self.kind == "exact" and self.factory != EXACT_FACTORY and live >= self.ann_threshold:
-            return True
         return (
             self._dead_rows >= self.min_compact_rows and self._dead_rows > self.compact_ratio * rows
         )
 
-    def _maybe_rebuild(self) -> None:
-        with self._rebuild_guard:
-            if self._rebuild_thread is not None and self._rebuild_thread.is_alive():
-                return
-            with self._lock.read():
-                if not self._rebuild_due():
-                    return
-            if not self.background:
-                self._rebuild()
-                return
-            self._rebuild_thread = threading.Thread(
-                target=self._rebuild, name="partition-rebuild", daemon=True
-            )
-            self._rebuild_thread.start()
+    def _maybe_compact(self) -> None:
+        if not self._compaction_due() or self._rebuild_lock.locked():
+            return
+        if not self.background:
+            self.rebuild()
+            return
+        thread = self._compaction_thread
+        if thread is not None and thread.is_alive():
+            return
+        self._compaction_thread = threading.Thread(
+            target=self._compact_in_background, name="partition-compact", daemon=True
+        )
+        self._compaction_thread.start()
+
+    def _compact_in_background(self) -> None:
+        faiss.omp_set_num_threads(1)  # this thread only: leave a core to serve
+        self.rebuild(blocking=False)
+
+    def sample_vectors(self, share: float, rng: np.random.Generator) -> np.ndarray:
+        """About ``share`` of the live vectors, at random (training the plan's template)."""
+        with self._lock.read():
+            live = np.flatnonzero(self._alive[: len(self._row_image)])
+            picked = np.sort(rng.choice(live, round(share * len(live)), replace=False))
+            return reconstruct_rows(self._index, picked)
+
+    def rebuild(self, blocking: bool = True) -> bool:
+        """Rebuild into the plan's index (exact, or a copy of its template), dropping
+        retired rows; False when another rebuild holds the partition and
+        ``blocking`` is False."""
+        if not self._rebuild_lock.acquire(blocking=blocking):
+            return False
+        try:
+            self._rebuild()
+        finally:
+            self._rebuild_lock.release()
+        return True
 
     def _rebuild(self) -> None:
-        """Build a compact index (ANN past the threshold) and swap it in."""
+        template = self.plan.template
         with self._lock.read():
             rows_at_start = len(self._row_image)
             live = np.flatnonzero(self._alive[:rows_at_start])
             vectors = reconstruct_rows(self._index, live)
-        # Hysteresis: an ANN partition goes back to exact search only below 80 %
-        # of the threshold, so a partition hovering around it does not flip-flop
-        # (and IVF is never retrained on far fewer points than it first had).
-        stays_ann = self.kind == "ann" and len(live) >= 0.8 * self.ann_threshold
-        ann = len(live) >= self.ann_threshold or stays_ann
-        target = self.factory if ann else EXACT_FACTORY
-        fresh = train_and_add(build_index(self.dim, target), vectors)
+        if template is None:
+            target, fresh = EXACT_FACTORY, build_index(self.dim, EXACT_FACTORY)
+        else:
+            target, fresh = template.factory, template.copy()
+        train_and_add(fresh, vectors)  # a template copy is trained already
         del vectors
         with self._lock.write():
             self._swap(fresh, target, live, rows_at_start)
@@ -424,6 +611,12 @@ class Partition:
         if len(added):
             fresh.add(reconstruct_rows(self._index, added))
         kept = np.concatenate([live, added])
+        if len(kept) < rows_now:  # rows were retired: renumber (identity otherwise)
+            self._renumber(kept, rows_now)
+        self._install(fresh, target)
+        self.rebuilds += 1
+
+    def _renumber(self, kept: np.ndarray, rows_now: int) -> None:
         new_of_old = np.full(rows_now, -1, dtype=np.int64)
         new_of_old[kept] = np.arange(len(kept))
         allowed_old = np.unpackbits(self._allowed, bitorder="little")[:rows_now].astype(bool)
@@ -440,9 +633,16 @@ class Partition:
         for state in self._states.values():
             if state.row_count:
                 state.first_row = mapping[state.first_row]
-        self._index = fresh
-        self.kind = "exact" if target == EXACT_FACTORY else "ann"
-        self.rebuilds += 1
+
+    def _install(self, index: faiss.Index, factory: str) -> None:
+        """Make ``index`` (built as ``factory``) the one searched."""
+        # faiss's factory, clone and deserialize return the concrete class, which
+        # IVF-only calls need (a downcast copy would not own the index: no copy here).
+        self._index = index
+        self.index_factory = factory
+        self.kind = "exact" if factory == EXACT_FACTORY else "ann"
+        quantizer = coarse_quantizer(index)
+        self.coarse_key = None if quantizer is None else centroids_key(quantizer)
 
     # --------------------------------------------------------------- snapshots
 
@@ -453,6 +653,7 @@ class Partition:
             blob = faiss.serialize_index(self._index).tobytes()
             state = {
                 "kind": self.kind,
+                "factory": self.index_factory,
                 "rows": rows,
                 "row_image": self._row_image,
                 "alive": np.packbits(self._alive[:rows], bitorder="little").tobytes().hex(),
@@ -474,9 +675,12 @@ class Partition:
         if len(allowed_bits) != (rows + 7) // 8:
             raise ValueError("snapshot visibility bitmap has the wrong length")
         states = {image_id: ImageState.from_list(v) for image_id, v in state["states"].items()}
+        # Snapshots written before the factory was recorded: the plan's, resolved.
+        factory = state.get("factory") or (
+            EXACT_FACTORY if state["kind"] == "exact" else self.plan.factory_of(index)
+        )
         with self._lock.write():
-            self._index = index
-            self.kind = state["kind"]
+            self._install(index, factory)
             self._row_image = list(state["row_image"])
             self._alive, self._allowed = _row_arrays(max(1024, 2 * rows))
             self._alive[:rows] = alive
@@ -484,7 +688,21 @@ class Partition:
             self._allowed_rows = int(np.unpackbits(allowed_bits, bitorder="little")[:rows].sum())
             self._dead_rows = int(rows - alive.sum())
             self._states = states
+            self._images = sum(1 for s in states.values() if s.row_count)
             self._max_rows_per_image = int(state["max_rows_per_image"])
+        self.plan.adopt(index, factory)
+
+
+_NO_ROWS = ImageState()
+
+
+def _enough(found: np.ndarray, wanted: int) -> bool:
+    """Every query found at least ``wanted`` rows (faiss puts the -1s of a short answer last)."""
+    if wanted == 0:
+        return True
+    if len(found) == 1:
+        return int(found[0, wanted - 1]) >= 0
+    return bool(np.all(found[:, wanted - 1] >= 0))
 
 
 def _row_arrays(capacity: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,9 +3,18 @@
 The shard applies records of the embeddings topic to its partitions: vectors
 (ImageEmbedded, for the shard's model version) and visibility changes
 (ImageUpdated forwarded under the image's key, hence in the same partition and
-in order with its vectors). :class:`ShardConsumer` feeds it with manual
-partition assignment: shards do not form a consumer group, because every
-replica of a shard must read every one of its partitions in full.
+in order with its vectors). ``streams.shard_consumer.ShardConsumer`` feeds it
+from Kafka with manual partition assignment: shards do not form a consumer
+group, because every replica of a shard must read every one of its partitions
+in full. This module needs neither Kafka nor Faust: a shard (and
+:func:`partition_for`, the routing Kafka's producers use) can be used as a
+library, fed by :meth:`IndexShard.apply_vectors` and
+:meth:`IndexShard.apply_update`.
+
+The shard's partitions share one :class:`~index.ann_plan.AnnPlan`: they move
+to ANN together on the shard's live vectors, into copies of one trained
+template, so a search finds a query's IVF cells once and scans them in each
+partition.
 
 Recovery: on start the shard loads each partition's snapshot and consumes from
 the snapshot's offset. If the log is a new epoch (the topic was recreated, as
@@ -16,18 +25,20 @@ is idempotent, so records seen before change nothing.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import numpy as np
+from kafka.partitioner.default import murmur2
 
-from index.faiss_index import SearchParams
+from index.faiss_index import SearchParams, one_omp_thread
 from index.freshness import FreshnessHistogram, RecentTimes
-from index.partition import Hit, Partition
+from index.partition import CoarseCells, Hit, Partition, WriteResult
 from index.recall_monitor import RecallMonitor
 from index.snapshot import (
     SnapshotError,
@@ -36,11 +47,36 @@ from index.snapshot import (
     save_snapshot,
     snapshot_path,
 )
-from streams.kafka_connection import KafkaConnection
-from streams.log_follower import LogFollower
-from streams.schemas import ImageEmbedded, ImageUpdated, SchemaError, decode_vector_log
 
 log = logging.getLogger(__name__)
+
+
+def partition_for(image_id: str, partitions: int) -> int:
+    """The embeddings-topic partition (= index partition) that holds ``image_id``:
+    Kafka's default partitioner on the image id key, as every producer of ours keys it."""
+    return (murmur2(image_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+class VectorRecord(Protocol):
+    """What :meth:`IndexShard.apply` reads of an ImageEmbedded record."""
+
+    image_id: str
+    model_version: str
+    dim: int
+    uploaded_at: float
+    private: bool
+
+    def vector(self) -> np.ndarray: ...
+
+    def tiles(self) -> np.ndarray: ...
+
+
+class UpdateRecord(Protocol):
+    """What :meth:`IndexShard.apply` reads of an ImageUpdated record."""
+
+    image_id: str
+    action: str
+    updated_at: float
 
 
 def owned_partitions(partition_count: int, shard_id: int, shard_count: int) -> list[int]:
@@ -66,6 +102,12 @@ class IndexShard:
         self.model_version = model_version
         make = make_partition or (lambda: Partition(dim))
         self.partitions = {p: make() for p in partitions}
+        first = next(iter(self.partitions.values()), None)
+        # One plan for the shard, configured like its partitions were made.
+        self.plan = first.plan if first is not None else None
+        for part in self.partitions.values():
+            if self.plan is not None:
+                part.join_plan(self.plan)
         self.snapshot_dir = snapshot_dir
         self.epoch = ""
         self.consumed_offsets: dict[int, int] = {}
@@ -82,7 +124,13 @@ class IndexShard:
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
+        """Indexed images (visible or not); O(partitions)."""
         return sum(len(p) for p in self.partitions.values())
+
+    def wait_idle(self, timeout_s: float | None = None) -> None:
+        """Wait for background re-plans and compactions (tests, benchmarks)."""
+        for part in self.partitions.values():
+            part.wait_idle(timeout_s)
 
     def __contains__(self, image_id: str) -> bool:
         return any(image_id in p for p in self.partitions.values())
@@ -93,28 +141,68 @@ class IndexShard:
 
     # ----------------------------------------------------------------- applying
 
-    def apply(self, record: ImageEmbedded | ImageUpdated, partition: int, offset: int) -> bool:
-        """Apply one record of the embeddings topic; returns whether the index changed."""
+    def apply(self, record: VectorRecord | UpdateRecord, partition: int, offset: int) -> bool:
+        """Apply one record of the embeddings topic; returns whether the index changed.
+
+        Vectors of another model version (or dimension) are counted and skipped.
+        """
+        if hasattr(record, "action"):
+            update: UpdateRecord = record  # type: ignore[assignment]
+            result = self.apply_update(
+                partition, offset, update.image_id, update.action, update.updated_at
+            )
+            return result is not WriteResult.SUPERSEDED
+        embedded: VectorRecord = record
+        if embedded.model_version != self.model_version or embedded.dim != self.dim:
+            self.skip(partition, offset)
+            return False
+        vectors = np.vstack([embedded.vector()[None, :], embedded.tiles()])
+        return bool(
+            self.apply_vectors(
+                partition,
+                offset,
+                embedded.image_id,
+                vectors,
+                embedded.uploaded_at,
+                embedded.private,
+            )
+        )
+
+    def apply_vectors(
+        self,
+        partition: int,
+        offset: int,
+        image_id: str,
+        vectors: np.ndarray,
+        uploaded_at: float,
+        private: bool = False,
+    ) -> WriteResult:
+        """Index an image's vectors (global first, then tiles) read at ``offset``."""
+        result = self._partition(partition).upsert(image_id, vectors, uploaded_at, private)
+        self._consumed(partition, offset, image_id if result else None)
+        if result:
+            self.freshness.observe(time.time() - uploaded_at)
+        return result
+
+    def apply_update(
+        self, partition: int, offset: int, image_id: str, action: str, at: float
+    ) -> WriteResult:
+        """Apply a visibility change (delete, private, public, flag, unflag) read at ``offset``."""
+        result = self._partition(partition).update(image_id, action, at)
+        self._consumed(partition, offset, None if result is WriteResult.SUPERSEDED else image_id)
+        return result
+
+    def _partition(self, partition: int) -> Partition:
         part = self.partitions.get(partition)
         if part is None:
             raise ValueError(f"partition {partition} is not owned by this shard")
-        changed = False
-        if isinstance(record, ImageUpdated):
-            part.update(record.image_id, record.action, record.updated_at)
-            changed = True
-        elif record.model_version == self.model_version and record.dim == self.dim:
-            vectors = np.vstack([record.vector()[None, :], record.tiles()])
-            changed = part.upsert(record.image_id, vectors, record.uploaded_at, record.private)
-        else:
-            self.skipped_records += 1
-        now = time.time()
+        return part
+
+    def _consumed(self, partition: int, offset: int, changed: str | None) -> None:
         with self._lock:
             self.consumed_offsets[partition] = offset + 1
-            if changed:
-                self.searchable_at[record.image_id] = now
-        if changed and isinstance(record, ImageEmbedded):
-            self.freshness.observe(now - record.uploaded_at)
-        return changed
+            if changed is not None:
+                self.searchable_at[changed] = time.time()
 
     def skip(self, partition: int, offset: int) -> None:
         """Count an unreadable record as consumed (it stays in the log for inspection)."""
@@ -131,16 +219,54 @@ class IndexShard:
         params: SearchParams | None = None,
         with_vectors: bool = False,
     ) -> list[Hit]:
-        """Top ``k`` visible images over every partition of this shard."""
+        """Top ``k`` visible images over every partition of this shard.
+
+        Partitions return ``(score, image_id)`` pairs; hits (and vectors) are made
+        only for the ``k`` that win the merge.
+        """
+        params = params or SearchParams()
+        queries = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+        with one_omp_thread():  # a single query gains nothing from an OpenMP team
+            cells = self._coarse_cells(queries, params)
+            scored = [
+                (score, image_id, part)
+                for part in self.partitions.values()
+                for score, image_id in part.top(queries, k, params, cells)[0]
+            ]
+        best = heapq.nlargest(k, scored, key=lambda item: item[0])
+        if with_vectors:
+            hits = self._hits_with_vectors(best)
+        else:
+            hits = [Hit(image_id, score) for score, image_id, _ in best]
+        if self.recall is not None:
+            self.recall.offer(query, hits)
+        return hits
+
+    def _hits_with_vectors(self, best: list[tuple[float, str, Partition]]) -> list[Hit]:
+        by_partition: dict[int, list[tuple[float, str]]] = {}
+        owners = {}
+        for score, image_id, part in best:
+            by_partition.setdefault(id(part), []).append((score, image_id))
+            owners[id(part)] = part
         hits = [
             hit
-            for part in self.partitions.values()
-            for hit in part.search(query, k, params, with_vectors)[0]
+            for key, scored in by_partition.items()
+            for hit in owners[key].hits_with_vectors(scored)
         ]
         hits.sort(key=lambda hit: hit.score, reverse=True)
-        if self.recall is not None:
-            self.recall.offer(query, hits[:k])
-        return hits[:k]
+        return hits
+
+    def _coarse_cells(self, queries: np.ndarray, params: SearchParams) -> CoarseCells | None:
+        """The query's IVF cells, found once for every partition built on the plan's
+        centroids (each partition checks the key and searches alone otherwise)."""
+        template = self.plan.template if self.plan is not None else None
+        if template is None or template.key is None or template.nlist is None:
+            return None
+        quantizer = template.quantizer
+        if quantizer is None:
+            return None
+        scores, cells = quantizer.search(queries, min(params.nprobe, template.nlist))
+        return CoarseCells(template.key, cells, scores)
 
     def exact_search(self, query: np.ndarray, k: int) -> list[Hit]:
         """The true top ``k`` visible images of the shard (the recall monitor's truth)."""
@@ -199,6 +325,8 @@ class IndexShard:
                     epoch,
                     len(part),
                 )
+        if self.plan is not None:
+            self.plan.check()  # partitions restored from other plans are rebuilt into this one
         return starts
 
     def begin_epoch(self, epoch: str) -> dict[int, int]:
@@ -249,75 +377,3 @@ class IndexShard:
         if errors:
             raise errors[0]
         return written
-
-
-class ShardConsumer(LogFollower):
-    """Recovers an :class:`IndexShard`, then feeds it from the embeddings topic."""
-
-    def __init__(
-        self,
-        shard: IndexShard,
-        kafka: KafkaConnection,
-        topic: str,
-        fetch_max_wait_ms: int = 20,
-        snapshot_interval_s: float = 30.0,
-        idle_fetch_max_wait_ms: int | None = None,
-    ) -> None:
-        super().__init__(
-            kafka,
-            topic,
-            fetch_max_wait_ms,
-            "visearch-shard",
-            idle_fetch_max_wait_ms=idle_fetch_max_wait_ms,
-        )
-        self.shard = shard
-        self.snapshot_interval_s = snapshot_interval_s
-        self.snapshot_failures = 0
-        self._last_snapshot = time.monotonic()
-
-    def starting_offsets(self) -> dict[int, int]:
-        return self.shard.recover(self.epoch)
-
-    def on_new_epoch(self, epoch: str) -> dict[int, int]:
-        return self.shard.begin_epoch(epoch)
-
-    def handle(self, partition: int, records: Sequence[Any]) -> None:
-        for record in records:
-            self._apply(partition, record.offset, record.value)
-
-    def after_poll(self, had_records: bool) -> None:
-        if time.monotonic() - self._last_snapshot >= self.snapshot_interval_s:
-            self._snapshot()
-            self._last_snapshot = time.monotonic()
-
-    def finish(self) -> None:
-        self._snapshot()
-
-    def _snapshot(self) -> None:
-        """Snapshot; a failed write is reported and retried, never fatal.
-
-        Ingestion and search go on from memory, and the previous snapshots stay
-        valid (writes are atomic), so a full disk costs replay time at the next
-        restart, not data.
-        """
-        try:
-            self.shard.snapshot()
-        except OSError as exc:
-            self.snapshot_failures += 1
-            log.error(
-                "snapshot of %s failed, previous snapshots kept, retrying in %.0f s: %s",
-                self.topic,
-                self.snapshot_interval_s,
-                exc,
-            )
-
-    def _apply(self, partition: int, offset: int, value: bytes) -> None:
-        try:
-            record = decode_vector_log(value)
-        except SchemaError as exc:
-            log.warning(
-                "skipping embeddings record %s/%d@%d: %s", self.topic, partition, offset, exc
-            )
-            self.shard.skip(partition, offset)
-            return
-        self.shard.apply(record, partition, offset)

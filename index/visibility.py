@@ -16,7 +16,7 @@ from dataclasses import dataclass
 NEVER = -math.inf
 
 
-@dataclass
+@dataclass(slots=True)
 class ImageState:
     """Everything a partition knows about one image id."""
 
@@ -56,27 +56,35 @@ class ImageState:
         self.uploaded_at = uploaded_at
         self.set_private(private, uploaded_at)
 
-    def set_private(self, private: bool, at: float) -> None:
-        if at >= self.private_at:
-            self.private, self.private_at = private, at
+    def set_private(self, private: bool, at: float) -> bool:
+        if at < self.private_at:
+            return False
+        self.private, self.private_at = private, at
+        return True
 
-    def set_flagged(self, flagged: bool, at: float) -> None:
-        if at >= self.flagged_at:
-            self.flagged, self.flagged_at = flagged, at
+    def set_flagged(self, flagged: bool, at: float) -> bool:
+        if at < self.flagged_at:
+            return False
+        self.flagged, self.flagged_at = flagged, at
+        return True
 
-    def delete(self, at: float) -> None:
-        self.deleted_at = max(self.deleted_at, at)
+    def delete(self, at: float) -> bool:
+        """Record a delete at ``at``; False when an upload or delete at least as new won."""
+        won = at >= self.deleted_at and at >= self.uploaded_at
+        self.deleted_at = max(self.deleted_at, at)  # kept either way: order-independent
+        return won
 
-    def apply(self, action: str, at: float) -> None:
-        """Apply an ImageUpdated action: delete, private, public, flag, unflag."""
+    def apply(self, action: str, at: float) -> bool:
+        """Apply an ImageUpdated action (delete, private, public, flag, unflag); returns
+        whether it won its register (False: a newer write of the same kind, or for a
+        delete a newer upload, already decided)."""
         if action == "delete":
-            self.delete(at)
-        elif action in ("private", "public"):
-            self.set_private(action == "private", at)
-        elif action in ("flag", "unflag"):
-            self.set_flagged(action == "flag", at)
-        else:
-            raise ValueError(f"unknown visibility action {action!r}")
+            return self.delete(at)
+        if action in ("private", "public"):
+            return self.set_private(action == "private", at)
+        if action in ("flag", "unflag"):
+            return self.set_flagged(action == "flag", at)
+        raise ValueError(f"unknown visibility action {action!r}")
 
     def to_list(self) -> list[object]:
         return [

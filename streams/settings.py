@@ -17,6 +17,7 @@ from typing import Any
 
 from encoders.precision import MODES as PRECISION_MODES
 from encoders.tiles import TILE_SCHEMES
+from index.defaults import DEFAULT_ANN_THRESHOLD, DEFAULT_FACTORY
 from streams.errors import VisearchError
 from streams.kafka_connection import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaConnection
 from streams.remote_fetch import parse_networks
@@ -246,20 +247,24 @@ class Settings:
     """
 
     # Index.
-    # A partition searches exactly (Flat) until it holds ann_threshold live
-    # vectors, then a background rebuild moves it to this faiss factory.
-    # IVF over HNSW: at 1M vectors of real-image embeddings IVF1024 with nprobe 16
-    # reached recall@10 0.978 at p95 2.1 ms, HNSW32 0.82 at efSearch 64 and 0.86
-    # at 128 (bench/index.py); IVF also needs no graph repair after deletes.
-    index_factory: str = "IVF1024,Flat"
-    """faiss factory string a partition moves to past `ANN_THRESHOLD` (`HNSW32`, `IVF1024,Flat`,
-    `IVF1024,PQ32`, `HNSW32,SQ8`, ...)
+    # A shard's partitions search exactly (Flat) until the shard holds
+    # ann_threshold live vectors, then a background re-plan trains one index of
+    # this faiss factory and rebuilds every partition into a copy of it
+    # (index/ann_plan.py). IVF over HNSW: at 1M vectors of real-image
+    # embeddings IVF1024 with nprobe 16 reached recall@10 0.978 at p95 2.1 ms,
+    # HNSW32 0.82 at efSearch 64 and 0.86 at 128 (bench/index.py); IVF also
+    # needs no graph repair after deletes, and copies of one IVF share their
+    # cells, so a query is quantized once per shard.
+    index_factory: str = DEFAULT_FACTORY
+    """faiss factory string a shard's partitions move to past `ANN_THRESHOLD`; `{nlist}` is
+    filled with the power of two nearest 4·√n for the shard's n live vectors, retrained as it
+    grows (`IVF{nlist},Flat`, `IVF1024,Flat`, `HNSW32`, `IVF1024,PQ32`, ...)
     """
     index_shards: int = 1
     """index shards (each owns partitions `p mod S = k`)"""
-    ann_threshold: int = 50_000
-    """live vectors at which a partition is rebuilt from exact (Flat) to the ANN factory, in the
-    background
+    ann_threshold: int = DEFAULT_ANN_THRESHOLD
+    """live vectors of a shard (all its partitions together) at which they move from exact
+    (Flat) search to the ANN factory, in the background
     """
     ef_search: int = 64
     """HNSW efSearch, passed per search call"""

@@ -15,9 +15,10 @@ from index.query_windows import QueryWindows, window_boxes
 from index.remote import RemoteShard
 from index.scatter import ShardCopies
 from index.search import SearchService, ShardLike
-from index.shard import IndexShard, ShardConsumer, owned_partitions
+from index.shard import IndexShard, owned_partitions
 from streams.errors import VisearchError
 from streams.settings import Settings
+from streams.shard_consumer import ShardConsumer
 
 
 class ShardStartError(VisearchError, RuntimeError):

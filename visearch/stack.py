@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from feedback.service import FeedbackService
 from index.search import SearchService
-from index.shard import IndexShard, ShardConsumer
+from index.shard import IndexShard
 from streams.broker import EmbeddedBroker, broker_reachable, free_port
 from streams.dead_letter_monitor import DeadLetterMonitor
 from streams.encoder_set import encoder_from_settings
@@ -37,6 +37,7 @@ from streams.process_tuning import tune_process
 from streams.progress import progress_check
 from streams.publisher import EventPublisher
 from streams.settings import PREFIX, Settings
+from streams.shard_consumer import ShardConsumer
 from streams.topics import ensure_topics
 from visearch.image_store import ImageStore
 from visearch.model import PrecisionChoice, PrecisionCollector

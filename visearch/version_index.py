@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
-from index.shard import IndexShard, ShardConsumer
+from index.shard import IndexShard
 from streams.encoder_set import encoder_from_settings
 from streams.lifecycle import Lifecycle
 from streams.settings import Settings
+from streams.shard_consumer import ShardConsumer
 from visearch.shards import start_shard
 
 

@@ -6,6 +6,7 @@ import pytrec_eval
 from aiokafka.partitioner import DefaultPartitioner
 
 from feedback.ir_metrics import recall_at_k
+from index.shard import partition_for
 from streams.settings import Settings
 from visearch.evaluation.curves import (
     RECALL_LEVELS,
@@ -15,7 +16,7 @@ from visearch.evaluation.curves import (
 )
 from visearch.evaluation.dataset import EvalSetError
 from visearch.evaluation.embedding import RawPixelEncoder
-from visearch.evaluation.searching import build_search, index_kinds, kafka_partition
+from visearch.evaluation.searching import build_search, index_kinds
 from visearch.evaluation.svg import line_chart
 
 
@@ -72,11 +73,11 @@ def test_raw_pixel_vectors_are_unit_length_and_ignore_brightness_offsets():
     np.testing.assert_allclose(vectors[:3], vectors[3:], atol=1e-5)
 
 
-def test_images_go_to_the_partition_kafka_gives_their_key():
+def test_partition_for_is_the_partition_kafka_gives_their_key():
     partitioner = DefaultPartitioner()  # aiokafka's: what Faust's producers use
     for image_id in ("a", "animals-cat", "fmnist-t10k-00042"):
         expected = partitioner(image_id.encode(), list(range(8)), list(range(8)))
-        assert kafka_partition(image_id, 8) == expected
+        assert partition_for(image_id, 8) == expected
 
 
 class _Encoder:

@@ -33,10 +33,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from feedback.prometheus import FeedbackCollector
 from feedback.state import FeedbackState
-from index.shard import IndexShard, ShardConsumer
+from index.shard import IndexShard
 from streams.dead_letter_monitor import DeadLetterMonitor
 from streams.schemas import ImageEmbedded, Interaction, vector_to_b64
 from streams.settings import Settings
+from streams.shard_consumer import ShardConsumer
 from visearch.api import ApiMetrics
 from visearch.shard_metrics import ShardCollector
 

@@ -16,7 +16,7 @@ def test_defaults_run_on_a_laptop():
     assert settings.bootstrap_servers == "127.0.0.1:19092"
     assert settings.data_dir == Path("data")
     assert settings.image_store_dir == Path("data/images")
-    assert settings.index_factory == "IVF1024,Flat"
+    assert settings.index_factory == "IVF{nlist},Flat"
     assert settings.embed_linger_s == pytest.approx(0.002)
 
 

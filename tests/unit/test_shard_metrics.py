@@ -9,9 +9,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from index.freshness import FreshnessHistogram, RecentTimes
-from index.shard import IndexShard, ShardConsumer
+from index.shard import IndexShard
 from streams.schemas import ImageEmbedded, ImageUpdated, vector_to_b64
 from streams.settings import Settings
+from streams.shard_consumer import ShardConsumer
 from visearch.shard_metrics import ShardCollector
 
 

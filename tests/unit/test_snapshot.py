@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from index.partition import Partition
+from index.partition import Partition, WriteResult
 from index.snapshot import (
     MAGIC,
     SnapshotError,
@@ -75,7 +75,7 @@ def test_save_load_gives_identical_results(tmp_path, factory):
         assert loaded.state_of(image_id) == part.state_of(image_id)
         assert loaded.is_visible(image_id) == part.is_visible(image_id)
     # Remembered updates survive: the not-yet-indexed image stays deleted.
-    assert loaded.upsert("later", _queries()[0], 4.0) is False
+    assert loaded.upsert("later", _queries()[0], 4.0) is WriteResult.SUPERSEDED
     # And the loaded partition keeps working.
     assert loaded.upsert("new", _queries()[1], 9.0)
     assert loaded.search(_queries()[1], 1)[0][0].image_id == "new"

@@ -23,14 +23,13 @@ import itertools
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from kafka.partitioner.default import murmur2
 
 from index.crop_verify import CropVerifier
 from index.partition import EXACT_FACTORY, Partition
 from index.query_expansion import QueryExpansion
 from index.query_windows import QueryWindows
 from index.search import SearchService
-from index.shard import IndexShard
+from index.shard import IndexShard, partition_for
 from streams.settings import Settings
 from visearch.evaluation.dataset import EvalSetError
 from visearch.evaluation.embedding import Encoder
@@ -38,11 +37,6 @@ from visearch.shards import partition_factory, search_params
 
 SERVICE_INDEX = "service"
 EXACT_INDEX = "exact"
-
-
-def kafka_partition(image_id: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives the key ``image_id``."""
-    return (murmur2(image_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 def _factories(settings: Settings, dim: int, spec: str, rows: Sequence[int]) -> Iterator[Partition]:
@@ -53,14 +47,11 @@ def _factories(settings: Settings, dim: int, spec: str, rows: Sequence[int]) -> 
         exact = settings.with_overrides(index_factory=EXACT_FACTORY)
         make = partition_factory(exact, dim, background=False)
         return (make() for _ in rows)
-    return (
-        partition_factory(
-            settings.with_overrides(index_factory=spec, ann_threshold=max(1, count)),
-            dim,
-            background=False,
-        )()
-        for count in rows
-    )
+    # The shard's partitions move to the ANN index together once all rows are in.
+    total = max(1, sum(rows))
+    custom = settings.with_overrides(index_factory=spec, ann_threshold=total)
+    make = partition_factory(custom, dim, background=False)
+    return (make() for _ in rows)
 
 
 def build_search(
@@ -79,7 +70,7 @@ def build_search(
     count = partitions or settings.embedding_partitions
     if count < 1:
         raise EvalSetError(f"partitions must be >= 1, got {count}")
-    owner = [kafka_partition(image_id, count) for image_id in ids]
+    owner = [partition_for(image_id, count) for image_id in ids]
     rows = np.bincount(np.asarray(owner, dtype=np.int64), minlength=count) * vectors.shape[1]
     try:
         made = _factories(settings, encoder.dim, spec, rows.tolist())

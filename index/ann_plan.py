@@ -1,0 +1,246 @@
+"""When a group of partitions leaves exact search, and the index they move to.
+
+Search time is paid per query over every partition of a shard, so the exact →
+ANN decision is made on the live vectors of the whole group (a shard's
+partitions; a lone :class:`~index.partition.Partition` is a group of one), not
+per partition: eight partitions of 12,500 exact vectors cost a query eight
+12,500-row scans, 5 ms at 256-d on this project's 2-core test machine, while
+the same 100,000 vectors behind one IVF quantizer cost 0.3 ms.
+
+The plan trains one empty ANN index (the *template*) on a sample drawn from
+every partition, and each partition rebuilds into a copy of it. Copies of one
+IVF template share their centroids, so a shard finds a query's cells once and
+scans them in each partition (:func:`index.faiss_index.search_preassigned`):
+total work is that of one IVF over the shard, whatever the partition count.
+
+The factory may leave the list count open (``IVF{nlist},Flat``): ``nlist`` is
+then about 4·√n for the group's n live vectors (the count that balances the
+centroid scan against the list scan at nprobe 16), and the plan retrains when
+the group has grown enough for ``nlist`` to double. Training and rebuilds run
+on one background thread with one OpenMP thread, so a search or an insert
+never waits for them; a partition keeps serving its old index until its swap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import faiss
+import numpy as np
+
+from index.defaults import DEFAULT_ANN_THRESHOLD, DEFAULT_FACTORY, EXACT_FACTORY
+from index.faiss_index import (
+    build_index,
+    centroids_key,
+    coarse_quantizer,
+    train,
+    training_size,
+)
+
+if TYPE_CHECKING:
+    from index.partition import Partition
+
+log = logging.getLogger(__name__)
+
+# An ANN group goes back to exact search only below this share of the
+# threshold, so a group hovering around it does not flip-flop.
+EXACT_AGAIN_SHARE = 0.8
+MIN_NLIST, MAX_NLIST = 16, 65_536
+
+
+def nlist_for(live: int) -> int:
+    """IVF list count for ``live`` vectors: the power of two nearest 4·√n.
+
+    Per query an IVF scans ``nlist`` centroids and ``nprobe / nlist`` of the
+    vectors; at nprobe 16 the sum is smallest near nlist = 4·√n.
+    """
+    target = 4 * math.sqrt(max(live, 1))
+    power = 2 ** round(math.log2(target))
+    return int(min(MAX_NLIST, max(MIN_NLIST, power)))
+
+
+@dataclass(frozen=True)
+class Template:
+    """An empty, trained index that every partition of a group copies."""
+
+    factory: str
+    index: faiss.Index
+    # Digest of the IVF centroids; ``None`` for indexes without a coarse quantizer.
+    key: str | None
+    nlist: int | None
+
+    def copy(self) -> faiss.Index:
+        return faiss.clone_index(self.index)
+
+    @property
+    def quantizer(self) -> faiss.Index | None:
+        return coarse_quantizer(self.index)
+
+
+class AnnPlan:
+    """The index choice shared by a group of partitions; thread-safe."""
+
+    def __init__(
+        self,
+        dim: int,
+        factory: str = DEFAULT_FACTORY,
+        threshold: int = DEFAULT_ANN_THRESHOLD,
+        background: bool = True,
+    ) -> None:
+        resolved = resolve_factory(factory, threshold)
+        build_index(dim, resolved)  # fail now on a factory faiss cannot build
+        self.dim = dim
+        self.factory = factory
+        self.threshold = threshold
+        self.background = background
+        self.template: Template | None = None
+        self.trainings = 0
+        self._partitions: list[Partition] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def adaptive(self) -> bool:
+        return "{nlist}" in self.factory
+
+    # ------------------------------------------------------------- membership
+
+    def register(self, partition: Partition) -> None:
+        with self._lock:
+            self._partitions.append(partition)
+
+    def unregister(self, partition: Partition) -> None:
+        with self._lock:
+            self._partitions = [p for p in self._partitions if p is not partition]
+
+    def partitions(self) -> list[Partition]:
+        with self._lock:
+            return list(self._partitions)
+
+    def live(self) -> int:
+        """Live vectors over the group: O(partitions)."""
+        return sum(p.live_rows for p in self.partitions())
+
+    # --------------------------------------------------------------- decisions
+
+    def wanted(self, live: int) -> str:
+        """The factory the group should use at ``live`` vectors (``Flat``: exact)."""
+        if self.factory == EXACT_FACTORY:
+            return EXACT_FACTORY
+        template = self.template
+        if template is None:
+            return resolve_factory(self.factory, live) if live >= self.threshold else EXACT_FACTORY
+        if live < EXACT_AGAIN_SHARE * self.threshold:
+            return EXACT_FACTORY
+        if self.adaptive and template.nlist and nlist_for(live) >= 2 * template.nlist:
+            return resolve_factory(self.factory, live)  # grown enough to retrain
+        return template.factory
+
+    def current(self) -> str:
+        template = self.template
+        return EXACT_FACTORY if template is None else template.factory
+
+    def stale(self, partition: Partition) -> bool:
+        """``partition`` does not run the plan's current index (a rebuild is due)."""
+        template = self.template
+        if template is None:
+            return partition.index_factory != EXACT_FACTORY
+        if partition.index_factory != template.factory:
+            return True
+        return template.key is not None and partition.coarse_key != template.key
+
+    def check(self) -> None:
+        """After a write or a recovery: start a re-plan when the group crossed a
+        boundary or a partition runs another index than the plan's."""
+        if self.wanted(self.live()) == self.current() and not any(
+            self.stale(p) for p in self.partitions()
+        ):
+            return
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            if not self.background:
+                thread = None
+            else:
+                thread = threading.Thread(target=self._replan, name="ann-plan", daemon=True)
+                self._thread = thread
+        if thread is None:
+            self._replan()
+        else:
+            thread.start()
+
+    def wait_idle(self, timeout_s: float | None = None) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+
+    # ---------------------------------------------------------------- re-plans
+
+    def _replan(self) -> None:
+        """Train the template the group now wants and rebuild every partition into it."""
+        if self.background:
+            faiss.omp_set_num_threads(1)  # this thread only: leave a core to serve
+        live = self.live()
+        target = self.wanted(live)
+        if target != self.current():
+            if target == EXACT_FACTORY:
+                self.template = None
+            else:
+                self.template = self._train(target, live)
+                self.trainings += 1
+            log.info("index plan: %d live vectors -> %s", live, target)
+        for partition in self.partitions():
+            if self.stale(partition):
+                partition.rebuild()
+
+    def _train(self, factory: str, live: int) -> Template:
+        index = build_index(self.dim, factory)
+        wanted = training_size(index)
+        if wanted:
+            train(index, self._sample(wanted, live))
+        quantizer = coarse_quantizer(index)
+        key = centroids_key(quantizer) if quantizer is not None else None
+        ivf = faiss.try_extract_index_ivf(index)
+        return Template(factory, index, key, None if ivf is None else int(ivf.nlist))
+
+    def _sample(self, wanted: int, live: int) -> np.ndarray:
+        """About ``wanted`` live vectors, drawn from each partition in proportion to its size."""
+        rng = np.random.default_rng(self.trainings)
+        share = min(1.0, wanted / max(live, 1))
+        parts = [p.sample_vectors(share, rng) for p in self.partitions()]
+        return np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
+
+    def factory_of(self, index: faiss.Index) -> str:
+        """The configured factory as ``index`` resolved it (snapshots that did not record it)."""
+        ivf = faiss.try_extract_index_ivf(index)
+        return resolve_nlist(self.factory, 0 if ivf is None else int(ivf.nlist))
+
+    def adopt(self, index: faiss.Index, factory: str) -> None:
+        """Take a loaded partition's index as the template (snapshot recovery), when the
+        group has none yet: partitions restored with the same centroids share cells again.
+        """
+        if self.template is not None or factory == EXACT_FACTORY:
+            return
+        empty = faiss.clone_index(index)
+        empty.reset()
+        quantizer = coarse_quantizer(empty)
+        ivf = faiss.try_extract_index_ivf(empty)
+        self.template = Template(
+            factory,
+            empty,
+            centroids_key(quantizer) if quantizer is not None else None,
+            None if ivf is None else int(ivf.nlist),
+        )
+
+
+def resolve_nlist(factory: str, nlist: int) -> str:
+    return factory.replace("{nlist}", str(nlist))
+
+
+def resolve_factory(factory: str, live: int) -> str:
+    """``factory`` with ``{nlist}`` filled in for ``live`` vectors."""
+    return resolve_nlist(factory, nlist_for(live))
