@@ -17,7 +17,8 @@ DEBIAN_PACKAGES := tuxpaint-stamps-default dataset-fashion-mnist chromium ghosts
 	scratch cimg-doc gimp-help-en libdlib19.1 labelme-examples hugin-data \
 	libjs-jquery-backstretch libjs-jquery-slides forensics-samples-files
 
-.PHONY: deploy-tools run test lint typecheck unit integration system-deps venv selftest clean
+.PHONY: deploy-tools run test lint typecheck unit integration system-deps venv selftest clean \
+	bench-peers
 
 run: system-deps $(STAMP)
 	$(BIN)/visearch run
@@ -69,5 +70,12 @@ system-deps:
 deploy-tools:
 	bash tools/install-deploy-tools.sh
 
+# bench/peers.py against Milvus Lite, Chroma, LanceDB and usearch: they pull ~40
+# packages the service does not need, so they live in .venv-bench.
+# Arguments through ARGS, e.g. `make bench-peers ARGS=--quick`.
+bench-peers:
+	$(MAKE) VENV=.venv-bench EXTRAS=cpu,bench .venv-bench/.installed-cpu,bench
+	.venv-bench/bin/python -m bench.peers $(ARGS)
+
 clean:
-	rm -rf $(VENV) .venv-deploy .bin-deploy .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-bench .venv-deploy .bin-deploy .pytest_cache .mypy_cache .ruff_cache

@@ -102,32 +102,42 @@ def centroids_key(quantizer: faiss.Index) -> str:
     return hashlib.blake2b(centroids.tobytes(), digest_size=12).hexdigest()
 
 
+class CoarseCells:
+    """Queries and their IVF cells, found once by a shard's shared quantizer and
+    scanned in each of its partitions (with pointers made once, not per partition)."""
+
+    def __init__(self, key: str, queries: np.ndarray, scores: np.ndarray, cells: np.ndarray):
+        self.key = key  # centroids digest: only indexes built on these centroids may use them
+        self.queries = np.ascontiguousarray(queries, dtype=np.float32)
+        self.cells = np.ascontiguousarray(cells, dtype=np.int64)  # (queries, nprobe)
+        self.scores = np.ascontiguousarray(scores, dtype=np.float32)
+        self._pointers = (
+            faiss.swig_ptr(self.queries),
+            faiss.swig_ptr(self.cells),
+            faiss.swig_ptr(self.scores),
+        )
+
+
 def search_preassigned(
-    index: faiss.Index,
-    queries: np.ndarray,
-    k: int,
-    cells: np.ndarray,
-    cell_scores: np.ndarray,
-    params: faiss.SearchParameters,
+    index: faiss.Index, k: int, cells: CoarseCells, params: faiss.SearchParameters
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scan the IVF lists ``cells`` (one row per query, found by a shared quantizer).
+    """Scan the IVF lists ``cells`` found for ``cells.queries`` by a shared quantizer.
 
     ``index`` must be the IVF itself (:func:`coarse_quantizer` found one in it).
     faiss's Python wrapper of ``search_preassigned`` refuses search parameters,
     and the filter bitmap travels in them, so the C++ method is called directly.
-    ``params.nprobe`` must equal ``cells.shape[1]``.
+    ``params.nprobe`` must equal ``cells.cells.shape[1]``.
     """
-    n = len(queries)
+    n = len(cells.queries)
     scores = np.empty((n, k), dtype=np.float32)
     found = np.empty((n, k), dtype=np.int64)
-    cells = np.ascontiguousarray(cells, dtype=np.int64)
-    cell_scores = np.ascontiguousarray(cell_scores, dtype=np.float32)
+    queries, assigned, assigned_scores = cells._pointers
     index.search_preassigned_c(  # type: ignore[attr-defined]
         n,
-        faiss.swig_ptr(queries),
+        queries,
         k,
-        faiss.swig_ptr(cells),
-        faiss.swig_ptr(cell_scores),
+        assigned,
+        assigned_scores,
         faiss.swig_ptr(scores),
         faiss.swig_ptr(found),
         False,

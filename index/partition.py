@@ -32,6 +32,7 @@ import numpy as np
 from index.ann_plan import AnnPlan
 from index.defaults import DEFAULT_ANN_THRESHOLD, DEFAULT_FACTORY, EXACT_FACTORY
 from index.faiss_index import (
+    CoarseCells,
     SearchParams,
     build_index,
     centroids_key,
@@ -84,15 +85,6 @@ class Upsert:
     vectors: np.ndarray  # global vector first, then tiles; (rows, dim) or (dim,)
     uploaded_at: float
     private: bool = False
-
-
-@dataclass(frozen=True)
-class CoarseCells:
-    """A query's IVF cells found once by a shard for all its partitions."""
-
-    key: str  # centroids digest: only partitions built on these centroids may use them
-    cells: np.ndarray  # (queries, nprobe) list numbers
-    scores: np.ndarray  # (queries, nprobe) similarity to each cell's centroid
 
 
 @dataclass(frozen=True)
@@ -333,9 +325,7 @@ class Partition:
         rows = len(self._row_image)
         wanted = min(fetch, self._allowed_rows)
         if cells is not None and cells.key == self.coarse_key:
-            scores, found = search_preassigned(
-                self._index, queries, fetch, cells.cells, cells.scores, self._filter(params)
-            )
+            scores, found = search_preassigned(self._index, fetch, cells, self._filter(params))
             if _enough(found, wanted):
                 return scores, found
         while True:

@@ -36,9 +36,9 @@ from typing import Protocol
 import numpy as np
 from kafka.partitioner.default import murmur2
 
-from index.faiss_index import SearchParams, one_omp_thread
+from index.faiss_index import CoarseCells, SearchParams, one_omp_thread
 from index.freshness import FreshnessHistogram, RecentTimes
-from index.partition import CoarseCells, Hit, Partition, WriteResult
+from index.partition import Hit, Partition, WriteResult
 from index.recall_monitor import RecallMonitor
 from index.snapshot import (
     SnapshotError,
@@ -266,7 +266,7 @@ class IndexShard:
         if quantizer is None:
             return None
         scores, cells = quantizer.search(queries, min(params.nprobe, template.nlist))
-        return CoarseCells(template.key, cells, scores)
+        return CoarseCells(template.key, queries, scores, cells)
 
     def exact_search(self, query: np.ndarray, k: int) -> list[Hit]:
         """The true top ``k`` visible images of the shard (the recall monitor's truth)."""
