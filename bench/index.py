@@ -68,6 +68,7 @@ import numpy as np  # noqa: E402
 from bench.support import percentile  # noqa: E402
 from encoders.preprocess import PreprocessError, preprocess  # noqa: E402
 from encoders.runtime import OnnxEncoder  # noqa: E402
+from index.ann_plan import resolve_factory  # noqa: E402
 from index.faiss_index import (  # noqa: E402
     SearchParams,
     build_index,
@@ -268,9 +269,10 @@ def params_label(factory: str, params: SearchParams) -> str:
     return "exact"
 
 
-def default_setting(settings: Settings) -> tuple[str, Setting]:
-    """The service's default index and search parameters, from ``Settings``."""
-    factory = settings.index_factory
+def default_setting(settings: Settings, n: int) -> tuple[str, Setting]:
+    """The service's default index and search parameters, from ``Settings``, as one
+    partition of ``n`` vectors resolves them (``{nlist}`` filled in)."""
+    factory = resolve_factory(settings.index_factory, n)
     params = SearchParams(ef_search=settings.ef_search, nprobe=settings.nprobe)
     return factory, Setting(params_label(factory, params), params, default=True)
 
@@ -281,7 +283,7 @@ def specs_for(n: int, settings: Settings, quick: bool = False) -> list[Spec]:
     ``quick`` leaves HNSW48 out (its graph build alone would break the minute).
     """
     nlist = 2 ** round(math.log2(math.sqrt(n)))  # 1024 at 1M, 256 at 100k
-    factory, default = default_setting(settings)
+    factory, default = default_setting(settings, n)
 
     def hnsw(ef: int) -> Setting:
         return Setting(f"efSearch={ef}", SearchParams(ef_search=ef))
@@ -922,7 +924,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         brute_p95,
         compaction,
         [{"index": "numpy brute force", "params": "", "p50": brute_p50, "p95": brute_p95}],
-        *default_setting(settings),
+        *default_setting(settings, n),
     )
     default: tuple[Partition, float] | None = None
     for spec in specs_for(n, settings, args.quick):

@@ -104,10 +104,12 @@ class Store(Protocol):
 class VisearchStore:
     def __init__(self, workdir: Path) -> None:
         from index.shard import IndexShard, partition_for
+        from streams.process_tuning import tune_process
         from streams.settings import Settings
         from visearch.shards import partition_factory, search_params
 
         settings = Settings()
+        tune_process(settings)  # as every visearch process does at start
         self.partitions = settings.embedding_partitions
         self.route = partition_for
         self.params = search_params(settings)

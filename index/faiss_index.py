@@ -76,12 +76,50 @@ def train(index: faiss.Index, vectors: np.ndarray) -> faiss.Index:
 def train_and_add(index: faiss.Index, vectors: np.ndarray) -> faiss.Index:
     """Train if needed, enable reconstruction, add ``vectors``."""
     train(index, vectors)
+    if len(vectors) and coarse_quantizer(index) is not None and index.ntotal == 0:
+        add_list_by_list(index, vectors)
+        return index
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         ivf.make_direct_map()  # rows are never removed, so an array map suffices
     if len(vectors):
         index.add(vectors)
     return index
+
+
+def add_list_by_list(index: faiss.Index, vectors: np.ndarray) -> None:
+    """Fill an empty plain IVF with ``vectors`` (ids 0..n-1), one append per list.
+
+    faiss's ``add`` appends a vector at a time to its list's ``std::vector``,
+    which doubles its capacity as it grows: lists ended up holding ~1.5x their
+    codes on average (a shard of 100,000 256-d vectors measured 2,588 bytes per
+    vector of resident memory). Grouping the codes by list first allocates
+    each list once at its final size.
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = len(vectors)
+    _, assigned = index.quantizer.search(vectors, 1)  # type: ignore[attr-defined]
+    lists = np.ascontiguousarray(assigned[:, 0])
+    codes = np.empty((n, index.code_size), dtype=np.uint8)  # type: ignore[attr-defined]
+    index.encode_vectors(  # type: ignore[attr-defined]
+        n, faiss.swig_ptr(vectors), faiss.swig_ptr(lists), faiss.swig_ptr(codes), False
+    )
+    order = np.argsort(lists, kind="stable")
+    ids = np.ascontiguousarray(order.astype(np.int64))
+    codes = np.ascontiguousarray(codes[order])
+    sorted_lists = lists[order]
+    starts = np.flatnonzero(np.r_[True, sorted_lists[1:] != sorted_lists[:-1]])
+    ends = np.r_[starts[1:], n]
+    invlists = index.invlists  # type: ignore[attr-defined]
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        invlists.add_entries(
+            int(sorted_lists[start]),
+            end - start,
+            faiss.swig_ptr(ids[start:end]),
+            faiss.swig_ptr(codes[start:end]),
+        )
+    index.ntotal = n
+    index.make_direct_map()  # type: ignore[attr-defined]  # rows are never removed
 
 
 def coarse_quantizer(index: faiss.Index) -> faiss.Index | None:

@@ -46,6 +46,7 @@ from index.faiss_index import (
 )
 from index.rwlock import RWLock
 from index.visibility import ImageState
+from streams.malloc_tuning import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -589,6 +590,7 @@ class Partition:
         del vectors
         with self._lock.write():
             self._swap(fresh, target, live, rows_at_start)
+        release_free_memory()  # the old index's blocks, freed by the swap
         log.info(
             "partition rebuilt as %s: %d live rows (%d rebuilds)", target, len(live), self.rebuilds
         )

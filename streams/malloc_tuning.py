@@ -33,3 +33,19 @@ def set_mmap_threshold(threshold_bytes: int) -> bool:
     except (OSError, AttributeError):  # musl or another libc: nothing to tune
         log.debug("mallopt unavailable; leaving the allocator as it is")
         return False
+
+
+def release_free_memory() -> bool:
+    """Return the free pages inside glibc's heap to the OS (``malloc_trim(0)``).
+
+    After a partition rebuild the old index's many small blocks (IVF lists
+    of a few KB each, below the mmap threshold) are free but sit between live
+    ones, so the heap cannot shrink from its top; trimming releases every
+    whole free page wherever it is.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
