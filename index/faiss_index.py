@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import faiss
 import numpy as np
@@ -154,6 +155,19 @@ class CoarseCells:
             faiss.swig_ptr(self.cells),
             faiss.swig_ptr(self.scores),
         )
+        # Result buffers by k, reused partition after partition (each reads its
+        # results out before the next scan): one allocation per query, not eight.
+        self._results: dict[int, tuple[np.ndarray, np.ndarray, Any, Any]] = {}
+
+    def results(self, k: int) -> tuple[np.ndarray, np.ndarray, Any, Any]:
+        buffers = self._results.get(k)
+        if buffers is None:
+            n = len(self.queries)
+            scores = np.empty((n, k), dtype=np.float32)
+            found = np.empty((n, k), dtype=np.int64)
+            buffers = (scores, found, faiss.swig_ptr(scores), faiss.swig_ptr(found))
+            self._results[k] = buffers
+        return buffers
 
 
 def search_preassigned(
@@ -164,20 +178,19 @@ def search_preassigned(
     ``index`` must be the IVF itself (:func:`coarse_quantizer` found one in it).
     faiss's Python wrapper of ``search_preassigned`` refuses search parameters,
     and the filter bitmap travels in them, so the C++ method is called directly.
-    ``params.nprobe`` must equal ``cells.cells.shape[1]``.
+    ``params.nprobe`` must equal ``cells.cells.shape[1]``. The arrays returned
+    are ``cells``' buffers, overwritten by its next scan: read them first.
     """
-    n = len(cells.queries)
-    scores = np.empty((n, k), dtype=np.float32)
-    found = np.empty((n, k), dtype=np.int64)
+    scores, found, scores_ptr, found_ptr = cells.results(k)
     queries, assigned, assigned_scores = cells._pointers
     index.search_preassigned_c(  # type: ignore[attr-defined]
-        n,
+        len(cells.queries),
         queries,
         k,
         assigned,
         assigned_scores,
-        faiss.swig_ptr(scores),
-        faiss.swig_ptr(found),
+        scores_ptr,
+        found_ptr,
         False,
         params,
     )
