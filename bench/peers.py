@@ -141,6 +141,10 @@ class VisearchStore:
                 return
             plan.check()
 
+    def index_name(self) -> str:
+        """The index the shard ended on (e.g. ``IVF4096,Flat``)."""
+        return self.shard.plan.current() if self.shard.plan is not None else "?"
+
     def _part(self, key: int) -> Any:
         return self.shard.partitions[self.route(str(key), self.partitions)]
 
@@ -367,6 +371,7 @@ def run_worker(system: str, data_dir: Path, budget: Budget) -> dict[str, Any]:
         load_s = time.perf_counter() - started
         memory = tree_rss_bytes() - rss_before + store.disk_bytes()
         result: dict[str, Any] = {"load_per_s": n / load_s, "bytes_per_vector": memory / n}
+        result["index"] = getattr(store, "index_name", lambda: None)()
         for query in queries[:10]:
             store.search(query, K)
         latencies, found = [], 0
@@ -589,6 +594,7 @@ def report(kind: str, n: int, results: dict[str, dict[str, Any]]) -> None:
                 n=n,
                 data=kind,
                 queries=result.get("queries"),
+                index=result.get("index"),
                 insert_missed=result.get("insert_found_missed"),
                 delete_missed=result.get("delete_gone_missed"),
                 machine=machine(),

@@ -181,21 +181,25 @@ class AnnPlan:
     # ---------------------------------------------------------------- re-plans
 
     def _replan(self) -> None:
-        """Train the template the group now wants and rebuild every partition into it."""
+        """Train the template the group now wants and rebuild every partition into it,
+        again while the group grew past the next boundary meanwhile (a bulk load does)."""
         if self.background:
             faiss.omp_set_num_threads(1)  # this thread only: leave a core to serve
-        live = self.live()
-        target = self.wanted(live)
-        if target != self.current():
-            if target == EXACT_FACTORY:
-                self.template = None
-            else:
-                self.template = self._train(target, live)
-                self.trainings += 1
-            log.info("index plan: %d live vectors -> %s", live, target)
-        for partition in self.partitions():
-            if self.stale(partition):
-                partition.rebuild()
+        while True:
+            live = self.live()
+            target = self.wanted(live)
+            if target != self.current():
+                if target == EXACT_FACTORY:
+                    self.template = None
+                else:
+                    self.template = self._train(target, live)
+                    self.trainings += 1
+                log.info("index plan: %d live vectors -> %s", live, target)
+            for partition in self.partitions():
+                if self.stale(partition):
+                    partition.rebuild()
+            if self.wanted(self.live()) == self.current():
+                return
 
     def _train(self, factory: str, live: int) -> Template:
         index = build_index(self.dim, factory)

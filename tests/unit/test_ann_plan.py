@@ -241,3 +241,23 @@ def test_the_index_imports_without_kafka_consumers_or_faust():
         "assert 'streams.log_follower' not in sys.modules, 'consumer'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_bulk_load_ends_on_the_plan_its_final_size_wants():
+    rng = np.random.default_rng(11)
+    shard = IndexShard(
+        DIM,
+        "m",
+        range(PARTITIONS),
+        lambda: Partition(DIM, ann_threshold=300, background=True),
+    )
+    vectors = _mixture(rng, 4000)
+    owner = np.array([partition_for(f"img-{i}", PARTITIONS) for i in range(len(vectors))])
+    for number, part in shard.partitions.items():  # partition after partition, as fast as it goes
+        rows = np.flatnonzero(owner == number).tolist()
+        part.upsert_many([Upsert(f"img-{i}", vectors[i], 1.0) for i in rows])
+    shard.wait_idle(timeout_s=120)
+    # No write came after the last batch: the background re-plan itself caught up.
+    assert shard.plan.current() == f"IVF{nlist_for(4000)},Flat" == "IVF256,Flat"
+    assert not any(shard.plan.stale(p) for p in shard.partitions.values())
+    assert shard.search(vectors[9], 1, SearchParams(nprobe=16))[0].image_id == "img-9"
