@@ -8,10 +8,11 @@ EXACT_FACTORY = "Flat"
 DEFAULT_FACTORY = "IVF{nlist},Flat"
 # Live vectors of a group (a shard's partitions) at which it moves to ANN.
 # Measured with `python -m bench.peers --crossover` (one shard of 8 partitions,
-# 256-d Gaussian mixture, 2 cores): exact vs IVF{nlist} p50 0.32 vs 0.26 ms at
-# 5,000 vectors (IVF recall@10 0.85), 0.50 vs 0.21 ms at 10,000 (0.97), 0.83
-# vs 0.25 ms at 20,000 (1.00), 2.36 vs 0.29 ms at 40,000. From 20,000 the IVF
-# is 3x faster at full recall; below, an exact scan costs under a millisecond.
+# 256-d Gaussian mixture, 2 cores, 2026-12-06), exact vs IVF{nlist} p50:
+# 0.23 vs 0.15 ms at 5,000 vectors (IVF recall@10 0.82), 0.34 vs 0.18 ms at
+# 10,000 (0.976), 0.67 vs 0.24 ms at 20,000 (1.000), 1.42 vs 0.25 ms at
+# 40,000, 4.33 vs 0.36 ms at 100,000. From 20,000 the IVF is ~3x faster at
+# full recall; below, an exact scan costs well under a millisecond.
 DEFAULT_ANN_THRESHOLD = 20_000
 
 __all__ = ["DEFAULT_ANN_THRESHOLD", "DEFAULT_FACTORY", "EXACT_FACTORY"]

@@ -230,11 +230,9 @@ class Partition:
                 [Hit(image_id, score) for score, image_id in top]
                 for top in self.top(queries, k, params, cells)
             ]
-        with self._lock.read():
-            return [
-                self._hits_with_vectors({image_id: score for score, image_id in top})
-                for top in self.top(queries, k, params, cells)
-            ]
+        # Two holds of the lock, never nested (a waiting writer would block the
+        # inner one); hits_with_vectors drops what was hidden in between.
+        return [self.hits_with_vectors(top) for top in self.top(queries, k, params, cells)]
 
     def top(
         self,
@@ -275,10 +273,11 @@ class Partition:
             return results
 
     def hits_with_vectors(self, scored: list[tuple[float, str]]) -> list[Hit]:
-        """Hits for ``(score, image_id)`` pairs of this partition, with global vectors."""
+        """Hits for ``(score, image_id)`` pairs of this partition, with global vectors;
+        an image deleted or hidden since the pairs were found is left out."""
         with self._lock.read():
-            present = {i: score for score, i in scored if self._states.get(i, _NO_ROWS).row_count}
-            return self._hits_with_vectors(present)
+            visible = {i: score for score, i in scored if self._states.get(i, _NO_ROWS).visible}
+            return self._hits_with_vectors(visible)
 
     def exact_search(self, query: np.ndarray, k: int, chunk: int = 65_536) -> list[Hit]:
         """The true top ``k`` visible images for one query (what :meth:`search` should

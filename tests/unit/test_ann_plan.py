@@ -261,3 +261,17 @@ def test_a_bulk_load_ends_on_the_plan_its_final_size_wants():
     assert shard.plan.current() == f"IVF{nlist_for(4000)},Flat" == "IVF256,Flat"
     assert not any(shard.plan.stale(p) for p in shard.partitions.values())
     assert shard.search(vectors[9], 1, SearchParams(nprobe=16))[0].image_id == "img-9"
+
+
+def test_vectors_are_not_read_for_an_image_hidden_after_it_was_found():
+    rng = np.random.default_rng(12)
+    part = Partition(DIM, "Flat")
+    a, b = _mixture(rng, 2)
+    part.upsert_many([Upsert("a", a, 1.0), Upsert("b", b, 1.0)])
+    found = part.top(a[None, :], 2, SearchParams())[0]
+    assert {image_id for _, image_id in found} == {"a", "b"}
+    part.update("a", "private", 2.0)  # lands between the scan and the vector read
+    hits = part.hits_with_vectors(found)
+    assert [hit.image_id for hit in hits] == ["b"]
+    np.testing.assert_allclose(hits[0].vector, b, atol=1e-6)
+    assert [hit.image_id for hit in part.search(a, 2, with_vectors=True)[0]] == ["b"]
