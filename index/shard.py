@@ -219,28 +219,42 @@ class IndexShard:
         params: SearchParams | None = None,
         with_vectors: bool = False,
     ) -> list[Hit]:
-        """Top ``k`` visible images over every partition of this shard.
+        """Top ``k`` visible images over every partition of this shard, for one query
+        (what the service asks; :meth:`search_many` is the batch form)."""
+        hits = self.search_many(query, k, params, with_vectors)[0]
+        if self.recall is not None:
+            self.recall.offer(query, hits)
+        return hits
+
+    def search_many(
+        self,
+        queries: np.ndarray,
+        k: int,
+        params: SearchParams | None = None,
+        with_vectors: bool = False,
+    ) -> list[list[Hit]]:
+        """Per query row, the top ``k`` visible images best first: the shape
+        :meth:`Partition.search` returns.
 
         Partitions return ``(score, image_id)`` pairs; hits (and vectors) are made
         only for the ``k`` that win the merge.
         """
         params = params or SearchParams()
-        queries = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-        with one_omp_thread():  # a single query gains nothing from an OpenMP team
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        with one_omp_thread():  # a query or a few gain nothing from an OpenMP team
             cells = self._coarse_cells(queries, params)
-            scored = [
-                (score, image_id, part)
-                for part in self.partitions.values()
-                for score, image_id in part.top(queries, k, params, cells)[0]
-            ]
-        best = heapq.nlargest(k, scored, key=lambda item: item[0])
-        if with_vectors:
-            hits = self._hits_with_vectors(best)
-        else:
-            hits = [Hit(image_id, score) for score, image_id, _ in best]
-        if self.recall is not None:
-            self.recall.offer(query, hits)
-        return hits
+            scored: list[list[tuple[float, str, Partition]]] = [[] for _ in queries]
+            for part in self.partitions.values():
+                for row, top in zip(scored, part.top(queries, k, params, cells), strict=True):
+                    row.extend((score, image_id, part) for score, image_id in top)
+        results = []
+        for row in scored:
+            best = heapq.nlargest(k, row, key=lambda item: item[0])
+            if with_vectors:
+                results.append(self._hits_with_vectors(best))
+            else:
+                results.append([Hit(image_id, score) for score, image_id, _ in best])
+        return results
 
     def _hits_with_vectors(self, best: list[tuple[float, str, Partition]]) -> list[Hit]:
         by_partition: dict[int, list[tuple[float, str]]] = {}

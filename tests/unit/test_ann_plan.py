@@ -275,3 +275,19 @@ def test_vectors_are_not_read_for_an_image_hidden_after_it_was_found():
     assert [hit.image_id for hit in hits] == ["b"]
     np.testing.assert_allclose(hits[0].vector, b, atol=1e-6)
     assert [hit.image_id for hit in part.search(a, 2, with_vectors=True)[0]] == ["b"]
+
+
+def test_search_many_has_the_partitions_shape_and_the_single_searches_results():
+    rng = np.random.default_rng(13)
+    shard = _shard(threshold=1000)
+    _fill(shard, _mixture(rng, 1500))
+    queries = _mixture(rng, 6)
+    batch = shard.search_many(queries, 5)
+    assert len(batch) == 6 and all(len(hits) == 5 for hits in batch)
+    for query, hits in zip(queries, batch, strict=True):
+        single = shard.search(query, 5)
+        assert [h.image_id for h in hits] == [h.image_id for h in single]
+    part = shard.partitions[0]
+    assert [len(hits) for hits in part.search(queries, 5)] == [5] * 6  # the same shape
+    with_vectors = shard.search_many(queries[:2], 3, with_vectors=True)
+    assert all(hit.vector is not None for hits in with_vectors for hit in hits)
