@@ -123,15 +123,7 @@ class VisearchStore:
         return self.clock
 
     def load(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        from index.partition import Upsert
-
-        owner = np.array([self.route(str(i), self.partitions) for i in ids.tolist()])
-        at = self._tick()
-        for number, part in self.shard.partitions.items():
-            rows = np.flatnonzero(owner == number)
-            for start in range(0, len(rows), 10_000):
-                chunk = rows[start : start + 10_000]
-                part.upsert_many([Upsert(str(ids[r]), vectors[r], at) for r in chunk.tolist()])
+        load_shard(self.shard, ids, vectors, self._tick())
         plan = self.shard.plan
         assert plan is not None
         while True:  # searchable on the final index: every re-plan done
@@ -629,6 +621,21 @@ def print_table(rows: list[tuple[str, int, str, dict[str, Any]]]) -> None:
     )
 
 
+def load_shard(shard: Any, ids: np.ndarray, vectors: np.ndarray, at: float) -> None:
+    """``vectors[i]`` as image ``str(ids[i])``, each in the partition Kafka's routing
+    gives it, written in batches of 10,000 per partition."""
+    from index.partition import Upsert
+    from index.shard import partition_for
+
+    count = len(shard.partitions)
+    owner = np.array([partition_for(str(i), count) for i in ids.tolist()])
+    for number, part in shard.partitions.items():
+        rows = np.flatnonzero(owner == number).tolist()
+        for start in range(0, len(rows), 10_000):
+            chunk = rows[start : start + 10_000]
+            part.upsert_many([Upsert(str(ids[r]), vectors[r], at) for r in chunk])
+
+
 def exact_partition() -> Any:
     """A service-default partition that stays exact until its plan is told otherwise."""
     from index.partition import Partition
@@ -638,17 +645,13 @@ def exact_partition() -> Any:
 
 def crossover(args: argparse.Namespace) -> int:
     """visearch exact vs its ANN plan, one shard of 8 partitions, at each size."""
-    from index.partition import Upsert
-    from index.shard import IndexShard, partition_for
+    from index.shard import IndexShard
 
     for n in [int(s) for s in args.n.split(",")]:
         data = make_data("mixture", n, args.queries, 0, args.seed)
-        owner = np.array([partition_for(str(i), 8) for i in range(n)])
         for label in ("exact", "ann"):
             shard = IndexShard(DIM, "bench", range(8), exact_partition)
-            for number, part in shard.partitions.items():
-                rows = np.flatnonzero(owner == number).tolist()
-                part.upsert_many([Upsert(str(i), data["base"][i], 1.0) for i in rows])
+            load_shard(shard, np.arange(n), data["base"], 1.0)
             if label == "ann" and shard.plan is not None:  # every row in: train once, move
                 shard.plan.threshold = 1
                 shard.plan.check()
@@ -697,7 +700,6 @@ def stall(args: argparse.Namespace) -> int:
     import threading
 
     from index.ann_plan import nlist_for
-    from index.partition import Upsert
     from index.shard import IndexShard, partition_for
     from streams.settings import Settings
     from visearch.shards import partition_factory, search_params
@@ -707,10 +709,7 @@ def stall(args: argparse.Namespace) -> int:
         before = boundary - 1_000
         data = make_data("mixture", before + 2_000, args.queries, 0, args.seed)
         shard = IndexShard(DIM, "bench", range(8), partition_factory(settings, DIM))
-        owner = np.array([partition_for(str(i), 8) for i in range(len(data["base"]))])
-        for number, part in shard.partitions.items():
-            rows = np.flatnonzero(owner[:before] == number).tolist()
-            part.upsert_many([Upsert(str(i), data["base"][i], 1.0) for i in rows])
+        load_shard(shard, np.arange(before), data["base"][:before], 1.0)
         shard.wait_idle()
         plan = shard.plan
         assert plan is not None
@@ -730,7 +729,8 @@ def stall(args: argparse.Namespace) -> int:
             if delay > 0:
                 time.sleep(delay)
             tick = time.perf_counter()
-            shard.partitions[int(owner[i])].upsert(str(i), data["base"][i], 2.0)
+            part = shard.partitions[partition_for(str(i), len(shard.partitions))]
+            part.upsert(str(i), data["base"][i], 2.0)
             inserts.append(time.perf_counter() - tick)
         shard.wait_idle()
         settled_s = time.perf_counter() - started

@@ -35,7 +35,7 @@ import numpy as np
 from index.defaults import DEFAULT_ANN_THRESHOLD, DEFAULT_FACTORY, EXACT_FACTORY
 from index.faiss_index import (
     build_index,
-    centroids_key,
+    centroids_key_of,
     coarse_quantizer,
     train,
     training_size,
@@ -69,16 +69,24 @@ class Template:
 
     factory: str
     index: faiss.Index
-    # Digest of the IVF centroids; ``None`` for indexes without a coarse quantizer.
+    # The plain IVF's coarse quantizer (None for other indexes), kept here so a
+    # search does not look it up again, and the digest of its centroids.
+    quantizer: faiss.Index | None
     key: str | None
     nlist: int | None
 
+    @classmethod
+    def of(cls, factory: str, index: faiss.Index, key: str | None = None) -> Template:
+        """The template for an empty trained ``index``; ``key``: its centroids digest,
+        when the caller has it already."""
+        quantizer = coarse_quantizer(index)
+        if key is None:
+            key = centroids_key_of(index)
+        ivf = faiss.try_extract_index_ivf(index)
+        return cls(factory, index, quantizer, key, None if ivf is None else int(ivf.nlist))
+
     def copy(self) -> faiss.Index:
         return faiss.clone_index(self.index)
-
-    @property
-    def quantizer(self) -> faiss.Index | None:
-        return coarse_quantizer(self.index)
 
 
 class AnnPlan:
@@ -206,10 +214,7 @@ class AnnPlan:
         wanted = training_size(index)
         if wanted:
             train(index, self._sample(wanted, live))
-        quantizer = coarse_quantizer(index)
-        key = centroids_key(quantizer) if quantizer is not None else None
-        ivf = faiss.try_extract_index_ivf(index)
-        return Template(factory, index, key, None if ivf is None else int(ivf.nlist))
+        return Template.of(factory, index)
 
     def _sample(self, wanted: int, live: int) -> np.ndarray:
         """About ``wanted`` live vectors, drawn from each partition in proportion to its size."""
@@ -223,22 +228,16 @@ class AnnPlan:
         ivf = faiss.try_extract_index_ivf(index)
         return resolve_nlist(self.factory, 0 if ivf is None else int(ivf.nlist))
 
-    def adopt(self, index: faiss.Index, factory: str) -> None:
-        """Take a loaded partition's index as the template (snapshot recovery), when the
-        group has none yet: partitions restored with the same centroids share cells again.
+    def adopt(self, index: faiss.Index, factory: str, key: str | None) -> None:
+        """Take a loaded partition's index (with its centroids digest) as the template
+        (snapshot recovery), when the group has none yet: partitions restored with
+        the same centroids share cells again.
         """
         if self.template is not None or factory == EXACT_FACTORY:
             return
         empty = faiss.clone_index(index)
         empty.reset()
-        quantizer = coarse_quantizer(empty)
-        ivf = faiss.try_extract_index_ivf(empty)
-        self.template = Template(
-            factory,
-            empty,
-            centroids_key(quantizer) if quantizer is not None else None,
-            None if ivf is None else int(ivf.nlist),
-        )
+        self.template = Template.of(factory, empty, key)
 
 
 def resolve_nlist(factory: str, nlist: int) -> str:

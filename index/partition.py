@@ -19,6 +19,7 @@ holds the lock.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import threading
@@ -35,8 +36,7 @@ from index.faiss_index import (
     CoarseCells,
     SearchParams,
     build_index,
-    centroids_key,
-    coarse_quantizer,
+    centroids_key_of,
     index_bytes,
     one_omp_thread,
     reconstruct_rows,
@@ -435,10 +435,8 @@ class Partition:
                 results.append(WriteResult.APPLIED)
             if added:
                 stacked = added[0] if len(added) == 1 else np.concatenate(added)
-                if len(stacked) < SMALL_BATCH:
-                    with one_omp_thread():
-                        self._index.add(stacked)
-                else:
+                small = len(stacked) < SMALL_BATCH
+                with one_omp_thread() if small else contextlib.nullcontext():
                     self._index.add(stacked)
                 for item, _ in batch:
                     self._refresh(self._states[item.image_id])
@@ -582,19 +580,26 @@ class Partition:
             live = np.flatnonzero(self._alive[:rows_at_start])
             vectors = reconstruct_rows(self._index, live)
         if template is None:
-            target, fresh = EXACT_FACTORY, build_index(self.dim, EXACT_FACTORY)
-        else:
-            target, fresh = template.factory, template.copy()
+            target, fresh, key = EXACT_FACTORY, build_index(self.dim, EXACT_FACTORY), None
+        else:  # a copy has the template's centroids, hence its key
+            target, fresh, key = template.factory, template.copy(), template.key
         train_and_add(fresh, vectors)  # a template copy is trained already
         del vectors
         with self._lock.write():
-            self._swap(fresh, target, live, rows_at_start)
+            self._swap(fresh, target, key, live, rows_at_start)
         release_free_memory()  # the old index's blocks, freed by the swap
         log.info(
             "partition rebuilt as %s: %d live rows (%d rebuilds)", target, len(live), self.rebuilds
         )
 
-    def _swap(self, fresh: faiss.Index, target: str, live: np.ndarray, rows_at_start: int) -> None:
+    def _swap(
+        self,
+        fresh: faiss.Index,
+        target: str,
+        key: str | None,
+        live: np.ndarray,
+        rows_at_start: int,
+    ) -> None:
         """Under the lock: add rows written during the build, renumber, replace."""
         rows_now = len(self._row_image)
         added = np.arange(rows_at_start, rows_now)
@@ -604,7 +609,7 @@ class Partition:
         kept = np.concatenate([live, added])
         if len(kept) < rows_now:  # rows were retired: renumber (identity otherwise)
             self._renumber(kept, rows_now)
-        self._install(fresh, target)
+        self._install(fresh, target, key)
         self.rebuilds += 1
 
     def _renumber(self, kept: np.ndarray, rows_now: int) -> None:
@@ -625,15 +630,14 @@ class Partition:
             if state.row_count:
                 state.first_row = mapping[state.first_row]
 
-    def _install(self, index: faiss.Index, factory: str) -> None:
-        """Make ``index`` (built as ``factory``) the one searched."""
+    def _install(self, index: faiss.Index, factory: str, key: str | None) -> None:
+        """Make ``index`` (built as ``factory``, centroids digest ``key``) the one searched."""
         # faiss's factory, clone and deserialize return the concrete class, which
         # IVF-only calls need (a downcast copy would not own the index: no copy here).
         self._index = index
         self.index_factory = factory
         self.kind = "exact" if factory == EXACT_FACTORY else "ann"
-        quantizer = coarse_quantizer(index)
-        self.coarse_key = None if quantizer is None else centroids_key(quantizer)
+        self.coarse_key = key
 
     # --------------------------------------------------------------- snapshots
 
@@ -670,8 +674,9 @@ class Partition:
         factory = state.get("factory") or (
             EXACT_FACTORY if state["kind"] == "exact" else self.plan.factory_of(index)
         )
+        key = centroids_key_of(index)
         with self._lock.write():
-            self._install(index, factory)
+            self._install(index, factory, key)
             self._row_image = list(state["row_image"])
             self._alive, self._allowed = _row_arrays(max(1024, 2 * rows))
             self._alive[:rows] = alive
@@ -681,7 +686,7 @@ class Partition:
             self._states = states
             self._images = sum(1 for s in states.values() if s.row_count)
             self._max_rows_per_image = int(state["max_rows_per_image"])
-        self.plan.adopt(index, factory)
+        self.plan.adopt(index, factory, key)
 
 
 _NO_ROWS = ImageState()

@@ -102,12 +102,11 @@ class IndexShard:
         self.model_version = model_version
         make = make_partition or (lambda: Partition(dim))
         self.partitions = {p: make() for p in partitions}
-        first = next(iter(self.partitions.values()), None)
         # One plan for the shard, configured like its partitions were made.
-        self.plan = first.plan if first is not None else None
-        for part in self.partitions.values():
-            if self.plan is not None:
-                part.join_plan(self.plan)
+        parts = list(self.partitions.values())
+        self.plan = parts[0].plan if parts else None
+        for part in parts[1:]:
+            part.join_plan(parts[0].plan)
         self.snapshot_dir = snapshot_dir
         self.epoch = ""
         self.consumed_offsets: dict[int, int] = {}
@@ -274,12 +273,11 @@ class IndexShard:
         """The query's IVF cells, found once for every partition built on the plan's
         centroids (each partition checks the key and searches alone otherwise)."""
         template = self.plan.template if self.plan is not None else None
-        if template is None or template.key is None or template.nlist is None:
+        if template is None or template.quantizer is None:
             return None
-        quantizer = template.quantizer
-        if quantizer is None:
-            return None
-        scores, cells = quantizer.search(queries, min(params.nprobe, template.nlist))
+        assert template.key is not None and template.nlist is not None  # set with a quantizer
+        nprobe = min(params.nprobe, template.nlist)
+        scores, cells = template.quantizer.search(queries, nprobe)
         return CoarseCells(template.key, queries, scores, cells)
 
     def exact_search(self, query: np.ndarray, k: int) -> list[Hit]:
