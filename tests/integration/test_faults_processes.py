@@ -193,6 +193,9 @@ def test_broker_restart_is_reported_and_the_pipeline_reconnects(
     record_property("searchable_after_broker_restart_s", round(recovered_s, 2))
     print(f"new uploads searchable {recovered_s:.1f} s after the broker was killed")
 
+    # The old worker may embed the new uploads before it notices the new epoch
+    # and exits (75): wait for the supervisor to replace it, then read the log.
+    _wait(lambda: stack.worker is not old_worker, "the worker's restart for the new epoch", 30)
     # Reported clearly: the outage, the new epoch, and the worker's restart for it.
     messages = "\n".join(record.getMessage() for record in caplog.records)
     assert f"embedded broker on {settings.bootstrap_servers} exited with code -9" in messages
