@@ -16,3 +16,11 @@ DEFAULT_FACTORY = "IVF{nlist},Flat"
 DEFAULT_ANN_THRESHOLD = 20_000
 
 __all__ = ["DEFAULT_ANN_THRESHOLD", "DEFAULT_FACTORY", "EXACT_FACTORY"]
+
+# A filter matching at most this many visible rows of a partition is searched
+# exactly over those rows (read back and scored) instead of through the index
+# walk: measured with `python -m bench.filtered --crossover`.
+FILTER_EXACT_ROWS = 4096
+# The index walk's budget (nprobe, efSearch) grows by the inverse of a
+# filter's selectivity, at most this much.
+FILTER_MAX_BOOST = 64

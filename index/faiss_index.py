@@ -19,6 +19,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from index.filters import SearchFilter
+
 # Training reads at most this many vectors: k-means on more moves the centroids
 # little, and 100k 1280-d vectors are already 512 MB.
 MAX_TRAINING_VECTORS = 100_000
@@ -32,6 +34,8 @@ class SearchParams:
 
     ef_search: int = 64
     nprobe: int = 16
+    # Which images the search may return besides visible ones (index/filters.py).
+    where: SearchFilter | None = None
 
 
 def build_index(dim: int, factory: str) -> faiss.Index:

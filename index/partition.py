@@ -23,7 +23,7 @@ import contextlib
 import enum
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,13 @@ import faiss
 import numpy as np
 
 from index.ann_plan import AnnPlan
-from index.defaults import DEFAULT_ANN_THRESHOLD, DEFAULT_FACTORY, EXACT_FACTORY
+from index.defaults import (
+    DEFAULT_ANN_THRESHOLD,
+    DEFAULT_FACTORY,
+    EXACT_FACTORY,
+    FILTER_EXACT_ROWS,
+    FILTER_MAX_BOOST,
+)
 from index.faiss_index import (
     CoarseCells,
     SearchParams,
@@ -44,6 +50,7 @@ from index.faiss_index import (
     search_preassigned,
     train_and_add,
 )
+from index.filters import RowAttributes, SearchFilter
 from index.rwlock import RWLock
 from index.visibility import ImageState
 from streams.malloc_tuning import release_free_memory
@@ -86,6 +93,8 @@ class Upsert:
     vectors: np.ndarray  # global vector first, then tiles; (rows, dim) or (dim,)
     uploaded_at: float
     private: bool = False
+    owner_id: str = ""
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,10 @@ class Partition:
         self._allowed_rows = 0  # rows whose bit is set: what a search can return
         self._images = 0  # images with rows (never deleted ones: a delete retires rows)
         self._states: dict[str, ImageState] = {}
+        # Owner, tags and upload time per row, for filtered searches.
+        self._attributes = RowAttributes()
+        # A filter matching at most this many visible rows is searched exactly over them.
+        self.filter_exact_rows = FILTER_EXACT_ROWS
         self._max_rows_per_image = 1
         self._lock = RWLock()
         self._rebuild_lock = threading.Lock()  # one rebuild at a time (compaction or plan)
@@ -243,12 +256,16 @@ class Partition:
     ) -> list[list[tuple[float, str]]]:
         """Per query, the best ``k`` visible images as ``(score, image_id)``, best first:
         :meth:`search` without building hits (a shard merges partitions first)."""
+        where = params.where
         with self._lock.read():
             rows = len(self._row_image)
             if rows == 0:
                 return [[] for _ in range(len(queries))]
-            fetch = min(rows, k * self._max_rows_per_image)
-            scores, found = self._search_filtered(queries, fetch, params, cells)
+            if where is not None and not where.empty:
+                scores, found = self._search_where(queries, k, params, where)
+            else:
+                fetch = min(rows, k * self._max_rows_per_image)
+                scores, found = self._search_filtered(queries, fetch, params, cells)
             row_image = self._row_image
             results = []
             for row_scores, row_ids in zip(scores.tolist(), found.tolist(), strict=True):
@@ -315,27 +332,74 @@ class Partition:
         params: SearchParams,
         cells: CoarseCells | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """faiss search through the visibility bitmap, with effort raised as needed.
-
-        A graph or cluster walk with a fixed budget (efSearch, nprobe) finds
-        fewer than ``fetch`` results when filtered rows crowd the query's
-        neighbourhood; rather than return short, the budget is quadrupled
-        until enough visible rows are found or none are left to find.
-        """
-        rows = len(self._row_image)
+        """faiss search through the visibility bitmap, with effort raised as needed."""
         wanted = min(fetch, self._allowed_rows)
         if cells is not None and cells.key == self.coarse_key:
             scores, found = search_preassigned(self._index, fetch, cells, self._filter(params))
             if _enough(found, wanted):
                 return scores, found
+        return self._search_until_enough(queries, fetch, wanted, params, self._filter)
+
+    def _search_until_enough(
+        self,
+        queries: np.ndarray,
+        fetch: int,
+        wanted: int,
+        params: SearchParams,
+        parameters: Callable[[SearchParams], faiss.SearchParameters],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """faiss search with the selector ``parameters`` makes, effort raised as needed.
+
+        A graph or cluster walk with a fixed budget (efSearch, nprobe) finds
+        fewer than ``fetch`` results when filtered rows crowd the query's
+        neighbourhood; rather than return short, the budget is quadrupled
+        until ``wanted`` rows are found or none are left to find.
+        """
+        rows = len(self._row_image)
         while True:
-            scores, found = self._index.search(queries, fetch, params=self._filter(params))
+            scores, found = self._index.search(queries, fetch, params=parameters(params))
             if _enough(found, wanted) or self.kind == "exact" or params.ef_search >= rows:
                 return scores, found
             params = SearchParams(
                 ef_search=min(4 * params.ef_search, max(rows, 1)),
                 nprobe=4 * params.nprobe,
             )
+
+    def _search_where(
+        self, queries: np.ndarray, k: int, params: SearchParams, where: SearchFilter
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A search restricted to the visible rows that match ``where`` (under the lock).
+
+        Few matching rows (``filter_exact_rows``) are read back and scored
+        exactly: cheaper than any index walk, and never short. More are
+        handed to the index scan as a bitmap, with the walk's budget (nprobe,
+        efSearch) raised by the inverse of the filter's selectivity (up to
+        ``FILTER_MAX_BOOST``): the filtered top ``k`` lie as far out as the
+        unfiltered top ``k / selectivity``, while rows outside the bitmap cost
+        only a bit test each.
+        """
+        matching = self._visible_matching(where)
+        fetch = min(len(matching), k * self._max_rows_per_image)
+        if fetch == 0:
+            return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
+        if len(matching) <= self.filter_exact_rows:
+            return _exact_over(reconstruct_rows(self._index, matching), matching, queries, fetch)
+        bits = np.zeros(8 * len(self._allowed), dtype=bool)
+        bits[matching] = True
+        bitmap = np.packbits(bits, bitorder="little")
+        selector = faiss.IDSelectorBitmap(8 * len(bitmap), faiss.swig_ptr(bitmap))
+        boost = min(FILTER_MAX_BOOST, -(-self._allowed_rows // len(matching)))
+        boosted = SearchParams(params.ef_search * boost, params.nprobe * boost)
+        return self._search_until_enough(
+            queries, fetch, fetch, boosted, lambda p: search_parameters(self._index, selector, p)
+        )
+
+    def _visible_matching(self, where: SearchFilter) -> np.ndarray:
+        """Sorted rows that match ``where`` and may be returned (the visibility bit set)."""
+        found = self._attributes.matching_rows(where, len(self._row_image))
+        if len(found):
+            found = found[((self._allowed[found >> 3] >> (found & 7)) & 1).astype(bool)]
+        return found
 
     def _filter(self, params: SearchParams) -> faiss.SearchParameters:
         """faiss search parameters carrying the ``_allowed`` bitmap as a selector.
@@ -398,16 +462,24 @@ class Partition:
             # Row map (8-byte pointer per row), alive + allowed bitmaps, and the
             # Python objects of each image state (~320 bytes measured with an id).
             map_bytes = rows * 8 + len(self._alive) + len(self._allowed) + 320 * len(self._states)
+            map_bytes += self._attributes.nbytes()
             return MemoryReport(self.kind, rows, live, self._images, size, map_bytes)
 
     # ----------------------------------------------------------------- writes
 
     def upsert(
-        self, image_id: str, vectors: np.ndarray, uploaded_at: float, private: bool = False
+        self,
+        image_id: str,
+        vectors: np.ndarray,
+        uploaded_at: float,
+        private: bool = False,
+        owner_id: str = "",
+        tags: Iterable[str] = (),
     ) -> WriteResult:
         """Index an image's vectors (global first, then tiles); the same upload twice is
         one entry. SUPERSEDED when a newer upload or a delete already won."""
-        return self.upsert_many([Upsert(image_id, vectors, uploaded_at, private)])[0]
+        item = Upsert(image_id, vectors, uploaded_at, private, owner_id, tuple(tags))
+        return self.upsert_many([item])[0]
 
     def upsert_many(self, items: Sequence[Upsert]) -> list[WriteResult]:
         """Index several images under one lock and one faiss add; one result per item,
@@ -431,7 +503,11 @@ class Partition:
                 state.first_row, state.row_count = start, len(vectors)
                 self._images += 1
                 self._max_rows_per_image = max(self._max_rows_per_image, len(vectors))
-                state.record_upload(item.uploaded_at, item.private)
+                state.record_upload(item.uploaded_at, item.private, item.owner_id, item.tags)
+                # state.tags: a tags update newer than the upload keeps its tags
+                self._attributes.add(
+                    start, len(vectors), item.owner_id, state.tags, item.uploaded_at
+                )
                 results.append(WriteResult.APPLIED)
             if added:
                 stacked = added[0] if len(added) == 1 else np.concatenate(added)
@@ -452,26 +528,35 @@ class Partition:
             raise ValueError(f"vectors have shape {vectors.shape}, index has {self.dim} dimensions")
         return vectors
 
-    def update(self, image_id: str, action: str, at: float) -> WriteResult:
-        """Apply delete / private / public / flag / unflag at event time ``at``.
+    def update(
+        self, image_id: str, action: str, at: float, tags: Iterable[str] = ()
+    ) -> WriteResult:
+        """Apply delete / private / public / flag / unflag, or ``tags`` (replace the
+        image's tags with ``tags``), at event time ``at``.
 
         An update for an image not indexed yet is remembered (PENDING), so an
         embedding that arrives later (reordered, or replayed) obeys it.
         """
-        return self.update_many([image_id], action, at)[0]
+        return self.update_many([image_id], action, at, tags)[0]
 
     def delete_many(self, image_ids: Iterable[str], at: float) -> list[WriteResult]:
         """Delete several images at event time ``at`` under one lock."""
         return self.update_many(image_ids, "delete", at)
 
-    def update_many(self, image_ids: Iterable[str], action: str, at: float) -> list[WriteResult]:
-        """Apply one visibility action to several images under one lock."""
+    def update_many(
+        self, image_ids: Iterable[str], action: str, at: float, tags: Iterable[str] = ()
+    ) -> list[WriteResult]:
+        """Apply one update action (``tags``: with ``tags``) to several images under one lock."""
         results = []
+        new_tags = tuple(tags)
         with self._lock.write():
             for image_id in image_ids:
                 state = self._states.setdefault(image_id, ImageState())
                 indexed = state.row_count > 0
-                won = state.apply(action, at)
+                if action == "tags":
+                    won = self._retag(state, new_tags, at)
+                else:
+                    won = state.apply(action, at)
                 if state.deleted:
                     self._retire(state)
                 else:
@@ -482,6 +567,13 @@ class Partition:
                     results.append(WriteResult.APPLIED if indexed else WriteResult.PENDING)
         self._after_write()
         return results
+
+    def _retag(self, state: ImageState, tags: tuple[str, ...], at: float) -> bool:
+        old = state.tags
+        won = state.set_tags(tags, at)
+        if won and state.row_count:
+            self._attributes.retag(state.first_row, state.row_count, old, tags)
+        return won
 
     def _after_write(self) -> None:
         self._maybe_compact()
@@ -625,6 +717,7 @@ class Partition:
         self._allowed[: len(packed)] = packed
         self._allowed_rows = int(allowed.sum())
         self._dead_rows = int(len(kept) - alive.sum())
+        self._attributes.renumber(new_of_old, kept)
         mapping = new_of_old.tolist()
         for state in self._states.values():
             if state.row_count:
@@ -684,12 +777,40 @@ class Partition:
             self._allowed_rows = int(np.unpackbits(allowed_bits, bitorder="little")[:rows].sum())
             self._dead_rows = int(rows - alive.sum())
             self._states = states
+            self._attributes = _attributes_of(states)
             self._images = sum(1 for s in states.values() if s.row_count)
             self._max_rows_per_image = int(state["max_rows_per_image"])
         self.plan.adopt(index, factory, key)
 
 
 _NO_ROWS = ImageState()
+
+
+def _attributes_of(states: dict[str, ImageState]) -> RowAttributes:
+    """The filter attributes of a partition restored from ``states`` (a snapshot)."""
+    attributes = RowAttributes()
+    indexed = sorted((s for s in states.values() if s.row_count), key=lambda s: s.first_row)
+    for state in indexed:  # posting lists are appended in row order
+        attributes.add(
+            state.first_row, state.row_count, state.owner_id, state.tags, state.uploaded_at
+        )
+    return attributes
+
+
+def _exact_over(
+    vectors: np.ndarray, rows: np.ndarray, queries: np.ndarray, fetch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``fetch`` of ``rows`` (whose vectors are ``vectors``) per query, as faiss
+    returns them: scores and rows, best first."""
+    scores = queries @ vectors.T
+    if fetch < len(rows):
+        best = np.argpartition(-scores, fetch - 1, axis=1)[:, :fetch]
+    else:
+        best = np.broadcast_to(np.arange(len(rows)), (len(queries), len(rows)))
+    picked = np.take_along_axis(scores, best, axis=1)
+    order = np.argsort(-picked, axis=1, kind="stable")
+    best = np.take_along_axis(best, order, axis=1)
+    return np.take_along_axis(picked, order, axis=1), rows[best].astype(np.int64)
 
 
 def _enough(found: np.ndarray, wanted: int) -> bool:

@@ -65,6 +65,8 @@ class VectorRecord(Protocol):
     dim: int
     uploaded_at: float
     private: bool
+    owner_id: str
+    tags: list[str] | None
 
     def vector(self) -> np.ndarray: ...
 
@@ -77,6 +79,7 @@ class UpdateRecord(Protocol):
     image_id: str
     action: str
     updated_at: float
+    tags: list[str] | None  # the new tags of a ``tags`` update
 
 
 def owned_partitions(partition_count: int, shard_id: int, shard_count: int) -> list[int]:
@@ -148,7 +151,12 @@ class IndexShard:
         if hasattr(record, "action"):
             update: UpdateRecord = record  # type: ignore[assignment]
             result = self.apply_update(
-                partition, offset, update.image_id, update.action, update.updated_at
+                partition,
+                offset,
+                update.image_id,
+                update.action,
+                update.updated_at,
+                update.tags or (),
             )
             return result is not WriteResult.SUPERSEDED
         embedded: VectorRecord = record
@@ -164,6 +172,8 @@ class IndexShard:
                 vectors,
                 embedded.uploaded_at,
                 embedded.private,
+                embedded.owner_id,
+                embedded.tags or (),
             )
         )
 
@@ -175,19 +185,30 @@ class IndexShard:
         vectors: np.ndarray,
         uploaded_at: float,
         private: bool = False,
+        owner_id: str = "",
+        tags: Iterable[str] = (),
     ) -> WriteResult:
         """Index an image's vectors (global first, then tiles) read at ``offset``."""
-        result = self._partition(partition).upsert(image_id, vectors, uploaded_at, private)
+        result = self._partition(partition).upsert(
+            image_id, vectors, uploaded_at, private, owner_id, tags
+        )
         self._consumed(partition, offset, image_id if result else None)
         if result:
             self.freshness.observe(time.time() - uploaded_at)
         return result
 
     def apply_update(
-        self, partition: int, offset: int, image_id: str, action: str, at: float
+        self,
+        partition: int,
+        offset: int,
+        image_id: str,
+        action: str,
+        at: float,
+        tags: Iterable[str] = (),
     ) -> WriteResult:
-        """Apply a visibility change (delete, private, public, flag, unflag) read at ``offset``."""
-        result = self._partition(partition).update(image_id, action, at)
+        """Apply an update read at ``offset``: delete, private, public, flag, unflag, or
+        ``tags`` (the image's tags become ``tags``)."""
+        result = self._partition(partition).update(image_id, action, at, tags)
         self._consumed(partition, offset, None if result is WriteResult.SUPERSEDED else image_id)
         return result
 
@@ -221,7 +242,8 @@ class IndexShard:
         """Top ``k`` visible images over every partition of this shard, for one query
         (what the service asks; :meth:`search_many` is the batch form)."""
         hits = self.search_many(query, k, params, with_vectors)[0]
-        if self.recall is not None:
+        filtered = params is not None and params.where is not None and not params.where.empty
+        if self.recall is not None and not filtered:  # its truth is unfiltered
             self.recall.offer(query, hits)
         return hits
 
@@ -275,6 +297,8 @@ class IndexShard:
         template = self.plan.template if self.plan is not None else None
         if template is None or template.quantizer is None:
             return None
+        if params.where is not None and not params.where.empty:
+            return None  # each partition raises nprobe by its filter's selectivity
         assert template.key is not None and template.nlist is not None  # set with a quantizer
         nprobe = min(params.nprobe, template.nlist)
         scores, cells = template.quantizer.search(queries, nprobe)

@@ -30,6 +30,11 @@ class ImageState:
     flagged: bool = False
     flagged_at: float = NEVER
     deleted_at: float = NEVER
+    # What filters read (index/filters.py): the owner of the indexed upload, and
+    # the tags register (the upload's tags, or a newer tags update's).
+    owner_id: str = ""
+    tags: tuple[str, ...] = ()
+    tags_at: float = NEVER
 
     @property
     def rows(self) -> range:
@@ -52,9 +57,25 @@ class ImageState:
         """
         return uploaded_at > self.uploaded_at and uploaded_at > self.deleted_at
 
-    def record_upload(self, uploaded_at: float, private: bool) -> None:
+    def record_upload(
+        self,
+        uploaded_at: float,
+        private: bool,
+        owner_id: str = "",
+        tags: tuple[str, ...] = (),
+    ) -> None:
         self.uploaded_at = uploaded_at
+        self.owner_id = owner_id
         self.set_private(private, uploaded_at)
+        self.set_tags(tags, uploaded_at)
+
+    def set_tags(self, tags: tuple[str, ...], at: float) -> bool:
+        """The image's tags from an event at ``at`` (an upload or a tags update);
+        False when a newer one already set them."""
+        if at < self.tags_at:
+            return False
+        self.tags, self.tags_at = tags, at
+        return True
 
     def set_private(self, private: bool, at: float) -> bool:
         if at < self.private_at:
@@ -96,11 +117,16 @@ class ImageState:
             self.flagged,
             self.flagged_at,
             self.deleted_at,
+            self.owner_id,
+            list(self.tags),
+            self.tags_at,
         ]
 
     @classmethod
     def from_list(cls, values: list[object]) -> ImageState:
-        first, count, uploaded_at, private, private_at, flagged, flagged_at, deleted_at = values
+        first, count, uploaded_at, private, private_at, flagged, flagged_at, deleted_at = values[:8]
+        # Snapshots written before filters had eight fields: no owner, no tags.
+        owner_id, tags, tags_at = values[8:] if len(values) > 8 else ("", [], NEVER)
         return cls(
             int(first),  # type: ignore[call-overload]
             int(count),  # type: ignore[call-overload]
@@ -110,4 +136,7 @@ class ImageState:
             bool(flagged),
             float(flagged_at),  # type: ignore[arg-type]
             float(deleted_at),  # type: ignore[arg-type]
+            str(owner_id),
+            tuple(tags),  # type: ignore[arg-type]
+            float(tags_at),  # type: ignore[arg-type]
         )

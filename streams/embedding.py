@@ -306,6 +306,7 @@ def embed_prepared(prepared: Sequence[PreparedUpload], encoder: OnnxEncoder) -> 
                 private=event.private,
                 tile_count=len(tile_vectors),
                 tiles_b64=vector_to_b64(tile_vectors) if len(tile_vectors) else "",
+                tags=event.tags,
             )
         )
     return embedded

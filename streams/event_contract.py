@@ -31,6 +31,8 @@ from streams.schemas import (
     ID_PATTERN,
     INTERACTION_TYPES,
     MAX_CLOCK_SKEW_S,
+    MAX_TAG_LENGTH,
+    MAX_TAGS,
     MODEL_ACTIONS,
     UPDATE_ACTIONS,
     Event,
@@ -52,6 +54,12 @@ TOPICS: dict[str, list[type[Event]]] = {
     "dead-letter": [schemas.DeadLetter],
 }
 
+TAGS = {
+    "maxItems": MAX_TAGS,
+    "items": {"type": "string", "minLength": 1, "maxLength": MAX_TAG_LENGTH, "pattern": "^[^,]*$"},
+    "description": "what filtered searches select on (tags_any / tags_all)",
+}
+
 # What each record's check() enforces, as JSON Schema keywords per field.
 RULES: dict[str, dict[str, dict[str, Any]]] = {
     "ImageUploaded": {
@@ -60,17 +68,20 @@ RULES: dict[str, dict[str, dict[str, Any]]] = {
         "uploaded_at": {"description": FUTURE},
         "uri": {"description": "file://, or http(s):// when the deployment allows fetching"},
         "image_b64": {"description": "the image bytes, base64 (instead of uri)"},
+        "tags": TAGS,
     },
     "ImageUpdated": {
         "image_id": {"pattern": ID},
         "action": {"enum": list(UPDATE_ACTIONS)},
         "updated_at": {"description": "Unix seconds: the newest event time wins"},
+        "tags": {**TAGS, "description": "the image's new tags; set exactly when action is tags"},
     },
     "ImageEmbedded": {
         "image_id": {"pattern": ID},
         "dim": {"minimum": 1},
         "vector_b64": {"description": "dim little-endian float32, base64"},
         "tiles_b64": {"description": "tile_count x dim little-endian float32, base64"},
+        "tags": TAGS,
     },
     "Interaction": {
         "event_id": {"pattern": ID, "description": "unique per event: duplicates are dropped"},
@@ -101,6 +112,12 @@ EXTRA: dict[str, dict[str, Any]] = {
             {"required": ["image_b64"], "properties": {"image_b64": {"minLength": 1}}},
         ],
         "$comment": "exactly one of uri and image_b64",
+    },
+    "ImageUpdated": {
+        "if": {"properties": {"action": {"const": "tags"}}},
+        "then": {"required": ["tags"], "properties": {"tags": {"type": "array"}}},
+        "else": {"properties": {"tags": {"type": "null"}}},
+        "$comment": "tags is set exactly when action is tags",
     },
     "ModelChanged": {
         "if": {"properties": {"action": {"const": "deploy"}}},
@@ -136,6 +153,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "source_partition": 3,
         "source_offset": 1187,
         "owner_id": "shop42",
+        "tags": ["shoes", "red"],
         "schema_version": 1,
     },
     "Interaction": {

@@ -28,7 +28,11 @@ from streams.errors import CodedError
 
 # Always use fullmatch: "$" in match() would also accept a trailing newline.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-UPDATE_ACTIONS = ("delete", "private", "public", "flag", "unflag")
+UPDATE_ACTIONS = ("delete", "private", "public", "flag", "unflag", "tags")
+# An image's tags (what filtered searches select on): at most this many, each
+# 1-64 characters without commas (a form field lists them comma-separated).
+MAX_TAGS = 32
+MAX_TAG_LENGTH = 64
 INTERACTION_TYPES = ("impression", "click", "dwell")
 
 
@@ -62,6 +66,7 @@ class ImageUploaded(Event, serializer="json"):
         _check_event_time("uploaded_at", self.uploaded_at)
         if bool(self.uri) == bool(self.image_b64):
             raise SchemaError("invalid_value", "exactly one of uri and image_b64 must be set")
+        check_tags(self.tags)
 
     def image_bytes(self) -> bytes:
         """The inline image, decoded; raises :class:`SchemaError` on bad base64."""
@@ -72,11 +77,13 @@ class ImageUploaded(Event, serializer="json"):
 
 
 class ImageUpdated(Event, serializer="json"):
-    """Visibility change of an image: delete, private, public, flag, unflag."""
+    """A change to an image: delete, private, public, flag, unflag (visibility), or
+    tags (its tags become ``tags``; an empty list clears them)."""
 
     image_id: str
     action: str
     updated_at: float
+    tags: list[str] | None = None
     schema_version: int = 1
 
     def check(self) -> None:
@@ -84,6 +91,9 @@ class ImageUpdated(Event, serializer="json"):
         _check_event_time("updated_at", self.updated_at)
         if self.action not in UPDATE_ACTIONS:
             raise SchemaError("invalid_value", f"action must be one of {UPDATE_ACTIONS}")
+        if (self.action == "tags") != (self.tags is not None):
+            raise SchemaError("invalid_value", "tags is set exactly when action is 'tags'")
+        check_tags(self.tags)
 
 
 class ImageEmbedded(Event, serializer="json"):
@@ -101,6 +111,7 @@ class ImageEmbedded(Event, serializer="json"):
     private: bool = False
     tile_count: int = 0
     tiles_b64: str = ""
+    tags: list[str] | None = None
     schema_version: int = 1
 
     def check(self) -> None:
@@ -112,6 +123,7 @@ class ImageEmbedded(Event, serializer="json"):
         self.vector()  # validates length and finiteness
         if self.tile_count:
             self.tiles()
+        check_tags(self.tags)
 
     def vector(self) -> np.ndarray:
         """The float32 vector of length ``dim``."""
@@ -361,6 +373,20 @@ def _check_id(name: str, value: str) -> None:
             f"{name} {value[:40]!r} must be 1-128 characters of A-Z a-z 0-9 . _ - "
             "starting with a letter or digit",
         )
+
+
+def check_tags(tags: list[str] | None) -> None:
+    """Tags within :data:`MAX_TAGS` and :data:`MAX_TAG_LENGTH`, none empty or with a comma."""
+    if tags is None:
+        return
+    if len(tags) > MAX_TAGS:
+        raise SchemaError("invalid_value", f"at most {MAX_TAGS} tags, got {len(tags)}")
+    for tag in tags:
+        if not 1 <= len(tag) <= MAX_TAG_LENGTH or "," in tag:
+            raise SchemaError(
+                "invalid_value",
+                f"tag {tag[:40]!r} must be 1-{MAX_TAG_LENGTH} characters without a comma",
+            )
 
 
 def _check_finite(name: str, value: float) -> None:

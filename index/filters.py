@@ -1,0 +1,296 @@
+"""Filtered search: which images a query may return besides being visible.
+
+A :class:`SearchFilter` is a conjunction of an owner (any of several), tags
+(any of / all of) and an upload-time range. A partition keeps, beside its
+visibility bitmap, the attributes that filters read, per row
+(:class:`RowAttributes`): one sorted posting list of rows per owner and per
+tag, and the upload time of every row. A filter resolves to the sorted array
+of its matching rows by merging posting lists (cost in the size of the lists,
+not of the partition), and only a time range alone scans the time column.
+
+Rows are what faiss returns, so the matching rows become either a bitmap
+selector for the index scan or, when they are few, the rows an exact search
+reads back (``Partition``); both keep the filter inside the search, so a
+selective filter never comes back short the way post-filtering does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streams.errors import VisearchError
+
+# What a filter may name; an upload's tags obey the same limits (streams/schemas.py).
+MAX_FILTER_VALUES = 64
+
+
+class FilterError(VisearchError, ValueError):
+    """A filter that cannot be evaluated (empty value, too many values, bad range)."""
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Images owned by one of ``owner_ids`` (when given), carrying at least one of
+    ``tags_any`` and every one of ``tags_all``, uploaded in
+    ``[uploaded_after, uploaded_before)`` (Unix seconds; either bound open)."""
+
+    owner_ids: frozenset[str] = frozenset()
+    tags_any: frozenset[str] = frozenset()
+    tags_all: frozenset[str] = frozenset()
+    uploaded_after: float | None = None
+    uploaded_before: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("owner_ids", "tags_any", "tags_all"):
+            values = getattr(self, name)
+            if len(values) > MAX_FILTER_VALUES:
+                raise FilterError(f"{name} has {len(values)} values; at most {MAX_FILTER_VALUES}")
+            if any(not value for value in values):
+                raise FilterError(f"{name} contains an empty value")
+        for name in ("uploaded_after", "uploaded_before"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise FilterError(f"{name} must be a finite number of Unix seconds")
+        low, high = self.uploaded_after, self.uploaded_before
+        if low is not None and high is not None and low >= high:
+            raise FilterError("uploaded_after must be before uploaded_before")
+
+    @classmethod
+    def of(
+        cls,
+        owner_ids: Iterable[str] = (),
+        tags_any: Iterable[str] = (),
+        tags_all: Iterable[str] = (),
+        uploaded_after: float | None = None,
+        uploaded_before: float | None = None,
+    ) -> SearchFilter:
+        """A filter from any iterables (lists, sets, a comma-split form field)."""
+        return cls(
+            frozenset(owner_ids),
+            frozenset(tags_any),
+            frozenset(tags_all),
+            None if uploaded_after is None else float(uploaded_after),
+            None if uploaded_before is None else float(uploaded_before),
+        )
+
+    @property
+    def has_time_range(self) -> bool:
+        return self.uploaded_after is not None or self.uploaded_before is not None
+
+    @property
+    def empty(self) -> bool:
+        """Matches every image: searching with it is searching without it."""
+        return not (self.owner_ids or self.tags_any or self.tags_all or self.has_time_range)
+
+    def matches(self, owner_id: str, tags: Iterable[str], uploaded_at: float) -> bool:
+        """The filter's meaning for one image (the reference the row index must agree with)."""
+        if self.owner_ids and owner_id not in self.owner_ids:
+            return False
+        carried = set(tags)
+        if self.tags_any and not (self.tags_any & carried):
+            return False
+        if not self.tags_all <= carried:
+            return False
+        return self.in_time_range(uploaded_at)
+
+    def in_time_range(self, uploaded_at: float) -> bool:
+        if self.uploaded_after is not None and uploaded_at < self.uploaded_after:
+            return False
+        return self.uploaded_before is None or uploaded_at < self.uploaded_before
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form (a remote shard's request); only the fields that are set."""
+        fields: dict[str, Any] = {}
+        for name in ("owner_ids", "tags_any", "tags_all"):
+            if getattr(self, name):
+                fields[name] = sorted(getattr(self, name))
+        for name in ("uploaded_after", "uploaded_before"):
+            if getattr(self, name) is not None:
+                fields[name] = getattr(self, name)
+        return fields
+
+    @classmethod
+    def from_json(cls, fields: Mapping[str, Any]) -> SearchFilter:
+        """Inverse of :meth:`to_json`; :class:`FilterError` names what is wrong."""
+        unknown = set(fields) - {
+            "owner_ids",
+            "tags_any",
+            "tags_all",
+            "uploaded_after",
+            "uploaded_before",
+        }
+        if unknown:
+            raise FilterError(f"unknown filter fields: {sorted(unknown)}")
+        lists: dict[str, Any] = {}
+        for name in ("owner_ids", "tags_any", "tags_all"):
+            value = fields.get(name, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise FilterError(f"{name} must be a list of strings")
+            lists[name] = value
+        bounds: dict[str, Any] = {}
+        for name in ("uploaded_after", "uploaded_before"):
+            value = fields.get(name)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if value is not None and not number:
+                raise FilterError(f"{name} must be a number of Unix seconds")
+            bounds[name] = value
+        return cls.of(**lists, **bounds)
+
+
+class _Postings:
+    """A growable, sorted array of rows (rows are appended in increasing order);
+    int32: 4 bytes per row and tag, and a partition never nears 2**31 rows."""
+
+    __slots__ = ("rows", "size")
+
+    def __init__(self) -> None:
+        self.rows = np.empty(8, dtype=np.int32)
+        self.size = 0
+
+    def view(self) -> np.ndarray:
+        return self.rows[: self.size]
+
+    def append(self, first: int, count: int) -> None:
+        end = self.size + count
+        if end > len(self.rows):
+            grown = np.empty(max(end, 2 * len(self.rows)), dtype=np.int32)
+            grown[: self.size] = self.rows[: self.size]
+            self.rows = grown
+        self.rows[self.size : end] = np.arange(first, first + count)
+        self.size = end
+
+    def remove(self, first: int, count: int) -> None:
+        """Drop the run ``first .. first + count - 1`` (an image's rows, contiguous)."""
+        rows = self.view()
+        low = int(np.searchsorted(rows, first))
+        high = int(np.searchsorted(rows, first + count))
+        if high > low:
+            self.rows[low : self.size - (high - low)] = rows[high:].copy()
+            self.size -= high - low
+
+    def renumber(self, new_of_old: np.ndarray) -> None:
+        mapped = new_of_old[self.view()]
+        kept = mapped[mapped >= 0]  # order kept: renumbering preserves row order
+        self.rows = np.empty(max(8, len(kept)), dtype=np.int32)
+        self.rows[: len(kept)] = kept
+        self.size = len(kept)
+
+
+class RowAttributes:
+    """Owner, tags and upload time per row of one partition, indexed for filters.
+
+    Not thread-safe on its own: the partition calls it under its lock.
+    Retired rows may stay in posting lists until the next renumbering; the
+    visibility bitmap removes them from every search.
+    """
+
+    def __init__(self) -> None:
+        self._owners: dict[str, _Postings] = {}
+        self._tags: dict[str, _Postings] = {}
+        self._time = np.empty(1024, dtype=np.float64)
+
+    def add(
+        self, first: int, count: int, owner_id: str, tags: Iterable[str], uploaded_at: float
+    ) -> None:
+        """Rows ``first .. first + count - 1`` (newer than any row added before) are one
+        image's, owned by ``owner_id``, tagged ``tags``, uploaded at ``uploaded_at``."""
+        end = first + count
+        if end > len(self._time):
+            grown = np.empty(max(end, 2 * len(self._time)), dtype=np.float64)
+            grown[:first] = self._time[:first]
+            self._time = grown
+        self._time[first:end] = uploaded_at
+        self._owners.setdefault(owner_id, _Postings()).append(first, count)
+        for tag in tags:
+            self._tags.setdefault(tag, _Postings()).append(first, count)
+
+    def retag(self, first: int, count: int, old: Iterable[str], new: Iterable[str]) -> None:
+        """An image's rows change tags from ``old`` to ``new`` (a tags update)."""
+        old_set, new_set = set(old), set(new)
+        for tag in old_set - new_set:
+            postings = self._tags.get(tag)
+            if postings is not None:
+                postings.remove(first, count)
+                if not postings.size:
+                    del self._tags[tag]
+        for tag in new_set - old_set:
+            postings = self._tags.setdefault(tag, _Postings())
+            rows = postings.view()
+            if not len(rows) or rows[-1] < first:
+                postings.append(first, count)
+            else:  # an older image gains the tag: insert in order
+                merged = np.union1d(rows, np.arange(first, first + count, dtype=np.int32))
+                postings.rows, postings.size = merged.astype(np.int32), len(merged)
+
+    def renumber(self, new_of_old: np.ndarray, kept: np.ndarray) -> None:
+        """Rows were renumbered (compaction): ``new_of_old[row]``, -1 for dropped rows."""
+        time = np.empty(max(1024, 2 * len(kept)), dtype=np.float64)
+        time[: len(kept)] = self._time[kept]
+        self._time = time
+        for postings_of in (self._owners, self._tags):
+            for key in list(postings_of):
+                postings_of[key].renumber(new_of_old)
+                if not postings_of[key].size:
+                    del postings_of[key]
+
+    def matching_rows(self, where: SearchFilter, rows: int) -> np.ndarray:
+        """Sorted rows below ``rows`` whose attributes satisfy ``where`` (visible or not)."""
+        found: np.ndarray | None = None
+        if where.owner_ids:
+            found = self._union(self._owners, where.owner_ids)
+        if where.tags_any:
+            found = _intersect(found, self._union(self._tags, where.tags_any))
+        for tag in sorted(where.tags_all, key=lambda t: self._size(self._tags, t)):
+            postings = self._tags.get(tag)
+            found = _intersect(found, postings.view() if postings else _NONE)
+            if not len(found):
+                return found
+        if found is None:  # a time range alone: scan the column
+            times = self._time[:rows]
+            return np.flatnonzero(self._time_mask(where, times)).astype(np.int32)
+        found = found[found < rows]
+        if where.has_time_range:
+            found = found[self._time_mask(where, self._time[found])]
+        return found
+
+    @staticmethod
+    def _time_mask(where: SearchFilter, times: np.ndarray) -> np.ndarray:
+        mask = np.ones(len(times), dtype=bool)
+        if where.uploaded_after is not None:
+            mask &= times >= where.uploaded_after
+        if where.uploaded_before is not None:
+            mask &= times < where.uploaded_before
+        return mask
+
+    @staticmethod
+    def _size(postings_of: dict[str, _Postings], key: str) -> int:
+        postings = postings_of.get(key)
+        return 0 if postings is None else postings.size
+
+    @staticmethod
+    def _union(postings_of: dict[str, _Postings], keys: Iterable[str]) -> np.ndarray:
+        lists = [postings_of[key].view() for key in keys if key in postings_of]
+        if not lists:
+            return _NONE
+        if len(lists) == 1:
+            return lists[0]
+        return np.unique(np.concatenate(lists))
+
+    def nbytes(self) -> int:
+        """Memory of the time column and posting lists (the partition's memory report)."""
+        postings = sum(p.rows.nbytes for d in (self._owners, self._tags) for p in d.values())
+        return int(self._time.nbytes + postings)
+
+
+_NONE = np.empty(0, dtype=np.int32)
+
+
+def _intersect(found: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+    if found is None:
+        return rows
+    return np.intersect1d(found, rows, assume_unique=True)
