@@ -17,10 +17,15 @@ DEFAULT_ANN_THRESHOLD = 20_000
 
 __all__ = ["DEFAULT_ANN_THRESHOLD", "DEFAULT_FACTORY", "EXACT_FACTORY"]
 
-# A filter matching at most this many visible rows of a partition is searched
-# exactly over those rows (read back and scored) instead of through the index
-# walk: measured with `python -m bench.filtered --crossover`.
-FILTER_EXACT_ROWS = 4096
+# A filtered search reads its matching rows back and scores them exactly when
+# that costs less than the index walk through a bitmap of them. Costs in units
+# of one row tested by the walk (~5 ns: a full-scan walk of a 100k-row
+# IVF1024,Flat partition took 0.55 ms); measured on one 12.5k-row partition of
+# a 100k shard (IVF1024, 256-d, one query): the walk took 28 / 78 / 183 us at
+# nprobe 16 / 256 / 1024 (a list visit ~0.15 us = 30 rows), reading 64 / 256 /
+# 1024 rows back and scoring them 12 / 23 / 78 us (~0.1 us = 20 rows a row).
+FILTER_ROW_READ_COST = 20
+FILTER_LIST_VISIT_COST = 30
 # The index walk's budget (nprobe, efSearch) grows by the inverse of a
 # filter's selectivity, at most this much.
 FILTER_MAX_BOOST = 64

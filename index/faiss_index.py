@@ -153,21 +153,58 @@ def centroids_key_of(index: faiss.Index) -> str | None:
 
 class CoarseCells:
     """Queries and their IVF cells, found once by a shard's shared quantizer and
-    scanned in each of its partitions (with pointers made once, not per partition)."""
+    scanned in each of its partitions (with pointers made once, not per partition).
 
-    def __init__(self, key: str, queries: np.ndarray, scores: np.ndarray, cells: np.ndarray):
+    Found on first use: a filtered search whose partitions all read their few
+    matching rows back exactly never asks for them.
+    """
+
+    def __init__(
+        self, key: str, queries: np.ndarray, quantizer: faiss.Index | None, nprobe: int
+    ) -> None:
         self.key = key  # centroids digest: only indexes built on these centroids may use them
         self.queries = np.ascontiguousarray(queries, dtype=np.float32)
-        self.cells = np.ascontiguousarray(cells, dtype=np.int64)  # (queries, nprobe)
+        self.nprobe = nprobe
+        self._quantizer: faiss.Index | None = quantizer
+        self.cells = np.empty((0, 0), dtype=np.int64)  # (queries, nprobe), once found
+        self.scores = np.empty((0, 0), dtype=np.float32)
+        self._pointers: tuple[Any, Any, Any] | None = None
+        # Result buffers by k, reused partition after partition (each reads its
+        # results out before the next scan): one allocation per query, not eight.
+        self._results: dict[int, tuple[np.ndarray, np.ndarray, Any, Any]] = {}
+        self._narrowed: dict[int, CoarseCells] = {}
+
+    def pointers(self) -> tuple[Any, Any, Any]:
+        """Pointers to the queries, their cells and the cells' scores (found now if not yet)."""
+        if self._pointers is None:
+            if self._quantizer is not None:
+                scores, cells = self._quantizer.search(self.queries, self.nprobe)
+                self._set(scores, cells)
+            assert self._pointers is not None
+        return self._pointers
+
+    def _set(self, scores: np.ndarray, cells: np.ndarray) -> None:
+        self.cells = np.ascontiguousarray(cells, dtype=np.int64)
         self.scores = np.ascontiguousarray(scores, dtype=np.float32)
         self._pointers = (
             faiss.swig_ptr(self.queries),
             faiss.swig_ptr(self.cells),
             faiss.swig_ptr(self.scores),
         )
-        # Result buffers by k, reused partition after partition (each reads its
-        # results out before the next scan): one allocation per query, not eight.
-        self._results: dict[int, tuple[np.ndarray, np.ndarray, Any, Any]] = {}
+
+    def narrowed(self, nprobe: int) -> CoarseCells:
+        """The same queries' first ``nprobe`` cells (cells are sorted nearest first): a
+        filtered search finds them once with its largest budget, and each partition
+        scans as many as its filter's selectivity asks for."""
+        if nprobe >= self.nprobe:
+            return self
+        narrowed = self._narrowed.get(nprobe)
+        if narrowed is None:
+            self.pointers()
+            narrowed = CoarseCells(self.key, self.queries, None, nprobe)
+            narrowed._set(self.scores[:, :nprobe], self.cells[:, :nprobe])
+            self._narrowed[nprobe] = narrowed
+        return narrowed
 
     def results(self, k: int) -> tuple[np.ndarray, np.ndarray, Any, Any]:
         buffers = self._results.get(k)
@@ -188,11 +225,11 @@ def search_preassigned(
     ``index`` must be the IVF itself (:func:`coarse_quantizer` found one in it).
     faiss's Python wrapper of ``search_preassigned`` refuses search parameters,
     and the filter bitmap travels in them, so the C++ method is called directly.
-    ``params.nprobe`` must equal ``cells.cells.shape[1]``. The arrays returned
+    ``params.nprobe`` must equal ``cells.nprobe``. The arrays returned
     are ``cells``' buffers, overwritten by its next scan: read them first.
     """
     scores, found, scores_ptr, found_ptr = cells.results(k)
-    queries, assigned, assigned_scores = cells._pointers
+    queries, assigned, assigned_scores = cells.pointers()
     index.search_preassigned_c(  # type: ignore[attr-defined]
         len(cells.queries),
         queries,
@@ -244,7 +281,10 @@ def reconstruct_rows(index: faiss.Index, rows: np.ndarray) -> np.ndarray:
     if len(rows) == 0:
         return np.empty((0, index.d), dtype=np.float32)
     rows = np.asarray(rows, dtype=np.int64)
-    if np.all(np.diff(rows) == 1):
+    # An IVF's reconstruct_n walks every list whatever the range (34 us for a few
+    # rows of a 12k-row IVF512 partition, measured): only worth it for most rows.
+    many = faiss.try_extract_index_ivf(index) is None or 4 * len(rows) >= index.ntotal
+    if many and int(rows[-1]) - int(rows[0]) == len(rows) - 1 and np.all(np.diff(rows) == 1):
         return index.reconstruct_n(int(rows[0]), len(rows))
     return index.reconstruct_batch(rows)
 

@@ -192,7 +192,7 @@ class RowAttributes:
     def __init__(self) -> None:
         self._owners: dict[str, _Postings] = {}
         self._tags: dict[str, _Postings] = {}
-        self._time = np.empty(1024, dtype=np.float64)
+        self._time = np.full(1024, np.nan)
 
     def add(
         self, first: int, count: int, owner_id: str, tags: Iterable[str], uploaded_at: float
@@ -201,9 +201,7 @@ class RowAttributes:
         image's, owned by ``owner_id``, tagged ``tags``, uploaded at ``uploaded_at``."""
         end = first + count
         if end > len(self._time):
-            grown = np.empty(max(end, 2 * len(self._time)), dtype=np.float64)
-            grown[:first] = self._time[:first]
-            self._time = grown
+            self._grow_time(end)
         self._time[first:end] = uploaded_at
         self._owners.setdefault(owner_id, _Postings()).append(first, count)
         for tag in tags:
@@ -229,8 +227,8 @@ class RowAttributes:
 
     def renumber(self, new_of_old: np.ndarray, kept: np.ndarray) -> None:
         """Rows were renumbered (compaction): ``new_of_old[row]``, -1 for dropped rows."""
-        time = np.empty(max(1024, 2 * len(kept)), dtype=np.float64)
-        time[: len(kept)] = self._time[kept]
+        time = np.full(max(1024, 2 * len(kept)), np.nan)
+        time[: len(kept)] = self._times(int(kept.max()) + 1 if len(kept) else 0)[kept]
         self._time = time
         for postings_of in (self._owners, self._tags):
             for key in list(postings_of):
@@ -238,25 +236,42 @@ class RowAttributes:
                 if not postings_of[key].size:
                     del postings_of[key]
 
-    def matching_rows(self, where: SearchFilter, rows: int) -> np.ndarray:
-        """Sorted rows below ``rows`` whose attributes satisfy ``where`` (visible or not)."""
-        found: np.ndarray | None = None
+    def matching_rows(self, where: SearchFilter, rows: int) -> RowSet:
+        """The rows below ``rows`` whose attributes satisfy ``where`` (visible or not)."""
+        found: RowSet | None = None
         if where.owner_ids:
-            found = self._union(self._owners, where.owner_ids)
+            found = self._union(self._owners, where.owner_ids, rows)
         if where.tags_any:
-            found = _intersect(found, self._union(self._tags, where.tags_any))
+            found = RowSet.both(found, self._union(self._tags, where.tags_any, rows))
         for tag in sorted(where.tags_all, key=lambda t: self._size(self._tags, t)):
             postings = self._tags.get(tag)
-            found = _intersect(found, postings.view() if postings else _NONE)
-            if not len(found):
+            found = RowSet.both(found, RowSet(postings.view() if postings else _NONE))
+            if not found.count:
                 return found
-        if found is None:  # a time range alone: scan the column
-            times = self._time[:rows]
-            return np.flatnonzero(self._time_mask(where, times)).astype(np.int32)
-        found = found[found < rows]
         if where.has_time_range:
-            found = found[self._time_mask(where, self._time[found])]
+            found = self._in_time_range(found, where, rows)
+        if found is None:  # an empty filter: every row
+            return RowSet(mask=np.ones(rows, dtype=bool))
         return found
+
+    def _in_time_range(self, found: RowSet | None, where: SearchFilter, rows: int) -> RowSet:
+        times = self._times(rows)
+        if found is None or found.mask is not None:  # scan the column
+            return RowSet.both(found, RowSet(mask=self._time_mask(where, times)))
+        assert found.rows is not None
+        return RowSet(found.rows[self._time_mask(where, times[found.rows])])
+
+    def _times(self, rows: int) -> np.ndarray:
+        """Upload time of rows ``0 .. rows - 1``; NaN (matching no range) for rows no
+        image holds any more (a snapshot restores only live images' attributes)."""
+        if len(self._time) < rows:
+            self._grow_time(rows)
+        return self._time[:rows]
+
+    def _grow_time(self, rows: int) -> None:
+        grown = np.full(max(rows, 2 * len(self._time)), np.nan)
+        grown[: len(self._time)] = self._time
+        self._time = grown
 
     @staticmethod
     def _time_mask(where: SearchFilter, times: np.ndarray) -> np.ndarray:
@@ -273,13 +288,18 @@ class RowAttributes:
         return 0 if postings is None else postings.size
 
     @staticmethod
-    def _union(postings_of: dict[str, _Postings], keys: Iterable[str]) -> np.ndarray:
+    def _union(postings_of: dict[str, _Postings], keys: Iterable[str], rows: int) -> RowSet:
+        """Rows in any of the ``keys``' posting lists: sorted rows, or a mask over
+        ``rows`` when they are many (setting flags beats sorting them)."""
         lists = [postings_of[key].view() for key in keys if key in postings_of]
-        if not lists:
-            return _NONE
-        if len(lists) == 1:
-            return lists[0]
-        return np.unique(np.concatenate(lists))
+        if len(lists) <= 1:
+            return RowSet(lists[0] if lists else _NONE)
+        if DENSE_SHARE * sum(len(rows) for rows in lists) < rows:
+            return RowSet(_sorted_union(lists))
+        mask = np.zeros(rows, dtype=bool)
+        for listed in lists:
+            mask[listed] = True
+        return RowSet(mask=mask)
 
     def nbytes(self) -> int:
         """Memory of the time column and posting lists (the partition's memory report)."""
@@ -288,9 +308,74 @@ class RowAttributes:
 
 
 _NONE = np.empty(0, dtype=np.int32)
+# A union of posting lists holding more than 1/DENSE_SHARE of the rows is made as
+# a mask: sorting 6k rows out of 12.5k cost 80 us, flagging them a few (measured).
+DENSE_SHARE = 16
 
 
-def _intersect(found: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
-    if found is None:
-        return rows
-    return np.intersect1d(found, rows, assume_unique=True)
+class RowSet:
+    """Rows a filter selects: sorted row numbers (few) or a mask over every row (many)."""
+
+    __slots__ = ("mask", "rows")
+
+    def __init__(self, rows: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
+        self.rows = rows
+        self.mask = mask
+
+    @property
+    def count(self) -> int:
+        if self.rows is not None:
+            return len(self.rows)
+        assert self.mask is not None
+        return int(np.count_nonzero(self.mask))
+
+    def sorted_rows(self) -> np.ndarray:
+        if self.rows is not None:
+            return self.rows
+        assert self.mask is not None
+        return np.flatnonzero(self.mask).astype(np.int32)
+
+    def where(self, allowed: np.ndarray) -> RowSet:
+        """The selected rows whose bit is set in the packed bitmap ``allowed``."""
+        if self.rows is not None:
+            rows = self.rows
+            return RowSet(rows[((allowed[rows >> 3] >> (rows & 7)) & 1).astype(bool)])
+        assert self.mask is not None
+        bits = np.unpackbits(allowed, count=len(self.mask), bitorder="little").view(bool)
+        return RowSet(mask=self.mask & bits)
+
+    def bitmap(self, size: int) -> np.ndarray:
+        """The rows as a packed little-endian bitmap of ``size`` bytes."""
+        if self.rows is not None:
+            flags = np.zeros(8 * size, dtype=bool)
+            flags[self.rows] = True
+            return np.packbits(flags, bitorder="little")
+        assert self.mask is not None
+        packed = np.zeros(size, dtype=np.uint8)
+        bits = np.packbits(self.mask, bitorder="little")
+        packed[: len(bits)] = bits
+        return packed
+
+    @staticmethod
+    def both(found: RowSet | None, other: RowSet) -> RowSet:
+        """Rows in ``found`` and ``other`` (``found`` None: no condition yet)."""
+        if found is None:
+            return other
+        if found.rows is not None and other.rows is not None:
+            return RowSet(np.intersect1d(found.rows, other.rows, assume_unique=True))
+        if found.mask is not None and other.mask is not None:
+            return RowSet(mask=found.mask & other.mask)
+        rows, mask = (found.rows, other.mask)
+        if rows is None:
+            rows, mask = other.rows, found.mask
+        assert rows is not None and mask is not None
+        return RowSet(rows[mask[rows]])
+
+
+def _sorted_union(lists: list[np.ndarray]) -> np.ndarray:
+    """Sorted distinct rows of several sorted lists. A sort and a neighbour test:
+    ``np.unique`` hashes, 0.47 ms for 6k rows (measured), 6x slower."""
+    rows = np.sort(np.concatenate(lists), kind="stable")
+    if len(rows) > 1:
+        rows = rows[np.concatenate(([True], rows[1:] != rows[:-1]))]
+    return rows

@@ -35,8 +35,9 @@ from index.defaults import (
     DEFAULT_ANN_THRESHOLD,
     DEFAULT_FACTORY,
     EXACT_FACTORY,
-    FILTER_EXACT_ROWS,
+    FILTER_LIST_VISIT_COST,
     FILTER_MAX_BOOST,
+    FILTER_ROW_READ_COST,
 )
 from index.faiss_index import (
     CoarseCells,
@@ -167,8 +168,10 @@ class Partition:
         self._states: dict[str, ImageState] = {}
         # Owner, tags and upload time per row, for filtered searches.
         self._attributes = RowAttributes()
-        # A filter matching at most this many visible rows is searched exactly over them.
-        self.filter_exact_rows = FILTER_EXACT_ROWS
+        # A filter matching at most this many visible rows is searched exactly over
+        # them; None: whichever the cost model (_exact_is_cheaper) says is cheaper.
+        self.filter_exact_rows: int | None = None
+        self._nlist = 0  # the IVF's list count; 0 when the index is no IVF
         self._max_rows_per_image = 1
         self._lock = RWLock()
         self._rebuild_lock = threading.Lock()  # one rebuild at a time (compaction or plan)
@@ -262,7 +265,7 @@ class Partition:
             if rows == 0:
                 return [[] for _ in range(len(queries))]
             if where is not None and not where.empty:
-                scores, found = self._search_where(queries, k, params, where)
+                scores, found = self._search_where(queries, k, params, where, cells)
             else:
                 fetch = min(rows, k * self._max_rows_per_image)
                 scores, found = self._search_filtered(queries, fetch, params, cells)
@@ -366,40 +369,61 @@ class Partition:
             )
 
     def _search_where(
-        self, queries: np.ndarray, k: int, params: SearchParams, where: SearchFilter
+        self,
+        queries: np.ndarray,
+        k: int,
+        params: SearchParams,
+        where: SearchFilter,
+        cells: CoarseCells | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """A search restricted to the visible rows that match ``where`` (under the lock).
 
-        Few matching rows (``filter_exact_rows``) are read back and scored
-        exactly: cheaper than any index walk, and never short. More are
-        handed to the index scan as a bitmap, with the walk's budget (nprobe,
-        efSearch) raised by the inverse of the filter's selectivity (up to
-        ``FILTER_MAX_BOOST``): the filtered top ``k`` lie as far out as the
-        unfiltered top ``k / selectivity``, while rows outside the bitmap cost
-        only a bit test each.
+        The matching rows go to the index walk as a bitmap, with the walk's
+        budget (nprobe, efSearch) raised by the inverse of the filter's
+        selectivity (up to ``FILTER_MAX_BOOST``): the filtered top ``k`` lie as
+        far out as the unfiltered top ``k / selectivity``, while rows outside
+        the bitmap cost only a bit test each. When reading the matching rows
+        back and scoring them is cheaper than that walk (few rows: a selective
+        filter), they are searched exactly instead; either way never short.
         """
-        matching = self._visible_matching(where)
-        fetch = min(len(matching), k * self._max_rows_per_image)
+        selected = self._attributes.matching_rows(where, len(self._row_image))
+        selected = selected.where(self._allowed)  # visible ones only
+        count = selected.count
+        fetch = min(count, k * self._max_rows_per_image)
         if fetch == 0:
             return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
-        if len(matching) <= self.filter_exact_rows:
-            return _exact_over(reconstruct_rows(self._index, matching), matching, queries, fetch)
-        bits = np.zeros(8 * len(self._allowed), dtype=bool)
-        bits[matching] = True
-        bitmap = np.packbits(bits, bitorder="little")
+        boost = min(FILTER_MAX_BOOST, -(-self._allowed_rows // count))
+        if self._exact_is_cheaper(count, params.nprobe * boost):
+            rows = selected.sorted_rows()
+            return _exact_over(reconstruct_rows(self._index, rows), rows, queries, fetch)
+        bitmap = selected.bitmap(len(self._allowed))
         selector = faiss.IDSelectorBitmap(8 * len(bitmap), faiss.swig_ptr(bitmap))
-        boost = min(FILTER_MAX_BOOST, -(-self._allowed_rows // len(matching)))
         boosted = SearchParams(params.ef_search * boost, params.nprobe * boost)
-        return self._search_until_enough(
-            queries, fetch, fetch, boosted, lambda p: search_parameters(self._index, selector, p)
-        )
 
-    def _visible_matching(self, where: SearchFilter) -> np.ndarray:
-        """Sorted rows that match ``where`` and may be returned (the visibility bit set)."""
-        found = self._attributes.matching_rows(where, len(self._row_image))
-        if len(found):
-            found = found[((self._allowed[found >> 3] >> (found & 7)) & 1).astype(bool)]
-        return found
+        def parameters(budget: SearchParams) -> faiss.SearchParameters:
+            return search_parameters(self._index, selector, budget)
+
+        if cells is not None and cells.key == self.coarse_key:
+            mine = cells.narrowed(min(boosted.nprobe, self._nlist))
+            width = SearchParams(nprobe=mine.nprobe)
+            scores, found = search_preassigned(self._index, fetch, mine, parameters(width))
+            if _enough(found, fetch):
+                return scores, found
+        return self._search_until_enough(queries, fetch, fetch, boosted, parameters)
+
+    def _exact_is_cheaper(self, matching: int, nprobe: int) -> bool:
+        """Reading ``matching`` rows back costs less than the walk: an IVF walk visits
+        ``nprobe`` of its lists and tests every row in them, any other index every
+        row (a graph walk with a raised efSearch visits a large share of a filtered
+        graph). Costs in units of one row tested (index/defaults.py)."""
+        if self.filter_exact_rows is not None:
+            return matching <= self.filter_exact_rows
+        rows = len(self._row_image)
+        walk = float(rows)
+        if self._nlist:
+            lists = min(nprobe, self._nlist)
+            walk = lists * FILTER_LIST_VISIT_COST + rows * lists / self._nlist
+        return matching * FILTER_ROW_READ_COST <= walk
 
     def _filter(self, params: SearchParams) -> faiss.SearchParameters:
         """faiss search parameters carrying the ``_allowed`` bitmap as a selector.
@@ -728,6 +752,8 @@ class Partition:
         # faiss's factory, clone and deserialize return the concrete class, which
         # IVF-only calls need (a downcast copy would not own the index: no copy here).
         self._index = index
+        ivf = faiss.try_extract_index_ivf(index)
+        self._nlist = 0 if ivf is None else int(ivf.nlist)
         self.index_factory = factory
         self.kind = "exact" if factory == EXACT_FACTORY else "ann"
         self.coarse_key = key
@@ -802,15 +828,16 @@ def _exact_over(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The best ``fetch`` of ``rows`` (whose vectors are ``vectors``) per query, as faiss
     returns them: scores and rows, best first."""
-    scores = queries @ vectors.T
-    if fetch < len(rows):
-        best = np.argpartition(-scores, fetch - 1, axis=1)[:, :fetch]
-    else:
-        best = np.broadcast_to(np.arange(len(rows)), (len(queries), len(rows)))
-    picked = np.take_along_axis(scores, best, axis=1)
-    order = np.argsort(-picked, axis=1, kind="stable")
-    best = np.take_along_axis(best, order, axis=1)
-    return np.take_along_axis(picked, order, axis=1), rows[best].astype(np.int64)
+    all_scores = queries @ vectors.T
+    found_scores = np.empty((len(queries), fetch), dtype=np.float32)
+    found_rows = np.empty((len(queries), fetch), dtype=np.int64)
+    for number, scores in enumerate(all_scores):  # usually one query: no fancy axes
+        best = np.argpartition(-scores, fetch - 1)[:fetch] if fetch < len(rows) else None
+        picked = scores if best is None else scores[best]
+        order = np.argsort(-picked, kind="stable")
+        found_scores[number] = picked[order]
+        found_rows[number] = rows[order if best is None else best[order]]
+    return found_scores, found_rows
 
 
 def _enough(found: np.ndarray, wanted: int) -> bool:

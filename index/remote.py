@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, Field
 
 from index.faiss_index import SearchParams
+from index.filters import FilterError, SearchFilter
 from index.hits_wire import MEDIA_TYPE, decode_hits, encode_hits
 from index.partition import Hit
 from index.shard import IndexShard
@@ -42,6 +43,8 @@ class ShardSearchRequest(BaseModel):
     with_vectors: bool = False
     # "binary": the compact hits answer of index/hits_wire.py (the API's scatter asks for it)
     format: str = Field(default="json", pattern="^(json|binary)$")
+    # A filter's wire form (SearchFilter.to_json); absent: every visible image.
+    where: dict[str, Any] | None = None
 
 
 def create_shard_api(
@@ -56,7 +59,11 @@ def create_shard_api(
             query = decode_floats(request.vector_b64, (shard.dim,), "vector_b64")
         except SchemaError as exc:
             raise HTTPException(422, {"code": exc.code, "message": exc.message}) from exc
-        params = SearchParams(ef_search=request.ef_search, nprobe=request.nprobe)
+        try:
+            where = None if request.where is None else SearchFilter.from_json(request.where)
+        except FilterError as exc:
+            raise HTTPException(422, {"code": "bad_filter", "message": str(exc)}) from exc
+        params = SearchParams(ef_search=request.ef_search, nprobe=request.nprobe, where=where)
         hits = shard.search(query, request.k, params, request.with_vectors)
         if request.format == "binary":
             return Response(encode_hits(hits), media_type=MEDIA_TYPE)
@@ -159,6 +166,8 @@ class RemoteShard:
             "with_vectors": with_vectors,
             "format": "binary",
         }
+        if params.where is not None and not params.where.empty:
+            body["where"] = params.where.to_json()
         return self._request(
             "POST", "/v1/shard/search", body, lambda r: decode_hits(r.content, self.dim)
         )

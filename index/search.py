@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -23,6 +23,7 @@ from encoders.runtime import OnnxEncoder
 from encoders.similarity_scale import translate_threshold
 from index.crop_verify import CropVerifier, QueryVerification, query_pixels
 from index.faiss_index import SearchParams
+from index.filters import SearchFilter
 from index.partition import Hit
 from index.query_expansion import QueryExpansion
 from index.query_windows import QueryWindows
@@ -157,8 +158,10 @@ class SearchService:
         k: int,
         crop: CropBox | None = None,
         exclude_image_id: str | None = None,
+        where: SearchFilter | None = None,
     ) -> SearchResult:
-        """Search with an encoded image; raises PreprocessError on bad input."""
+        """Search with an encoded image, among the images ``where`` selects (all when
+        ``None``); raises PreprocessError on bad input."""
         encoder, scatter, dedup = self._serving
         started = time.perf_counter()
         image = decode_image(data, self.limits)
@@ -172,6 +175,7 @@ class SearchService:
             query,
             k,
             exclude_image_id,
+            self.params_for(where),
             scatter=scatter,
             dedup=dedup,
             verification=verification,
@@ -194,7 +198,13 @@ class SearchService:
             missing_shards=sorted(report.missing),
         )
 
-    def search_indexed(self, image_id: str, not_before: float, k: int) -> SearchResult | None:
+    def params_for(self, where: SearchFilter | None) -> SearchParams:
+        """The service's search parameters, restricted to ``where`` when given."""
+        return self.params if where is None or where.empty else replace(self.params, where=where)
+
+    def search_indexed(
+        self, image_id: str, not_before: float, k: int, where: SearchFilter | None = None
+    ) -> SearchResult | None:
         """Search with the vector the index holds for ``image_id``, if it may stand in.
 
         "More like this image" on a stored image needs no decoding and no
@@ -215,7 +225,9 @@ class SearchService:
         if uploaded_at < not_before:
             return None
         report = ScatterReport()
-        hits = self.search_vector(vector, k, image_id, scatter=scatter, dedup=dedup, report=report)
+        hits = self.search_vector(
+            vector, k, image_id, self.params_for(where), scatter, dedup, report=report
+        )
         elapsed_ms = (time.perf_counter() - started) * 1000
         timings = {"preprocess": 0.0, "embed": 0.0, "search": elapsed_ms, "verify": 0.0}
         return SearchResult(

@@ -36,6 +36,7 @@ from typing import Protocol
 import numpy as np
 from kafka.partitioner.default import murmur2
 
+from index.defaults import FILTER_MAX_BOOST
 from index.faiss_index import CoarseCells, SearchParams, one_omp_thread
 from index.freshness import FreshnessHistogram, RecentTimes
 from index.partition import Hit, Partition, WriteResult
@@ -297,12 +298,12 @@ class IndexShard:
         template = self.plan.template if self.plan is not None else None
         if template is None or template.quantizer is None:
             return None
-        if params.where is not None and not params.where.empty:
-            return None  # each partition raises nprobe by its filter's selectivity
         assert template.key is not None and template.nlist is not None  # set with a quantizer
-        nprobe = min(params.nprobe, template.nlist)
-        scores, cells = template.quantizer.search(queries, nprobe)
-        return CoarseCells(template.key, queries, scores, cells)
+        nprobe = params.nprobe
+        if params.where is not None and not params.where.empty:
+            # each partition scans the first nprobe x (1 / its filter's selectivity)
+            nprobe *= FILTER_MAX_BOOST
+        return CoarseCells(template.key, queries, template.quantizer, min(nprobe, template.nlist))
 
     def exact_search(self, query: np.ndarray, k: int) -> list[Hit]:
         """The true top ``k`` visible images of the shard (the recall monitor's truth)."""

@@ -30,12 +30,14 @@ from starlette.concurrency import run_in_threadpool
 from encoders.preprocess import CropBox, ImageLimits, PreprocessError, decode_image
 from feedback.prometheus import FeedbackCollector
 from feedback.service import FeedbackService
+from index.filters import FilterError, SearchFilter
 from index.scatter import ShardsUnavailableError
 from index.search import SearchService
 from streams.publisher import EventPublisher
 from streams.schemas import ID_PATTERN
 from streams.settings import Settings
 from visearch.api_errors import install_error_handlers
+from visearch.filter_form import checked_tags, filter_from_form, tags_from_form
 from visearch.http_guard import (
     DEFAULT_BODY_BYTES,
     MULTIPART_OVERHEAD_BYTES,
@@ -88,7 +90,10 @@ class UploadResponse(BaseModel):
 
 
 class UpdateRequest(BaseModel):
-    action: Literal["private", "public", "flag", "unflag"]
+    action: Literal["private", "public", "flag", "unflag", "tags"]
+    tags: list[str] | None = Field(
+        default=None, description="the image's new tags, with action 'tags' (and only then)"
+    )
 
 
 class ApiMetrics:
@@ -202,17 +207,27 @@ def create_api(
         crop: Annotated[str | None, Form(description="left,top,right,bottom")] = None,
         crop_units: Annotated[str, Form(pattern="^(px|relative)$")] = "px",
         k: Annotated[int, Form(ge=1)] = 10,
+        owner_ids: Annotated[str | None, Form(description="only these owners: a,b")] = None,
+        tags_any: Annotated[str | None, Form(description="at least one of these tags")] = None,
+        tags_all: Annotated[str | None, Form(description="every one of these tags")] = None,
+        uploaded_after: Annotated[float | None, Form(description="Unix s, inclusive")] = None,
+        uploaded_before: Annotated[float | None, Form(description="Unix s, exclusive")] = None,
     ) -> SearchResponse:
-        """Images most similar to an uploaded image or a stored one, optionally cropped."""
+        """Images most similar to an uploaded image or a stored one, optionally cropped,
+        optionally among those of some owners, tags or an upload-time range."""
         if k > settings.max_k:
             raise _error(422, "bad_k", f"k must be between 1 and {settings.max_k}")
         if (image is None) == (image_id is None):
             raise _error(422, "bad_query", "send exactly one of 'image' and 'image_id'")
+        try:
+            where = filter_from_form(owner_ids, tags_any, tags_all, uploaded_after, uploaded_before)
+        except FilterError as exc:
+            raise _error(422, "bad_filter", str(exc)) from exc
         data = await read_upload(image) if image is not None else None
         # Decoding, embedding and the index scan block for tens of ms: off the
         # event loop, so that interactions, uploads and other searches are not
         # queued behind them (ONNX Runtime and faiss release the GIL).
-        return await run_in_threadpool(answer_search, data, image_id, crop, crop_units, k)
+        return await run_in_threadpool(answer_search, data, image_id, crop, crop_units, k, where)
 
     def public_image(image_id: str) -> float:
         """The upload time of a stored image anyone may see; 404 for the rest.
@@ -236,7 +251,12 @@ def create_api(
             raise _unknown_image(image_id) from exc
 
     def answer_search(
-        data: bytes | None, image_id: str | None, crop: str | None, crop_units: str, k: int
+        data: bytes | None,
+        image_id: str | None,
+        crop: str | None,
+        crop_units: str,
+        k: int,
+        where: SearchFilter | None = None,
     ) -> SearchResponse:
         """The blocking part of a search (in a worker thread): read, decode, embed, scan.
 
@@ -250,13 +270,14 @@ def create_api(
             if data is None:
                 assert image_id is not None
                 stored_at = public_image(image_id)
-                result = search.search_indexed(image_id, stored_at, k) if crop is None else None
+                if crop is None:
+                    result = search.search_indexed(image_id, stored_at, k, where)
                 if result is None:
                     data = stored_bytes(image_id)
             box = CropBox.parse(crop, relative=crop_units == "relative") if crop else None
             if result is None:
                 assert data is not None
-                result = search.search_bytes(data, k, box, exclude_image_id=image_id)
+                result = search.search_bytes(data, k, box, image_id, where)
         except PreprocessError as exc:
             metrics.searches.labels(outcome="bad_input").inc()
             raise _preprocess_error(exc) from exc
@@ -292,8 +313,13 @@ def create_api(
         image_id: Annotated[str | None, Form()] = None,
         owner_id: Annotated[str, Form(max_length=128)] = "anonymous",
         private: Annotated[bool, Form()] = False,
+        tags: Annotated[str | None, Form(description="comma-separated, at most 32")] = None,
     ) -> UploadResponse:
         """Store an image and publish it for embedding; searchable within a second."""
+        try:
+            tag_list = tags_from_form(tags)
+        except FilterError as exc:
+            raise _error(422, "bad_tags", str(exc)) from exc
         new_id = image_id or new_image_id()
         if not ID_PATTERN.fullmatch(new_id):
             raise _error(
@@ -303,16 +329,16 @@ def create_api(
         try:
             # Validation decodes the image and the store writes it to disk: off the loop.
             await run_in_threadpool(
-                accept_upload, settings, store, publisher, new_id, data, owner_id, private
+                accept_upload, settings, store, publisher, new_id, data, owner_id, private, tag_list
             )
         except PreprocessError as exc:
             raise _preprocess_error(exc) from exc
         metrics.uploads.inc()
         return UploadResponse(image_id=new_id, status="accepted")
 
-    def update_image(image_id: str, action: str) -> UploadResponse:
+    def update_image(image_id: str, action: str, tags: list[str] | None = None) -> UploadResponse:
         try:
-            publish_update(settings, store, publisher, image_id, action)
+            publish_update(settings, store, publisher, image_id, action, tags or ())
         except UnknownImageError as exc:
             raise _unknown_image(image_id) from exc
         metrics.updates.labels(action=action).inc()
@@ -325,8 +351,15 @@ def create_api(
         dependencies=[Depends(require_token)],
     )
     def patch_image(image_id: str, request: UpdateRequest) -> UploadResponse:
-        """Make an image private or public, flag or unflag it; effective within a second."""
-        return update_image(image_id, request.action)
+        """Make an image private or public, flag or unflag it, or replace its tags
+        (``{"action": "tags", "tags": [...]}``); effective within a second."""
+        if (request.action == "tags") != (request.tags is not None):
+            raise _error(422, "bad_tags", "send tags exactly with action 'tags'")
+        try:
+            tags = checked_tags(request.tags or [])
+        except FilterError as exc:
+            raise _error(422, "bad_tags", str(exc)) from exc
+        return update_image(image_id, request.action, tags)
 
     @app.delete(
         "/v1/images/{image_id}",

@@ -14,6 +14,7 @@ failures are retried with exponential backoff, honouring ``Retry-After``.
         hits = api.search("photo.jpg", crop=(0.2, 0.2, 0.6, 0.6)).results
         api.upload("photo.jpg", image_id="photo-1", owner_id="me")
         api.set_visibility("photo-1", "private")
+        mine = api.search(image_id="photo-1", where=SearchFilter.of(owner_ids=["me"]))
 
 ``AsyncClient`` has the same methods, awaited.
 """
@@ -31,6 +32,7 @@ from typing import Any, TypeAlias
 import httpx
 from PIL import Image
 
+from index.filters import SearchFilter
 from streams.errors import VisearchError
 
 ImageInput: TypeAlias = str | Path | bytes | Image.Image
@@ -89,11 +91,17 @@ def _image_bytes(image: ImageInput) -> bytes:
 
 
 def _search_form(
-    image: ImageInput | None, image_id: str | None, k: int, crop: Crop | None, crop_units: str
+    image: ImageInput | None,
+    image_id: str | None,
+    k: int,
+    crop: Crop | None,
+    crop_units: str,
+    where: SearchFilter | None,
 ) -> tuple[dict[str, str], dict[str, Any] | None]:
     if (image is None) == (image_id is None):
         raise ValueError("give exactly one of image and image_id")
     data = {"k": str(k), "crop_units": crop_units}
+    data.update(_filter_form(where))
     if crop is not None:
         data["crop"] = ",".join(f"{v:g}" for v in crop)
     if image_id is not None:
@@ -101,6 +109,16 @@ def _search_form(
         return data, None
     assert image is not None
     return data, {"image": ("query", _image_bytes(image), "application/octet-stream")}
+
+
+def _filter_form(where: SearchFilter | None) -> dict[str, str]:
+    """A filter as the search form's fields (lists comma-separated)."""
+    if where is None:
+        return {}
+    return {
+        name: ",".join(value) if isinstance(value, list) else repr(float(value))
+        for name, value in where.to_json().items()
+    }
 
 
 def _result(body: Mapping[str, Any]) -> SearchResult:
@@ -217,10 +235,12 @@ class Client(_Requests):
         k: int = 10,
         crop: Crop | None = None,
         crop_units: str = "relative",
+        where: SearchFilter | None = None,
     ) -> SearchResult:
         """Images like ``image`` (a path, bytes or PIL image) or a stored ``image_id``;
-        ``crop`` = (left, top, right, bottom), relative (0-1) by default or ``"px"``."""
-        data, files = _search_form(image, image_id, k, crop, crop_units)
+        ``crop`` = (left, top, right, bottom), relative (0-1) by default or ``"px"``;
+        ``where``: only images of some owners, tags or an upload-time range."""
+        data, files = _search_form(image, image_id, k, crop, crop_units, where)
         return _result(self._send("POST", "/v1/search", data=data, files=files))
 
     def upload(
@@ -230,8 +250,9 @@ class Client(_Requests):
         image_id: str | None = None,
         owner_id: str | None = None,
         private: bool = False,
+        tags: Sequence[str] = (),
     ) -> Upload:
-        data = _upload_form(image_id, owner_id, private)
+        data = _upload_form(image_id, owner_id, private, tags)
         files = {"image": ("upload", _image_bytes(image), "application/octet-stream")}
         body = self._send("POST", "/v1/images", data=data, files=files)
         return Upload(body["image_id"], body["status"])
@@ -239,6 +260,10 @@ class Client(_Requests):
     def set_visibility(self, image_id: str, action: str) -> None:
         """``private``, ``public``, ``flag`` or ``unflag``."""
         self._send("PATCH", f"/v1/images/{image_id}", json=_visibility(action))
+
+    def set_tags(self, image_id: str, tags: Sequence[str]) -> None:
+        """Replace an image's tags (what ``where`` filters select on)."""
+        self._send("PATCH", f"/v1/images/{image_id}", json=_tags(tags))
 
     def delete(self, image_id: str) -> None:
         self._send("DELETE", f"/v1/images/{image_id}")
@@ -301,8 +326,9 @@ class AsyncClient(_Requests):
         k: int = 10,
         crop: Crop | None = None,
         crop_units: str = "relative",
+        where: SearchFilter | None = None,
     ) -> SearchResult:
-        data, files = _search_form(image, image_id, k, crop, crop_units)
+        data, files = _search_form(image, image_id, k, crop, crop_units, where)
         return _result(await self._send("POST", "/v1/search", data=data, files=files))
 
     async def upload(
@@ -312,14 +338,18 @@ class AsyncClient(_Requests):
         image_id: str | None = None,
         owner_id: str | None = None,
         private: bool = False,
+        tags: Sequence[str] = (),
     ) -> Upload:
-        data = _upload_form(image_id, owner_id, private)
+        data = _upload_form(image_id, owner_id, private, tags)
         files = {"image": ("upload", _image_bytes(image), "application/octet-stream")}
         body = await self._send("POST", "/v1/images", data=data, files=files)
         return Upload(body["image_id"], body["status"])
 
     async def set_visibility(self, image_id: str, action: str) -> None:
         await self._send("PATCH", f"/v1/images/{image_id}", json=_visibility(action))
+
+    async def set_tags(self, image_id: str, tags: Sequence[str]) -> None:
+        await self._send("PATCH", f"/v1/images/{image_id}", json=_tags(tags))
 
     async def delete(self, image_id: str) -> None:
         await self._send("DELETE", f"/v1/images/{image_id}")
@@ -329,8 +359,12 @@ class AsyncClient(_Requests):
         return int(body["accepted"])
 
 
-def _upload_form(image_id: str | None, owner_id: str | None, private: bool) -> dict[str, str]:
+def _upload_form(
+    image_id: str | None, owner_id: str | None, private: bool, tags: Sequence[str]
+) -> dict[str, str]:
     data = {"private": "true" if private else "false"}
+    if tags:
+        data["tags"] = ",".join(tags)
     if image_id is not None:
         data["image_id"] = image_id
     if owner_id is not None:
@@ -344,6 +378,11 @@ def _visibility(action: str) -> dict[str, str]:
     return {"action": action}
 
 
+def _tags(tags: Sequence[str]) -> dict[str, Any]:
+    return {"action": "tags", "tags": list(tags)}
+
+
 __all__: Sequence[str] = [
-    "ApiError", "AsyncClient", "Client", "RetryPolicy", "SearchHit", "SearchResult", "Upload",
+    "ApiError", "AsyncClient", "Client", "RetryPolicy", "SearchFilter", "SearchHit",
+    "SearchResult", "Upload",
 ]  # fmt: skip

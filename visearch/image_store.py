@@ -40,6 +40,8 @@ class StoredImage:
     owner_id: str
     private: bool
     uploaded_at: float
+    # What filtered searches select on; a list in the metadata JSON.
+    tags: tuple[str, ...] = ()
 
 
 def new_image_id() -> str:
@@ -89,7 +91,7 @@ class ImageStore:
     def metadata(self, image_id: str) -> StoredImage:
         """The stored metadata; raises :class:`UnknownImageError`."""
         try:
-            return StoredImage(**json.loads(self._meta_path(image_id).read_text()))
+            return _stored(json.loads(self._meta_path(image_id).read_text()))
         except FileNotFoundError as exc:
             raise UnknownImageError(image_id) from exc
 
@@ -97,6 +99,12 @@ class ImageStore:
         """Change the stored private flag; raises :class:`UnknownImageError`."""
         updated = replace(self.metadata(image_id), private=private)
         self.hidden.apply(image_id, "private" if private else "public")
+        self._write_metadata(updated)
+        return updated
+
+    def set_tags(self, image_id: str, tags: list[str]) -> StoredImage:
+        """Replace the stored tags; raises :class:`UnknownImageError`."""
+        updated = replace(self.metadata(image_id), tags=tuple(tags))
         self._write_metadata(updated)
         return updated
 
@@ -130,7 +138,7 @@ class ImageStore:
 
     def __iter__(self) -> Iterator[StoredImage]:
         for meta in sorted(self.root.glob("*.json")):
-            yield StoredImage(**json.loads(meta.read_text()))
+            yield _stored(json.loads(meta.read_text()))
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -140,3 +148,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
+
+
+def _stored(fields: dict[str, object]) -> StoredImage:
+    """Metadata as read back (JSON has lists, not tuples; old files have no tags)."""
+    return StoredImage(**{**fields, "tags": tuple(fields.get("tags", ()))})  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ upload means the same thing whichever door it came through.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from encoders.preprocess import ImageLimits, decode_image
 from streams.image_source import file_uri
@@ -24,10 +25,11 @@ def accept_upload(
     data: bytes,
     owner_id: str = "anonymous",
     private: bool = False,
+    tags: Sequence[str] = (),
 ) -> ImageUploaded:
     """Validate, store and publish one image; raises PreprocessError on bad bytes."""
     decode_image(data, ImageLimits.from_settings(settings))
-    stored = StoredImage(image_id, owner_id, private, time.time())
+    stored = StoredImage(image_id, owner_id, private, time.time(), tuple(tags))
     store.put(stored, data)
     return publish_stored(settings, store, publisher, stored)
 
@@ -42,6 +44,7 @@ def publish_stored(
         uploaded_at=time.time(),
         uri=file_uri(store.path_of(stored.image_id)),
         private=stored.private,
+        tags=list(stored.tags) or None,
     )
     publisher.publish(settings.topics.uploads, stored.image_id, event)
     return event
@@ -53,8 +56,9 @@ def publish_update(
     publisher: EventPublisher,
     image_id: str,
     action: str,
+    tags: Sequence[str] = (),
 ) -> ImageUpdated:
-    """Record a visibility change in the store, then publish it.
+    """Record a visibility change (or new ``tags``) in the store, then publish it.
 
     The store changes first: a restart replays the store, so a deleted image
     must already be gone from it and a private one marked private there; and
@@ -69,8 +73,15 @@ def publish_update(
         store.set_private(image_id, action == "private")
     elif action in ("flag", "unflag"):
         store.set_flagged(image_id, action == "flag")
+    elif action == "tags":
+        store.set_tags(image_id, list(tags))
     else:
         raise ValueError(f"unknown update action {action!r}")
-    event = ImageUpdated(image_id=image_id, action=action, updated_at=time.time())
+    event = ImageUpdated(
+        image_id=image_id,
+        action=action,
+        updated_at=time.time(),
+        tags=list(tags) if action == "tags" else None,
+    )
     publisher.publish(settings.topics.updates, image_id, event, timeout_s=10.0)
     return event

@@ -154,3 +154,35 @@ def test_query_expansion_raises_class_level_precision(model_dir, tmp_path):
     assert expanded["metrics"]["num_q"] == plain["metrics"]["num_q"] == 300
     assert expanded["metrics"]["map"] >= plain["metrics"]["map"] + 0.01
     assert main(["eval", *common, "--query-expansion", "99", "--out", str(tmp_path / "bad")]) == 1
+
+
+def test_filtered_queries_search_and_are_judged_within_their_filter(
+    crop_set, model_dir, tmp_path, capsys
+):
+    """filters.json: even photos belong to shop-a; each query is restricted to shop-a.
+    Queries of an odd (shop-b) photo can no longer find it (they fall out of the judged
+    set); every returned document is shop-a's."""
+    attributes = {
+        f"photo{i:02d}": {"owner_id": "shop-a" if i % 2 == 0 else "shop-b", "tags": [f"t{i % 3}"]}
+        for i in range(CORPUS)
+    }
+    queries = {f"crop{i:02d}": {"owner_ids": ["shop-a"]} for i in range(QUERIES)}
+    filters = tmp_path / "filters.json"
+    filters.write_text(json.dumps({"attributes": attributes, "queries": queries}))
+    out = tmp_path / "filtered"
+    document = _eval(crop_set, out, "--model", str(model_dir), "--filters", str(filters), *PLAIN)
+    assert document["config"]["filtered_queries"] == QUERIES
+    assert document["metrics"]["num_q"] == QUERIES // 2  # the shop-a queries stay judged
+    assert document["metrics"]["recall_10"] == 1.0
+    run = read_run(out / "run.trec")
+    returned = {doc for hits in run.values() for doc, _ in hits}
+    assert returned and all(attributes[doc]["owner_id"] == "shop-a" for doc in returned)
+
+    filters.write_text(json.dumps({"queries": {"crop00": {"tags_any": "t1"}}}))
+    argv = ["eval", "--corpus", str(crop_set / "corpus"), "--queries", str(crop_set / "queries")]
+    argv += ["--qrels", str(crop_set / "qrels.txt"), "--filters", str(filters)]
+    capsys.readouterr()
+    assert main([*argv, "--model", str(model_dir)]) == 1
+    assert "the filter of query 'crop00': tags_any must be a list of strings" in (
+        capsys.readouterr().err
+    )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from index.filters import SearchFilter
 from visearch.client import ApiError, RetryPolicy, _check, _search_form
+from visearch.filter_form import filter_from_form
 
 
 def test_error_bodies_become_api_errors_with_their_code() -> None:
@@ -30,10 +32,15 @@ def test_backoff_doubles_up_to_a_cap_and_honours_retry_after() -> None:
 
 
 def test_search_forms() -> None:
-    data, files = _search_form(b"img", None, 5, (0.1, 0.2, 0.5, 0.75), "relative")
+    data, files = _search_form(b"img", None, 5, (0.1, 0.2, 0.5, 0.75), "relative", None)
     assert data == {"k": "5", "crop_units": "relative", "crop": "0.1,0.2,0.5,0.75"}
     assert files is not None and files["image"][1] == b"img"
-    data, files = _search_form(None, "photo-1", 10, None, "px")
+    data, files = _search_form(None, "photo-1", 10, None, "px", None)
     assert data["image_id"] == "photo-1" and files is None
     with pytest.raises(ValueError, match="exactly one"):
-        _search_form(b"img", "photo-1", 10, None, "px")
+        _search_form(b"img", "photo-1", 10, None, "px", None)
+    where = SearchFilter.of(["shop"], tags_any=["b", "a"], uploaded_after=1.5)
+    data, _ = _search_form(None, "photo-1", 10, None, "px", where)
+    # the API's form fields: lists comma-separated (sorted), times as numbers
+    assert (data["owner_ids"], data["tags_any"], data["uploaded_after"]) == ("shop", "a,b", "1.5")
+    assert filter_from_form(data["owner_ids"], data["tags_any"], None, 1.5, None) == where

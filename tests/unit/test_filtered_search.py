@@ -183,7 +183,7 @@ def test_row_index_agrees_with_the_filter_meaning(operations):
                 if where.matches(i[2], i[3], i[4])
                 for row in range(i[0], i[0] + i[1])
             )
-            assert attributes.matching_rows(where, rows).tolist() == expected
+            assert attributes.matching_rows(where, rows).sorted_rows().tolist() == expected
 
 
 # --------------------------------------------------------------- the search

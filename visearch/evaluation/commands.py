@@ -22,7 +22,6 @@ from visearch.corpus import DEMO_CORPUS
 from visearch.evaluation.dataset import (
     EvalSetError,
     load_eval_set,
-    load_set_dir,
     set_dir_sources,
 )
 
@@ -50,6 +49,12 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--queries", type=Path, help="folder of query images (ids = file stems)")
     ev.add_argument("--qrels", type=Path, help="TREC qrels: 'query 0 doc relevance' lines")
     ev.add_argument("--set", type=Path, help="a builder's folder (corpus/, queries/, qrels.txt)")
+    ev.add_argument(
+        "--filters",
+        type=Path,
+        help="corpus attributes and a filter per query (JSON; a --set's filters.json is read "
+        "by itself): filtered queries are searched with their filter",
+    )
     ev.add_argument(
         "--model", help="model directory, or raw-pixels (default: the one `visearch run` serves)"
     )
@@ -161,10 +166,16 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.set is not None:
         sources = set_dir_sources(args.set)
-        eval_set = load_set_dir(args.set)
+        if args.filters is not None:
+            sources["filters"] = args.filters
+        eval_set = load_eval_set(
+            sources["corpus"], sources["queries"], sources["qrels"], sources.get("filters")
+        )
     elif args.corpus and args.queries and args.qrels:
         sources = {"corpus": args.corpus, "queries": args.queries, "qrels": args.qrels}
-        eval_set = load_eval_set(args.corpus, args.queries, args.qrels)
+        if args.filters is not None:
+            sources["filters"] = args.filters
+        eval_set = load_eval_set(args.corpus, args.queries, args.qrels, args.filters)
     else:
         raise EvalSetError("give --corpus, --queries and --qrels (or --set DIR)")
     model = args.model

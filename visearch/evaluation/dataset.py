@@ -21,17 +21,21 @@ import json
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.errors import VisearchError
 from visearch.corpus import CorpusError, find_images, image_id_for
+
+if TYPE_CHECKING:
+    from visearch.evaluation.filters import QueryFilters
 
 CORPUS_DIR = "corpus"
 QUERIES_DIR = "queries"
 QRELS_FILE = "qrels.txt"
 MANIFEST_FILE = "manifest.json"
+FILTERS_FILE = "filters.json"  # optional: visearch/evaluation/filters.py
 
 Qrels = dict[str, dict[str, int]]
 
@@ -47,6 +51,8 @@ class EvalSet:
     corpus: dict[str, Path]
     queries: dict[str, Path]
     qrels: Qrels
+    # Corpus attributes and per-query filters (filters.json); none by default.
+    filters: QueryFilters | None = field(default=None, compare=False)
 
     @property
     def judged_queries(self) -> list[str]:
@@ -103,8 +109,13 @@ def format_qrels(qrels: Mapping[str, Mapping[str, int]]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def load_eval_set(corpus_dir: Path, queries_dir: Path, qrels_file: Path) -> EvalSet:
-    """Read and cross-check a set: every qrels query and document must exist."""
+def load_eval_set(
+    corpus_dir: Path, queries_dir: Path, qrels_file: Path, filters_file: Path | None = None
+) -> EvalSet:
+    """Read and cross-check a set: every qrels query and document must exist; with
+    ``filters_file`` (visearch/evaluation/filters.py), every id it names too."""
+    from visearch.evaluation.filters import load_filters
+
     corpus = images_by_stem(corpus_dir)
     queries = images_by_stem(queries_dir)
     qrels = read_qrels(qrels_file)
@@ -126,21 +137,29 @@ def load_eval_set(corpus_dir: Path, queries_dir: Path, qrels_file: Path) -> Eval
                 f"query {query!r} judges itself, but a query is never its own result "
                 "(it has a corpus id, so it is searched as that image)"
             )
-    result = EvalSet(corpus, queries, qrels)
+    filters = None if filters_file is None else load_filters(filters_file, corpus, queries)
+    result = EvalSet(corpus, queries, qrels, filters)
     if not result.judged_queries:
         raise EvalSetError(f"no query in {qrels_file} has a relevant document (relevance > 0)")
     return result
 
 
 def set_dir_sources(root: Path) -> dict[str, Path]:
-    """The ``corpus``, ``queries`` and ``qrels`` paths of a set in the builders' layout."""
-    return {"corpus": root / CORPUS_DIR, "queries": root / QUERIES_DIR, "qrels": root / QRELS_FILE}
+    """The ``corpus``, ``queries`` and ``qrels`` paths of a set in the builders' layout
+    (and its ``filters.json`` when it has one)."""
+    sources = {"corpus": root / CORPUS_DIR, "queries": root / QUERIES_DIR}
+    sources["qrels"] = root / QRELS_FILE
+    if (root / FILTERS_FILE).is_file():
+        sources["filters"] = root / FILTERS_FILE
+    return sources
 
 
 def load_set_dir(root: Path) -> EvalSet:
     """A set in the builders' layout (``corpus/``, ``queries/``, ``qrels.txt``)."""
     sources = set_dir_sources(root)
-    return load_eval_set(sources["corpus"], sources["queries"], sources["qrels"])
+    return load_eval_set(
+        sources["corpus"], sources["queries"], sources["qrels"], sources.get("filters")
+    )
 
 
 def link_or_copy(source: Path, target: Path) -> None:

@@ -36,6 +36,7 @@ from streams.settings import Settings
 from visearch.evaluation.curves import precision_recall_curve, recall_curve, relevance_matrix
 from visearch.evaluation.dataset import EvalSet, EvalSetError
 from visearch.evaluation.embedding import Encoder, embed_images
+from visearch.evaluation.filters import QueryFilters
 from visearch.evaluation.searching import SERVICE_INDEX, build_search, index_kinds
 from visearch.shards import crop_verifier, query_expansion, query_windows
 
@@ -128,6 +129,7 @@ def run_eval(
     verifier = crop_verifier(
         settings, eval_set.corpus.__getitem__, options.verify_top, len(eval_set.corpus)
     )
+    filters = eval_set.filters or QueryFilters()
     service = build_search(
         encoder,
         corpus_ids,
@@ -139,6 +141,7 @@ def run_eval(
         verifier,
         query_expansion(settings, options.query_expansion),
         query_windows(settings, options.query_windows, options.query_turns),
+        filters.of,
     )
     timings["index"] = time.perf_counter() - mark
 
@@ -156,6 +159,7 @@ def run_eval(
             query_vectors[query],
             options.depth,
             exclude,
+            service.params_for(filters.queries.get(query)),
             verification=verification,
             window_vectors=window_vectors,
         )
@@ -163,11 +167,12 @@ def run_eval(
         run[query] = [(hit.image_id, hit.score) for hit in hits]
     timings["search"] = time.perf_counter() - mark
 
-    judged = eval_set.judged_queries
+    admitted = filters.admitted(eval_set.qrels)  # a filtered query: judged on what it admits
+    judged = [q for q in eval_set.judged_queries if any(g > 0 for g in admitted[q].values())]
     ranked = {q: [doc for doc, _ in run[q]] for q in judged}
-    qrels = {q: eval_set.qrels[q] for q in judged}
+    qrels = {q: admitted[q] for q in judged}
     metrics = evaluate(ranked, qrels, KS)
-    truth = [(q, d) for q, docs in eval_set.qrels.items() for d, g in docs.items() if g > 0]
+    truth = [(q, d) for q, docs in admitted.items() for d, g in docs.items() if g > 0]
     metrics["micro_ap"] = micro_average_precision(
         [(q, doc, score) for q, hits in run.items() for doc, score in hits], truth
     )
@@ -198,6 +203,7 @@ def run_eval(
             "corpus_images": len(corpus_ids),
             "queries": len(eval_set.queries),
             "judged_queries": len(judged),
+            "filtered_queries": len(filters.queries),
             "embedded_images": total,
             "cpu_count": os.cpu_count(),
             "loadavg_1m": round(os.getloadavg()[0], 2),

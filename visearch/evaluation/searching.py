@@ -20,7 +20,7 @@ of its vectors, to measure what ANN costs in quality.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from index.shard import IndexShard, partition_for
 from streams.settings import Settings
 from visearch.evaluation.dataset import EvalSetError
 from visearch.evaluation.embedding import Encoder
+from visearch.evaluation.filters import NO_ATTRIBUTES, ImageAttributes
 from visearch.shards import partition_factory, search_params
 
 SERVICE_INDEX = "service"
@@ -65,8 +66,11 @@ def build_search(
     verifier: CropVerifier | None = None,
     expansion: QueryExpansion | None = None,
     windows: QueryWindows | None = None,
+    attributes: Callable[[str], ImageAttributes] | None = None,
 ) -> SearchService:
-    """Index ``vectors`` (``(n, rows per image, dim)``) under ``ids``; a search service on it."""
+    """Index ``vectors`` (``(n, rows per image, dim)``) under ``ids`` (with each image's
+    ``attributes`` for filtered queries); a search service on it."""
+    attributes_of = attributes or (lambda _: NO_ATTRIBUTES)
     count = partitions or settings.embedding_partitions
     if count < 1:
         raise EvalSetError(f"partitions must be >= 1, got {count}")
@@ -76,7 +80,14 @@ def build_search(
         made = _factories(settings, encoder.dim, spec, rows.tolist())
         shard = IndexShard(encoder.dim, encoder.version, range(count), lambda: next(made))
         for image_id, partition, image_vectors in zip(ids, owner, vectors, strict=True):
-            shard.partitions[partition].upsert(image_id, image_vectors, uploaded_at=0.0)
+            known = attributes_of(image_id)
+            shard.partitions[partition].upsert(
+                image_id,
+                image_vectors,
+                known.uploaded_at,
+                owner_id=known.owner_id,
+                tags=known.tags,
+            )
     except (ValueError, RuntimeError) as exc:  # faiss: bad factory, too few points to train
         raise EvalSetError(f"index {spec!r} over {count} partitions: {exc}") from exc
     dedup = settings.dedup_threshold if dedup_threshold is None else dedup_threshold

@@ -1,0 +1,317 @@
+"""Filtered search at 50 %, 10 %, 1 % and 0.1 % selectivity: recall, latency and
+short answers, against the unfiltered search and post-filtering in the same run.
+
+Data: ``n`` unit vectors (``mixture``: 1,000 Gaussian centres, 256-d; or
+``photos``: demo-corpus embeddings with generated neighbours, as
+``bench.peers``), loaded into one shard of the service's 8 partitions with the
+service's default plan (IVF past 20k vectors). Every image has an owner drawn
+from a Zipf law over 5,000 owners (the largest owns about 12 % of the images,
+most own a handful), 1-4 tags drawn from a Zipf law over 2,000 tags, and an
+upload time (its position in the load). Tags and owners are independent of the
+vectors: the hard case for an index walk, where the matching rows are spread
+over every cell.
+
+Filters, per kind and target selectivity: ``tags`` (one tag, or several with
+``tags_any`` for 50 %, whose rows make up about the target share; each query
+draws one from the tags near the target), ``owner`` (likewise over owners),
+``time`` (an upload-time window of the target share, at a random place). The
+truth is the exact filtered top 10 by brute force. Baselines in the same run:
+the unfiltered search (its p95 is what the 0.1 % filter's p95 is held to) and
+post-filtering (the unfiltered top ``10 x k`` cut down to the rows that match:
+what a store without filters in its scan does).
+
+JSON lines: ``filtered_recall_at_10``, ``filtered_p50_ms``, ``filtered_p95_ms``,
+``filtered_short_share`` (queries answered with fewer than k when k match) and
+``postfilter_recall_at_10`` / ``postfilter_short_share``, each with ``kind``,
+``selectivity`` (the target) and ``matched_share`` (the filters' mean actual
+share); ``search_p95_ms`` unfiltered. ``--crossover`` times exact-over-rows
+against the bitmap walk on one 100k-row IVF partition at several matching
+row counts (where ``FILTER_EXACT_ROWS`` comes from).
+
+Run: ``python -m bench.filtered [--quick] [--n 100000,1000000] [--data mixture]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.peers import DIM, make_data
+from bench.support import percentile
+from index.faiss_index import SearchParams
+from index.filters import SearchFilter
+from visearch.bench_output import emit, machine
+
+K = 10
+SELECTIVITIES = (0.5, 0.1, 0.01, 0.001)
+KINDS = ("tags", "owner", "time")
+OWNERS = 5_000
+TAG_VOCABULARY = 2_000
+MAX_TAGS = 4
+POSTFILTER_FETCH = 10 * K
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Catalogue:
+    """Each image's owner, tags (a row of tag numbers, -1 padded) and upload time."""
+
+    owners: np.ndarray
+    tags: np.ndarray
+    times: np.ndarray
+
+    @classmethod
+    def draw(cls, n: int, rng: np.random.Generator) -> Catalogue:
+        owners = _zipf(rng, OWNERS, 1.1, n)
+        tags = np.full((n, MAX_TAGS), -1, dtype=np.int32)
+        counts = rng.integers(1, MAX_TAGS + 1, n)
+        for column in range(MAX_TAGS):
+            drawn = _zipf(rng, TAG_VOCABULARY, 1.0, n)
+            has = counts > column
+            # a tag twice on one image counts once (matching is by set)
+            duplicate = (tags[:, :column] == drawn[:, None]).any(axis=1)
+            tags[:, column] = np.where(has & ~duplicate, drawn, -1)
+        return cls(owners, tags, 1_000.0 + np.arange(n, dtype=np.float64))
+
+    def tag_names(self, row: int) -> list[str]:
+        return [f"t{t}" for t in self.tags[row].tolist() if t >= 0]
+
+    def mask(self, where: SearchFilter) -> np.ndarray:
+        """Rows matching ``where``: the reference, vectorised."""
+        mask = np.ones(len(self.owners), dtype=bool)
+        if where.owner_ids:
+            mask &= np.isin(self.owners, [int(o[1:]) for o in where.owner_ids])
+        if where.tags_any:
+            mask &= np.isin(self.tags, [int(t[1:]) for t in where.tags_any]).any(axis=1)
+        for tag in where.tags_all:
+            mask &= (self.tags == int(tag[1:])).any(axis=1)
+        if where.uploaded_after is not None:
+            mask &= self.times >= where.uploaded_after
+        if where.uploaded_before is not None:
+            mask &= self.times < where.uploaded_before
+        return mask
+
+
+def _zipf(rng: np.random.Generator, size: int, exponent: float, n: int) -> np.ndarray:
+    weights = 1.0 / np.arange(1, size + 1) ** exponent
+    return rng.choice(size, n, p=weights / weights.sum()).astype(np.int32)
+
+
+class FilterDraw:
+    """Filters of one kind whose rows make up about a target share of the images."""
+
+    def __init__(self, catalogue: Catalogue, rng: np.random.Generator) -> None:
+        n = len(catalogue.owners)
+        self.catalogue, self.rng, self.n = catalogue, rng, n
+        tag_rows = np.bincount(catalogue.tags[catalogue.tags >= 0], minlength=TAG_VOCABULARY)
+        self.tag_share = tag_rows / n
+        self.owner_share = np.bincount(catalogue.owners, minlength=OWNERS) / n
+
+    def draw(self, kind: str, target: float) -> SearchFilter:
+        if kind == "time":
+            width = target * self.n
+            start = self.rng.uniform(0, self.n - width)
+            low = float(self.catalogue.times[0] + start)
+            return SearchFilter.of(uploaded_after=low, uploaded_before=low + width)
+        share = self.tag_share if kind == "tags" else self.owner_share
+        picked = self._values_near(share, target)
+        prefix = "t" if kind == "tags" else "o"
+        names = [f"{prefix}{v}" for v in picked]
+        return SearchFilter.of(tags_any=names) if kind == "tags" else SearchFilter.of(names)
+
+    def _values_near(self, share: np.ndarray, target: float) -> list[int]:
+        """One value whose share is within 2x of ``target`` (a random one of those), or
+        the most frequent values together when none is that large."""
+        near = np.flatnonzero((share >= target / 2) & (share <= target * 2))
+        if len(near):
+            return [int(self.rng.choice(near))]
+        order = np.argsort(-share)
+        total = np.cumsum(share[order])
+        return order[: int(np.searchsorted(total, target)) + 1].tolist()
+
+
+def load(shard: object, vectors: np.ndarray, catalogue: Catalogue) -> None:
+    """Every image into the partition Kafka's routing gives it, in batches."""
+    from index.partition import Upsert
+    from index.shard import partition_for
+
+    partitions = shard.partitions  # type: ignore[attr-defined]
+    count = len(partitions)
+    owner_of = np.array([partition_for(str(i), count) for i in range(len(vectors))])
+    for number, part in partitions.items():
+        rows = np.flatnonzero(owner_of == number).tolist()
+        for start in range(0, len(rows), 10_000):
+            part.upsert_many(
+                [
+                    Upsert(
+                        str(r),
+                        vectors[r],
+                        float(catalogue.times[r]),
+                        owner_id=f"o{catalogue.owners[r]}",
+                        tags=tuple(catalogue.tag_names(r)),
+                    )
+                    for r in rows[start : start + 10_000]
+                ]
+            )
+    shard.wait_idle()  # type: ignore[attr-defined]
+
+
+def measure(args: argparse.Namespace, n: int) -> None:
+    from index.shard import IndexShard
+    from streams.settings import Settings
+    from visearch.shards import partition_factory
+
+    rng = np.random.default_rng(args.seed)
+    data = make_data(args.data, n, args.queries, 0, args.seed)
+    base, queries = data["base"], data["queries"]
+    catalogue = Catalogue.draw(n, rng)
+    shard = IndexShard(DIM, "bench", range(8), partition_factory(Settings(), DIM))
+    started = time.perf_counter()
+    load(shard, base, catalogue)
+    plan = shard.plan.current() if shard.plan is not None else "?"
+    log(f"n={n}: loaded in {time.perf_counter() - started:.0f} s, plan {plan}")
+    context = {"n": n, "data": args.data, "index": plan, "machine": machine()}
+
+    unfiltered = []
+    for query in queries:
+        tick = time.perf_counter()
+        shard.search(query, K)
+        unfiltered.append(time.perf_counter() - tick)
+    baseline_p95 = percentile(unfiltered, 95) * 1e3
+    emit("filtered", "search_p95_ms", baseline_p95, "ms", **context)
+
+    draws = FilterDraw(catalogue, rng)
+    for kind in KINDS:
+        for target in SELECTIVITIES:
+            result = run_filters(shard, base, queries, catalogue, [
+                draws.draw(kind, target) for _ in queries
+            ])  # fmt: skip
+            tags = {**context, "kind": kind, "selectivity": target}
+            tags["matched_share"] = round(result["matched_share"], 5)
+            emit("filtered", "filtered_recall_at_10", result["recall"], "ratio",
+                 result["postfilter_recall"], **tags)  # fmt: skip
+            emit("filtered", "filtered_p50_ms", result["p50_ms"], "ms", **tags)
+            emit("filtered", "filtered_p95_ms", result["p95_ms"], "ms", baseline_p95, **tags)
+            emit("filtered", "filtered_short_share", result["short"], "ratio", **tags)
+            emit("filtered", "postfilter_recall_at_10", result["postfilter_recall"], "ratio",
+                 **tags)  # fmt: skip
+            emit("filtered", "postfilter_short_share", result["postfilter_short"], "ratio",
+                 **tags)  # fmt: skip
+            log(
+                f"  {kind:<6}{target:>7.3%}  recall {result['recall']:.4f}  "
+                f"p50/p95 {result['p50_ms']:.2f}/{result['p95_ms']:.2f} ms "
+                f"(unfiltered p95 {baseline_p95:.2f})  short {result['short']:.3f}  "
+                f"post-filter recall {result['postfilter_recall']:.4f} "
+                f"short {result['postfilter_short']:.3f}"
+            )
+
+
+def run_filters(
+    shard: object,
+    base: np.ndarray,
+    queries: np.ndarray,
+    catalogue: Catalogue,
+    filters: Sequence[SearchFilter],
+) -> dict[str, float]:
+    """Each query with its filter: filtered search, post-filtering, and the truth."""
+    search = shard.search  # type: ignore[attr-defined]
+    latencies, recalls, post_recalls = [], [], []
+    short = post_short = 0
+    shares = []
+    for query, where in zip(queries, filters, strict=True):
+        mask = catalogue.mask(where)
+        shares.append(mask.mean())
+        truth = _exact_filtered(base, query, mask)
+        if not truth:
+            continue
+        tick = time.perf_counter()
+        hits = search(query, K, SearchParams(where=where))
+        latencies.append(time.perf_counter() - tick)
+        found = {int(h.image_id) for h in hits}
+        recalls.append(len(found & set(truth)) / len(truth))
+        short += len(hits) < len(truth)
+        post = [h for h in search(query, POSTFILTER_FETCH) if mask[int(h.image_id)]][:K]
+        post_recalls.append(len({int(h.image_id) for h in post} & set(truth)) / len(truth))
+        post_short += len(post) < len(truth)
+    asked = max(1, len(latencies))
+    return {
+        "recall": float(np.mean(recalls)) if recalls else float("nan"),
+        "p50_ms": percentile(latencies, 50) * 1e3,
+        "p95_ms": percentile(latencies, 95) * 1e3,
+        "short": short / asked,
+        "postfilter_recall": float(np.mean(post_recalls)) if post_recalls else float("nan"),
+        "postfilter_short": post_short / asked,
+        "matched_share": float(np.mean(shares)),
+    }
+
+
+def _exact_filtered(base: np.ndarray, query: np.ndarray, mask: np.ndarray) -> list[int]:
+    rows = np.flatnonzero(mask)
+    if not len(rows):
+        return []
+    scores = base[rows] @ query if len(rows) < len(base) // 4 else (base @ query)[rows]
+    best = np.argsort(-scores)[:K]
+    return rows[best].tolist()
+
+
+def crossover(args: argparse.Namespace) -> int:
+    """Exact over the matching rows vs the bitmap walk, one 100k-row IVF partition."""
+    from index.partition import Partition, Upsert
+
+    n = 100_000
+    rng = np.random.default_rng(args.seed)
+    data = make_data("mixture", n, args.queries, 0, args.seed)
+    part = Partition(DIM, ann_threshold=20_000, background=False)
+    part.upsert_many([Upsert(str(i), data["base"][i], 1_000.0 + i) for i in range(n)])
+    part.wait_idle()
+    for rows in (512, 1024, 2048, 4096, 8192, 16384, 32768):
+        for path, exact_rows in (("exact", n), ("walk", 0)):
+            part.filter_exact_rows = exact_rows
+            latencies = []
+            for query in data["queries"]:
+                low = 1_000.0 + rng.uniform(0, n - rows)
+                where = SearchFilter.of(uploaded_after=low, uploaded_before=low + rows)
+                tick = time.perf_counter()
+                part.search(query, K, SearchParams(where=where))
+                latencies.append(time.perf_counter() - tick)
+            emit(
+                "filtered_crossover",
+                "search_p50_ms",
+                percentile(latencies, 50) * 1e3,
+                "ms",
+                path=path,
+                matching_rows=rows,
+                index=part.index_factory,
+                machine=machine(),
+            )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="20k vectors, 100 queries")
+    parser.add_argument("--n", default=None, help="comma-separated sizes (default 100k,1M)")
+    parser.add_argument("--data", default="mixture", choices=("mixture", "photos"))
+    parser.add_argument("--queries", type=int, default=None, help="default 500, quick 100")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--crossover", action="store_true", help=crossover.__doc__)
+    args = parser.parse_args(argv)
+    args.queries = args.queries or (100 if args.quick else 500)
+    if args.crossover:
+        return crossover(args)
+    sizes = args.n or ("20000" if args.quick else "100000,1000000")
+    for n in [int(s) for s in sizes.split(",")]:
+        measure(args, n)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
