@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,9 +36,12 @@ from index.defaults import (
     DEFAULT_ANN_THRESHOLD,
     DEFAULT_FACTORY,
     EXACT_FACTORY,
+    FILTER_BOOST_EXPONENT,
+    FILTER_CACHED_BYTES,
     FILTER_LIST_VISIT_COST,
     FILTER_MAX_BOOST,
     FILTER_ROW_READ_COST,
+    FILTER_ROW_READ_COST_UNCACHED,
 )
 from index.faiss_index import (
     CoarseCells,
@@ -392,7 +396,7 @@ class Partition:
         fetch = min(count, k * self._max_rows_per_image)
         if fetch == 0:
             return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
-        boost = min(FILTER_MAX_BOOST, -(-self._allowed_rows // count))
+        boost = filter_boost(self._allowed_rows / count)
         if self._exact_is_cheaper(count, params.nprobe * boost):
             rows = selected.sorted_rows()
             return _exact_over(reconstruct_rows(self._index, rows), rows, queries, fetch)
@@ -423,7 +427,9 @@ class Partition:
         if self._nlist:
             lists = min(nprobe, self._nlist)
             walk = lists * FILTER_LIST_VISIT_COST + rows * lists / self._nlist
-        return matching * FILTER_ROW_READ_COST <= walk
+        cached = rows * self.dim * 4 <= FILTER_CACHED_BYTES
+        read = FILTER_ROW_READ_COST if cached else FILTER_ROW_READ_COST_UNCACHED
+        return matching * read <= walk
 
     def _filter(self, params: SearchParams) -> faiss.SearchParameters:
         """faiss search parameters carrying the ``_allowed`` bitmap as a selector.
@@ -821,6 +827,12 @@ def _attributes_of(states: dict[str, ImageState]) -> RowAttributes:
             state.first_row, state.row_count, state.owner_id, state.tags, state.uploaded_at
         )
     return attributes
+
+
+def filter_boost(inverse_selectivity: float) -> int:
+    """How much a filter that keeps one row in ``inverse_selectivity`` raises the
+    index walk's budget (index/defaults.py)."""
+    return max(1, min(FILTER_MAX_BOOST, math.ceil(inverse_selectivity**FILTER_BOOST_EXPONENT)))
 
 
 def _exact_over(

