@@ -10,6 +10,7 @@ from playwright.sync_api import Page, sync_playwright
 
 from streams.schemas import Interaction, decode
 from visearch.stack import LocalStack
+from visearch.uploads import accept_upload
 
 pytestmark = pytest.mark.integration
 
@@ -163,3 +164,36 @@ def test_search_by_an_uploaded_file_finds_that_photo(
     assert response.json()["results"][0]["image_id"] == "drop-0022"
     page.wait_for_selector("#results .result")
     assert page.locator("#results .result").first.get_attribute("data-image-id") == "drop-0022"
+
+
+def test_owner_and_tag_filters_in_the_page(
+    site: str, stack: LocalStack, page: Page, photo_paths: list[Path]
+) -> None:
+    """A user narrows a search to one owner, then to a tag: every result shown obeys it."""
+    assert stack.publisher is not None
+    owners = {}
+    for number, path in enumerate(photo_paths[30:42], 30):
+        image_id, owner = f"shop-{number}", "shop-a" if number % 3 == 0 else "shop-b"
+        tags = ["red"] if number % 2 == 0 else ["blue"]
+        accept_upload(
+            stack.settings, stack.store, stack.publisher, image_id, path.read_bytes(), owner, False,
+            tags,
+        )  # fmt: skip
+        owners[image_id] = (owner, tags)
+    stack.publisher.flush()
+    assert stack.wait_searchable(list(owners), 90) == set()
+    page.goto(f"{site}/?q=shop-31")
+    page.wait_for_selector("#results .result")
+    page.fill("#filter-owner", "shop-a")
+    searched = _search_after(page, lambda: page.press("#filter-owner", "Enter"))
+    assert "shop-a" in searched["request"]
+    shown = page.locator("#results .result")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#results .result')].length === 4"
+    )  # shop-30, -33, -36, -39 (the query, shop-31, is shop-b's)
+    ids = [shown.nth(i).get_attribute("data-image-id") for i in range(shown.count())]
+    assert sorted(ids) == ["shop-30", "shop-33", "shop-36", "shop-39"]
+    page.fill("#filter-tags", "red")
+    searched = _search_after(page, lambda: page.press("#filter-tags", "Enter"))
+    found = [hit["image_id"] for hit in searched["body"]["results"]]
+    assert sorted(found) == ["shop-30", "shop-36"]  # shop-a's and red
