@@ -55,7 +55,7 @@ from index.faiss_index import (
     search_preassigned,
     train_and_add,
 )
-from index.filters import RowAttributes, SearchFilter
+from index.filters import RowAttributes, RowSet, SearchFilter
 from index.rwlock import RWLock
 from index.visibility import ImageState
 from streams.malloc_tuning import release_free_memory
@@ -66,6 +66,7 @@ __all__ = [
     "EXACT_FACTORY",
     "CoarseCells",
     "Hit",
+    "MatchingRows",
     "MemoryReport",
     "Partition",
     "Upsert",
@@ -111,6 +112,14 @@ class Hit:
     # The image's global vector, when asked for: re-ranking compares results
     # with each other, and a remote shard ships it with the hit.
     vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class MatchingRows:
+    """A partition's visible rows that match a filter: their vectors and images."""
+
+    vectors: np.ndarray  # (rows, dim)
+    image_ids: list[str]  # per row
 
 
 @dataclass(frozen=True)
@@ -390,14 +399,11 @@ class Partition:
         back and scoring them is cheaper than that walk (few rows: a selective
         filter), they are searched exactly instead; either way never short.
         """
-        selected = self._attributes.matching_rows(where, len(self._row_image))
-        selected = selected.where(self._allowed)  # visible ones only
-        count = selected.count
+        selected, count, boost, read_back = self._filter_plan(where, params)
         fetch = min(count, k * self._max_rows_per_image)
         if fetch == 0:
             return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
-        boost = filter_boost(self._allowed_rows / count)
-        if self._exact_is_cheaper(count, params.nprobe * boost):
+        if read_back:
             rows = selected.sorted_rows()
             return _exact_over(reconstruct_rows(self._index, rows), rows, queries, fetch)
         bitmap = selected.bitmap(len(self._allowed))
@@ -414,6 +420,34 @@ class Partition:
             if _enough(found, fetch):
                 return scores, found
         return self._search_until_enough(queries, fetch, fetch, boosted, parameters)
+
+    def read_matching(self, where: SearchFilter, params: SearchParams) -> MatchingRows | None:
+        """The visible rows matching ``where`` with their vectors, when reading them back
+        is cheaper than the index walk (a selective filter); ``None`` when it is not
+        (search with :meth:`top`). A shard scores what its partitions read back in
+        one pass instead of one per partition."""
+        with self._lock.read():
+            selected, _, _, read_back = self._filter_plan(where, params)
+            if not read_back:
+                return None
+            rows = selected.sorted_rows()
+            row_image = self._row_image
+            return MatchingRows(
+                reconstruct_rows(self._index, rows), [row_image[row] for row in rows.tolist()]
+            )
+
+    def _filter_plan(
+        self, where: SearchFilter, params: SearchParams
+    ) -> tuple[RowSet, int, int, bool]:
+        """Under the lock: the visible rows matching ``where``, their count, the walk's
+        budget multiplier, and whether reading them back is the cheaper way."""
+        selected = self._attributes.matching_rows(where, len(self._row_image))
+        selected = selected.where(self._allowed)  # visible ones only
+        count = selected.count
+        if count == 0:
+            return selected, 0, 1, True
+        boost = filter_boost(self._allowed_rows / count)
+        return selected, count, boost, self._exact_is_cheaper(count, params.nprobe * boost)
 
     def _exact_is_cheaper(self, matching: int, nprobe: int) -> bool:
         """Reading ``matching`` rows back costs less than the walk: an IVF walk visits

@@ -39,7 +39,7 @@ from kafka.partitioner.default import murmur2
 from index.defaults import FILTER_MAX_BOOST
 from index.faiss_index import CoarseCells, SearchParams, one_omp_thread
 from index.freshness import FreshnessHistogram, RecentTimes
-from index.partition import Hit, Partition, WriteResult
+from index.partition import Hit, MatchingRows, Partition, WriteResult
 from index.recall_monitor import RecallMonitor
 from index.snapshot import (
     SnapshotError,
@@ -263,12 +263,20 @@ class IndexShard:
         """
         params = params or SearchParams()
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        where = params.where if params.where is not None and not params.where.empty else None
         with one_omp_thread():  # a query or a few gain nothing from an OpenMP team
             cells = self._coarse_cells(queries, params)
             scored: list[list[tuple[float, str, Partition]]] = [[] for _ in queries]
+            read: list[tuple[Partition, MatchingRows]] = []
             for part in self.partitions.values():
+                matching = None if where is None else part.read_matching(where, params)
+                if matching is not None:
+                    read.append((part, matching))
+                    continue
                 for row, top in zip(scored, part.top(queries, k, params, cells), strict=True):
                     row.extend((score, image_id, part) for score, image_id in top)
+            if read:
+                _score_read_back(queries, k, read, scored)
         results = []
         for row in scored:
             best = heapq.nlargest(k, row, key=lambda item: item[0])
@@ -414,3 +422,25 @@ class IndexShard:
         if errors:
             raise errors[0]
         return written
+
+
+def _score_read_back(
+    queries: np.ndarray,
+    k: int,
+    read: list[tuple[Partition, MatchingRows]],
+    scored: list[list[tuple[float, str, Partition]]],
+) -> None:
+    """Score the rows partitions read back for a filter in one pass, adding each
+    query's best ``k`` images (max over an image's rows) to ``scored``."""
+    vectors = np.concatenate([matching.vectors for _, matching in read])
+    owners = [(image_id, part) for part, matching in read for image_id in matching.image_ids]
+    for row, scores in zip(scored, queries @ vectors.T, strict=True):
+        order = np.argsort(-scores, kind="stable")
+        best: dict[str, tuple[float, Partition]] = {}
+        for position in order.tolist():
+            image_id, part = owners[position]
+            if image_id not in best:  # sorted: an image's first row is its best
+                best[image_id] = (float(scores[position]), part)
+                if len(best) == k:
+                    break
+        row.extend((score, image_id, part) for image_id, (score, part) in best.items())

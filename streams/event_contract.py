@@ -141,7 +141,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "image_id": "shop42-shoe-1187",
         "action": "private",
         "updated_at": 1765000100.0,
-        "schema_version": 1,
+        "schema_version": 2,
     },
     "ImageEmbedded": {
         "image_id": "shop42-shoe-1187",
@@ -154,7 +154,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "source_offset": 1187,
         "owner_id": "shop42",
         "tags": ["shoes", "red"],
-        "schema_version": 1,
+        "schema_version": 2,
     },
     "Interaction": {
         "event_id": "e-9f2c41",

@@ -78,13 +78,18 @@ class ImageUploaded(Event, serializer="json"):
 
 class ImageUpdated(Event, serializer="json"):
     """A change to an image: delete, private, public, flag, unflag (visibility), or
-    tags (its tags become ``tags``; an empty list clears them)."""
+    tags (its tags become ``tags``; an empty list clears them).
+
+    Version 2 added ``tags`` and the ``tags`` action.
+    """
+
+    SCHEMA_VERSION = 2  # no annotation: Faust would take it for a field
 
     image_id: str
     action: str
     updated_at: float
     tags: list[str] | None = None
-    schema_version: int = 1
+    schema_version: int = 2
 
     def check(self) -> None:
         _check_id("image_id", self.image_id)
@@ -97,7 +102,12 @@ class ImageUpdated(Event, serializer="json"):
 
 
 class ImageEmbedded(Event, serializer="json"):
-    """One image's embedding under one model version: the vector log's record."""
+    """One image's embedding under one model version: the vector log's record.
+
+    Version 2 added ``tags`` (the upload's, for filtered searches).
+    """
+
+    SCHEMA_VERSION = 2  # no annotation: Faust would take it for a field
 
     image_id: str
     model_version: str
@@ -112,7 +122,7 @@ class ImageEmbedded(Event, serializer="json"):
     tile_count: int = 0
     tiles_b64: str = ""
     tags: list[str] | None = None
-    schema_version: int = 1
+    schema_version: int = 2
 
     def check(self) -> None:
         _check_id("image_id", self.image_id)

@@ -89,10 +89,14 @@ def test_a_record_of_the_next_version_is_refused_whole_until_readers_upgrade(
 ) -> None:
     """The evolution rule: a new field is a version bump; old readers refuse it (dead
     letter, replayable), upgraded readers take both versions."""
-    next_version = {**copy.deepcopy(EXAMPLES["ImageUpdated"]), "schema_version": 2}
+    current = schemas.ImageUpdated.SCHEMA_VERSION
+    next_version = {**copy.deepcopy(EXAMPLES["ImageUpdated"]), "schema_version": current + 1}
     with pytest.raises(SchemaError) as refused:
         decode(schemas.ImageUpdated, json.dumps(next_version))
     assert refused.value.code == "unknown_schema_version"
-    monkeypatch.setattr(schemas.ImageUpdated, "SCHEMA_VERSION", 2)  # the upgraded reader
-    assert decode(schemas.ImageUpdated, json.dumps(next_version)).schema_version == 2
-    assert decode(schemas.ImageUpdated, json.dumps(EXAMPLES["ImageUpdated"])).schema_version == 1
+    monkeypatch.setattr(schemas.ImageUpdated, "SCHEMA_VERSION", current + 1)  # upgraded reader
+    assert decode(schemas.ImageUpdated, json.dumps(next_version)).schema_version == current + 1
+    example = EXAMPLES["ImageUpdated"]
+    assert decode(schemas.ImageUpdated, json.dumps(example)).schema_version == current
+    version_1 = {k: v for k, v in example.items() if k != "tags"} | {"schema_version": 1}
+    assert decode(schemas.ImageUpdated, json.dumps(version_1)).schema_version == 1  # still read

@@ -326,3 +326,56 @@ def test_a_shard_searches_every_partition_with_the_filter():
     hits = shard.search(vectors[3], 10, SearchParams(where=where))
     assert len(hits) == 10 and all(int(h.image_id.split("-")[1]) % 2 for h in hits)
     assert hits[0].image_id == "img-3"
+
+
+def test_a_shard_scores_rows_read_back_as_each_partition_would():
+    """Images of several rows (global vector + tiles), a selective filter: the shard's
+    one-pass scoring of rows read back gives each image once, at its best row's score,
+    the same hits its partitions' own filtered searches give."""
+    rng = np.random.default_rng(5)
+    shard = IndexShard(DIM, "m", range(4), lambda: Partition(DIM, "Flat", background=False))
+    for i in range(400):
+        image_id = f"img-{i}"
+        rows = _unit(rng, 3)  # global + 2 tiles
+        owner = "few" if i % 80 == 0 else "many"
+        shard.apply_vectors(partition_for(image_id, 4), i, image_id, rows, 1.0, False, owner)
+    few = SearchFilter.of(owner_ids=["few"])
+    where = SearchParams(where=few)
+    assert all(part.read_matching(few, where) is not None for part in shard.partitions.values())
+    query = _unit(rng, 1)[0]
+    hits = shard.search(query, 4, where)
+    per_partition = sorted(
+        (h for part in shard.partitions.values() for h in part.search(query, 4, where)[0]),
+        key=lambda h: -h.score,
+    )[:4]
+    assert [(h.image_id, round(h.score, 5)) for h in hits] == [
+        (h.image_id, round(h.score, 5)) for h in per_partition
+    ]
+    assert len({h.image_id for h in hits}) == 4  # of the 5 images that match
+
+
+def test_time_ranges_through_the_zone_map_match_a_scan():
+    """20 blocks of rows in roughly upload order, some out of order: every range, before
+    and after a renumbering, finds exactly the rows a scan of the column finds."""
+    rng = np.random.default_rng(9)
+    count = 20 * 1024
+    times = np.arange(count, dtype=float) + rng.normal(0, 50, count)  # late and early rows
+    attributes = RowAttributes()
+    for row, at in enumerate(times.tolist()):
+        attributes.add(row, 1, "o", (), at)
+    kept = np.sort(rng.choice(count, count // 2, replace=False))
+    for renumbered in (False, True):
+        for _ in range(50):
+            low = float(rng.uniform(-100, count))
+            where = SearchFilter.of(uploaded_after=low, uploaded_before=low + rng.uniform(1, 900))
+            rows = len(times)
+            expected = np.flatnonzero(
+                (times >= where.uploaded_after) & (times < where.uploaded_before)
+            )
+            found = attributes.matching_rows(where, rows)
+            assert found.sorted_rows().tolist() == expected.tolist()
+        if not renumbered:
+            new_of_old = np.full(count, -1, dtype=np.int64)
+            new_of_old[kept] = np.arange(len(kept))
+            attributes.renumber(new_of_old, kept)
+            times = times[kept]
