@@ -11,9 +11,9 @@ upload time (its position in the load). Tags and owners are independent of the
 vectors: the hard case for an index walk, where the matching rows are spread
 over every cell.
 
-Filters, per kind and target selectivity: ``tags`` (one tag, or several with
-``tags_any`` for 50 %, whose rows make up about the target share; each query
-draws one from the tags near the target), ``owner`` (likewise over owners),
+Filters, per kind and target selectivity: ``tags`` (one tag whose rows make
+up the target share within 25 %, a random one of those per query, or for 50 %
+the most frequent tags together with ``tags_any``), ``owner`` (likewise over owners),
 ``time`` (an upload-time window of the target share, at a random place). The
 truth is the exact filtered top 10 by brute force. Baselines in the same run:
 the unfiltered search (its p95 is what the 0.1 % filter's p95 is held to) and
@@ -24,9 +24,9 @@ JSON lines: ``filtered_recall_at_10``, ``filtered_p50_ms``, ``filtered_p95_ms``,
 ``filtered_short_share`` (queries answered with fewer than k when k match) and
 ``postfilter_recall_at_10`` / ``postfilter_short_share``, each with ``kind``,
 ``selectivity`` (the target) and ``matched_share`` (the filters' mean actual
-share); ``search_p95_ms`` unfiltered. ``--crossover`` times exact-over-rows
-against the bitmap walk on one 100k-row IVF partition at several matching
-row counts (where ``FILTER_EXACT_ROWS`` comes from).
+share); ``search_p95_ms`` unfiltered. ``--crossover`` times the bitmap walk
+and reading rows back on one partition of a 100k and of a 1M shard (where the
+cost model's constants in ``index/defaults.py`` come from).
 
 Run: ``python -m bench.filtered [--quick] [--n 100000,1000000] [--data mixture]``.
 """
@@ -128,9 +128,9 @@ class FilterDraw:
         return SearchFilter.of(tags_any=names) if kind == "tags" else SearchFilter.of(names)
 
     def _values_near(self, share: np.ndarray, target: float) -> list[int]:
-        """One value whose share is within 2x of ``target`` (a random one of those), or
-        the most frequent values together when none is that large."""
-        near = np.flatnonzero((share >= target / 2) & (share <= target * 2))
+        """One value whose share is within 25 % of ``target`` (a random one of those),
+        or the most frequent values together when none is that large."""
+        near = np.flatnonzero((share >= target / 1.25) & (share <= target * 1.25))
         if len(near):
             return [int(self.rng.choice(near))]
         order = np.argsort(-share)
@@ -263,35 +263,38 @@ def _exact_filtered(base: np.ndarray, query: np.ndarray, mask: np.ndarray) -> li
 
 
 def crossover(args: argparse.Namespace) -> int:
-    """Exact over the matching rows vs the bitmap walk, one 100k-row IVF partition."""
-    from index.partition import Partition, Upsert
+    """What the filter cost model's constants (index/defaults.py) come from: on one
+    partition of a 100k shard (12.5k rows, IVF1024) and of a 1M shard (125k rows,
+    IVF4096), the bitmap walk at several nprobe and reading rows back and scoring them."""
+    import faiss
 
-    n = 100_000
+    from index.faiss_index import reconstruct_rows
+
+    faiss.omp_set_num_threads(1)
     rng = np.random.default_rng(args.seed)
-    data = make_data("mixture", n, args.queries, 0, args.seed)
-    part = Partition(DIM, ann_threshold=20_000, background=False)
-    part.upsert_many([Upsert(str(i), data["base"][i], 1_000.0 + i) for i in range(n)])
-    part.wait_idle()
-    for rows in (512, 1024, 2048, 4096, 8192, 16384, 32768):
-        for path, exact_rows in (("exact", n), ("walk", 0)):
-            part.filter_exact_rows = exact_rows
-            latencies = []
+    for rows, nlist in ((12_500, 1024), (125_000, 4096)):
+        data = make_data("mixture", rows, args.queries, 0, args.seed)
+        index = faiss.index_factory(DIM, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+        index.train(data["base"][: 64 * nlist])
+        index.add(data["base"])
+        index.make_direct_map()
+        bitmap = np.packbits(rng.random(rows) < 0.02, bitorder="little")
+        selector = faiss.IDSelectorBitmap(8 * len(bitmap), faiss.swig_ptr(bitmap))
+        context = {"partition_rows": rows, "index": f"IVF{nlist},Flat", "machine": machine()}
+        for nprobe in (16, 64, 256, 1024):
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+            tick = time.perf_counter()
             for query in data["queries"]:
-                low = 1_000.0 + rng.uniform(0, n - rows)
-                where = SearchFilter.of(uploaded_after=low, uploaded_before=low + rows)
-                tick = time.perf_counter()
-                part.search(query, K, SearchParams(where=where))
-                latencies.append(time.perf_counter() - tick)
-            emit(
-                "filtered_crossover",
-                "search_p50_ms",
-                percentile(latencies, 50) * 1e3,
-                "ms",
-                path=path,
-                matching_rows=rows,
-                index=part.index_factory,
-                machine=machine(),
-            )
+                index.search(query[None], K, params=params)
+            took = (time.perf_counter() - tick) / len(data["queries"]) * 1e6
+            emit("filtered_crossover", "walk_us", took, "us", nprobe=nprobe, **context)
+        for count in (64, 256, 1024):
+            picked = np.sort(rng.choice(rows, count, replace=False))
+            tick = time.perf_counter()
+            for query in data["queries"]:
+                reconstruct_rows(index, picked) @ query
+            took = (time.perf_counter() - tick) / len(data["queries"]) * 1e6
+            emit("filtered_crossover", "read_back_us", took, "us", rows_read=count, **context)
     return 0
 
 

@@ -18,24 +18,29 @@ DEFAULT_ANN_THRESHOLD = 20_000
 __all__ = ["DEFAULT_ANN_THRESHOLD", "DEFAULT_FACTORY", "EXACT_FACTORY"]
 
 # A filtered search reads its matching rows back and scores them exactly when
-# that costs less than the index walk through a bitmap of them. Costs in units
-# of one row tested by the walk (~5 ns: a full-scan walk of a 100k-row
-# IVF1024,Flat partition took 0.55 ms). Measured on this 2-core machine, 256-d,
-# one query: on a 12.5k-row partition (a 100k shard's, IVF1024) the walk took
-# 28 / 78 / 183 us at nprobe 16 / 256 / 1024 (a list visit ~0.15 us = 30 rows)
-# and reading 64 / 256 / 1024 rows back and scoring them 12 / 23 / 78 us
-# (~0.1 us = 20 rows a row); on a 125k-row partition (a 1M shard's, 128 MB of
-# vectors, out of cache) a row read back cost ~0.46 us, and with 100 instead
-# of 20 a 1 % filter's p95 fell from 3.0 to 2.1 ms at the same recall.
-FILTER_ROW_READ_COST = 20
-FILTER_ROW_READ_COST_UNCACHED = 100
+# that costs less than the index walk through a bitmap of them (a cost model in
+# microseconds). Measured with `python -m bench.filtered --crossover` on this
+# 2-core machine, 256-d, one query, on one partition of a 100k shard (12.5k
+# rows, IVF1024: 12 rows a list) and of a 1M shard (125k rows, IVF4096: 30 a
+# list): the walk took 28 / 78 / 183 us at nprobe 16 / 256 / 1024 on the first
+# and 86 / 278 / 665 us on the second (quantizer included), i.e. about 0.05 us
+# a list visited plus 0.015 us a row tested; reading 64 / 256 / 1024 rows back
+# and scoring them took 12 / 23 / 78 us on the first (~0.1 us a row, the
+# vectors in cache) and 11 / 67 / 218 us on the second (up to ~0.46 us a row
+# once a partition's vectors, 128 MB there, are far beyond the cache).
+FILTER_READ_US = 0.1
+FILTER_READ_UNCACHED_US = 0.46
+FILTER_LIST_US = 0.05
+FILTER_ROW_TEST_US = 0.015
 # Vectors beyond this many bytes in a partition are read back at the uncached cost.
 FILTER_CACHED_BYTES = 32 << 20
-FILTER_LIST_VISIT_COST = 30
 # The index walk's budget (nprobe, efSearch) grows by (1 / selectivity) to this
 # power, at most FILTER_MAX_BOOST times: the filtered top k lie about as far out
 # as the unfiltered top k / selectivity. Measured with bench.filtered's filters
-# at 1M (IVF4096, nprobe 16): exponent 1.0 / 0.75 / 0.5 gave recall@10 1.000 at
-# every selectivity and p95 8.0 / 5.2 / 3.0 ms at 1 %, 3.7 / 3.0 / 2.4 ms at 10 %.
-FILTER_BOOST_EXPONENT = 0.5
+# (Zipf tags and owners independent of the vectors: the hard case), exponent
+# 1.0 / 0.75 / 0.5: on the 1M mixture (IVF4096, nprobe 16) recall@10 1.000 at
+# every selectivity and p95 8.0 / 5.2 / 3.0 ms at 1 %; on 100k photo embeddings
+# (IVF1024) recall@10 at 10 % 0.981 / 0.973 / 0.965 (tags) and 0.983 / 0.975 /
+# 0.965 (time), p95 1.9 / 1.5 / 1.2 ms. 0.75 keeps a margin over 0.95 on photos.
+FILTER_BOOST_EXPONENT = 0.75
 FILTER_MAX_BOOST = 64

@@ -195,8 +195,8 @@ class RowAttributes:
         self._time = np.full(1024, np.nan)
         # Zone map of the time column: min and max upload time per block of rows.
         # Rows arrive roughly in upload order, so a time range touches few blocks.
-        self._block_min = np.full(1, np.inf)
-        self._block_max = np.full(1, -np.inf)
+        self._block_min = np.full(len(self._time) // TIME_BLOCK, np.inf)
+        self._block_max = np.full(len(self._time) // TIME_BLOCK, -np.inf)
 
     def add(
         self, first: int, count: int, owner_id: str, tags: Iterable[str], uploaded_at: float
@@ -286,7 +286,7 @@ class RowAttributes:
         high = np.inf if where.uploaded_before is None else where.uploaded_before
         minima, maxima = self._block_min[:blocks], self._block_max[:blocks]
         touched = np.flatnonzero((maxima >= low) & (minima < high))
-        if DENSE_SHARE * len(touched) * TIME_BLOCK > rows:  # most blocks: scan the column
+        if 2 * len(touched) * TIME_BLOCK > rows:  # half the blocks or more: scan the column
             return RowSet(mask=self._time_mask(where, self._time[:rows]))
         inside = (minima[touched] >= low) & (maxima[touched] < high)
         parts = []
@@ -357,8 +357,8 @@ _NONE = np.empty(0, dtype=np.int32)
 # A union of posting lists holding more than 1/DENSE_SHARE of the rows is made as
 # a mask: sorting 6k rows out of 12.5k cost 80 us, flagging them a few (measured).
 DENSE_SHARE = 16
-# Rows per block of the time column's zone map.
-TIME_BLOCK = 1024
+# Rows per block of the time column's zone map (16 bytes of min/max per block).
+TIME_BLOCK = 256
 
 
 class RowSet:

@@ -38,10 +38,11 @@ from index.defaults import (
     EXACT_FACTORY,
     FILTER_BOOST_EXPONENT,
     FILTER_CACHED_BYTES,
-    FILTER_LIST_VISIT_COST,
+    FILTER_LIST_US,
     FILTER_MAX_BOOST,
-    FILTER_ROW_READ_COST,
-    FILTER_ROW_READ_COST_UNCACHED,
+    FILTER_READ_UNCACHED_US,
+    FILTER_READ_US,
+    FILTER_ROW_TEST_US,
 )
 from index.faiss_index import (
     CoarseCells,
@@ -119,7 +120,11 @@ class MatchingRows:
     """A partition's visible rows that match a filter: their vectors and images."""
 
     vectors: np.ndarray  # (rows, dim)
-    image_ids: list[str]  # per row
+    rows: np.ndarray  # the rows' numbers
+    # The partition's row -> image list when they were read: a compaction replaces
+    # the list rather than changing it, so it maps these rows right ever after.
+    # Looked up only for the rows that win (an id read is a cache miss per row).
+    row_image: list[str]
 
 
 @dataclass(frozen=True)
@@ -431,10 +436,7 @@ class Partition:
             if not read_back:
                 return None
             rows = selected.sorted_rows()
-            row_image = self._row_image
-            return MatchingRows(
-                reconstruct_rows(self._index, rows), [row_image[row] for row in rows.tolist()]
-            )
+            return MatchingRows(reconstruct_rows(self._index, rows), rows, self._row_image)
 
     def _filter_plan(
         self, where: SearchFilter, params: SearchParams
@@ -453,17 +455,16 @@ class Partition:
         """Reading ``matching`` rows back costs less than the walk: an IVF walk visits
         ``nprobe`` of its lists and tests every row in them, any other index every
         row (a graph walk with a raised efSearch visits a large share of a filtered
-        graph). Costs in units of one row tested (index/defaults.py)."""
+        graph). Costs in microseconds, measured (index/defaults.py)."""
         if self.filter_exact_rows is not None:
             return matching <= self.filter_exact_rows
         rows = len(self._row_image)
-        walk = float(rows)
+        walk = rows * FILTER_ROW_TEST_US
         if self._nlist:
             lists = min(nprobe, self._nlist)
-            walk = lists * FILTER_LIST_VISIT_COST + rows * lists / self._nlist
+            walk = lists * (FILTER_LIST_US + FILTER_ROW_TEST_US * rows / self._nlist)
         cached = rows * self.dim * 4 <= FILTER_CACHED_BYTES
-        read = FILTER_ROW_READ_COST if cached else FILTER_ROW_READ_COST_UNCACHED
-        return matching * read <= walk
+        return matching * (FILTER_READ_US if cached else FILTER_READ_UNCACHED_US) <= walk
 
     def _filter(self, params: SearchParams) -> faiss.SearchParameters:
         """faiss search parameters carrying the ``_allowed`` bitmap as a selector.

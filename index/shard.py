@@ -433,12 +433,14 @@ def _score_read_back(
     """Score the rows partitions read back for a filter in one pass, adding each
     query's best ``k`` images (max over an image's rows) to ``scored``."""
     vectors = np.concatenate([matching.vectors for _, matching in read])
-    owners = [(image_id, part) for part, matching in read for image_id in matching.image_ids]
+    which = np.concatenate([np.full(len(m.rows), n) for n, (_, m) in enumerate(read)])
+    rows = np.concatenate([matching.rows for _, matching in read])
     for row, scores in zip(scored, queries @ vectors.T, strict=True):
         order = np.argsort(-scores, kind="stable")
         best: dict[str, tuple[float, Partition]] = {}
         for position in order.tolist():
-            image_id, part = owners[position]
+            part, matching = read[which[position]]
+            image_id = matching.row_image[rows[position]]
             if image_id not in best:  # sorted: an image's first row is its best
                 best[image_id] = (float(scores[position]), part)
                 if len(best) == k:

@@ -355,10 +355,10 @@ def test_a_shard_scores_rows_read_back_as_each_partition_would():
 
 
 def test_time_ranges_through_the_zone_map_match_a_scan():
-    """20 blocks of rows in roughly upload order, some out of order: every range, before
+    """80 blocks of rows in roughly upload order, some out of order: every range, before
     and after a renumbering, finds exactly the rows a scan of the column finds."""
     rng = np.random.default_rng(9)
-    count = 20 * 1024
+    count = 80 * 256
     times = np.arange(count, dtype=float) + rng.normal(0, 50, count)  # late and early rows
     attributes = RowAttributes()
     for row, at in enumerate(times.tolist()):
