@@ -22,16 +22,16 @@ __all__ = ["DEFAULT_ANN_THRESHOLD", "DEFAULT_FACTORY", "EXACT_FACTORY"]
 # microseconds). Measured with `python -m bench.filtered --crossover` on this
 # 2-core machine, 256-d, one query, on one partition of a 100k shard (12.5k
 # rows, IVF1024: 12 rows a list) and of a 1M shard (125k rows, IVF4096: 30 a
-# list): the walk took 28 / 78 / 183 us at nprobe 16 / 256 / 1024 on the first
-# and 86 / 278 / 665 us on the second (quantizer included), i.e. about 0.05 us
-# a list visited plus 0.015 us a row tested; reading 64 / 256 / 1024 rows back
-# and scoring them took 12 / 23 / 78 us on the first (~0.1 us a row, the
-# vectors in cache) and 11 / 67 / 218 us on the second (up to ~0.46 us a row
-# once a partition's vectors, 128 MB there, are far beyond the cache).
-FILTER_READ_US = 0.1
-FILTER_READ_UNCACHED_US = 0.46
-FILTER_LIST_US = 0.05
-FILTER_ROW_TEST_US = 0.015
+# list): the walk took 32 / 82 / 186 us at nprobe 16 / 256 / 1024 on the first
+# and 93 / 211 / 450 us on the second (quantizer included): per list visited
+# 0.15 and 0.35 us, i.e. 0.016 us plus 0.011 us a row tested. Reading 64 / 256 /
+# 1024 other rows back per query and scoring them took 20 / 43 / 146 us on the
+# first (~0.14 us a row) and 24 / 68 / 244 us on the second (~0.23 us a row:
+# 128 MB of vectors, far beyond the cache).
+FILTER_READ_US = 0.14
+FILTER_READ_UNCACHED_US = 0.23
+FILTER_LIST_US = 0.016
+FILTER_ROW_TEST_US = 0.011
 # Vectors beyond this many bytes in a partition are read back at the uncached cost.
 FILTER_CACHED_BYTES = 32 << 20
 # The index walk's budget (nprobe, efSearch) grows by (1 / selectivity) to this

@@ -7,7 +7,9 @@ Rows, not labels: every vector gets the next dense row number; an image owns
 a contiguous run of rows (its global vector, then its tile vectors). Whether
 a row may be returned is one bit in ``_allowed``, handed to faiss as an
 ``IDSelectorBitmap`` on every search, so deleted, private and flagged images
-are filtered inside the index scan, for every index type, HNSW included. An
+are filtered inside the index scan, for every index type, HNSW included.
+Owner, tags and upload time per row (``index/filters.py``) narrow a search
+the same way, inside the scan or by reading the few matching rows back. An
 upsert or delete only retires rows; a background rebuild drops retired rows
 once they pass ``compact_ratio`` of the index (bounded memory under churn),
 and the same rebuild moves a partition from exact search (Flat) to the
@@ -125,6 +127,16 @@ class MatchingRows:
     # the list rather than changing it, so it maps these rows right ever after.
     # Looked up only for the rows that win (an id read is a cache miss per row).
     row_image: list[str]
+
+
+@dataclass(frozen=True)
+class FilterPlan:
+    """How a partition searches the rows a filter selects."""
+
+    selected: RowSet  # visible matching rows
+    count: int
+    boost: int  # the walk's budget multiplier (filter_boost)
+    read_back: bool  # reading the rows back and scoring them beats the walk
 
 
 @dataclass(frozen=True)
@@ -277,13 +289,42 @@ class Partition:
     ) -> list[list[tuple[float, str]]]:
         """Per query, the best ``k`` visible images as ``(score, image_id)``, best first:
         :meth:`search` without building hits (a shard merges partitions first)."""
+        found = self._top(queries, k, params, cells, rows_if_cheaper=False)
+        assert not isinstance(found, MatchingRows)
+        return found
+
+    def top_or_rows(
+        self,
+        queries: np.ndarray,
+        k: int,
+        params: SearchParams,
+        cells: CoarseCells | None = None,
+    ) -> list[list[tuple[float, str]]] | MatchingRows:
+        """:meth:`top`, except that a filtered search for which reading the matching rows
+        back is cheaper than the index walk returns those rows and their vectors: a
+        shard scores what its partitions read back in one pass, not one per partition."""
+        return self._top(queries, k, params, cells, rows_if_cheaper=True)
+
+    def _top(
+        self,
+        queries: np.ndarray,
+        k: int,
+        params: SearchParams,
+        cells: CoarseCells | None,
+        rows_if_cheaper: bool,
+    ) -> list[list[tuple[float, str]]] | MatchingRows:
         where = params.where
         with self._lock.read():
             rows = len(self._row_image)
             if rows == 0:
                 return [[] for _ in range(len(queries))]
             if where is not None and not where.empty:
-                scores, found = self._search_where(queries, k, params, where, cells)
+                plan = self._filter_plan(where, params)
+                if rows_if_cheaper and plan.read_back:
+                    matching = plan.selected.sorted_rows()
+                    vectors = reconstruct_rows(self._index, matching)
+                    return MatchingRows(vectors, matching, self._row_image)
+                scores, found = self._search_where(queries, k, params, plan, cells)
             else:
                 fetch = min(rows, k * self._max_rows_per_image)
                 scores, found = self._search_filtered(queries, fetch, params, cells)
@@ -391,7 +432,7 @@ class Partition:
         queries: np.ndarray,
         k: int,
         params: SearchParams,
-        where: SearchFilter,
+        plan: FilterPlan,
         cells: CoarseCells | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """A search restricted to the visible rows that match ``where`` (under the lock).
@@ -404,11 +445,11 @@ class Partition:
         back and scoring them is cheaper than that walk (few rows: a selective
         filter), they are searched exactly instead; either way never short.
         """
-        selected, count, boost, read_back = self._filter_plan(where, params)
-        fetch = min(count, k * self._max_rows_per_image)
+        selected, boost = plan.selected, plan.boost
+        fetch = min(plan.count, k * self._max_rows_per_image)
         if fetch == 0:
             return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
-        if read_back:
+        if plan.read_back:
             rows = selected.sorted_rows()
             return _exact_over(reconstruct_rows(self._index, rows), rows, queries, fetch)
         bitmap = selected.bitmap(len(self._allowed))
@@ -426,30 +467,17 @@ class Partition:
                 return scores, found
         return self._search_until_enough(queries, fetch, fetch, boosted, parameters)
 
-    def read_matching(self, where: SearchFilter, params: SearchParams) -> MatchingRows | None:
-        """The visible rows matching ``where`` with their vectors, when reading them back
-        is cheaper than the index walk (a selective filter); ``None`` when it is not
-        (search with :meth:`top`). A shard scores what its partitions read back in
-        one pass instead of one per partition."""
-        with self._lock.read():
-            selected, _, _, read_back = self._filter_plan(where, params)
-            if not read_back:
-                return None
-            rows = selected.sorted_rows()
-            return MatchingRows(reconstruct_rows(self._index, rows), rows, self._row_image)
-
-    def _filter_plan(
-        self, where: SearchFilter, params: SearchParams
-    ) -> tuple[RowSet, int, int, bool]:
-        """Under the lock: the visible rows matching ``where``, their count, the walk's
-        budget multiplier, and whether reading them back is the cheaper way."""
+    def _filter_plan(self, where: SearchFilter, params: SearchParams) -> FilterPlan:
+        """Under the lock: how to search the visible rows that match ``where``."""
         selected = self._attributes.matching_rows(where, len(self._row_image))
         selected = selected.where(self._allowed)  # visible ones only
         count = selected.count
         if count == 0:
-            return selected, 0, 1, True
+            return FilterPlan(selected, 0, 1, True)
         boost = filter_boost(self._allowed_rows / count)
-        return selected, count, boost, self._exact_is_cheaper(count, params.nprobe * boost)
+        return FilterPlan(
+            selected, count, boost, self._exact_is_cheaper(count, params.nprobe * boost)
+        )
 
     def _exact_is_cheaper(self, matching: int, nprobe: int) -> bool:
         """Reading ``matching`` rows back costs less than the walk: an IVF walk visits

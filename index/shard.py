@@ -263,17 +263,16 @@ class IndexShard:
         """
         params = params or SearchParams()
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        where = params.where if params.where is not None and not params.where.empty else None
         with one_omp_thread():  # a query or a few gain nothing from an OpenMP team
             cells = self._coarse_cells(queries, params)
             scored: list[list[tuple[float, str, Partition]]] = [[] for _ in queries]
             read: list[tuple[Partition, MatchingRows]] = []
             for part in self.partitions.values():
-                matching = None if where is None else part.read_matching(where, params)
-                if matching is not None:
-                    read.append((part, matching))
+                found = part.top_or_rows(queries, k, params, cells)
+                if isinstance(found, MatchingRows):
+                    read.append((part, found))
                     continue
-                for row, top in zip(scored, part.top(queries, k, params, cells), strict=True):
+                for row, top in zip(scored, found, strict=True):
                     row.extend((score, image_id, part) for score, image_id in top)
             if read:
                 _score_read_back(queries, k, read, scored)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from shard_process import remote_shard_settings, start_shard_process, wait_images
 
 from index.filters import SearchFilter
-from streams.broker import free_port
 from visearch.client import ApiError, Client
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.stack import LocalStack
@@ -100,21 +100,12 @@ def _filtered_results(stack: LocalStack, queries: list[str]) -> dict[tuple[str, 
 def test_filters_survive_a_sigkilled_shard_and_a_replay_from_offset_zero(
     tmp_path: Path, model_dir: Path, make_settings
 ) -> None:
-    from tests.integration.test_recovery import _start_shard_process, _wait_images
-
-    port = free_port()
-    settings = make_settings(
-        tmp_path,
-        model_dir,
-        shard_urls=f"http://127.0.0.1:{port}",
-        shard_http_port=port,
-        snapshot_interval_s=0.3,
-    )
+    settings = remote_shard_settings(make_settings, tmp_path, model_dir)
     paths = random.Random(11).sample(find_images(DEMO_CORPUS), 30)
     log_path = tmp_path / "shard.log"
     with LocalStack(settings) as stack:
         assert stack.search is not None and stack.publisher is not None
-        shard = _start_shard_process(settings, log_path)
+        shard = start_shard_process(settings, log_path)
         try:
             ids = []
             for number, path in enumerate(paths):
@@ -125,7 +116,7 @@ def test_filters_survive_a_sigkilled_shard_and_a_replay_from_offset_zero(
                 )  # fmt: skip
                 ids.append(image_id)
             stack.publisher.flush()
-            assert _wait_images(settings, len(ids)) == len(ids)
+            assert wait_images(settings, len(ids)) == len(ids)
             for image_id in ids[:5]:
                 publish_update(settings, stack.store, stack.publisher, image_id, "tags", ["moved"])
             publish_update(settings, stack.store, stack.publisher, ids[6], "private")
@@ -144,16 +135,16 @@ def test_filters_survive_a_sigkilled_shard_and_a_replay_from_offset_zero(
 
             shard.send_signal(signal.SIGKILL)
             shard.wait(10)
-            shard = _start_shard_process(settings, log_path)
-            assert _wait_images(settings, len(ids)) == len(ids)
+            shard = start_shard_process(settings, log_path)
+            assert wait_images(settings, len(ids)) == len(ids)
             _until(lambda: _filtered_results(stack, queries) == before, "the restart answers alike")
 
             shard.send_signal(signal.SIGKILL)
             shard.wait(10)
             snapshots = settings.data_dir / "index"
             shutil.rmtree(snapshots)  # nothing to restore: the log is replayed from offset 0
-            shard = _start_shard_process(settings, log_path)
-            assert _wait_images(settings, len(ids)) == len(ids)
+            shard = start_shard_process(settings, log_path)
+            assert wait_images(settings, len(ids)) == len(ids)
             _until(lambda: _filtered_results(stack, queries) == before, "the replay answers alike")
         finally:
             shard.kill()

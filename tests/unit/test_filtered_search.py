@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from index.faiss_index import SearchParams
 from index.filters import FilterError, RowAttributes, SearchFilter
-from index.partition import Partition
+from index.partition import MatchingRows, Partition
 from index.shard import IndexShard, partition_for
 from streams.schemas import ImageEmbedded, ImageUpdated, SchemaError, decode, encode
 
@@ -341,8 +341,11 @@ def test_a_shard_scores_rows_read_back_as_each_partition_would():
         shard.apply_vectors(partition_for(image_id, 4), i, image_id, rows, 1.0, False, owner)
     few = SearchFilter.of(owner_ids=["few"])
     where = SearchParams(where=few)
-    assert all(part.read_matching(few, where) is not None for part in shard.partitions.values())
     query = _unit(rng, 1)[0]
+    assert all(
+        isinstance(part.top_or_rows(query[None], 4, where), MatchingRows)
+        for part in shard.partitions.values()
+    )
     hits = shard.search(query, 4, where)
     per_partition = sorted(
         (h for part in shard.partitions.values() for h in part.search(query, 4, where)[0]),
