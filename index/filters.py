@@ -210,7 +210,8 @@ class RowAttributes:
         low, high = first // TIME_BLOCK, (end - 1) // TIME_BLOCK + 1
         self._block_min[low:high] = np.minimum(self._block_min[low:high], uploaded_at)
         self._block_max[low:high] = np.maximum(self._block_max[low:high], uploaded_at)
-        self._owners.setdefault(owner_id, _Postings()).append(first, count)
+        if owner_id:  # no filter names the empty owner: nothing to index
+            self._owners.setdefault(owner_id, _Postings()).append(first, count)
         for tag in tags:
             self._tags.setdefault(tag, _Postings()).append(first, count)
 
@@ -279,25 +280,25 @@ class RowAttributes:
         return self._time[:rows]
 
     def _time_range_rows(self, where: SearchFilter, rows: int) -> RowSet:
-        """Rows uploaded in ``where``'s range, through the zone map: blocks wholly
-        inside it are taken whole, blocks that overlap it are scanned, the rest skipped."""
+        """Rows uploaded in ``where``'s range, through the zone map: only the rows from
+        the first to the last block whose [min, max] overlaps the range are scanned
+        (rows arrive roughly in upload order, so that is a short stretch), or the
+        whole column when that stretch is half of it or more."""
         blocks = -(-rows // TIME_BLOCK)
         low = -np.inf if where.uploaded_after is None else where.uploaded_after
         high = np.inf if where.uploaded_before is None else where.uploaded_before
-        minima, maxima = self._block_min[:blocks], self._block_max[:blocks]
-        touched = np.flatnonzero((maxima >= low) & (minima < high))
-        if 2 * len(touched) * TIME_BLOCK > rows:  # half the blocks or more: scan the column
+        touched = np.flatnonzero(
+            (self._block_max[:blocks] >= low) & (self._block_min[:blocks] < high)
+        )
+        if not len(touched):
+            return RowSet(_NONE)
+        start = int(touched[0]) * TIME_BLOCK
+        end = min(rows, (int(touched[-1]) + 1) * TIME_BLOCK)
+        if 2 * (end - start) > rows:
             return RowSet(mask=self._time_mask(where, self._time[:rows]))
-        inside = (minima[touched] >= low) & (maxima[touched] < high)
-        parts = []
-        for block, whole in zip(touched.tolist(), inside.tolist(), strict=True):
-            start, end = block * TIME_BLOCK, min(rows, (block + 1) * TIME_BLOCK)
-            if whole:
-                parts.append(np.arange(start, end, dtype=np.int32))
-            else:
-                hit = self._time_mask(where, self._time[start:end])
-                parts.append((np.flatnonzero(hit) + start).astype(np.int32))
-        return RowSet(np.concatenate(parts) if parts else _NONE)
+        stretch = self._time[start:end]
+        hit = np.flatnonzero((stretch >= low) & (stretch < high))
+        return RowSet((hit + start).astype(np.int32))
 
     def _grow_time(self, rows: int) -> None:
         grown = np.full(max(rows, 2 * len(self._time)), np.nan)

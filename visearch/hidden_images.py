@@ -40,7 +40,7 @@ from pathlib import Path
 from streams.atomic_file import atomic_write_chunks, fsync_directory
 
 DELETED, PRIVATE, FLAGGED = 1, 2, 4
-# What the store can do to an image; the update actions of ImageUpdated plus uploads.
+# What the store can do to an image: the visibility actions of ImageUpdated plus uploads.
 ACTIONS = ("upload", "upload_private", "delete", "private", "public", "flag", "unflag")
 REFRESH_INTERVAL_S = 0.002
 # A journal this many times longer than the live denylist is compacted when opened.
