@@ -431,10 +431,12 @@ def _score_read_back(
 ) -> None:
     """Score the rows partitions read back for a filter in one pass, adding each
     query's best ``k`` images (max over an image's rows) to ``scored``."""
-    vectors = np.concatenate([matching.vectors for _, matching in read])
+    # Scored partition by partition: concatenating the vectors first copied ~1 MB a
+    # query for a 0.1 % filter at 1M (1,000 rows of 256 floats).
+    all_scores = np.concatenate([queries @ matching.vectors.T for _, matching in read], axis=1)
     which = np.concatenate([np.full(len(m.rows), n) for n, (_, m) in enumerate(read)])
     rows = np.concatenate([matching.rows for _, matching in read])
-    for row, scores in zip(scored, queries @ vectors.T, strict=True):
+    for row, scores in zip(scored, all_scores, strict=True):
         order = np.argsort(-scores, kind="stable")
         best: dict[str, tuple[float, Partition]] = {}
         for position in order.tolist():
