@@ -166,7 +166,7 @@ class RemoteShard:
             "with_vectors": with_vectors,
             "format": "binary",
         }
-        if params.where is not None:
+        if params.where is not None and not params.where.empty:
             body["where"] = params.where.to_json()
         return self._request(
             "POST", "/v1/shard/search", body, lambda r: decode_hits(r.content, self.dim)
