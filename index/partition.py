@@ -104,6 +104,7 @@ class Upsert:
     private: bool = False
     owner_id: str = ""
     tags: tuple[str, ...] = ()
+    uri: str = ""  # the upload's http(s) URI, if it had one
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,18 @@ class Hit:
     # The image's global vector, when asked for: re-ranking compares results
     # with each other, and a remote shard ships it with the hit.
     vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # Where the image lives when it came by http(s) URI ("" otherwise): a
+    # backend that published it straight to Kafka gets its own address back.
+    uri: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class IndexedImage:
+    """A visible image as the index holds it: what a search by id and a thumbnail need."""
+
+    vector: np.ndarray  # the global vector
+    uploaded_at: float  # event time of the upload it came from
+    uri: str = ""
 
 
 @dataclass(frozen=True)
@@ -273,7 +286,7 @@ class Partition:
         params = params or SearchParams()
         if not with_vectors:
             return [
-                [Hit(image_id, score) for score, image_id in top]
+                [Hit(image_id, score, uri=self.uri_of(image_id)) for score, image_id in top]
                 for top in self.top(queries, k, params, cells)
             ]
         # Two holds of the lock, never nested (a waiting writer would block the
@@ -385,7 +398,7 @@ class Partition:
                     if score > best.get(image_id, -np.inf):
                         best[image_id] = score
         ranked = sorted(best.items(), key=lambda item: item[1], reverse=True)[:k]
-        return [Hit(image_id, score) for image_id, score in ranked]
+        return [Hit(image_id, score, uri=self.uri_of(image_id)) for image_id, score in ranked]
 
     def _search_filtered(
         self,
@@ -522,29 +535,39 @@ class Partition:
         round trip waited, and 128 of them per search (8 partitions x 16 hits)
         were a third of a search's time in the soak.
         """
-        rows = np.fromiter((self._states[i].first_row for i in best), np.int64, len(best))
+        states = [self._states[i] for i in best]
+        rows = np.fromiter((state.first_row for state in states), np.int64, len(best))
         vectors = reconstruct_rows(self._index, rows)
         return [
-            Hit(image_id, score, np.asarray(vector, dtype=np.float32))
-            for (image_id, score), vector in zip(best.items(), vectors, strict=True)
+            Hit(image_id, score, np.asarray(vector, dtype=np.float32), state.uri)
+            for (image_id, score), vector, state in zip(best.items(), vectors, states, strict=True)
         ]
 
     def _global_vector(self, state: ImageState) -> np.ndarray:
         """An image's first row: its global vector (tiles follow it)."""
         return np.asarray(self._index.reconstruct(state.first_row), dtype=np.float32)
 
-    def indexed_vector(self, image_id: str) -> tuple[np.ndarray, float] | None:
-        """A visible image's global vector and the event time of the upload it came from."""
+    def indexed_image(self, image_id: str) -> IndexedImage | None:
+        """A visible image's global vector, upload time and URI; None when hidden or absent."""
         with self._lock.read():
             state = self._states.get(image_id)
             if state is None or not state.visible:
                 return None
-            return self._global_vector(state), state.uploaded_at
+            return IndexedImage(self._global_vector(state), state.uploaded_at, state.uri)
+
+    def uri_of(self, image_id: str) -> str:
+        """The http(s) URI of an image's indexed upload ("" when none or unknown).
+
+        A dict lookup without the lock: a hit's URI is read after its search,
+        and a racing re-upload gives the old or the new one, both the image's.
+        """
+        state = self._states.get(image_id)
+        return "" if state is None else state.uri
 
     def vector_of(self, image_id: str) -> np.ndarray | None:
         """The global vector of a visible image (for near-duplicate checks)."""
-        found = self.indexed_vector(image_id)
-        return None if found is None else found[0]
+        found = self.indexed_image(image_id)
+        return None if found is None else found.vector
 
     def memory(self, exact_index_bytes: bool = True) -> MemoryReport:
         """Memory accounting; ``exact_index_bytes`` serializes the index to measure it."""
@@ -568,10 +591,11 @@ class Partition:
         private: bool = False,
         owner_id: str = "",
         tags: Iterable[str] = (),
+        uri: str = "",
     ) -> WriteResult:
         """Index an image's vectors (global first, then tiles); the same upload twice is
         one entry. SUPERSEDED when a newer upload or a delete already won."""
-        item = Upsert(image_id, vectors, uploaded_at, private, owner_id, tuple(tags))
+        item = Upsert(image_id, vectors, uploaded_at, private, owner_id, tuple(tags), uri)
         return self.upsert_many([item])[0]
 
     def upsert_many(self, items: Sequence[Upsert]) -> list[WriteResult]:
@@ -596,7 +620,9 @@ class Partition:
                 state.first_row, state.row_count = start, len(vectors)
                 self._images += 1
                 self._max_rows_per_image = max(self._max_rows_per_image, len(vectors))
-                state.record_upload(item.uploaded_at, item.private, item.owner_id, item.tags)
+                state.record_upload(
+                    item.uploaded_at, item.private, item.owner_id, item.tags, item.uri
+                )
                 # state.tags: a tags update newer than the upload keeps its tags
                 self._attributes.add(
                     start, len(vectors), item.owner_id, state.tags, item.uploaded_at

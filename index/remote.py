@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from index.faiss_index import SearchParams
 from index.filters import FilterError, SearchFilter
 from index.hits_wire import MEDIA_TYPE, decode_hits, encode_hits
-from index.partition import Hit
+from index.partition import Hit, IndexedImage
 from index.shard import IndexShard
 from streams.errors import VisearchError
 from streams.schemas import SchemaError, decode_floats, vector_to_b64
@@ -72,6 +72,7 @@ def create_shard_api(
                 {
                     "image_id": hit.image_id,
                     "score": hit.score,
+                    **({"uri": hit.uri} if hit.uri else {}),
                     **({"vector_b64": vector_to_b64(hit.vector)} if hit.vector is not None else {}),
                 }
                 for hit in hits
@@ -92,15 +93,15 @@ def create_shard_api(
 
     @app.get("/v1/shard/images/{image_id}")
     def image(image_id: str) -> dict[str, Any]:
-        found = shard.indexed_vector(image_id)
+        found = shard.indexed_image(image_id)
         if found is None:
             return {"image_id": image_id, "visible": False}
-        vector, uploaded_at = found
         return {
             "image_id": image_id,
             "visible": True,
-            "vector_b64": vector_to_b64(vector),
-            "uploaded_at": uploaded_at,
+            "vector_b64": vector_to_b64(found.vector),
+            "uploaded_at": found.uploaded_at,
+            "uri": found.uri,
         }
 
     @app.get("/healthz")
@@ -143,12 +144,12 @@ class RemoteShard:
     def status(self) -> dict[str, Any]:
         return self._call("GET", "/v1/shard/status")
 
-    def indexed_vector(self, image_id: str) -> tuple[np.ndarray, float] | None:
+    def indexed_image(self, image_id: str) -> IndexedImage | None:
         answer = self._call("GET", f"/v1/shard/images/{image_id}")
         if not answer["visible"]:
             return None
         vector = decode_floats(answer["vector_b64"], (self.dim,), "vector_b64")
-        return vector, float(answer["uploaded_at"])
+        return IndexedImage(vector, float(answer["uploaded_at"]), str(answer.get("uri", "")))
 
     def search(
         self,

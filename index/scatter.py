@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from index.faiss_index import SearchParams
-from index.partition import Hit
+from index.partition import Hit, IndexedImage
 from streams.errors import VisearchError
 
 if TYPE_CHECKING:
@@ -133,11 +133,11 @@ class ShardCopies:
                 self.failed(copy)
         return 0
 
-    def indexed_vector(self, image_id: str) -> tuple[np.ndarray, float] | None:
-        """The vector this shard holds for ``image_id``, from the first copy that answers."""
+    def indexed_image(self, image_id: str) -> IndexedImage | None:
+        """What this shard holds of ``image_id``, from the first copy that answers."""
         for copy in self.order():
             try:
-                return self.copies[copy].indexed_vector(image_id)
+                return self.copies[copy].indexed_image(image_id)
             except Exception:
                 self.failed(copy)
         return None
@@ -291,10 +291,10 @@ class Scatter:
         """Images in the index: each shard's count from its first copy that answers."""
         return sum(shard.count() for shard in self.shards)
 
-    def indexed_vector(self, image_id: str) -> tuple[np.ndarray, float] | None:
-        """The vector some shard holds for ``image_id`` (ids are spread over shards)."""
+    def indexed_image(self, image_id: str) -> IndexedImage | None:
+        """What some shard holds of ``image_id`` (ids are spread over shards)."""
         for shard in self.shards:
-            found = shard.indexed_vector(image_id)
+            found = shard.indexed_image(image_id)
             if found is not None:
                 return found
         return None

@@ -24,7 +24,7 @@ from encoders.similarity_scale import translate_threshold
 from index.crop_verify import CropVerifier, QueryVerification, query_pixels
 from index.faiss_index import SearchParams
 from index.filters import SearchFilter
-from index.partition import Hit
+from index.partition import Hit, IndexedImage
 from index.query_expansion import QueryExpansion
 from index.query_windows import QueryWindows
 from index.rerank import collapse_near_duplicates, merge_best
@@ -46,7 +46,7 @@ class ShardLike(Protocol):
         with_vectors: bool = False,
     ) -> list[Hit]: ...
 
-    def indexed_vector(self, image_id: str) -> tuple[np.ndarray, float] | None: ...
+    def indexed_image(self, image_id: str) -> IndexedImage | None: ...
 
 
 @dataclass(frozen=True)
@@ -198,6 +198,11 @@ class SearchService:
             missing_shards=sorted(report.missing),
         )
 
+    def indexed_image(self, image_id: str) -> IndexedImage | None:
+        """What the serving index holds of a visible ``image_id`` (vector, upload time,
+        URI); None when no shard has it visible."""
+        return self._serving[1].indexed_image(image_id)
+
     def params_for(self, where: SearchFilter | None) -> SearchParams:
         """The service's search parameters, restricted to ``where`` when given."""
         return self.params if where is None or where.empty else replace(self.params, where=where)
@@ -218,15 +223,12 @@ class SearchService:
         """
         encoder, scatter, dedup = self._serving
         started = time.perf_counter()
-        found = scatter.indexed_vector(image_id)
-        if found is None:
-            return None
-        vector, uploaded_at = found
-        if uploaded_at < not_before:
+        found = scatter.indexed_image(image_id)
+        if found is None or found.uploaded_at < not_before:
             return None
         report = ScatterReport()
         hits = self.search_vector(
-            vector, k, image_id, self.params_for(where), scatter, dedup, report=report
+            found.vector, k, image_id, self.params_for(where), scatter, dedup, report=report
         )
         elapsed_ms = (time.perf_counter() - started) * 1000
         timings = {"preprocess": 0.0, "embed": 0.0, "search": elapsed_ms, "verify": 0.0}

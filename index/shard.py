@@ -39,7 +39,7 @@ from kafka.partitioner.default import murmur2
 from index.defaults import FILTER_MAX_BOOST
 from index.faiss_index import CoarseCells, SearchParams, one_omp_thread
 from index.freshness import FreshnessHistogram, RecentTimes
-from index.partition import Hit, MatchingRows, Partition, WriteResult
+from index.partition import Hit, IndexedImage, MatchingRows, Partition, WriteResult
 from index.recall_monitor import RecallMonitor
 from index.snapshot import (
     SnapshotError,
@@ -68,6 +68,7 @@ class VectorRecord(Protocol):
     private: bool
     owner_id: str
     tags: list[str] | None
+    uri: str
 
     def vector(self) -> np.ndarray: ...
 
@@ -175,6 +176,7 @@ class IndexShard:
                 embedded.private,
                 embedded.owner_id,
                 embedded.tags or (),
+                embedded.uri,
             )
         )
 
@@ -188,10 +190,11 @@ class IndexShard:
         private: bool = False,
         owner_id: str = "",
         tags: Iterable[str] = (),
+        uri: str = "",
     ) -> WriteResult:
         """Index an image's vectors (global first, then tiles) read at ``offset``."""
         result = self._partition(partition).upsert(
-            image_id, vectors, uploaded_at, private, owner_id, tags
+            image_id, vectors, uploaded_at, private, owner_id, tags, uri
         )
         self._consumed(partition, offset, image_id if result else None)
         if result:
@@ -282,7 +285,7 @@ class IndexShard:
             if with_vectors:
                 results.append(self._hits_with_vectors(best))
             else:
-                results.append([Hit(image_id, score) for score, image_id, _ in best])
+                results.append([Hit(i, score, uri=part.uri_of(i)) for score, i, part in best])
         return results
 
     def _hits_with_vectors(self, best: list[tuple[float, str, Partition]]) -> list[Hit]:
@@ -318,17 +321,17 @@ class IndexShard:
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return hits[:k]
 
-    def indexed_vector(self, image_id: str) -> tuple[np.ndarray, float] | None:
-        """A visible image's global vector and its upload's event time, if this shard has it."""
+    def indexed_image(self, image_id: str) -> IndexedImage | None:
+        """A visible image's global vector, upload time and URI, if this shard has it."""
         for part in self.partitions.values():
-            found = part.indexed_vector(image_id)
+            found = part.indexed_image(image_id)
             if found is not None:
                 return found
         return None
 
     def vector_of(self, image_id: str) -> np.ndarray | None:
-        found = self.indexed_vector(image_id)
-        return None if found is None else found[0]
+        found = self.indexed_image(image_id)
+        return None if found is None else found.vector
 
     # ---------------------------------------------------------------- recovery
 

@@ -35,6 +35,9 @@ class ImageState:
     owner_id: str = ""
     tags: tuple[str, ...] = ()
     tags_at: float = NEVER
+    # The indexed upload's http(s) URI ("" for inline bytes and files): results
+    # carry it, and thumbnails of images outside the API's store come from it.
+    uri: str = ""
 
     @property
     def rows(self) -> range:
@@ -63,9 +66,11 @@ class ImageState:
         private: bool,
         owner_id: str = "",
         tags: tuple[str, ...] = (),
+        uri: str = "",
     ) -> None:
         self.uploaded_at = uploaded_at
         self.owner_id = owner_id
+        self.uri = uri
         self.set_private(private, uploaded_at)
         self.set_tags(tags, uploaded_at)
 
@@ -120,13 +125,16 @@ class ImageState:
             self.owner_id,
             list(self.tags),
             self.tags_at,
+            self.uri,
         ]
 
     @classmethod
     def from_list(cls, values: list[object]) -> ImageState:
         first, count, uploaded_at, private, private_at, flagged, flagged_at, deleted_at = values[:8]
-        # Snapshots written before filters had eight fields: no owner, no tags.
-        owner_id, tags, tags_at = values[8:] if len(values) > 8 else ("", [], NEVER)
+        # Snapshots written before filters had eight fields (no owner, no tags),
+        # before URIs eleven.
+        owner_id, tags, tags_at = values[8:11] if len(values) > 8 else ("", [], NEVER)
+        uri = values[11] if len(values) > 11 else ""
         return cls(
             int(first),  # type: ignore[call-overload]
             int(count),  # type: ignore[call-overload]
@@ -139,4 +147,5 @@ class ImageState:
             str(owner_id),
             tuple(tags),  # type: ignore[arg-type]
             float(tags_at),  # type: ignore[arg-type]
+            str(uri),
         )

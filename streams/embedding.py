@@ -34,6 +34,7 @@ from streams.schemas import (
     ImageUploaded,
     SchemaError,
     decode,
+    result_uri,
     vector_to_b64,
 )
 
@@ -307,6 +308,7 @@ def embed_prepared(prepared: Sequence[PreparedUpload], encoder: OnnxEncoder) -> 
                 tile_count=len(tile_vectors),
                 tiles_b64=vector_to_b64(tile_vectors) if len(tile_vectors) else "",
                 tags=event.tags,
+                uri=result_uri(event.uri),
             )
         )
     return embedded

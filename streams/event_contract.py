@@ -31,6 +31,7 @@ from streams.schemas import (
     ID_PATTERN,
     INTERACTION_TYPES,
     MAX_CLOCK_SKEW_S,
+    MAX_RESULT_URI_BYTES,
     MAX_TAG_LENGTH,
     MAX_TAGS,
     MODEL_ACTIONS,
@@ -82,6 +83,12 @@ RULES: dict[str, dict[str, dict[str, Any]]] = {
         "vector_b64": {"description": "dim little-endian float32, base64"},
         "tiles_b64": {"description": "tile_count x dim little-endian float32, base64"},
         "tags": TAGS,
+        "uri": {
+            "pattern": "^$|^[hH][tT][tT][pP][sS]?:",
+            "maxLength": MAX_RESULT_URI_BYTES,
+            "description": "the upload's http(s) URI (empty otherwise): search results carry "
+            "it, thumbnails are fetched from it; at most 4096 UTF-8 bytes",
+        },
     },
     "Interaction": {
         "event_id": {"pattern": ID, "description": "unique per event: duplicates are dropped"},
@@ -154,7 +161,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "source_offset": 1187,
         "owner_id": "shop42",
         "tags": ["shoes", "red"],
-        "schema_version": 2,
+        "uri": "https://images.example.com/shop42/shoe-1187.jpg",
+        "schema_version": 3,
     },
     "Interaction": {
         "event_id": "e-9f2c41",

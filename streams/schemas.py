@@ -33,7 +33,19 @@ UPDATE_ACTIONS = ("delete", "private", "public", "flag", "unflag", "tags")
 # 1-64 characters without commas (a form field lists them comma-separated).
 MAX_TAGS = 32
 MAX_TAG_LENGTH = 64
+# An indexed image's URI, carried to search results, in UTF-8 bytes (the shard's
+# hits answer stores its length in 16 bits; 4 KiB holds signed object-store URLs).
+MAX_RESULT_URI_BYTES = 4096
 INTERACTION_TYPES = ("impression", "click", "dwell")
+
+
+def result_uri(uri: str) -> str:
+    """``uri`` if search results may carry it (http(s), at most
+    :data:`MAX_RESULT_URI_BYTES`), else "": a ``file://`` path is the worker's
+    disk, meaningless to a client and not for it to see."""
+    scheme = uri.partition(":")[0].lower()
+    fits = len(uri.encode()) <= MAX_RESULT_URI_BYTES
+    return uri if scheme in ("http", "https") and fits else ""
 
 
 class SchemaError(CodedError, ValueError):
@@ -104,10 +116,11 @@ class ImageUpdated(Event, serializer="json"):
 class ImageEmbedded(Event, serializer="json"):
     """One image's embedding under one model version: the vector log's record.
 
-    Version 2 added ``tags`` (the upload's, for filtered searches).
+    Version 2 added ``tags`` (the upload's, for filtered searches), version 3
+    ``uri`` (the upload's http(s) URI, returned with search results).
     """
 
-    SCHEMA_VERSION = 2  # no annotation: Faust would take it for a field
+    SCHEMA_VERSION = 3  # no annotation: Faust would take it for a field
 
     image_id: str
     model_version: str
@@ -122,11 +135,17 @@ class ImageEmbedded(Event, serializer="json"):
     tile_count: int = 0
     tiles_b64: str = ""
     tags: list[str] | None = None
-    schema_version: int = 2
+    uri: str = ""
+    schema_version: int = 3
 
     def check(self) -> None:
         _check_id("image_id", self.image_id)
         _check_finite("uploaded_at", self.uploaded_at)
+        if self.uri and not result_uri(self.uri):
+            raise SchemaError(
+                "invalid_value",
+                f"uri must be http(s) and at most {MAX_RESULT_URI_BYTES} bytes",
+            )
         _check_finite("embedded_at", self.embedded_at)
         if self.dim < 1:
             raise SchemaError("invalid_value", "dim must be >= 1")

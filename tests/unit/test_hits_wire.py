@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,23 @@ def test_hits_with_and_without_vectors_round_trip() -> None:
     assert decode_hits(encode_hits([]), 8) == []
 
 
+def test_uris_round_trip_and_answers_without_them_are_still_read() -> None:
+    hits = [Hit("a", 0.5, uri="https://example.com/ä.jpg"), Hit("b", 0.25), Hit("c", 0.1, uri="x")]
+    back = decode_hits(encode_hits(hits), 8)
+    assert [(h.image_id, h.uri) for h in back] == [
+        ("a", "https://example.com/ä.jpg"),
+        ("b", ""),
+        ("c", "x"),
+    ]
+    # A shard from before URIs answers VSH1: no URI lengths, no URIs.
+    old = struct.pack("<4sII", b"VSH1", 2, 0)
+    old += np.asarray([0.5, 0.25], "<f4").tobytes() + np.asarray([1, 2], "<u2").tobytes() + b"abc"
+    assert [(h.image_id, h.score, h.uri) for h in decode_hits(old, 8)] == [
+        ("a", 0.5, ""),
+        ("bc", 0.25, ""),
+    ]
+
+
 def test_broken_answers_are_refused() -> None:
     data = encode_hits([Hit("a", 0.5, np.ones(4, np.float32))])
     with pytest.raises(HitsWireError, match="header"):
@@ -39,3 +58,6 @@ def test_broken_answers_are_refused() -> None:
     broken_id = encode_hits([Hit("ab", 0.5)]).replace(b"ab", b"\xff\xfe")
     with pytest.raises(HitsWireError, match="UTF-8"):
         decode_hits(broken_id, 4)
+    broken_uri = encode_hits([Hit("a", 0.5, uri="cd")]).replace(b"cd", b"\xff\xfe")
+    with pytest.raises(HitsWireError, match="URI that is not UTF-8"):
+        decode_hits(broken_uri, 4)

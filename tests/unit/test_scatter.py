@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from index.faiss_index import SearchParams
-from index.partition import Hit
+from index.partition import Hit, IndexedImage
 from index.scatter import (
     LATENCY_WINDOW,
     Scatter,
@@ -51,10 +51,10 @@ class FakeShard:
             raise ConnectionError(f"{self.name} is down")
         return [Hit(self.name, 1.0)]
 
-    def indexed_vector(self, image_id: str) -> tuple[np.ndarray, float] | None:
+    def indexed_image(self, image_id: str) -> IndexedImage | None:
         if self.broken:
             raise ConnectionError(f"{self.name} is down")
-        return (QUERY, 0.0) if image_id == self.name else None
+        return IndexedImage(QUERY, 0.0) if image_id == self.name else None
 
 
 def names(answers: list[list[Hit]]) -> list[str]:
@@ -141,9 +141,9 @@ def test_sizes_and_stored_vectors_come_from_a_copy_that_answers() -> None:
     down.broken = True
     scatter = Scatter([ShardCopies(0, [down, up]), ShardCopies(1, [FakeShard("y")])])
     assert len(scatter) == 2
-    found = scatter.indexed_vector("y")
-    assert found is not None and found[1] == 0.0
-    assert scatter.indexed_vector("x") is not None and scatter.indexed_vector("z") is None
+    found = scatter.indexed_image("y")
+    assert found is not None and found.uploaded_at == 0.0
+    assert scatter.indexed_image("x") is not None and scatter.indexed_image("z") is None
 
 
 def test_hedge_delay_follows_the_shards_recent_p95() -> None:

@@ -16,6 +16,7 @@ from streams.schemas import (
     SchemaError,
     decode,
     encode,
+    result_uri,
     vector_to_b64,
 )
 
@@ -301,10 +302,19 @@ def test_interaction_nan_latitude_is_invalid():
         {"tile_count": 2, "tiles_b64": vector_to_b64(_vector(shape=(3, DIM)))},
         {"tile_count": 1, "tiles_b64": ""},
         {"image_id": "bad id"},
+        {"uri": "file:///srv/images/a.jpg"},
+        {"uri": "https://example.com/" + "a" * 4096},
     ],
 )
 def test_bad_embedding(overrides):
     assert _code(ImageEmbedded, _raw(_embedded(**overrides))) == "invalid_value"
+
+
+def test_embedding_carries_an_http_uri_up_to_4096_bytes():
+    for uri in ("https://example.com/a.jpg", "HTTP://example.com/b", "http://e.com/" + "é" * 2041):
+        assert decode(ImageEmbedded, _raw(_embedded(uri=uri))).uri == uri
+    assert result_uri("file:///srv/a.jpg") == "" and result_uri("ftp://e.com/a") == ""
+    assert result_uri("http://e.com/" + "é" * 2042) == ""  # 4097 bytes in UTF-8
 
 
 def test_bad_inline_base64():

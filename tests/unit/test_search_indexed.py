@@ -31,7 +31,10 @@ def shard() -> IndexShard:
     shard = IndexShard(DIM, "v1", [0, 1])
     for i in range(40):
         vector = rng.standard_normal(DIM).astype(np.float32)
-        shard.partitions[i % 2].upsert(f"img-{i}", vector / np.linalg.norm(vector), 100.0 + i)
+        uri = f"https://images.example.com/img-{i}.jpg" if i % 4 == 0 else ""
+        shard.partitions[i % 2].upsert(
+            f"img-{i}", vector / np.linalg.norm(vector), 100.0 + i, uri=uri
+        )
     return shard
 
 
@@ -81,8 +84,23 @@ def test_used_with_crop_verification_on_which_a_whole_indexed_image_needs_not(
 def test_remote_shard_serves_the_indexed_vector(shard: IndexShard) -> None:
     with serve_in_thread(create_shard_api(shard, 0)) as url:
         remote = RemoteShard(url, DIM)
-        found = remote.indexed_vector("img-8")
+        found = remote.indexed_image("img-8")
         assert found is not None
-        np.testing.assert_allclose(found[0], shard.vector_of("img-8"), atol=1e-6)
-        assert found[1] == 108.0
-        assert remote.indexed_vector("no-such-image") is None
+        np.testing.assert_allclose(found.vector, shard.vector_of("img-8"), atol=1e-6)
+        assert found.uploaded_at == 108.0
+        assert found.uri == "https://images.example.com/img-8.jpg"
+        assert remote.indexed_image("no-such-image") is None
+
+
+def test_results_carry_the_upload_uri_through_a_remote_shard(shard: IndexShard) -> None:
+    """An image that came by http(s) URI is returned with it, over the binary hits
+    answer too; one without a URI with an empty one."""
+    with serve_in_thread(create_shard_api(shard, 0)) as url:
+        hits = RemoteShard(url, DIM).search(shard.vector_of("img-8"), 40, with_vectors=True)
+    assert len(hits) == 40
+    for hit in hits:
+        number = int(hit.image_id.removeprefix("img-"))
+        expected = f"https://images.example.com/{hit.image_id}.jpg" if number % 4 == 0 else ""
+        assert hit.uri == expected
+    local = shard.search(shard.vector_of("img-8"), 40)  # without vectors
+    assert {hit.image_id: hit.uri for hit in local} == {hit.image_id: hit.uri for hit in hits}

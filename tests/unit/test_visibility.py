@@ -167,6 +167,9 @@ def test_unknown_action_raises():
         ImageState(),
         ImageState(4, 3, 12.5, True, 13.0, True, 14.0, 11.0),
         ImageState(0, 1, 1.0, False, NEVER, False, NEVER, NEVER),
+        ImageState(
+            2, 1, 3.0, False, NEVER, False, NEVER, NEVER, "shop", ("a",), 3.0, "https://e/x"
+        ),
     ],
 )
 def test_to_list_from_list_round_trip(state):
@@ -176,6 +179,16 @@ def test_to_list_from_list_round_trip(state):
     again = ImageState.from_list(json.loads(json.dumps(values)))
     assert again == state
     assert math.isinf(ImageState().to_list()[2])
+
+
+def test_snapshots_from_before_filters_and_uris_still_load():
+    state = ImageState(
+        2, 1, 3.0, False, NEVER, False, NEVER, NEVER, "shop", ("a",), 3.0, "https://e/x"
+    )
+    before_uris = ImageState.from_list(state.to_list()[:11])
+    assert before_uris.uri == "" and before_uris.tags == ("a",)
+    before_filters = ImageState.from_list(state.to_list()[:8])
+    assert (before_filters.owner_id, before_filters.tags, before_filters.uri) == ("", (), "")
 
 
 # ------------------------------------------------- the same property, through a Partition
