@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar
 
 import faust
 
@@ -23,10 +25,19 @@ from streams.embedding import (
 from streams.encoder_set import EncoderSet
 from streams.progress import ProgressBeacon
 from streams.remote_fetch import RemoteFetch, parse_networks
-from streams.schemas import DeadLetter, ImageEmbedded, ImageUpdated, SchemaError, decode, encode
+from streams.schemas import (
+    DeadLetter,
+    ImageEmbedded,
+    ImageUpdated,
+    ImageUploaded,
+    SchemaError,
+    decode,
+    encode,
+)
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # Concurrent http(s) image fetches per worker: they wait on the network, not the CPU.
 FETCH_THREADS = 8
 
@@ -41,9 +52,28 @@ def raw_message(event: faust.EventT) -> RawMessage:
     return RawMessage(message.topic, message.partition, message.offset, message.value or b"")
 
 
+def guarded(call: Callable[[T], bool], record: T) -> bool:
+    """``call(record)``, logging instead of raising: a copy that cannot be written
+    (a full disk) must not stop the stream that indexes the image."""
+    try:
+        return call(record)
+    except Exception:
+        log.exception("could not keep a copy for %r", record)
+        return False
+
+
 async def send_dead_letter(topic: faust.TopicT, letter: DeadLetter) -> None:
     log_dead_letter(letter)
     await topic.send(value=encode(letter))
+
+
+class UploadKeeper(Protocol):
+    """Keeps a copy of inline uploads and follows their updates (the worker's
+    ``visearch.kept_uploads.InlineUploadKeeper``); both calls block on disk."""
+
+    def keep(self, event: ImageUploaded) -> bool: ...
+
+    def update(self, update: ImageUpdated) -> bool: ...
 
 
 def register_agents(
@@ -51,10 +81,14 @@ def register_agents(
     settings: Settings,
     encoders: EncoderSet,
     progress: ProgressBeacon | None = None,
+    keeper: UploadKeeper | None = None,
 ) -> None:
     """The embedding agent and the update forwarder, on their topics.
 
     ``progress`` is marked busy around every batch (streams/progress.py).
+    ``keeper``: given the batch's uploads before their embeddings are published
+    (so an image is kept by the time it is searchable), and every update after
+    it is forwarded.
     """
     progress = progress or ProgressBeacon(settings.worker_progress_path)
     names = settings.topics
@@ -89,6 +123,18 @@ def register_agents(
         event_timeout_s=settings.embed_event_timeout_s,
     )
     late_tasks: set[asyncio.Task[None]] = set()
+    keep_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="keep")
+
+    async def keep_copies(prepared: list[PreparedUpload]) -> None:
+        if keeper is None:
+            return
+        loop = asyncio.get_running_loop()
+        kept = [
+            loop.run_in_executor(keep_pool, guarded, keeper.keep, upload.event)
+            for upload in prepared
+            if upload.event.image_b64
+        ]
+        await asyncio.gather(*kept)
 
     def embed_with_every_version(prepared: list[PreparedUpload]) -> list[ImageEmbedded]:
         """Embed with the serving encoder, and with each candidate during a rollout.
@@ -135,8 +181,9 @@ def register_agents(
                 task = asyncio.create_task(finish_late(events[late.index], late))
                 late_tasks.add(task)
                 task.add_done_callback(late_tasks.discard)
-            embedded = await loop.run_in_executor(
-                executor, embed_with_every_version, batch.prepared
+            embedded, _ = await asyncio.gather(
+                loop.run_in_executor(executor, embed_with_every_version, batch.prepared),
+                keep_copies(batch.prepared),
             )
             await publish(embedded, batch.dead_letters)
 
@@ -155,3 +202,7 @@ def register_agents(
                 await send_dead_letter(dead_letters, dead_letter(message, exc.code, exc.message))
                 continue
             await embeddings.send(key=update.image_id.encode(), value=encode(update))
+            if keeper is not None:
+                await asyncio.get_running_loop().run_in_executor(
+                    keep_pool, guarded, keeper.update, update
+                )

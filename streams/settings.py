@@ -198,6 +198,14 @@ class Settings:
     """largest image carried inline in an event"""
     max_image_bytes: int = 20_000_000
     """largest image accepted anywhere"""
+    # Inline uploads that a backend published straight to Kafka never pass
+    # through the API's store: without a copy they have no thumbnail, and the
+    # embedded broker (in memory) forgets them at a restart.
+    keep_inline_uploads: bool = True
+    """the worker keeps the bytes of inline (`image_b64`) uploads published straight to Kafka
+    in the image store, so they have thumbnails and survive a restart of the embedded broker;
+    their updates from the log (delete, private, flag, tags) are applied to the copy
+    """
     max_image_pixels: int = 40_000_000
     """decompression-bomb limit"""
     # Memory that all decodes of one process may hold at once (encoders/preprocess.py,

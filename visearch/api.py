@@ -7,7 +7,6 @@ a 500 for a client's mistake.
 
 from __future__ import annotations
 
-import io
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -27,13 +26,14 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from encoders.preprocess import CropBox, ImageLimits, PreprocessError, decode_image
+from encoders.preprocess import CropBox, ImageLimits, PreprocessError
 from feedback.prometheus import FeedbackCollector
 from feedback.service import FeedbackService
 from index.filters import FilterError, SearchFilter
 from index.scatter import ShardsUnavailableError
 from index.search import SearchService
 from streams.publisher import EventPublisher
+from streams.remote_fetch import FetchError
 from streams.schemas import ID_PATTERN
 from streams.settings import Settings
 from visearch.api_errors import install_error_handlers
@@ -47,6 +47,7 @@ from visearch.http_guard import (
     bearer_token_matches,
     page_security_policy,
 )
+from visearch.image_access import ImageAccess, NoImageBytesError, VisibleImage
 from visearch.image_store import ImageStore, UnknownImageError, new_image_id
 from visearch.interactions_api import (
     MAX_EVENT_BYTES,
@@ -56,10 +57,8 @@ from visearch.interactions_api import (
 )
 from visearch.models_api import models_router
 from visearch.rollout import ModelRollout
+from visearch.thumbnails import MAX_PREVIEW_SIZE, THUMBNAIL_SIZE, UriThumbnails
 from visearch.uploads import accept_upload, publish_update
-
-THUMBNAIL_SIZE = 160
-MAX_PREVIEW_SIZE = 1024
 
 
 class SearchHit(BaseModel):
@@ -69,6 +68,10 @@ class SearchHit(BaseModel):
         "verification confirmed as the query's source (VISEARCH_VERIFY_TOP)"
     )
     thumbnail_url: str
+    uri: str | None = Field(
+        default=None,
+        description="the http(s) URI the image was published with, when it had one",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -119,6 +122,12 @@ class ApiMetrics:
             ["action"],
             registry=registry,
         )
+        self.uri_fetch_failures = Counter(
+            "visearch_image_uri_fetch_failures_total",
+            "Images a search by id or a thumbnail could not fetch from their http(s) URI",
+            ["code"],
+            registry=registry,
+        )
 
 
 def _error(status: int, code: str, message: str) -> HTTPException:
@@ -165,6 +174,7 @@ def create_api(
     for collector in collectors:
         metrics.registry.register(collector)
     limits = ImageLimits.from_settings(settings)
+    access = ImageAccess(store, search, UriThumbnails.from_settings(settings, limits), limits)
     app = FastAPI(
         title="visearch",
         version="0.1.0",
@@ -229,26 +239,29 @@ def create_api(
         # queued behind them (ONNX Runtime and faiss release the GIL).
         return await run_in_threadpool(answer_search, data, image_id, crop, crop_units, k, where)
 
-    def public_image(image_id: str) -> float:
-        """The upload time of a stored image anyone may see; 404 for the rest.
+    def visible_image(image_id: str) -> VisibleImage:
+        """An image anyone may see, in the store or only in the index; 404 for the rest.
 
         Private, flagged, deleted and unknown ids answer alike, so neither a
         search by id nor a thumbnail (nor an error about either) tells that a
         hidden image exists, let alone its neighbours or its size.
         """
         try:
-            stored = store.metadata(image_id)
-            if stored.private or not store.visible(image_id):
-                raise UnknownImageError(image_id)
+            return access.visible(image_id)
         except UnknownImageError as exc:
             raise _unknown_image(image_id) from exc
-        return stored.uploaded_at
 
-    def stored_bytes(image_id: str) -> bytes:
+    def image_bytes(image: VisibleImage, read: Callable[[VisibleImage], bytes]) -> bytes:
+        """``read(image)``: its bytes or preview, with the failures as HTTP errors."""
         try:
-            return store.get(image_id)
+            return read(image)
         except UnknownImageError as exc:
-            raise _unknown_image(image_id) from exc
+            raise _unknown_image(image.image_id) from exc
+        except NoImageBytesError as exc:
+            raise _error(404, exc.code, exc.message) from exc
+        except FetchError as exc:
+            metrics.uri_fetch_failures.labels(code=exc.code).inc()
+            raise _error(502, "image_unreachable", f"{exc.code}: {exc.message}") from exc
 
     def answer_search(
         data: bytes | None,
@@ -269,11 +282,11 @@ def create_api(
         try:
             if data is None:
                 assert image_id is not None
-                stored_at = public_image(image_id)
+                stored = visible_image(image_id)
                 if crop is None:
-                    result = search.search_indexed(image_id, stored_at, k, where)
+                    result = search.search_indexed(image_id, stored.uploaded_at, k, where)
                 if result is None:
-                    data = stored_bytes(image_id)
+                    data = image_bytes(stored, access.image_bytes)
             box = CropBox.parse(crop, relative=crop_units == "relative") if crop else None
             if result is None:
                 assert data is not None
@@ -294,6 +307,7 @@ def create_api(
                     image_id=hit.image_id,
                     score=hit.score,
                     thumbnail_url=f"/v1/images/{hit.image_id}/thumbnail",
+                    uri=hit.uri or None,
                 )
                 for hit in result.hits
             ],
@@ -375,21 +389,20 @@ def create_api(
     def thumbnail(
         image_id: str, size: Annotated[int, Query(ge=16, le=MAX_PREVIEW_SIZE)] = THUMBNAIL_SIZE
     ) -> Response:
-        """A JPEG preview of a stored public image, at most ``size`` pixels on a side.
+        """A JPEG preview of a visible image, at most ``size`` pixels on a side: from
+        the store, or fetched from the http(s) URI it was published with (then
+        cached; 502 ``image_unreachable`` when the URI cannot be read).
 
         Not cacheable by shared caches: an image made private or deleted must
         disappear at once, not when a proxy's copy expires.
         """
-        public_image(image_id)
+        image = visible_image(image_id)
         try:
-            image = decode_image(stored_bytes(image_id), limits)
+            preview = image_bytes(image, lambda found: access.preview(found, size))
         except PreprocessError as exc:
             raise _preprocess_error(exc) from exc
-        image.thumbnail((size, size))
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, "JPEG", quality=85)
         return Response(
-            buffer.getvalue(),
+            preview,
             media_type="image/jpeg",
             headers={"Cache-Control": "private, no-store"},
         )
@@ -399,8 +412,9 @@ def create_api(
         limit: Annotated[int, Query(ge=1, le=500)] = 60,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, object]:
-        """Public, unflagged stored image ids, for the page's picker."""
-        public = [img.image_id for img in store if not img.private and store.visible(img.image_id)]
+        """Public, unflagged stored image ids, for the page's picker (a copy the worker
+        kept of an inline Kafka upload only while the index holds it visible)."""
+        public = access.public_ids()
         return {"total": len(public), "image_ids": public[offset : offset + limit]}
 
     @app.get("/healthz")

@@ -57,6 +57,8 @@ class SearchHit:
     image_id: str
     score: float  # cosine similarity; above 1 for a hit crop verification confirmed
     thumbnail_url: str
+    # The http(s) URI the image was published with (a backend's upload to Kafka).
+    uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,8 @@ def _result(body: Mapping[str, Any]) -> SearchResult:
         search_id=body["search_id"],
         model_version=body["model_version"],
         results=[
-            SearchHit(h["image_id"], float(h["score"]), h["thumbnail_url"]) for h in body["results"]
+            SearchHit(h["image_id"], float(h["score"]), h["thumbnail_url"], h.get("uri"))
+            for h in body["results"]
         ],
         timings_ms=dict(body.get("timings_ms", {})),
         partial=bool(body.get("partial", False)),

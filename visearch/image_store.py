@@ -6,7 +6,7 @@ set-up: on start, ``visearch run`` replays every stored image as an upload
 event into the fresh broker. Each image is two files, written atomically::
 
     <root>/<image_id>.img        the bytes as uploaded
-    <root>/<image_id>.json       owner, private flag, upload time
+    <root>/<image_id>.json       owner, private flag, upload time, tags, origin
 
 plus the denylist journal of :mod:`visearch.hidden_images` (deleted, private
 and flagged ids), which searches check so that an acknowledged update holds
@@ -27,6 +27,12 @@ from streams.errors import VisearchError
 from streams.schemas import ID_PATTERN
 from visearch.hidden_images import HiddenImages
 
+# Where a stored image came from: the API (or ``visearch ingest``), whose updates
+# go through the store first; or the log, an inline upload a backend published
+# to Kafka that the worker kept (its updates may reach only the log).
+ORIGIN_API = "api"
+ORIGIN_LOG = "log"
+
 
 class UnknownImageError(VisearchError, KeyError):
     """No stored image has this id."""
@@ -42,6 +48,13 @@ class StoredImage:
     uploaded_at: float
     # What filtered searches select on; a list in the metadata JSON.
     tags: tuple[str, ...] = ()
+    origin: str = ORIGIN_API
+    # Event times of the last private/public, flag/unflag and tags update applied
+    # from the log (origin "log" only): updates there arrive in any order, and
+    # the newest must win as it does in the index.
+    private_at: float = 0.0
+    flagged_at: float = 0.0
+    tags_at: float = 0.0
 
 
 def new_image_id() -> str:
@@ -107,6 +120,20 @@ class ImageStore:
         updated = replace(self.metadata(image_id), tags=tuple(tags))
         self._write_metadata(updated)
         return updated
+
+    def stamp(self, image_id: str, register: str, at: float) -> None:
+        """Record that the ``register`` (private, flagged or tags) was last set by an
+        event at ``at``; raises :class:`UnknownImageError`."""
+        stored = self.metadata(image_id)
+        if register == "private":
+            stamped = replace(stored, private_at=at)
+        elif register == "flagged":
+            stamped = replace(stored, flagged_at=at)
+        elif register == "tags":
+            stamped = replace(stored, tags_at=at)
+        else:
+            raise ValueError(f"unknown register {register!r}")
+        self._write_metadata(stamped)
 
     def set_flagged(self, image_id: str, flagged: bool) -> None:
         """Flag (hide as inappropriate) or unflag; raises :class:`UnknownImageError`."""

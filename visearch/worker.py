@@ -30,6 +30,8 @@ from streams.epoch import EXIT_NEW_EPOCH, EpochTracker
 from streams.progress import ProgressBeacon
 from streams.settings import Settings
 from streams.topics import TopicEpochReader, ensure_topics, topic_epoch
+from visearch.image_store import ImageStore
+from visearch.kept_uploads import InlineUploadKeeper
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,10 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     encoders = EncoderSet(settings).start()
     app = create_app(app_settings(settings, epoch))
     progress = ProgressBeacon(settings.worker_progress_path).start()
-    register_agents(app, settings, encoders, progress)
+    keeper = None
+    if settings.keep_inline_uploads:
+        keeper = InlineUploadKeeper(ImageStore(settings.image_store_dir))
+    register_agents(app, settings, encoders, progress, keeper)
     log_assignments(app, settings.topics.uploads)
     exit_on_new_epoch(settings, epoch)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)

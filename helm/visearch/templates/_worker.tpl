@@ -8,6 +8,8 @@ Call with (dict "root" $ "component" name "values" componentValues "args" list
 {{- $v := .values -}}
 {{- $gpu := false -}}
 {{- if .gpu }}{{ $gpu = .gpu.enabled }}{{ end -}}
+{{- $keepInline := true -}}
+{{- if hasKey $root.Values.settings "keep_inline_uploads" }}{{ $keepInline = index $root.Values.settings "keep_inline_uploads" }}{{ end -}}
 {{- $name := printf "%s-%s" (include "visearch.fullname" $root) .component -}}
 apiVersion: apps/v1
 kind: Deployment
@@ -69,7 +71,8 @@ spec:
             {{- toYaml $root.Values.securityContext | nindent 12 }}
           volumeMounts:
             - {name: data, mountPath: /var/lib/visearch}
-            - {name: images, mountPath: /var/lib/visearch/images, readOnly: true}
+            # Writable while the worker keeps inline uploads (settings.keep_inline_uploads).
+            - {name: images, mountPath: /var/lib/visearch/images, readOnly: {{ not $keepInline }}}
             - {name: tmp, mountPath: /tmp}
             {{- include "visearch.kafkaVolumeMounts" $root | nindent 12 }}
       volumes:

@@ -1,0 +1,103 @@
+"""The worker's copy of inline Kafka uploads, and the log's updates applied to it."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from streams.schemas import ImageUpdated, ImageUploaded
+from visearch.image_store import ORIGIN_API, ORIGIN_LOG, ImageStore, StoredImage
+from visearch.kept_uploads import RECENT_DELETES, InlineUploadKeeper
+
+BYTES = b"\x89PNG not really, the keeper does not decode"
+
+
+def upload(image_id: str = "a", at: float = 10.0, **fields: object) -> ImageUploaded:
+    event = ImageUploaded(
+        image_id=image_id,
+        owner_id="shop",
+        uploaded_at=at,
+        image_b64=base64.b64encode(BYTES).decode(),
+        **fields,
+    )
+    return event
+
+
+def update(action: str, at: float, image_id: str = "a", **fields: object) -> ImageUpdated:
+    return ImageUpdated(image_id=image_id, action=action, updated_at=at, **fields)
+
+
+@pytest.fixture
+def keeper(tmp_path) -> InlineUploadKeeper:
+    return InlineUploadKeeper(ImageStore(tmp_path / "images"))
+
+
+def test_an_inline_upload_is_kept_with_its_fields_and_origin(keeper):
+    assert keeper.keep(upload(tags=["red"], private=True))
+    stored = keeper.store.metadata("a")
+    assert keeper.store.get("a") == BYTES
+    assert (stored.owner_id, stored.private, stored.uploaded_at, stored.tags) == (
+        "shop",
+        True,
+        10.0,
+        ("red",),
+    )
+    assert stored.origin == ORIGIN_LOG
+
+
+def test_uri_uploads_and_older_uploads_are_not_kept(keeper):
+    uri_upload = ImageUploaded(image_id="u", owner_id="o", uploaded_at=1.0, uri="https://e/x")
+    assert not keeper.keep(uri_upload) and "u" not in keeper.store
+    assert keeper.keep(upload(at=10.0))
+    assert not keeper.keep(upload(at=9.0))  # a replayed older upload
+    assert not keeper.keep(upload(at=10.0))  # the same one again
+    assert keeper.keep(upload(at=11.0)) and keeper.store.metadata("a").uploaded_at == 11.0
+
+
+def test_a_delete_removes_the_copy_unless_a_newer_upload_won(keeper):
+    keeper.keep(upload(at=10.0))
+    assert not keeper.update(update("delete", 9.0))
+    assert "a" in keeper.store
+    assert keeper.update(update("delete", 12.0))
+    assert "a" not in keeper.store and not keeper.store.visible("a")
+    assert not keeper.keep(upload(at=11.0))  # the delete is newer: nothing comes back
+    assert keeper.keep(upload(at=13.0)) and keeper.store.visible("a")
+
+
+def test_a_delete_that_overtook_its_upload_still_wins(keeper):
+    assert not keeper.update(update("delete", 12.0))  # nothing kept yet
+    assert not keeper.keep(upload(at=10.0))
+    assert "a" not in keeper.store
+
+
+def test_recent_deletes_are_bounded(keeper):
+    for n in range(RECENT_DELETES + 10):
+        keeper.update(update("delete", 5.0, image_id=f"x{n}"))
+    assert not keeper.keep(upload(image_id=f"x{RECENT_DELETES}", at=4.0))
+    assert keeper.keep(upload(image_id="x0", at=4.0))  # forgotten: the oldest went first
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_registers_are_last_writer_wins_in_any_order(keeper, order):
+    keeper.keep(upload(at=10.0))
+    private, public = update("private", 20.0), update("public", 15.0)
+    flag, unflag = update("flag", 21.0), update("unflag", 16.0)
+    tags_new, tags_old = update("tags", 22.0, tags=["new"]), update("tags", 17.0, tags=["old"])
+    for pair in ((private, public), (flag, unflag), (tags_new, tags_old)):
+        for index in order:
+            keeper.update(pair[index])
+    stored = keeper.store.metadata("a")
+    assert stored.private and stored.tags == ("new",)
+    assert not keeper.store.visible("a")  # private and flagged in the denylist
+    assert (stored.private_at, stored.flagged_at, stored.tags_at) == (20.0, 21.0, 22.0)
+    keeper.update(update("unflag", 30.0))
+    keeper.update(update("public", 31.0))
+    assert keeper.store.visible("a") and not keeper.store.metadata("a").private
+
+
+def test_images_from_the_api_are_left_to_the_api(keeper):
+    keeper.store.put(StoredImage("api-1", "o", False, 10.0, origin=ORIGIN_API), BYTES)
+    assert not keeper.update(update("private", 20.0, image_id="api-1"))
+    assert not keeper.update(update("delete", 20.0, image_id="api-1"))
+    assert not keeper.store.metadata("api-1").private and "api-1" in keeper.store

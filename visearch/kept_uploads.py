@@ -1,0 +1,125 @@
+"""The worker's copy of inline uploads that a backend published straight to Kafka.
+
+An ``ImageUploaded`` with ``image_b64`` never passes through the API's store,
+so without a copy it has no thumbnail and no bytes for a crop search, and
+the embedded broker (in memory) forgets it at a restart. With
+``VISEARCH_KEEP_INLINE_UPLOADS`` (on by default) the embedding worker writes
+the bytes into the store (origin ``log``) before it publishes their
+embedding, and applies the log's updates of those images to the copy:
+
+* a delete removes the bytes, unless an upload newer than the delete is kept;
+* private/public, flag/unflag and tags are last-writer-wins by event time,
+  per register, as in the index, so a restart's replay of the store brings
+  back each image as the log last left it.
+
+Updates and uploads travel on different topics, so a delete can reach the
+worker before the upload it deletes. The worker remembers the newest
+:data:`RECENT_DELETES` deletes it saw and does not keep an upload that one
+of them overrides. (With several workers the two may reach different ones;
+then the copy stays until its image is uploaded again or deleted through the
+API, but it is never shown: for an image of origin ``log`` the API also asks
+the index, whose registers are complete, whether it is visible.)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+
+from streams.schemas import ImageUpdated, ImageUploaded
+from visearch.image_store import ORIGIN_LOG, ImageStore, StoredImage, UnknownImageError
+
+log = logging.getLogger(__name__)
+RECENT_DELETES = 65_536
+REGISTER = {
+    "private": "private",
+    "public": "private",
+    "flag": "flagged",
+    "unflag": "flagged",
+    "tags": "tags",
+}
+
+
+class InlineUploadKeeper:
+    """Keeps inline uploads' bytes in the store and mirrors their updates from the log.
+
+    Both methods are called from worker threads; they are safe to call
+    concurrently (the store's files are replaced atomically, the recent
+    deletes are under a lock).
+    """
+
+    def __init__(self, store: ImageStore) -> None:
+        self.store = store
+        self._deletes: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def keep(self, event: ImageUploaded) -> bool:
+        """Store an inline upload's bytes; False when there is nothing to keep (a URI
+        upload) or something newer won (a stored upload, or a recent delete)."""
+        if not event.image_b64:
+            return False
+        with self._lock:
+            deleted_at = self._deletes.get(event.image_id)
+        if deleted_at is not None and deleted_at >= event.uploaded_at:
+            return False
+        current = self._stored(event.image_id)
+        if current is not None and current.uploaded_at >= event.uploaded_at:
+            return False
+        kept = StoredImage(
+            event.image_id,
+            event.owner_id,
+            event.private,
+            event.uploaded_at,
+            tuple(event.tags or ()),
+            ORIGIN_LOG,
+            private_at=event.uploaded_at,
+            tags_at=event.uploaded_at,
+        )
+        self.store.put(kept, event.image_bytes())
+        return True
+
+    def update(self, update: ImageUpdated) -> bool:
+        """Apply a log update to a kept image; False when it is not one, or a newer
+        write already decided. Images from the API were changed by the API first."""
+        if update.action == "delete":
+            self._remember_delete(update.image_id, update.updated_at)
+        stored = self._stored(update.image_id)
+        if stored is None or stored.origin != ORIGIN_LOG:
+            return False
+        try:
+            return self._apply(stored, update)
+        except UnknownImageError:  # deleted meanwhile through the API
+            return False
+
+    def _apply(self, stored: StoredImage, update: ImageUpdated) -> bool:
+        image_id, action, at = update.image_id, update.action, update.updated_at
+        if action == "delete":
+            if at < stored.uploaded_at:  # a newer upload wins, as in the index
+                return False
+            self.store.delete(image_id)
+            return True
+        register = REGISTER[action]
+        if at < getattr(stored, f"{register}_at"):
+            return False
+        if register == "private":
+            self.store.set_private(image_id, action == "private")
+        elif register == "flagged":
+            self.store.set_flagged(image_id, action == "flag")
+        else:
+            self.store.set_tags(image_id, list(update.tags or ()))
+        self.store.stamp(image_id, register, at)
+        return True
+
+    def _remember_delete(self, image_id: str, at: float) -> None:
+        with self._lock:
+            self._deletes[image_id] = max(at, self._deletes.get(image_id, at))
+            self._deletes.move_to_end(image_id)
+            while len(self._deletes) > RECENT_DELETES:
+                self._deletes.popitem(last=False)
+
+    def _stored(self, image_id: str) -> StoredImage | None:
+        try:
+            return self.store.metadata(image_id)
+        except UnknownImageError:
+            return None
