@@ -37,6 +37,12 @@ class SearchParams:
     # Which images the search may return besides visible ones (index/filters.py).
     where: SearchFilter | None = None
 
+    def __post_init__(self) -> None:
+        # A filter that selects every image is the search without one: one form, so
+        # that callers test ``where is not None`` alone.
+        if self.where is not None and self.where.empty:
+            object.__setattr__(self, "where", None)
+
 
 def build_index(dim: int, factory: str) -> faiss.Index:
     """An empty inner-product index from a faiss factory string."""

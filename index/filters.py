@@ -195,8 +195,8 @@ class RowAttributes:
         self._time = np.full(1024, np.nan)
         # Zone map of the time column: min and max upload time per block of rows.
         # Rows arrive roughly in upload order, so a time range touches few blocks.
-        self._block_min = np.full(len(self._time) // TIME_BLOCK, np.inf)
-        self._block_max = np.full(len(self._time) // TIME_BLOCK, -np.inf)
+        self._block_min = self._block_max = np.empty(0)
+        self._zone_map_from_column()
 
     def add(
         self, first: int, count: int, owner_id: str, tags: Iterable[str], uploaded_at: float
@@ -230,8 +230,8 @@ class RowAttributes:
             if not len(rows) or rows[-1] < first:
                 postings.append(first, count)
             else:  # an older image gains the tag: insert in order
-                merged = np.union1d(rows, np.arange(first, first + count, dtype=np.int32))
-                postings.rows, postings.size = merged.astype(np.int32), len(merged)
+                merged = _sorted_union([rows, np.arange(first, first + count, dtype=np.int32)])
+                postings.rows, postings.size = merged, len(merged)
 
     def renumber(self, new_of_old: np.ndarray, kept: np.ndarray) -> None:
         """Rows were renumbered (compaction): ``new_of_old[row]``, -1 for dropped rows."""

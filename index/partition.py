@@ -331,12 +331,10 @@ class Partition:
             rows = len(self._row_image)
             if rows == 0:
                 return [[] for _ in range(len(queries))]
-            if where is not None and not where.empty:
+            if where is not None:
                 plan = self._filter_plan(where, params)
                 if rows_if_cheaper and plan.read_back:
-                    matching = plan.selected.sorted_rows()
-                    vectors = reconstruct_rows(self._index, matching)
-                    return MatchingRows(vectors, matching, self._row_image)
+                    return self._read_back(plan)
                 scores, found = self._search_where(queries, k, params, plan, cells)
             else:
                 fetch = min(rows, k * self._max_rows_per_image)
@@ -463,8 +461,8 @@ class Partition:
         if fetch == 0:
             return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
         if plan.read_back:
-            rows = selected.sorted_rows()
-            return _exact_over(reconstruct_rows(self._index, rows), rows, queries, fetch)
+            read = self._read_back(plan)
+            return _exact_over(read.vectors, read.rows, queries, fetch)
         bitmap = selected.bitmap(len(self._allowed))
         selector = faiss.IDSelectorBitmap(8 * len(bitmap), faiss.swig_ptr(bitmap))
         boosted = SearchParams(params.ef_search * boost, params.nprobe * boost)
@@ -479,6 +477,11 @@ class Partition:
             if _enough(found, fetch):
                 return scores, found
         return self._search_until_enough(queries, fetch, fetch, boosted, parameters)
+
+    def _read_back(self, plan: FilterPlan) -> MatchingRows:
+        """Under the lock: the plan's rows with their vectors."""
+        rows = plan.selected.sorted_rows()
+        return MatchingRows(reconstruct_rows(self._index, rows), rows, self._row_image)
 
     def _filter_plan(self, where: SearchFilter, params: SearchParams) -> FilterPlan:
         """Under the lock: how to search the visible rows that match ``where``."""

@@ -167,7 +167,7 @@ class RemoteShard:
             "with_vectors": with_vectors,
             "format": "binary",
         }
-        if params.where is not None and not params.where.empty:
+        if params.where is not None:
             body["where"] = params.where.to_json()
         return self._request(
             "POST", "/v1/shard/search", body, lambda r: decode_hits(r.content, self.dim)

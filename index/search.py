@@ -205,7 +205,7 @@ class SearchService:
 
     def params_for(self, where: SearchFilter | None) -> SearchParams:
         """The service's search parameters, restricted to ``where`` when given."""
-        return self.params if where is None or where.empty else replace(self.params, where=where)
+        return self.params if where is None else replace(self.params, where=where)
 
     def search_indexed(
         self, image_id: str, not_before: float, k: int, where: SearchFilter | None = None

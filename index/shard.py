@@ -246,7 +246,7 @@ class IndexShard:
         """Top ``k`` visible images over every partition of this shard, for one query
         (what the service asks; :meth:`search_many` is the batch form)."""
         hits = self.search_many(query, k, params, with_vectors)[0]
-        filtered = params is not None and params.where is not None and not params.where.empty
+        filtered = params is not None and params.where is not None
         if self.recall is not None and not filtered:  # its truth is unfiltered
             self.recall.offer(query, hits)
         return hits
@@ -310,7 +310,7 @@ class IndexShard:
             return None
         assert template.key is not None and template.nlist is not None  # set with a quantizer
         nprobe = params.nprobe
-        if params.where is not None and not params.where.empty:
+        if params.where is not None:
             # each partition scans the first nprobe x (1 / its filter's selectivity)
             nprobe *= FILTER_MAX_BOOST
         return CoarseCells(template.key, queries, template.quantizer, min(nprobe, template.nlist))

@@ -85,6 +85,8 @@ def test_filter_meaning_is_a_conjunction():
     assert not where.matches("shop", ["a"], 5)  # not all of tags_all
     assert not where.matches("shop", ["a", "c"], 10)  # the upper bound is exclusive
     assert SearchFilter().empty and not where.empty
+    # an empty filter is the search without one: SearchParams keeps one form of it
+    assert SearchParams(where=SearchFilter()) == SearchParams()
 
 
 @pytest.mark.parametrize(
