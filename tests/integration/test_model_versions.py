@@ -89,7 +89,12 @@ def test_deploy_backfill_switch(
     early = client.post(f"/v1/models/{new_version}/switch")
     assert early.status_code == 409 and early.json()["detail"]["code"] == "backfill_incomplete"
 
-    # live uploads during the rollout reach both indexes (workers embed with both)
+    # live uploads during the rollout reach both indexes, once the worker has loaded the
+    # candidate: the deploy's 202 says the API's candidate index runs, and the worker
+    # learns of the deploy from the models topic on its own (uploads before that are
+    # the backfill's); its log says when
+    loaded = f"loaded encoder {new_version}"
+    assert wait_until(lambda: loaded in stack.worker_log.read_text(errors="replace")), loaded
     during = publish(stack, photo_paths[10:12], "mv", start=10)
     assert stack.wait_searchable(during, 90) == set()
     assert wait_until(lambda: versions(client)[new_version]["indexed"] == 2)
