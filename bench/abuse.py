@@ -40,13 +40,13 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from bench.output import emit, machine
 from bench.support import RunningStack, percentile, running_stack
 from streams.dead_letters import read_dead_letters
 from streams.image_source import file_uri
 from streams.log_follower import read_until_idle
 from streams.schemas import ImageEmbedded, ImageUploaded, decode
 from streams.settings import Settings
-from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.model import ensure_exported
 

@@ -17,7 +17,7 @@
    click by, through the service's search path (``visearch eval``).
 
 The baseline is the pretrained model, measured in the same run on the same
-sessions. JSON lines (``visearch.bench_output``): per judgement set,
+sessions. JSON lines (``bench.output``): per judgement set,
 ``metric`` ``ndcg_10_<set>`` with the trained model's value, the pretrained
 one as ``baseline``, the paired difference and its bootstrap 95 % interval
 (``visearch eval compare``); and the online CTR of each model's sessions.
@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.heldout_split import split
+from bench.output import emit, machine
 from encoders.finetune import finetune
 from encoders.train_config import TrainConfig
 from feedback.simulate import ApiClient, Relevance, folder_relevance, simulate
 from feedback.trainer_feed import INTERACTIONS, PAIRS, export_log, load_pairs
 from streams.settings import Settings
-from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, image_folders
 from visearch.evaluation.classes import build_folder_class_set
 from visearch.evaluation.clicks import build_click_set

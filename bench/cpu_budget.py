@@ -31,6 +31,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from bench.output import emit, machine
 from bench.support import RunningStack, running_stack
 from encoders.preprocess import CropBox, ImageLimits, decode_image, preprocess_image
 from encoders.tiles import image_inputs, tile_boxes
@@ -38,7 +39,6 @@ from streams.encoder_set import encoder_from_settings
 from streams.image_source import file_uri
 from streams.schemas import ImageUploaded
 from streams.settings import Settings
-from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.model import with_serving_model
 

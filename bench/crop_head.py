@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench.output import emit, machine
 from encoders.preprocess import CropBox, decode_image, preprocess_image
 from encoders.runtime import OnnxEncoder
 from encoders.tiles import tile_boxes
 from streams.settings import Settings
-from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.evaluation.crops import crop_queries, duplicate_groups, hard_crop, jpeg_bytes
 from visearch.evaluation.embedding import embed_images

@@ -41,7 +41,7 @@ pass" is not one sixth of B's six. Serving uses ONNX Runtime (several times
 faster); the *ratios* between schemes are what this program settles.
 Measured results and the decision are in docs/evaluation.md (Crop queries).
 
-Prints one JSON line per measurement on stdout (the convention of ``visearch.bench_output``; the
+Prints one JSON line per measurement on stdout (the convention of ``bench.output``; the
 baseline is scheme A, or the 224 global for category P@1) and a readable table
 on stderr. Run: ``python -m bench.crop_tiles [--quick] [--seed S] [--queries N]``.
 """
@@ -63,9 +63,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench import output as bench_output
 from encoders.backbone import BACKBONE_NAME, load_pretrained
 from encoders.preprocess import decode_image, letterbox, preprocess_image, to_array
-from visearch import bench_output
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.evaluation.crops import crop_queries, duplicate_groups
 

@@ -29,7 +29,7 @@ against trec_eval). Images whose category has no other image are not queries
 (they stay in the corpus). The int8 model was calibrated on 128 of these
 images (``visearch quantize``), so this is not a held-out measurement.
 
-Prints JSON lines through ``visearch.bench_output.emit`` (baseline = torch fp32
+Prints JSON lines through ``bench.output.emit`` (baseline = torch fp32
 of the same run, same images, same layout and batch, or ORT fp32 for quality)
 on stdout and a table on stderr. Run from the repository root: ``python -m
 bench.embed [--quick] [--images DIR]``.
@@ -55,11 +55,11 @@ from typing import Any
 
 import numpy as np
 
+from bench import output as bench_output
 from encoders.model_dir import is_exported
 from encoders.preprocess import preprocess
 from feedback.ir_metrics import evaluate
 from streams.settings import Settings
-from visearch import bench_output
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.model import ensure_exported
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.output import emit, machine
 from feedback.aggregation import PartitionAggregator
 from feedback.service import FeedbackService
 from streams.broker import EmbeddedBroker, free_port
@@ -36,7 +37,6 @@ from streams.publisher import EventPublisher
 from streams.schemas import Interaction, decode
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from visearch.bench_output import emit, machine
 
 BENCH = "feedback"
 

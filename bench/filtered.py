@@ -41,11 +41,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.output import emit, machine
 from bench.peers import DIM, make_data
 from bench.support import percentile
 from index.faiss_index import SearchParams
 from index.filters import SearchFilter
-from visearch.bench_output import emit, machine
 
 K = 10
 SELECTIVITIES = (0.5, 0.1, 0.01, 0.001)

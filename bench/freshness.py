@@ -23,12 +23,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.output import emit, machine
 from bench.support import percentile
 from streams.image_source import file_uri
 from streams.publisher import EventPublisher
 from streams.schemas import ImageUploaded
 from streams.settings import Settings
-from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images, image_id_for
 from visearch.image_store import StoredImage
 from visearch.model import with_serving_model

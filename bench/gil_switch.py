@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.output import emit, machine
 from bench.support import percentile
 from index.partition import Partition
-from visearch.bench_output import emit, machine
 
 BENCH = "gil_switch"
 DIM = 1280

@@ -36,7 +36,7 @@ with the same bitmap selector interleaved query by query so that machine load
 hits all three alike.
 
 Prints JSON lines ``{"bench", "metric", "value", "unit", "baseline", "ratio",
-"index", "n", "machine", ...}`` through ``visearch.bench_output.emit``
+"index", "n", "machine", ...}`` through ``bench.output.emit``
 on stdout and a table on stderr.
 Run: ``python bench/index.py [--quick] [--n N] [--seed S] [--threads T]``.
 """
@@ -65,6 +65,7 @@ from typing import Any  # noqa: E402
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.output import emit, machine  # noqa: E402
 from bench.support import percentile  # noqa: E402
 from encoders.preprocess import PreprocessError, preprocess  # noqa: E402
 from encoders.runtime import OnnxEncoder  # noqa: E402
@@ -78,7 +79,6 @@ from index.faiss_index import (  # noqa: E402
 from index.partition import Hit, Partition  # noqa: E402
 from index.snapshot import SnapshotInfo, load_snapshot, save_snapshot  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from visearch.bench_output import emit, machine  # noqa: E402
 from visearch.corpus import DEMO_CORPUS, find_images  # noqa: E402
 
 BENCH = "index"

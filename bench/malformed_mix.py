@@ -30,10 +30,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from bench.output import emit, machine
 from streams.dead_letters import read_dead_letters
 from streams.image_source import file_uri
 from streams.schemas import ImageUploaded, encode
-from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.image_store import StoredImage
 from visearch.model import ensure_exported

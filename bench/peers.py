@@ -50,8 +50,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bench.output import emit, machine
 from bench.support import percentile, process_tree
-from visearch.bench_output import emit, machine
 
 DIM = 256
 K = 10

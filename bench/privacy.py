@@ -9,7 +9,7 @@ land in the milliseconds between a 202 and the index applying the update).
 Every probe runs twice, back to back: through the service with the image
 store's denylist (what the API serves) and through the same shards without
 it (the index alone, the baseline). A leak is a result that was hidden for
-the whole search for sure (:mod:`visearch.privacy_audit`); the metric is
+the whole search for sure (:mod:`bench.privacy_audit`); the metric is
 leaks = 0, the baseline the index alone's count on the same churn.
 
     python -m bench.privacy            # 100,000 probes
@@ -31,16 +31,16 @@ import numpy as np
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
+from bench.output import emit, machine
+from bench.privacy_audit import ApiChurn
 from bench.support import percentile
 from encoders.preprocess import preprocess
 from index.search import SearchService
 from streams.settings import Settings
 from visearch.api import create_api
-from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.hidden_images import ACTIONS
 from visearch.model import ensure_exported
-from visearch.privacy_audit import ApiChurn
 from visearch.stack import LocalStack, isolated_settings
 
 BENCH = "privacy"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from bench.output import emit, machine
 from bench.search_api import (
     K,
     bench_settings,
@@ -36,7 +37,6 @@ from bench.search_api import (
 from encoders.preprocess import CropBox
 from index.search import SearchService
 from streams.encoder_set import encoder_from_settings
-from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.shards import search_service
 

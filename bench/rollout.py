@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.embed import ensure_models
+from bench.output import emit, machine
 from streams.settings import Settings
 from visearch.backfill import backfill
-from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.image_store import StoredImage
 from visearch.stack import LocalStack, isolated_settings

@@ -1,7 +1,7 @@
 """Per-node figures for the 100-200 billion image plan (docs/scaling.md).
 
 Everything the plan extrapolates from is measured here, on this machine, in
-one run, and printed as JSON lines through ``visearch.bench_output.emit``:
+one run, and printed as JSON lines through ``bench.output.emit``:
 
 - ``bytes_per_vector`` of IVF-PQ at code sizes m = 16, 32, 64 bytes (faiss
   serialisation of a trained, filled index / n: codes + 8-byte ids + lists),
@@ -44,9 +44,9 @@ from bench.index import (
     recall_at_k,
     seed_embeddings,
 )
+from bench.output import emit, machine
 from encoders.preprocess import PreprocessError, preprocess
 from encoders.runtime import OnnxEncoder
-from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images
 
 BENCH = "scale_sim"

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.output import emit, machine
 from bench.support import ShardProcess, percentile, shard_processes, wait_shard_images
 from encoders.model_dir import read_metadata
 from index.faiss_index import SearchParams
@@ -38,7 +39,6 @@ from streams.publisher import EventPublisher
 from streams.schemas import ImageEmbedded, vector_to_b64
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS
 from visearch.model import ensure_exported
 from visearch.stack import isolated_settings

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from bench.embed import ensure_models
+from bench.output import emit, machine
 from bench.support import percentile
 from encoders.preprocess import preprocess
 from encoders.runtime import OnnxEncoder
@@ -49,7 +50,6 @@ from streams.publisher import EventPublisher
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from visearch.api import create_api
-from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images
 from visearch.image_store import ImageStore, StoredImage
 from visearch.serving import serve_in_thread

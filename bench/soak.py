@@ -17,7 +17,7 @@ loopback port). Load, all at once:
   ``feedback.simulate.session_events``) on ``POST /v1/interactions``;
 - one privacy change per second through the API (private, public, flag,
   unflag, delete, re-upload of a few photos that half of the searches query
-  for), every search result judged by :mod:`visearch.privacy_audit`.
+  for), every search result judged by :mod:`bench.privacy_audit`.
 
 Uploads and searches come from a process of their own (:mod:`bench.soak_load`),
 as clients do: in the API's process they competed with it for its GIL.
@@ -51,14 +51,14 @@ import httpx
 import numpy as np
 
 from bench.freshness import store_sources, warm_up
+from bench.output import emit, machine
+from bench.privacy_audit import ApiChurn
 from bench.soak_load import CHURNED, LoadPlan, LoadProcess, paced
 from bench.support import percentile
 from streams.settings import Settings
-from visearch.bench_output import emit, machine
 from visearch.corpus import DEMO_CORPUS, find_images, image_id_for
 from visearch.evaluation.svg import line_chart
 from visearch.model import with_serving_model
-from visearch.privacy_audit import ApiChurn
 from visearch.serving import serve_in_thread
 from visearch.stack import LocalStack, isolated_settings
 from visearch.stack_api import stack_api

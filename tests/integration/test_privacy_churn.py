@@ -7,7 +7,7 @@ embeddings computed once. Those fast probes are what makes the test sharp:
 an HTTP search spends most of its time embedding the query, and by the time
 it reaches the index the update has usually been applied anyway. A result
 is a leak when the image was hidden for the whole search for sure
-(:mod:`visearch.privacy_audit`). The corpus is small and k large, so every
+(:mod:`bench.privacy_audit`). The corpus is small and k large, so every
 search ranks nearly every visible image: a hidden one that slipped through
 would be seen. The index applies each update milliseconds after the 202; the
 store's denylist covers that window (``bench/privacy.py`` counts what the
@@ -27,11 +27,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.privacy_audit import ApiChurn
 from encoders.preprocess import preprocess
 from feedback.simulate import ApiClient
 from index.search import SearchService
 from visearch.hidden_images import ACTIONS, FLAGGED
-from visearch.privacy_audit import ApiChurn
 from visearch.stack import LocalStack
 
 pytestmark = pytest.mark.integration

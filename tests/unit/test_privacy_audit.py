@@ -2,7 +2,7 @@
 
 import pytest
 
-from visearch.privacy_audit import PrivacyAudit
+from bench.privacy_audit import PrivacyAudit
 
 
 def _audit(*changes):
