@@ -12,14 +12,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from encoders.preprocess import PreprocessError
+
 STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 MAX_LISTED_ERRORS = 10
+# Decode failures are the client's to fix (400), a bad crop box 422, and a full
+# decode budget (encoders.preprocess.DecodeBudget) a 503 to retry.
+PREPROCESS_STATUS = {"bad_crop": 422, "decoder_busy": 503}
+
+
+def coded_error(status: int, code: str, message: str) -> HTTPException:
+    """An error answer in the one shape every endpoint uses."""
+    return HTTPException(status_code=status, detail={"code": code, "message": message})
+
+
+def unknown_image(image_id: str) -> HTTPException:
+    """The one answer for unknown, private, flagged and deleted ids alike."""
+    return coded_error(404, "unknown_image", f"no image with id {image_id!r}")
+
+
+def preprocess_error(exc: PreprocessError) -> HTTPException:
+    """An image the API could not use, as 400, 422 (crop) or 503 (decode budget full)."""
+    status = PREPROCESS_STATUS.get(exc.code, 400)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return HTTPException(status, {"code": exc.code, "message": exc.message}, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
