@@ -24,7 +24,6 @@ from streams.embedding import (
 )
 from streams.encoder_set import EncoderSet
 from streams.progress import ProgressBeacon
-from streams.remote_fetch import RemoteFetch, parse_networks
 from streams.schemas import (
     DeadLetter,
     ImageEmbedded,
@@ -90,105 +89,86 @@ def register_agents(
     (so an image is kept by the time it is searchable), and every update after
     it is forwarded.
     """
-    progress = progress or ProgressBeacon(settings.worker_progress_path)
     names = settings.topics
+    pipeline = EmbeddingPipeline(
+        settings,
+        encoders,
+        embeddings=raw_topic(app, names.embeddings, settings.embedding_partitions),
+        dead_letters=raw_topic(app, names.dead_letter, 1),
+        progress=progress or ProgressBeacon(settings.worker_progress_path),
+        keeper=keeper,
+    )
     uploads = raw_topic(app, names.uploads, settings.upload_partitions)
     updates = raw_topic(app, names.updates, settings.update_partitions)
-    embeddings = raw_topic(app, names.embeddings, settings.embedding_partitions)
-    dead_letters = raw_topic(app, names.dead_letter, 1)
-    reader = UploadReader(
-        allowed_roots=[settings.image_store_dir, *settings.image_root_dirs],
-        limits=ImageLimits.from_settings(settings),
-        tiles=tile_boxes(settings.tiles),
-        max_inline_bytes=settings.max_inline_bytes,
-        remote=RemoteFetch(
-            settings.image_fetch_timeout_s,
-            settings.image_fetch_allow_private,
-            parse_networks(settings.image_fetch_allow_networks),
-        ),
-        store_root=settings.image_store_dir,
-    )
-    # Inference runs in one thread (ONNX Runtime has its own intra-op threads)
-    # so the event loop keeps heartbeats and fetches flowing; decoding runs in
-    # a small pool beside it, because Pillow and numpy release the GIL, and
-    # http(s) fetches in a pool of their own, so waiting on a server never
-    # takes a decode thread.
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
-    preparer = BatchPreparer(
-        reader,
-        decode_pool=ThreadPoolExecutor(
-            max_workers=settings.decode_threads, thread_name_prefix="decode"
-        ),
-        fetch_pool=ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="fetch"),
-        event_timeout_s=settings.embed_event_timeout_s,
-    )
-    late_tasks: set[asyncio.Task[None]] = set()
-    keep_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="keep")
+    app.agent(uploads, name="embed-uploads")(pipeline.embed)
+    app.agent(updates, name="forward-updates")(pipeline.forward)
 
-    async def keep_copies(prepared: list[PreparedUpload]) -> None:
-        if keeper is None:
-            return
-        loop = asyncio.get_running_loop()
-        kept = [
-            loop.run_in_executor(keep_pool, guarded, keeper.keep, upload.event)
-            for upload in prepared
-            if upload.event.image_b64
-        ]
-        await asyncio.gather(*kept)
 
-    def embed_with_every_version(prepared: list[PreparedUpload]) -> list[ImageEmbedded]:
-        """Embed with the serving encoder, and with each candidate during a rollout.
+class EmbeddingPipeline:
+    """What the worker's two agents do: embed uploads in batches, forward updates.
 
-        Each image is read and decoded once, whatever the number of versions;
-        dead letters therefore come once too.
-        """
-        return [
-            record for encoder in encoders.active() for record in embed_prepared(prepared, encoder)
-        ]
+    Inference runs in one thread (ONNX Runtime has its own intra-op threads)
+    so the event loop keeps heartbeats and fetches flowing; decoding runs in
+    a small pool beside it, because Pillow and numpy release the GIL, and
+    http(s) fetches in a pool of their own, so waiting on a server never
+    takes a decode thread. Kept copies are written from a pool of their own.
+    """
 
-    async def publish(embedded: list[ImageEmbedded], letters: list[DeadLetter]) -> None:
-        for record in embedded:
-            await embeddings.send(key=record.image_id.encode(), value=encode(record))
-        for letter in letters:
-            await send_dead_letter(dead_letters, letter)
+    def __init__(
+        self,
+        settings: Settings,
+        encoders: EncoderSet,
+        embeddings: faust.TopicT,
+        dead_letters: faust.TopicT,
+        progress: ProgressBeacon,
+        keeper: UploadKeeper | None,
+    ) -> None:
+        self.settings = settings
+        self.encoders = encoders
+        self.embeddings = embeddings
+        self.dead_letters = dead_letters
+        self.progress = progress
+        self.keeper = keeper
+        reader = UploadReader(
+            allowed_roots=[settings.image_store_dir, *settings.image_root_dirs],
+            limits=ImageLimits.from_settings(settings),
+            tiles=tile_boxes(settings.tiles),
+            max_inline_bytes=settings.max_inline_bytes,
+            remote=settings.fetch_policy(),
+            store_root=settings.image_store_dir,
+        )
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self.preparer = BatchPreparer(
+            reader,
+            decode_pool=ThreadPoolExecutor(
+                max_workers=settings.decode_threads, thread_name_prefix="decode"
+            ),
+            fetch_pool=ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="fetch"),
+            event_timeout_s=settings.embed_event_timeout_s,
+        )
+        self.keep_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="keep")
+        self.late_tasks: set[asyncio.Task[None]] = set()
 
-    async def finish_late(event: faust.EventT, late: LateUpload) -> None:
-        """Embed an upload that was still fetching when its batch went on, then ack it.
-
-        The batch's own ack left one reference on the message (see ``embed``),
-        so Faust commits no offset past it until this is done.
-        """
-        result = await late.wait()
-        loop = asyncio.get_running_loop()
-        if isinstance(result, DeadLetter):
-            await publish([], [result])
-        else:
-            await publish(
-                await loop.run_in_executor(executor, embed_with_every_version, [result]), []
-            )
-        event.ack()
-
-    @app.agent(uploads, name="embed-uploads")
-    async def embed(stream: faust.StreamT) -> None:
+    async def embed(self, stream: faust.StreamT) -> None:
         """ImageUploaded -> (decode, read, preprocess, embed in batches) -> ImageEmbedded."""
         loop = asyncio.get_running_loop()
         async for events in stream.take_batches(  # type: ignore[attr-defined]
-            settings.embed_batch_size, within=settings.embed_linger_s
+            self.settings.embed_batch_size, within=self.settings.embed_linger_s
         ):
-            batch = await preparer.prepare([raw_message(event) for event in events])
-            for late in batch.late:
-                events[late.index].message.incref()  # held until finish_late acks it
-                task = asyncio.create_task(finish_late(events[late.index], late))
-                late_tasks.add(task)
-                task.add_done_callback(late_tasks.discard)
-            embedded, _ = await asyncio.gather(
-                loop.run_in_executor(executor, embed_with_every_version, batch.prepared),
-                keep_copies(batch.prepared),
-            )
-            await publish(embedded, batch.dead_letters)
+            with self.progress.busy():
+                batch = await self.preparer.prepare([raw_message(event) for event in events])
+                for late in batch.late:
+                    events[late.index].message.incref()  # held until finish_late acks it
+                    task = asyncio.create_task(self.finish_late(events[late.index], late))
+                    self.late_tasks.add(task)
+                    task.add_done_callback(self.late_tasks.discard)
+                embedded, _ = await asyncio.gather(
+                    loop.run_in_executor(self.executor, self.embed_all, batch.prepared),
+                    self.keep_copies(batch.prepared),
+                )
+                await self.publish(embedded, batch.dead_letters)
 
-    @app.agent(updates, name="forward-updates")
-    async def forward(stream: faust.StreamT) -> None:
+    async def forward(self, stream: faust.StreamT) -> None:
         """ImageUpdated -> the embeddings log, under the image's key.
 
         Same key, same partition: the shard that holds the image's vectors sees
@@ -199,10 +179,57 @@ def register_agents(
             try:
                 update = decode(ImageUpdated, message.value or b"")
             except SchemaError as exc:
-                await send_dead_letter(dead_letters, dead_letter(message, exc.code, exc.message))
-                continue
-            await embeddings.send(key=update.image_id.encode(), value=encode(update))
-            if keeper is not None:
-                await asyncio.get_running_loop().run_in_executor(
-                    keep_pool, guarded, keeper.update, update
+                await send_dead_letter(
+                    self.dead_letters, dead_letter(message, exc.code, exc.message)
                 )
+                continue
+            await self.embeddings.send(key=update.image_id.encode(), value=encode(update))
+            if self.keeper is not None:
+                await asyncio.get_running_loop().run_in_executor(
+                    self.keep_pool, guarded, self.keeper.update, update
+                )
+
+    def embed_all(self, prepared: list[PreparedUpload]) -> list[ImageEmbedded]:
+        """Embed with the serving encoder, and with each candidate during a rollout.
+
+        Each image is read and decoded once, whatever the number of versions;
+        dead letters therefore come once too.
+        """
+        return [
+            record
+            for encoder in self.encoders.active()
+            for record in embed_prepared(prepared, encoder)
+        ]
+
+    async def keep_copies(self, prepared: list[PreparedUpload]) -> None:
+        keeper = self.keeper
+        if keeper is None:
+            return
+        loop = asyncio.get_running_loop()
+        kept = [
+            loop.run_in_executor(self.keep_pool, guarded, keeper.keep, upload.event)
+            for upload in prepared
+            if upload.event.image_b64
+        ]
+        await asyncio.gather(*kept)
+
+    async def publish(self, embedded: list[ImageEmbedded], letters: list[DeadLetter]) -> None:
+        for record in embedded:
+            await self.embeddings.send(key=record.image_id.encode(), value=encode(record))
+        for letter in letters:
+            await send_dead_letter(self.dead_letters, letter)
+
+    async def finish_late(self, event: faust.EventT, late: LateUpload) -> None:
+        """Embed an upload that was still fetching when its batch went on, then ack it.
+
+        The batch's own ack left one reference on the message (see :meth:`embed`),
+        so Faust commits no offset past it until this is done.
+        """
+        result = await late.wait()
+        if isinstance(result, DeadLetter):
+            await self.publish([], [result])
+        else:
+            loop = asyncio.get_running_loop()
+            embedded = await loop.run_in_executor(self.executor, self.embed_all, [result])
+            await self.publish(embedded, [])
+        event.ack()

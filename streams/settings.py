@@ -20,7 +20,7 @@ from encoders.tiles import TILE_SCHEMES
 from index.defaults import DEFAULT_ANN_THRESHOLD, DEFAULT_FACTORY
 from streams.errors import VisearchError
 from streams.kafka_connection import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaConnection
-from streams.remote_fetch import parse_networks
+from streams.remote_fetch import RemoteFetch, parse_networks
 
 PREFIX = "VISEARCH_"
 # Shortest window retention (feedback/windows.py) minus one window.
@@ -477,6 +477,13 @@ class Settings:
 
     def validate(self) -> None:
         """Reject values that would only fail later, far from their cause."""
+        self._validate_counts()
+        self._validate_connection()
+        self._validate_ingest()
+        self._validate_search()
+
+    def _validate_counts(self) -> None:
+        """Partitions, threads, sizes and limits that must be positive; ports."""
         for name in (
             "upload_partitions",
             "update_partitions",
@@ -495,14 +502,6 @@ class Settings:
         for name in ("broker_port", "http_port", "shard_http_port", "feedback_http_port"):
             if not 0 < getattr(self, name) < 65536:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be a TCP port")
-        if not self.embedded_broker and not self.kafka_bootstrap:
-            raise SettingsError(
-                f"{PREFIX}EMBEDDED_BROKER is off but {PREFIX}KAFKA_BOOTSTRAP is empty"
-            )
-        self._validate_kafka_security()
-        if not (math.isfinite(self.embed_linger_s) and self.embed_linger_s > 0):
-            # 0 would mean "until the batch is full" to Faust: a stalled stream.
-            raise SettingsError(f"{PREFIX}EMBED_LINGER_S must be a finite number > 0")
         for name in (
             "ort_threads",
             "fetch_max_wait_ms",
@@ -516,8 +515,22 @@ class Settings:
         for name in ("max_inline_bytes", "max_image_bytes", "max_image_pixels", "max_upload_bytes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1")
+
+    def _validate_connection(self) -> None:
+        """The broker, its security, and which shard this process is."""
+        if not self.embedded_broker and not self.kafka_bootstrap:
+            raise SettingsError(
+                f"{PREFIX}EMBEDDED_BROKER is off but {PREFIX}KAFKA_BOOTSTRAP is empty"
+            )
+        self._validate_kafka_security()
         if self.shard_id >= self.index_shards:
             raise SettingsError(f"{PREFIX}SHARD_ID must be below {PREFIX}INDEX_SHARDS")
+
+    def _validate_ingest(self) -> None:
+        """Batching, the process tuning knobs, fetch networks, model, tiles, durations."""
+        if not (math.isfinite(self.embed_linger_s) and self.embed_linger_s > 0):
+            # 0 would mean "until the batch is full" to Faust: a stalled stream.
+            raise SettingsError(f"{PREFIX}EMBED_LINGER_S must be a finite number > 0")
         interval = self.gil_switch_interval_ms
         if not (math.isfinite(interval) and 0 <= interval <= 100):
             raise SettingsError(f"{PREFIX}GIL_SWITCH_INTERVAL_MS must be between 0 and 100")
@@ -531,6 +544,36 @@ class Settings:
             parse_networks(self.image_fetch_allow_networks)
         except ValueError as exc:
             raise SettingsError(f"{PREFIX}IMAGE_FETCH_ALLOW_NETWORKS: {exc}") from exc
+        if self.model_precision not in PRECISION_MODES:
+            raise SettingsError(
+                f"{PREFIX}MODEL_PRECISION must be one of {', '.join(PRECISION_MODES)}"
+            )
+        if self.tiles not in TILE_SCHEMES:
+            raise SettingsError(f"{PREFIX}TILES must be one of {', '.join(TILE_SCHEMES)}")
+        if not 0 < self.compact_ratio < 1:
+            raise SettingsError(f"{PREFIX}COMPACT_RATIO must be between 0 and 1")
+        for name in (
+            "image_fetch_timeout_s",
+            "embed_event_timeout_s",
+            "http_header_timeout_s",
+            "http_body_timeout_s",
+            "snapshot_interval_s",
+            "feedback_allowed_lateness_s",
+            "feedback_max_future_s",
+            "feedback_session_gap_s",
+            "feedback_checkpoint_interval_s",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise SettingsError(f"{PREFIX}{name.upper()} must be a finite number > 0")
+        if self.feedback_allowed_lateness_s > MAX_ALLOWED_LATENESS_S:
+            raise SettingsError(
+                f"{PREFIX}FEEDBACK_ALLOWED_LATENESS_S must be at most {MAX_ALLOWED_LATENESS_S} "
+                "(the 1-minute windows are kept 2 hours)"
+            )
+
+    def _validate_search(self) -> None:
+        """Request limits, re-ranking, query views, the scatter and its deadline."""
         if self.max_interactions_per_request > MAX_INTERACTIONS_PER_REQUEST:
             limit = MAX_INTERACTIONS_PER_REQUEST
             raise SettingsError(f"{PREFIX}MAX_INTERACTIONS_PER_REQUEST must be at most {limit}")
@@ -560,33 +603,6 @@ class Settings:
             raise SettingsError(f"{PREFIX}SHARD_UNHEALTHY_S must be a finite number >= 0")
         if any(not copies for copies in self.remote_shards):
             raise SettingsError(f"{PREFIX}SHARD_URLS has a shard without a copy URL")
-        if self.model_precision not in PRECISION_MODES:
-            raise SettingsError(
-                f"{PREFIX}MODEL_PRECISION must be one of {', '.join(PRECISION_MODES)}"
-            )
-        if self.tiles not in TILE_SCHEMES:
-            raise SettingsError(f"{PREFIX}TILES must be one of {', '.join(TILE_SCHEMES)}")
-        if not 0 < self.compact_ratio < 1:
-            raise SettingsError(f"{PREFIX}COMPACT_RATIO must be between 0 and 1")
-        for name in (
-            "image_fetch_timeout_s",
-            "embed_event_timeout_s",
-            "http_header_timeout_s",
-            "http_body_timeout_s",
-            "snapshot_interval_s",
-            "feedback_allowed_lateness_s",
-            "feedback_max_future_s",
-            "feedback_session_gap_s",
-            "feedback_checkpoint_interval_s",
-        ):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise SettingsError(f"{PREFIX}{name.upper()} must be a finite number > 0")
-        if self.feedback_allowed_lateness_s > MAX_ALLOWED_LATENESS_S:
-            raise SettingsError(
-                f"{PREFIX}FEEDBACK_ALLOWED_LATENESS_S must be at most {MAX_ALLOWED_LATENESS_S} "
-                "(the 1-minute windows are kept 2 hours)"
-            )
 
     def _validate_kafka_security(self) -> None:
         """Refuse security settings that would be ignored or could never authenticate.
@@ -688,6 +704,15 @@ class Settings:
         if self.model_dir:
             return Path(self.model_dir)
         return self.data_dir / "models" / "efficientnet-lite0"
+
+    def fetch_policy(self) -> RemoteFetch:
+        """How http(s) image URIs are fetched (``VISEARCH_IMAGE_FETCH_*``): by the
+        workers for uploads, by the API for thumbnails of such images."""
+        return RemoteFetch(
+            self.image_fetch_timeout_s,
+            self.image_fetch_allow_private,
+            parse_networks(self.image_fetch_allow_networks),
+        )
 
     @property
     def image_store_dir(self) -> Path:

@@ -21,7 +21,7 @@ import threading
 from collections import OrderedDict
 
 from encoders.preprocess import ImageLimits, decode_image
-from streams.remote_fetch import RemoteFetch, fetch, parse_networks
+from streams.remote_fetch import RemoteFetch, fetch
 from streams.settings import Settings
 
 THUMBNAIL_SIZE = 160
@@ -98,12 +98,7 @@ class UriThumbnails:
     @classmethod
     def from_settings(cls, settings: Settings, limits: ImageLimits) -> UriThumbnails:
         """The workers' fetch policy (``VISEARCH_IMAGE_FETCH_*``) and size cap."""
-        policy = RemoteFetch(
-            settings.image_fetch_timeout_s,
-            settings.image_fetch_allow_private,
-            parse_networks(settings.image_fetch_allow_networks),
-        )
-        return cls(policy, settings.max_image_bytes, limits)
+        return cls(settings.fetch_policy(), settings.max_image_bytes, limits)
 
     def fetch(self, uri: str) -> bytes:
         """The bytes at ``uri``, within the size cap and the fetch policy."""
