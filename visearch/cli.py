@@ -273,14 +273,8 @@ def _add_export_parser(
     export.set_defaults(func=_cmd_feedback_export)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="visearch",
-        description="Real-time visual search. Configure with VISEARCH_* environment variables.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_service_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The long-running processes of a deployment: broker, worker, shard."""
     sub.add_parser("broker", help="run the embedded Kafka-compatible broker").set_defaults(
         func=_cmd_broker
     )
@@ -293,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--id", type=int, help="shard id (default: VISEARCH_SHARD_ID or $HOSTNAME)")
     shard.set_defaults(func=_cmd_shard)
 
+
+def _add_model_file_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Producing model directories: ONNX export and int8 quantisation."""
     export = sub.add_parser("export", help="export the pretrained encoder to ONNX with parity")
     export.add_argument("--out", type=Path, help="model directory (default: settings)")
     export.add_argument("--images", type=Path, default=DEMO_CORPUS, help="real images for parity")
@@ -308,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--calibration-images", type=int, default=128)
     quantize.set_defaults(func=_cmd_quantize)
 
+
+def _add_local_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The single-machine stack and its helpers: run, api, topics, ingest, selftest."""
     run = sub.add_parser("run", help="broker + worker + index + search API on this machine")
     run.add_argument("--demo", type=Path, default=DEMO_CORPUS, help="demo corpus folder")
     run.add_argument("--no-demo", action="store_true", help="serve only stored images")
@@ -335,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--crop-area", type=float, default=0.5)
     selftest.set_defaults(func=_cmd_selftest)
 
+
+def _add_dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Dead letters: list them, replay them."""
     dlq = sub.add_parser("dlq", help="list and replay dead letters (events that failed)")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_list = dlq_sub.add_parser("list", help="show dead letters with their reasons")
@@ -359,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dlq_replay.set_defaults(func=_cmd_dlq_replay)
 
+
+def _add_feedback_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The feedback aggregator and the exports of what it produces."""
     sub.add_parser(
         "feedback", help="the feedback aggregator alone: CTR, time spent, labelled pairs"
     ).set_defaults(func=_cmd_feedback)
@@ -371,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
         "events",
     )
 
+
+def _add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Simulated search sessions with clicks against a running API."""
     simulate = sub.add_parser(
         "simulate-traffic", help="realistic search sessions with clicks against a running API"
     )
@@ -393,6 +402,22 @@ def build_parser() -> argparse.ArgumentParser:
         f"truly similar = same sub-folder; default {DEMO_CORPUS}",
     )
     simulate.set_defaults(func=_cmd_simulate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visearch",
+        description="Real-time visual search. Configure with VISEARCH_* environment variables.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_service_parsers(sub)
+    _add_model_file_parsers(sub)
+    _add_local_parsers(sub)
+    _add_dlq_parser(sub)
+    _add_feedback_parsers(sub)
+    _add_simulate_parser(sub)
     add_eval_parser(sub)
     add_model_parser(sub)
     add_train_parser(sub)
@@ -419,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        from encoders.export import TrainExtraMissingError
         from streams.broker import BrokerError
         from streams.dead_letters import DeadLetterError
         from visearch.backfill import BackfillError
@@ -426,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from visearch.evaluation.dataset import EvalSetError
         from visearch.model_cli import ModelCommandError
 
-        known = (BrokerError, CorpusError, DeadLetterError, EvalSetError)
+        known = (BrokerError, CorpusError, DeadLetterError, EvalSetError, TrainExtraMissingError)
         if isinstance(exc, (*known, BackfillError, ModelCommandError)):
             print(f"visearch: {exc}", file=sys.stderr)
             return 1

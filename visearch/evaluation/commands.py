@@ -45,6 +45,32 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         description="Embed, index and search an evaluation set with the service's code; "
         "write metrics.json, per_query.tsv and run.trec.",
     )
+    _add_run_arguments(ev)
+    ev.set_defaults(func=cmd_eval)
+    ev_sub = ev.add_subparsers(dest="eval_command")
+
+    _add_build_parser(ev_sub)
+
+    report = ev_sub.add_parser("report", help="HTML report of one or more eval outputs")
+    report.add_argument("runs", type=Path, nargs="+", help="eval --out folders")
+    report.add_argument("--out", type=Path, default=Path("eval-report.html"))
+    report.add_argument("--title", default="visearch evaluation")
+    report.add_argument("--examples", type=int, default=8, help="example queries per run")
+    report.set_defaults(func=cmd_report)
+
+    compare = ev_sub.add_parser(
+        "compare", help="paired bootstrap: B - A per query, with a 95 %% confidence interval"
+    )
+    compare.add_argument("a", type=Path, help="eval --out folder of the baseline")
+    compare.add_argument("b", type=Path, help="eval --out folder of the candidate")
+    compare.add_argument("--metric", default="ndcg_10", help="a per_query.tsv column")
+    compare.add_argument("--samples", type=int, default=10_000, help="bootstrap resamples")
+    compare.add_argument("--seed", type=int, default=0)
+    compare.set_defaults(func=cmd_compare)
+
+
+def _add_run_arguments(ev: argparse.ArgumentParser) -> None:
+    """What ``visearch eval`` evaluates (a set, a model) and how (the search options)."""
     ev.add_argument("--corpus", type=Path, help="folder of corpus images (ids = file stems)")
     ev.add_argument("--queries", type=Path, help="folder of query images (ids = file stems)")
     ev.add_argument("--qrels", type=Path, help="TREC qrels: 'query 0 doc relevance' lines")
@@ -106,9 +132,10 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--out", type=Path, default=Path("eval-out"), help="output folder")
     ev.add_argument("--label", help="name of this run in reports (default: the model version)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ev.set_defaults(func=cmd_eval)
-    ev_sub = ev.add_subparsers(dest="eval_command")
 
+
+def _add_build_parser(ev_sub: argparse._SubParsersAction) -> None:
+    """``visearch eval build <kind>``: the set builders and their options."""
     build = ev_sub.add_parser("build", help="make an evaluation set from a folder")
     build.add_argument("kind", choices=BUILDERS)
     build.add_argument("--out", type=Path, required=True, help="new folder for the set")
@@ -139,23 +166,6 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         help="clicks: graded by a position-based click model (visearch interactions export)",
     )
     build.set_defaults(func=cmd_build)
-
-    report = ev_sub.add_parser("report", help="HTML report of one or more eval outputs")
-    report.add_argument("runs", type=Path, nargs="+", help="eval --out folders")
-    report.add_argument("--out", type=Path, default=Path("eval-report.html"))
-    report.add_argument("--title", default="visearch evaluation")
-    report.add_argument("--examples", type=int, default=8, help="example queries per run")
-    report.set_defaults(func=cmd_report)
-
-    compare = ev_sub.add_parser(
-        "compare", help="paired bootstrap: B - A per query, with a 95 %% confidence interval"
-    )
-    compare.add_argument("a", type=Path, help="eval --out folder of the baseline")
-    compare.add_argument("b", type=Path, help="eval --out folder of the candidate")
-    compare.add_argument("--metric", default="ndcg_10", help="a per_query.tsv column")
-    compare.add_argument("--samples", type=int, default=10_000, help="bootstrap resamples")
-    compare.add_argument("--seed", type=int, default=0)
-    compare.set_defaults(func=cmd_compare)
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:

@@ -62,6 +62,7 @@ from visearch.evaluation.photo_sources import (
     STAMP_PACKAGE,
     PackageSource,
     PhotoFile,
+    SourceCatalogue,
     catalogue,
     dpkg_files,
     flat_share,
@@ -154,129 +155,18 @@ def build_photo_set(
         lines = ["package\tpath\tsha256\tstatus"]
         lines += ["\t".join(row.values()) for row in cat.rows()]
         sources_out.write_text("\n".join(lines) + "\n")
-    split_index = SPLITS.index(options.split)
-    rng = np.random.default_rng([options.seed, split_index])
-    photos = sorted(cat.split(options.split), key=lambda f: f.sha256)
-    photos = [photos[int(i)] for i in rng.permutation(len(photos))]
-    if options.max_photos is not None:
-        photos = photos[: options.max_photos]
-    if not photos:
-        raise EvalSetError(f"no photo falls in the {options.split} split")
+    builder = _PhotoSetBuilder(out, options)
+    photos = builder.draw_photos(cat)
     n_sources = min(len(photos), max(1, round(len(photos) * options.source_share)))
     source_files, distractor_files = photos[:n_sources], photos[n_sources:]
-
-    corpus: list[dict[str, Any]] = []
-
-    def place(file: PhotoFile, role: str) -> str:
-        image_id = _corpus_id(file.sha256)
-        if any(entry["id"] == image_id for entry in corpus):
-            raise EvalSetError(f"two corpus files share the id {image_id} ({file.path})")
-        link_or_copy(Path(file.path), out / CORPUS_DIR / f"{image_id}{_suffix(file.data)}")
-        corpus.append(
-            {
-                "id": image_id,
-                "role": role,
-                "package": file.package,
-                "path": file.path,
-                "sha256": file.sha256,
-            }
-        )
-        return image_id
-
-    source_ids = [place(f, "source") for f in source_files]
+    # The seeded generator is drawn from in this order: photos, duplicates,
+    # stamps, query orders. Changing the order changes every set.
+    source_ids = [builder.place(f, "source") for f in source_files]
     for f in distractor_files:
-        place(f, "distractor")
-
-    # Planted near-duplicates of a seeded share of the sources.
-    n_duplicates = round(n_sources * options.duplicate_share)
-    if options.duplicate_share > 0 and n_duplicates == 0 and n_sources >= 2:
-        n_duplicates = 1
-    duplicates: dict[int, str] = {}
-    for index in sorted(int(i) for i in rng.choice(n_sources, size=n_duplicates, replace=False)):
-        dup_rng = np.random.default_rng([options.seed, split_index, 1, index])
-        image = _open_reduced(source_files[index].data, CROP_SIDE)
-        data, params = near_duplicate(image, dup_rng)
-        sha = hashlib.sha256(data).hexdigest()
-        dup_id = _corpus_id(sha)
-        (out / CORPUS_DIR / f"{dup_id}.jpg").write_bytes(data)
-        duplicates[index] = dup_id
-        corpus.append(
-            {
-                "id": dup_id,
-                "role": "near-duplicate",
-                "of": source_ids[index],
-                "package": source_files[index].package,
-                "path": source_files[index].path,
-                "sha256": sha,
-                "source_sha256": source_files[index].sha256,
-                "edit": params,
-            }
-        )
-
-    # Fill with Tux Paint stamps up to corpus_size.
-    stamp_shortfall = 0
-    fill = options.corpus_size - len(corpus)
-    if fill > 0 and stamps is not None:
-        used = {entry["id"] for entry in corpus}
-        pool: dict[str, PhotoFile] = {}
-        for f in package_photos([stamps], lister):
-            if _corpus_id(f.sha256) not in used and f.sha256 not in pool:
-                pool[f.sha256] = f
-        ordered = [pool[s] for s in sorted(pool)]
-        picked = sorted(
-            int(i) for i in rng.choice(len(ordered), min(fill, len(ordered)), replace=False)
-        )
-        for i in picked:
-            place(ordered[i], "stamp")
-        stamp_shortfall = max(0, fill - len(picked))
-
-    # Queries, source by source (each source decoded once).
-    crop_order = [int(i) for i in rng.permutation(n_sources)]
-    edit_order = [int(i) for i in rng.permutation(n_sources)]
-    jobs: dict[int, list[tuple[str, str, int]]] = {i: [] for i in range(n_sources)}
-    for n, src in enumerate(_round_robin(options.crops, crop_order)):
-        jobs[src].append((f"crop-{n:04d}", "crop", n))
-    edit_sources = _round_robin(options.per_edit * len(EDIT_KINDS), edit_order)
-    for k, kind in enumerate(EDIT_KINDS):
-        for n in range(options.per_edit):
-            src = edit_sources[n * len(EDIT_KINDS) + k]
-            jobs[src].append((f"edit-{kind}-{n:04d}", kind, n))
-    others = [_open_reduced(f.data, OTHER_SIDE) for f in photos]
-
-    qrels: Qrels = {}
-    queries: dict[str, dict[str, Any]] = {}
-    failed: list[str] = []
-    for src, todo in jobs.items():
-        if not todo:
-            continue
-        image = _open_reduced(source_files[src].data, CROP_SIDE)
-        for query, kind, n in todo:
-            code = 0 if kind == "crop" else 1 + EDIT_KINDS.index(kind)
-            seed_key = [options.seed, split_index, 2, code, n]
-            query_rng = np.random.default_rng(seed_key)
-            if kind == "crop":
-                made = photo_crop(image, query_rng)
-                if made is None:
-                    failed.append(query)
-                    continue
-                data, params = made
-            else:
-                candidates = [i for i in range(len(photos)) if i != src] or [src]
-                other = candidates[int(query_rng.integers(0, len(candidates)))]
-                data, params = edit_query(kind, image, query_rng, others[other])
-                if kind in ("patch", "screenshot"):
-                    params["other_sha256"] = photos[other].sha256
-            (out / QUERIES_DIR / f"{query}.jpg").write_bytes(data)
-            relevant = {source_ids[src]: 1}
-            if src in duplicates:
-                relevant[duplicates[src]] = 1
-            qrels[query] = relevant
-            queries[query] = {
-                "kind": kind,
-                "source": source_ids[src],
-                "seed": seed_key,
-                "params": params,
-            }
+        builder.place(f, "distractor")
+    duplicates = builder.plant_duplicates(source_files, source_ids)
+    stamp_shortfall = builder.fill_with_stamps(stamps, lister) if stamps is not None else 0
+    qrels, queries, failed = builder.make_queries(photos, source_files, source_ids, duplicates)
 
     kinds = ("crop", *EDIT_KINDS)
     made_per_kind = {kind: sum(1 for q in queries.values() if q["kind"] == kind) for kind in kinds}
@@ -291,7 +181,7 @@ def build_photo_set(
         notes.append(
             f"corpus {options.corpus_size} asked for; {stamp_shortfall} too few distractors"
         )
-    roles = [entry["role"] for entry in corpus]
+    roles = [entry["role"] for entry in builder.corpus]
     summary = {
         "split": options.split,
         "distinct_photos_in_split": len(cat.split(options.split)),
@@ -299,7 +189,7 @@ def build_photo_set(
         "photo_distractors": len(distractor_files),
         "near_duplicates": len(duplicates),
         "stamps": roles.count("stamp"),
-        "corpus": len(corpus),
+        "corpus": len(builder.corpus),
         "queries_per_kind": made_per_kind,
     }
     manifest = {
@@ -325,8 +215,154 @@ def build_photo_set(
             "duplicates": len(cat.duplicate_of),
             "distinct": len(cat.kept),
         },
-        "corpus_files": corpus,
+        "corpus_files": builder.corpus,
         "queries": queries,
     }
     write_set(out, qrels, manifest)
     return summary
+
+
+class _PhotoSetBuilder:
+    """The corpus and queries of one photo set, drawn from one seeded generator."""
+
+    def __init__(self, out: Path, options: PhotoSetOptions) -> None:
+        self.out = out
+        self.options = options
+        self.split_index = SPLITS.index(options.split)
+        self.rng = np.random.default_rng([options.seed, self.split_index])
+        self.corpus: list[dict[str, Any]] = []
+
+    def draw_photos(self, cat: SourceCatalogue) -> list[PhotoFile]:
+        """The split's photos in a seeded order, at most ``max_photos``."""
+        photos = sorted(cat.split(self.options.split), key=lambda f: f.sha256)
+        photos = [photos[int(i)] for i in self.rng.permutation(len(photos))]
+        if self.options.max_photos is not None:
+            photos = photos[: self.options.max_photos]
+        if not photos:
+            raise EvalSetError(f"no photo falls in the {self.options.split} split")
+        return photos
+
+    def place(self, file: PhotoFile, role: str) -> str:
+        """Link ``file`` into the corpus under its content id; returns the id."""
+        image_id = _corpus_id(file.sha256)
+        if any(entry["id"] == image_id for entry in self.corpus):
+            raise EvalSetError(f"two corpus files share the id {image_id} ({file.path})")
+        link_or_copy(Path(file.path), self.out / CORPUS_DIR / f"{image_id}{_suffix(file.data)}")
+        self.corpus.append(
+            {
+                "id": image_id,
+                "role": role,
+                "package": file.package,
+                "path": file.path,
+                "sha256": file.sha256,
+            }
+        )
+        return image_id
+
+    def plant_duplicates(
+        self, source_files: list[PhotoFile], source_ids: list[str]
+    ) -> dict[int, str]:
+        """Near-duplicates of a seeded share of the sources: source index -> its id."""
+        options, n_sources = self.options, len(source_files)
+        n_duplicates = round(n_sources * options.duplicate_share)
+        if options.duplicate_share > 0 and n_duplicates == 0 and n_sources >= 2:
+            n_duplicates = 1
+        duplicates: dict[int, str] = {}
+        for index in sorted(
+            int(i) for i in self.rng.choice(n_sources, size=n_duplicates, replace=False)
+        ):
+            dup_rng = np.random.default_rng([options.seed, self.split_index, 1, index])
+            image = _open_reduced(source_files[index].data, CROP_SIDE)
+            data, params = near_duplicate(image, dup_rng)
+            sha = hashlib.sha256(data).hexdigest()
+            dup_id = _corpus_id(sha)
+            (self.out / CORPUS_DIR / f"{dup_id}.jpg").write_bytes(data)
+            duplicates[index] = dup_id
+            self.corpus.append(
+                {
+                    "id": dup_id,
+                    "role": "near-duplicate",
+                    "of": source_ids[index],
+                    "package": source_files[index].package,
+                    "path": source_files[index].path,
+                    "sha256": sha,
+                    "source_sha256": source_files[index].sha256,
+                    "edit": params,
+                }
+            )
+        return duplicates
+
+    def fill_with_stamps(self, stamps: PackageSource, lister: Callable[[str], list[str]]) -> int:
+        """Tux Paint stamps up to ``corpus_size``; returns how many were missing."""
+        fill = self.options.corpus_size - len(self.corpus)
+        if fill <= 0:
+            return 0
+        used = {entry["id"] for entry in self.corpus}
+        pool: dict[str, PhotoFile] = {}
+        for f in package_photos([stamps], lister):
+            if _corpus_id(f.sha256) not in used and f.sha256 not in pool:
+                pool[f.sha256] = f
+        ordered = [pool[s] for s in sorted(pool)]
+        picked = sorted(
+            int(i) for i in self.rng.choice(len(ordered), min(fill, len(ordered)), replace=False)
+        )
+        for i in picked:
+            self.place(ordered[i], "stamp")
+        return max(0, fill - len(picked))
+
+    def make_queries(
+        self,
+        photos: list[PhotoFile],
+        source_files: list[PhotoFile],
+        source_ids: list[str],
+        duplicates: dict[int, str],
+    ) -> tuple[Qrels, dict[str, dict[str, Any]], list[str]]:
+        """Crops and edits, source by source (each source decoded once): qrels,
+        the queries' descriptions, and the queries that could not be made."""
+        options, n_sources = self.options, len(source_files)
+        crop_order = [int(i) for i in self.rng.permutation(n_sources)]
+        edit_order = [int(i) for i in self.rng.permutation(n_sources)]
+        jobs: dict[int, list[tuple[str, str, int]]] = {i: [] for i in range(n_sources)}
+        for n, src in enumerate(_round_robin(options.crops, crop_order)):
+            jobs[src].append((f"crop-{n:04d}", "crop", n))
+        edit_sources = _round_robin(options.per_edit * len(EDIT_KINDS), edit_order)
+        for k, kind in enumerate(EDIT_KINDS):
+            for n in range(options.per_edit):
+                src = edit_sources[n * len(EDIT_KINDS) + k]
+                jobs[src].append((f"edit-{kind}-{n:04d}", kind, n))
+        others = [_open_reduced(f.data, OTHER_SIDE) for f in photos]
+        qrels: Qrels = {}
+        queries: dict[str, dict[str, Any]] = {}
+        failed: list[str] = []
+        for src, todo in jobs.items():
+            if not todo:
+                continue
+            image = _open_reduced(source_files[src].data, CROP_SIDE)
+            for query, kind, n in todo:
+                code = 0 if kind == "crop" else 1 + EDIT_KINDS.index(kind)
+                seed_key = [options.seed, self.split_index, 2, code, n]
+                query_rng = np.random.default_rng(seed_key)
+                if kind == "crop":
+                    made = photo_crop(image, query_rng)
+                    if made is None:
+                        failed.append(query)
+                        continue
+                    data, params = made
+                else:
+                    candidates = [i for i in range(len(photos)) if i != src] or [src]
+                    other = candidates[int(query_rng.integers(0, len(candidates)))]
+                    data, params = edit_query(kind, image, query_rng, others[other])
+                    if kind in ("patch", "screenshot"):
+                        params["other_sha256"] = photos[other].sha256
+                (self.out / QUERIES_DIR / f"{query}.jpg").write_bytes(data)
+                relevant = {source_ids[src]: 1}
+                if src in duplicates:
+                    relevant[duplicates[src]] = 1
+                qrels[query] = relevant
+                queries[query] = {
+                    "kind": kind,
+                    "source": source_ids[src],
+                    "seed": seed_key,
+                    "params": params,
+                }
+        return qrels, queries, failed

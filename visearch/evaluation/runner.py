@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from encoders.preprocess import ImageLimits, decode_image
@@ -32,6 +33,7 @@ from feedback.ir_metrics import (
     recall_at_k,
     reciprocal_rank,
 )
+from index.search import SearchService
 from streams.settings import Settings
 from visearch.evaluation.curves import precision_recall_curve, recall_curve, relevance_matrix
 from visearch.evaluation.dataset import EvalSet, EvalSetError
@@ -95,33 +97,8 @@ def run_eval(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     limits = ImageLimits.from_settings(settings)
-    tiles = tile_boxes(options.tiles)
     corpus_ids = list(eval_set.corpus)
-    reused = _reusable(eval_set)
-    fresh_queries = [q for q in eval_set.queries if q not in reused]
-    total = len(corpus_ids) + len(fresh_queries)
-    with tqdm(
-        total=total, desc="embed", unit="img", disable=not options.progress, smoothing=0.1
-    ) as bar:
-        corpus_vectors = embed_images(
-            [eval_set.corpus[i] for i in corpus_ids],
-            encoder,
-            tiles,
-            limits,
-            options.batch_size,
-            bar,
-        )
-        query_vectors = {q: corpus_vectors[row, 0] for q, row in reused.items()}
-        if fresh_queries:
-            fresh = embed_images(
-                [eval_set.queries[q] for q in fresh_queries],
-                encoder,
-                (),
-                limits,
-                options.batch_size,
-                bar,
-            )
-            query_vectors.update(zip(fresh_queries, fresh[:, 0], strict=True))
+    corpus_vectors, query_vectors, embedded = _embed_set(eval_set, encoder, limits, options)
     timings["embed"] = time.perf_counter() - started
 
     mark = time.perf_counter()
@@ -146,25 +123,7 @@ def run_eval(
     timings["index"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    run: dict[str, list[tuple[str, float]]] = {}
-    verified = 0
-    for query in tqdm(eval_set.queries, desc="search", unit="query", disable=not options.progress):
-        exclude = query if query in eval_set.corpus else None
-        verification = window_vectors = None
-        if verifier is not None or service.windows is not None:
-            image = decode_image(eval_set.queries[query].read_bytes(), limits)
-            verification = service.verification(image, None)
-            window_vectors = service.window_vectors(encoder, image)  # type: ignore[arg-type]
-        hits = service.search_vector(
-            query_vectors[query],
-            options.depth,
-            exclude,
-            service.params_for(filters.queries.get(query)),
-            verification=verification,
-            window_vectors=window_vectors,
-        )
-        verified += verification is not None and verification.verified > 0
-        run[query] = [(hit.image_id, hit.score) for hit in hits]
+    run, verified = _search_set(eval_set, encoder, service, query_vectors, filters, limits, options)
     timings["search"] = time.perf_counter() - mark
 
     admitted = filters.admitted(eval_set.qrels)  # a filtered query: judged on what it admits
@@ -178,38 +137,101 @@ def run_eval(
     )
     hits_matrix, totals = relevance_matrix(ranked, qrels, judged)
     timings["total"] = time.perf_counter() - started
+    config = {
+        "model_version": encoder.version,
+        "tiles": options.tiles,
+        "index": options.index,
+        "index_kinds": index_kinds(service),
+        "partitions": options.partitions or settings.embedding_partitions,
+        "depth": options.depth,
+        "dedup_threshold": service.dedup_threshold,
+        "verify_top": options.verify_top,
+        "verified_queries": verified,
+        "query_expansion": options.query_expansion,
+        "query_expansion_alpha": settings.query_expansion_alpha,
+        "query_windows": options.query_windows,
+        "query_turns": options.query_turns,
+        "query_windows_below": settings.query_windows_below,
+        "model_dedup_threshold": round(service.model_dedup_threshold, 6),
+        "corpus_images": len(corpus_ids),
+        "queries": len(eval_set.queries),
+        "judged_queries": len(judged),
+        "filtered_queries": len(filters.queries),
+        "embedded_images": embedded,
+        "cpu_count": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
     return EvalResult(
         run=run,
         metrics=metrics,
         per_query=_per_query(ranked, qrels, run),
         recall_at_k=recall_curve(hits_matrix, totals),
         precision_at_recall=precision_recall_curve(hits_matrix, totals),
-        config={
-            "model_version": encoder.version,
-            "tiles": options.tiles,
-            "index": options.index,
-            "index_kinds": index_kinds(service),
-            "partitions": options.partitions or settings.embedding_partitions,
-            "depth": options.depth,
-            "dedup_threshold": service.dedup_threshold,
-            "verify_top": options.verify_top,
-            "verified_queries": verified,
-            "query_expansion": options.query_expansion,
-            "query_expansion_alpha": settings.query_expansion_alpha,
-            "query_windows": options.query_windows,
-            "query_turns": options.query_turns,
-            "query_windows_below": settings.query_windows_below,
-            "model_dedup_threshold": round(service.model_dedup_threshold, 6),
-            "corpus_images": len(corpus_ids),
-            "queries": len(eval_set.queries),
-            "judged_queries": len(judged),
-            "filtered_queries": len(filters.queries),
-            "embedded_images": total,
-            "cpu_count": os.cpu_count(),
-            "loadavg_1m": round(os.getloadavg()[0], 2),
-        },
+        config=config,
         timings_s={k: round(v, 3) for k, v in timings.items()},
     )
+
+
+def _embed_set(
+    eval_set: EvalSet, encoder: Encoder, limits: ImageLimits, options: EvalOptions
+) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+    """The corpus's vectors (with tiles), each query's vector, and how many images
+    were embedded (a query that is a corpus image reuses its vector)."""
+    tiles = tile_boxes(options.tiles)
+    reused = _reusable(eval_set)
+    fresh_queries = [q for q in eval_set.queries if q not in reused]
+    total = len(eval_set.corpus) + len(fresh_queries)
+    with tqdm(
+        total=total, desc="embed", unit="img", disable=not options.progress, smoothing=0.1
+    ) as bar:
+        corpus_vectors = embed_images(
+            list(eval_set.corpus.values()), encoder, tiles, limits, options.batch_size, bar
+        )
+        query_vectors = {q: corpus_vectors[row, 0] for q, row in reused.items()}
+        if fresh_queries:
+            fresh = embed_images(
+                [eval_set.queries[q] for q in fresh_queries],
+                encoder,
+                (),
+                limits,
+                options.batch_size,
+                bar,
+            )
+            query_vectors.update(zip(fresh_queries, fresh[:, 0], strict=True))
+    return corpus_vectors, query_vectors, total
+
+
+def _search_set(
+    eval_set: EvalSet,
+    encoder: Encoder,
+    service: SearchService,
+    query_vectors: dict[str, np.ndarray],
+    filters: QueryFilters,
+    limits: ImageLimits,
+    options: EvalOptions,
+) -> tuple[dict[str, list[tuple[str, float]]], int]:
+    """Every query through the service as the API searches; the ranked run, and how
+    many queries crop verification confirmed."""
+    run: dict[str, list[tuple[str, float]]] = {}
+    verified = 0
+    for query in tqdm(eval_set.queries, desc="search", unit="query", disable=not options.progress):
+        exclude = query if query in eval_set.corpus else None
+        verification = window_vectors = None
+        if service.verifier is not None or service.windows is not None:
+            image = decode_image(eval_set.queries[query].read_bytes(), limits)
+            verification = service.verification(image, None)
+            window_vectors = service.window_vectors(encoder, image)  # type: ignore[arg-type]
+        hits = service.search_vector(
+            query_vectors[query],
+            options.depth,
+            exclude,
+            service.params_for(filters.queries.get(query)),
+            verification=verification,
+            window_vectors=window_vectors,
+        )
+        verified += verification is not None and verification.verified > 0
+        run[query] = [(hit.image_id, hit.score) for hit in hits]
+    return run, verified
 
 
 def _per_query(
