@@ -7,6 +7,11 @@ VENV ?= .venv
 EXTRAS ?= cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRAS)
+# What the venv gets: the runtime (EXTRAS), export and training (train), the tools (dev).
+INSTALL_EXTRAS ?= $(EXTRAS),train,dev
+# Integration tests that export or train: they need the train extra.
+TRAIN_TESTS := tests/integration/test_export_parity.py tests/integration/test_training.py \
+	tests/integration/test_pair_stream.py
 # Debian packages: real photos for the demo corpus and the tests, Fashion-MNIST
 # for the class-based evaluation set (`visearch eval build fashion-mnist`), and
 # the browser the page tests drive (Playwright must never download its own), and
@@ -18,7 +23,7 @@ DEBIAN_PACKAGES := tuxpaint-stamps-default dataset-fashion-mnist chromium ghosts
 	libjs-jquery-backstretch libjs-jquery-slides forensics-samples-files
 
 .PHONY: deploy-tools run test lint typecheck unit integration system-deps venv selftest clean \
-	bench-peers
+	bench-peers serving-check
 
 run: system-deps $(STAMP)
 	$(BIN)/visearch run
@@ -50,7 +55,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS),train,dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(INSTALL_EXTRAS)]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -77,5 +82,12 @@ bench-peers:
 	$(MAKE) VENV=.venv-bench EXTRAS=cpu,bench .venv-bench/.installed-cpu,bench
 	.venv-bench/bin/python -m bench.peers $(ARGS)
 
+# The integration tests in a venv without the train extra (no torch): what
+# `pip install visearch[cpu]` serves, with the model exported by the main venv.
+serving-check: system-deps $(STAMP)
+	$(BIN)/visearch export
+	$(MAKE) VENV=.venv-serving INSTALL_EXTRAS=cpu,dev .venv-serving/.installed-cpu
+	.venv-serving/bin/python -m pytest tests/integration $(addprefix --ignore=,$(TRAIN_TESTS))
+
 clean:
-	rm -rf $(VENV) .venv-bench .venv-deploy .bin-deploy .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-serving .venv-bench .venv-deploy .bin-deploy .pytest_cache .mypy_cache .ruff_cache

@@ -20,7 +20,6 @@ its own, so its RSS is its own.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
 import json
@@ -40,7 +39,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.output import emit, machine
+from bench.output import bench_parser, emit, machine
 from bench.support import RunningStack, percentile, running_stack
 from streams.dead_letters import read_dead_letters
 from streams.image_source import file_uri
@@ -586,8 +585,7 @@ def run(quick: bool) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10 s freshness phases instead of 30")
+    parser = bench_parser(__doc__, "10 s freshness phases instead of 30")
     run(parser.parse_args().quick)
 
 

@@ -25,7 +25,6 @@ one as ``baseline``, the paired difference and its bootstrap 95 % interval
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.heldout_split import split
-from bench.output import emit, machine
+from bench.output import bench_parser, emit, machine
 from encoders.finetune import finetune
 from encoders.train_config import TrainConfig
 from feedback.simulate import ApiClient, Relevance, folder_relevance, simulate
@@ -209,13 +208,12 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, "2,000 + 3,000 sessions")
     parser.add_argument("--source", type=Path, default=DEMO_CORPUS, help="folders of photos")
     parser.add_argument("--train-sessions", type=int, default=10_000)
     parser.add_argument("--eval-sessions", type=int, default=11_000, help="per model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="keep the work here (default: a temp dir)")
-    parser.add_argument("--quick", action="store_true", help="2,000 + 3,000 sessions")
     args = parser.parse_args()
     if args.quick:
         args.train_sessions, args.eval_sessions = 2_000, 3_000

@@ -23,7 +23,6 @@ The load generator runs here, so its CPU is not counted.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from bench.output import emit, machine
+from bench.output import bench_parser, emit, machine
 from bench.support import RunningStack, running_stack
 from encoders.preprocess import CropBox, ImageLimits, decode_image, preprocess_image
 from encoders.tiles import image_inputs, tile_boxes
@@ -194,8 +193,7 @@ def run(quick: bool) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="20 s idle, 200 uploads, 40 searches")
+    parser = bench_parser(__doc__, "20 s idle, 200 uploads, 40 searches")
     run(parser.parse_args().quick)
 
 

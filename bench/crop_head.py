@@ -25,7 +25,6 @@ measures the next step on held-out images, in one run:
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.output import emit, machine
+from bench.output import bench_parser, emit, machine
 from encoders.preprocess import CropBox, decode_image, preprocess_image
 from encoders.runtime import OnnxEncoder
 from encoders.tiles import tile_boxes
@@ -177,12 +176,11 @@ def run(model_dir: Path, count: int | None, crops: int, epochs: int, seed: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, "200 stamps, 8 crops per image")
     parser.add_argument("--model", type=Path, help="model directory (default: int8 if present)")
     parser.add_argument("--crops", type=int, default=24, help="training crops per image")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="200 stamps, 8 crops per image")
     args = parser.parse_args()
     settings = Settings.from_env()
     model = args.model or settings.resolved_model_dir

@@ -48,7 +48,6 @@ on stderr. Run: ``python -m bench.crop_tiles [--quick] [--seed S] [--queries N]`
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
@@ -64,6 +63,7 @@ import torch
 from PIL import Image
 
 from bench import output as bench_output
+from bench.output import bench_parser
 from encoders.backbone import BACKBONE_NAME, load_pretrained
 from encoders.preprocess import decode_image, letterbox, preprocess_image, to_array
 from visearch.corpus import DEMO_CORPUS, find_images
@@ -422,8 +422,7 @@ def measure_costs(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="seeded subset, under a minute")
+    parser = bench_parser(__doc__, "seeded subset, under a minute")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--queries", type=int, default=None, help="default: one per image")
     parser.add_argument("--corpus", type=Path, default=DEMO_CORPUS)

@@ -37,7 +37,6 @@ bench.embed [--quick] [--images DIR]``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import multiprocessing as mp
@@ -56,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from bench import output as bench_output
+from bench.output import bench_parser
 from encoders.model_dir import is_exported
 from encoders.preprocess import preprocess
 from feedback.ir_metrics import evaluate
@@ -313,8 +313,7 @@ def ensure_models(fp32_dir: Path, int8_dir: Path, images: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer images and rounds, <= 60 s")
+    parser = bench_parser(__doc__, "fewer images and rounds, <= 60 s")
     parser.add_argument("--images", type=Path, default=DEMO_CORPUS, help="folder of real images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timing-images", type=int, help="default 128 (--quick: 32)")

@@ -19,7 +19,6 @@ the same run:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import random
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.output import emit, machine
+from bench.output import bench_parser, emit, machine
 from feedback.aggregation import PartitionAggregator
 from feedback.service import FeedbackService
 from streams.broker import EmbeddedBroker, free_port
@@ -163,8 +162,7 @@ def lag_probe(settings: Settings, rate: float, duration_s: float) -> list[float]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = bench_parser(__doc__)
     parser.add_argument("--events", type=int)
     args = parser.parse_args()
     count = args.events or (30_000 if args.quick else 200_000)

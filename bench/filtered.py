@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.output import emit, machine
+from bench.output import bench_parser, emit, machine
 from bench.peers import DIM, make_data
 from bench.support import percentile
 from index.faiss_index import SearchParams
@@ -301,8 +301,7 @@ def crossover(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="20k vectors, 100 queries")
+    parser = bench_parser(__doc__, "20k vectors, 100 queries")
     parser.add_argument("--n", default=None, help="comma-separated sizes (default 100k,1M)")
     parser.add_argument("--data", default="mixture", choices=("mixture", "photos"))
     parser.add_argument("--queries", type=int, default=None, help="default 500, quick 100")

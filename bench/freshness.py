@@ -14,7 +14,6 @@ Kafka pipeline pays.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import tempfile
@@ -23,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.output import emit, machine
+from bench.output import bench_parser, emit, machine
 from bench.support import percentile
 from streams.image_source import file_uri
 from streams.publisher import EventPublisher
@@ -198,10 +197,9 @@ def run(settings: Settings, rate: float, duration: float, image_dir: Path, idle_
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, "50/s for 10 s")
     parser.add_argument("--rate", type=float, default=100.0, help="uploads per second")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of uploads")
-    parser.add_argument("--quick", action="store_true", help="50/s for 10 s")
     parser.add_argument("--images", type=Path, default=DEMO_CORPUS)
     parser.add_argument(
         "--idle",

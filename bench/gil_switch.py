@@ -14,7 +14,6 @@ searches at CPython's default interval (5 ms), in the same run.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.output import emit, machine
+from bench.output import bench_parser, emit, machine
 from bench.support import percentile
 from index.partition import Partition
 
@@ -89,10 +88,9 @@ def measure(partitions: list[Partition], interval_ms: float, searches: int) -> t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--vectors", type=int, help="index size (default 6000, quick 2000)")
     parser.add_argument("--searches", type=int, help="per interval (default 300, quick 100)")
-    parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     vectors = args.vectors or (2_000 if args.quick else 6_000)
     searches = args.searches or (100 if args.quick else 300)

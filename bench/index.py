@@ -46,6 +46,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from bench.output import bench_parser
+
 # This file is bench/index.py: running it puts bench/ first on sys.path, where
 # "index" would resolve to this script instead of the project's index package.
 _HERE = Path(__file__).resolve().parent
@@ -824,10 +826,7 @@ def rss_bytes() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="100k vectors, no HNSW48, under a minute"
-    )
+    parser = bench_parser(__doc__, "100k vectors, no HNSW48, under a minute")
     parser.add_argument("--n", type=int, default=None, help="vectors (default 1M, quick 100k)")
     parser.add_argument("--queries", type=int, default=None, help="default 1000, quick 200")
     parser.add_argument("--seed", type=int, default=0)

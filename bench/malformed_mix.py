@@ -21,7 +21,6 @@ store under distinct ids (file:// URIs, as ``visearch ingest`` publishes).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import random
@@ -30,7 +29,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.output import emit, machine
+from bench.output import bench_parser, emit, machine
 from streams.dead_letters import read_dead_letters
 from streams.image_source import file_uri
 from streams.schemas import ImageUploaded, encode
@@ -80,8 +79,7 @@ KINDS = (
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = bench_parser(__doc__)
     parser.add_argument("--events", type=int)
     parser.add_argument("--bad-share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)

@@ -8,6 +8,7 @@ their output can be collected and compared without parsing prose.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -43,3 +44,12 @@ def emit(
     }
     print(json.dumps(line), file=stream or sys.stdout, flush=True)
     return line
+
+
+def bench_parser(doc: str | None, quick: str = "a shorter run") -> argparse.ArgumentParser:
+    """The command line every benchmark starts from: its docstring's first paragraph as
+    the description, and ``--quick`` (``quick`` says what the short run does)."""
+    description = (doc or "").strip().split("\n\n")[0].replace("\n", " ")
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick)
+    return parser

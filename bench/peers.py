@@ -50,7 +50,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from bench.output import emit, machine
+from bench.output import bench_parser, emit, machine
 from bench.support import percentile, process_tree
 
 DIM = 256
@@ -752,8 +752,7 @@ def stall(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="20k vectors, 200 queries and writes")
+    parser = bench_parser(__doc__, "20k vectors, 200 queries and writes")
     parser.add_argument("--n", default=None, help="comma-separated sizes (default 20k,100k,1M)")
     parser.add_argument("--data", default=",".join(DATA_SETS), help="mixture,photos")
     parser.add_argument("--systems", default=",".join(SYSTEMS))

@@ -18,7 +18,6 @@ leaks = 0, the baseline the index alone's count on the same churn.
 
 from __future__ import annotations
 
-import argparse
 import random
 import tempfile
 import threading
@@ -31,7 +30,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from bench.output import emit, machine
+from bench.output import bench_parser, emit, machine
 from bench.privacy_audit import ApiChurn
 from bench.support import percentile
 from encoders.preprocess import preprocess
@@ -188,11 +187,10 @@ def _report(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, "10,000 probes")
     parser.add_argument("--probes", type=int, default=100_000, help="searches with the denylist")
     parser.add_argument("--churned", type=int, default=16, help="images that change")
     parser.add_argument("--stable", type=int, default=24, help="images that never change")
-    parser.add_argument("--quick", action="store_true", help="10,000 probes")
     parser.add_argument("--images", type=Path, default=DEMO_CORPUS)
     args = parser.parse_args()
     if args.quick:

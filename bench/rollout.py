@@ -21,7 +21,6 @@ before the rollout started), and the switch's duration.
 
 from __future__ import annotations
 
-import argparse
 import random
 import tempfile
 import threading
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.embed import ensure_models
-from bench.output import emit, machine
+from bench.output import bench_parser, emit, machine
 from streams.settings import Settings
 from visearch.backfill import backfill
 from visearch.corpus import DEMO_CORPUS, find_images
@@ -112,8 +111,7 @@ def wait_missing_zero(stack: LocalStack, version: str, timeout_s: float) -> floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = bench_parser(__doc__)
     parser.add_argument("--images", type=int)
     parser.add_argument("--upload-rate", type=float, default=5.0)
     parser.add_argument("--backfill-rate", type=float, default=60.0)

@@ -27,7 +27,6 @@ applies a 2x margin to latency for that reason.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import faiss
@@ -44,7 +43,7 @@ from bench.index import (
     recall_at_k,
     seed_embeddings,
 )
-from bench.output import emit, machine
+from bench.output import bench_parser, emit, machine
 from encoders.preprocess import PreprocessError, preprocess
 from encoders.runtime import OnnxEncoder
 from visearch.corpus import DEMO_CORPUS, find_images
@@ -162,8 +161,7 @@ def bench_embed(images: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100k vectors, 256 lists")
+    parser = bench_parser(__doc__, "100k vectors, 256 lists")
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
     limit_numpy_threads(1)

@@ -18,7 +18,6 @@ JSON lines: ``search_p95_ms`` (with ``shards``, ``baseline`` = sequential p95),
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import threading
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.output import emit, machine
+from bench.output import bench_parser, emit, machine
 from bench.support import ShardProcess, percentile, shard_processes, wait_shard_images
 from encoders.model_dir import read_metadata
 from index.faiss_index import SearchParams
@@ -186,8 +185,7 @@ def run(quick: bool) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="5,000 vectors, 200 queries")
+    parser = bench_parser(__doc__, "5,000 vectors, 200 queries")
     run(parser.parse_args().quick)
 
 

@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from bench.embed import ensure_models
-from bench.output import emit, machine
+from bench.output import bench_parser, emit, machine
 from bench.support import percentile
 from encoders.preprocess import preprocess
 from encoders.runtime import OnnxEncoder
@@ -157,8 +157,7 @@ def http_latencies(
 
 def index_bench_arguments(description: str) -> argparse.ArgumentParser:
     """The options of a bench over the service's index: size, searches, model, seed."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true")
+    parser = bench_parser(description, "20,000 images, 60 searches per setting")
     parser.add_argument("--model", choices=("int8", "fp32"), default="int8")
     parser.add_argument("--images", type=int, help="index size (default 100000, quick 20000)")
     parser.add_argument("--queries", type=int, help="searches per setting (default 300, quick 60)")

@@ -37,7 +37,6 @@ whole run, against the 50 ms goal; leaks) and an SVG plot at ``--plot``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import tempfile
@@ -51,7 +50,7 @@ import httpx
 import numpy as np
 
 from bench.freshness import store_sources, warm_up
-from bench.output import emit, machine
+from bench.output import bench_parser, emit, machine
 from bench.privacy_audit import ApiChurn
 from bench.soak_load import CHURNED, LoadPlan, LoadProcess, paced
 from bench.support import percentile
@@ -474,12 +473,11 @@ def _plot(samples: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, "1 minute")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--upload-rate", type=float, default=100.0, help="uploads per second")
     parser.add_argument("--search-rate", type=float, default=20.0, help="searches per second")
     parser.add_argument("--sample-s", type=float, default=10.0, help="seconds between samples")
-    parser.add_argument("--quick", action="store_true", help="1 minute")
     parser.add_argument("--plot", type=Path, help="write an SVG plot of the samples here")
     parser.add_argument(
         "--id-space",

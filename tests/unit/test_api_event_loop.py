@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -23,24 +22,25 @@ from streams.settings import Settings
 from visearch.api import create_api
 from visearch.image_store import ImageStore
 
-EMBED_S = 0.5
 DIM = 8
 
 
-class SlowEncoder:
-    """Stands in for ONNX Runtime: a slow embed that releases the GIL, as the real one does."""
+class BlockedEncoder:
+    """Stands in for ONNX Runtime: an embed that holds its thread until released (the
+    real one holds it for milliseconds and releases the GIL, as this one does)."""
 
-    version = "slow"
+    version = "blocked"
     dim = DIM
 
     def __init__(self) -> None:
         self.calls = 0
-        self.lock = threading.Lock()
+        self.entered = threading.Event()
+        self.release = threading.Event()
 
     def embed(self, inputs: np.ndarray) -> np.ndarray:
-        with self.lock:
-            self.calls += 1
-        time.sleep(EMBED_S)
+        self.calls += 1
+        self.entered.set()
+        assert self.release.wait(30), "never released"
         vectors = np.ones((len(inputs), DIM), dtype=np.float32)
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
@@ -52,26 +52,25 @@ def _png() -> bytes:
 
 
 def test_health_check_answers_while_a_search_embeds(tmp_path: Path) -> None:
-    encoder = SlowEncoder()
-    shard = IndexShard(DIM, "slow", [0])
+    encoder = BlockedEncoder()
+    shard = IndexShard(DIM, "blocked", [0])
     service = SearchService(encoder, [shard])  # type: ignore[arg-type]
     app = create_api(Settings(), service, ImageStore(tmp_path / "store"), publisher=None)  # type: ignore[arg-type]
 
-    async def scenario() -> tuple[float, float, int, int]:
+    async def scenario() -> tuple[int, bool, int]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            started = time.perf_counter()
             search = asyncio.create_task(
                 client.post("/v1/search", files={"image": ("q.png", _png(), "image/png")})
             )
-            await asyncio.sleep(0.1)  # the search is embedding now
-            health = await client.get("/healthz")
-            health_s = time.perf_counter() - started
+            assert await asyncio.to_thread(encoder.entered.wait, 30)  # the search embeds now
+            # answered while the search still holds its thread (a hang fails here)
+            health = await asyncio.wait_for(client.get("/healthz"), timeout=30)
+            search_still_running = not search.done()
+            encoder.release.set()
             response = await search
-            search_s = time.perf_counter() - started
-            return health_s, search_s, response.status_code, health.status_code
+            return health.status_code, search_still_running, response.status_code
 
-    health_s, search_s, status, health_status = asyncio.run(scenario())
-    assert status == 200 and health_status == 200 and encoder.calls == 1
-    assert search_s >= EMBED_S
-    assert health_s < EMBED_S - 0.1, f"/healthz waited {health_s:.2f} s behind the search"
+    health_status, search_still_running, status = asyncio.run(scenario())
+    assert health_status == 200 and search_still_running
+    assert status == 200 and encoder.calls == 1

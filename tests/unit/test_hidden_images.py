@@ -132,17 +132,14 @@ def test_opening_compacts_and_open_readers_follow(tmp_path):
         assert old_reader.visible(f"i{n}") is expected, n
 
 
-def test_the_check_costs_microseconds(tmp_path):
-    """The search service calls it for every candidate (~100 a search)."""
+def test_a_large_denylist_is_loaded_and_answers_every_check(tmp_path):
+    """100,000 hidden ids; what a check costs is measured by ``bench.privacy``."""
     (tmp_path / ".hidden.log").write_text("".join(f"i{n} 2\n" for n in range(0, 200_000, 2)))
     hidden = HiddenImages(tmp_path)
     assert len(hidden) == 100_000
     ids = [f"i{n}" for n in range(100)]
-    started = time.perf_counter()
-    for _ in range(100):
-        assert sum(hidden.visible(image_id) for image_id in ids) == 50
-    per_search_ms = (time.perf_counter() - started) * 1000 / 100
-    assert per_search_ms < 1.0, per_search_ms
+    assert sum(hidden.visible(image_id) for image_id in ids) == 50
+    assert not hidden.visible("i199998") and hidden.visible("i199999")
 
 
 ACTIONS = st.sampled_from(
