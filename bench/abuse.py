@@ -46,8 +46,8 @@ from streams.image_source import file_uri
 from streams.log_follower import read_until_idle
 from streams.schemas import ImageEmbedded, ImageUploaded, decode
 from streams.settings import Settings
-from visearch.corpus import DEMO_CORPUS, find_images
-from visearch.model import ensure_exported
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
+from visearch.models.serving import ensure_exported
 
 BENCH = "abuse"
 TOKEN = "abuse-bench-token"

@@ -38,7 +38,9 @@ from encoders.train_config import TrainConfig
 from feedback.simulate import ApiClient, Relevance, folder_relevance, simulate
 from feedback.trainer_feed import INTERACTIONS, PAIRS, export_log, load_pairs
 from streams.settings import Settings
-from visearch.corpus import DEMO_CORPUS, image_folders
+from visearch.api.from_stack import stack_api
+from visearch.api.serving import serve_in_thread
+from visearch.catalog.corpus import DEMO_CORPUS, image_folders
 from visearch.evaluation.classes import build_folder_class_set
 from visearch.evaluation.clicks import build_click_set
 from visearch.evaluation.compare import compare_outputs
@@ -46,12 +48,10 @@ from visearch.evaluation.dataset import load_set_dir, set_dir_sources
 from visearch.evaluation.embedding import open_encoder
 from visearch.evaluation.outputs import write_outputs
 from visearch.evaluation.runner import EvalOptions, run_eval
-from visearch.ingest import ingest_folder
-from visearch.model import ensure_exported
-from visearch.serving import serve_in_thread
-from visearch.stack import LocalStack, isolated_settings
-from visearch.stack_api import stack_api
-from visearch.training import images_in_folder
+from visearch.local.ingest import ingest_folder
+from visearch.local.stack import LocalStack, isolated_settings
+from visearch.models.serving import ensure_exported
+from visearch.models.training import images_in_folder
 
 BENCH = "click_loop"
 # Event time between a session's last event and the one that closes it; a

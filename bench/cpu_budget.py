@@ -38,8 +38,8 @@ from streams.encoder_set import encoder_from_settings
 from streams.image_source import file_uri
 from streams.schemas import ImageUploaded
 from streams.settings import Settings
-from visearch.corpus import DEMO_CORPUS, find_images
-from visearch.model import with_serving_model
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
+from visearch.models.serving import with_serving_model
 
 BENCH = "cpu_budget"
 CROP = "0.25,0.25,0.6,0.6"  # relative: a third of each side, off-centre

@@ -37,7 +37,7 @@ from encoders.preprocess import CropBox, decode_image, preprocess_image
 from encoders.runtime import OnnxEncoder
 from encoders.tiles import tile_boxes
 from streams.settings import Settings
-from visearch.corpus import DEMO_CORPUS, find_images
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
 from visearch.evaluation.crops import crop_queries, duplicate_groups, hard_crop, jpeg_bytes
 from visearch.evaluation.embedding import embed_images
 

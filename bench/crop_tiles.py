@@ -24,7 +24,7 @@ the letterbox (``canvas`` variants use the whole padded square instead), so
 feature map are weighted by their overlap with a box (fractional boxes are
 exact), pooled, then L2-normalised; see ``REGION_SETS``.
 
-Data: every Tux Paint stamp (``visearch.corpus.DEMO_CORPUS``) is the corpus;
+Data: every Tux Paint stamp (``visearch.catalog.corpus.DEMO_CORPUS``) is the corpus;
 queries are "hard crops" (3-15 % of the area, aspect 0.5-2, random position,
 rejected when >= 90 % of the crop is white/transparent background, at least
 8 px a side) re-encoded as JPEG quality 70. Ground truth = the source image
@@ -66,7 +66,7 @@ from bench import output as bench_output
 from bench.output import bench_parser
 from encoders.backbone import BACKBONE_NAME, load_pretrained
 from encoders.preprocess import decode_image, letterbox, preprocess_image, to_array
-from visearch.corpus import DEMO_CORPUS, find_images
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
 from visearch.evaluation.crops import crop_queries, duplicate_groups
 
 BENCH = "crop_tiles"

@@ -60,8 +60,8 @@ from encoders.model_dir import is_exported
 from encoders.preprocess import preprocess
 from feedback.ir_metrics import evaluate
 from streams.settings import Settings
-from visearch.corpus import DEMO_CORPUS, find_images
-from visearch.model import ensure_exported
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
+from visearch.models.serving import ensure_exported
 
 BENCH = "embed"
 RUNTIMES = ("torch_fp32", "ort_fp32", "ort_int8")
@@ -305,7 +305,7 @@ def ensure_models(fp32_dir: Path, int8_dir: Path, images: Path) -> None:
     """Export / quantise the models if missing (the product's own commands)."""
     ensure_exported(fp32_dir, images)
     if not is_exported(int8_dir):
-        from visearch.cli import main as cli_main
+        from visearch.cli.main import main as cli_main
 
         log(f"quantising {fp32_dir} into {int8_dir}")
         with contextlib.redirect_stdout(sys.stderr):

@@ -167,7 +167,7 @@ def load(shard: object, vectors: np.ndarray, catalogue: Catalogue) -> None:
 def measure(args: argparse.Namespace, n: int) -> None:
     from index.shard import IndexShard
     from streams.settings import Settings
-    from visearch.shards import partition_factory
+    from visearch.processes.shards import partition_factory
 
     rng = np.random.default_rng(args.seed)
     data = make_data(args.data, n, args.queries, 0, args.seed)

@@ -28,10 +28,10 @@ from streams.image_source import file_uri
 from streams.publisher import EventPublisher
 from streams.schemas import ImageUploaded
 from streams.settings import Settings
-from visearch.corpus import DEMO_CORPUS, find_images, image_id_for
-from visearch.image_store import StoredImage
-from visearch.model import with_serving_model
-from visearch.stack import LocalStack, isolated_settings
+from visearch.catalog.corpus import DEMO_CORPUS, find_images, image_id_for
+from visearch.catalog.store import StoredImage
+from visearch.local.stack import LocalStack, isolated_settings
+from visearch.models.serving import with_serving_model
 
 BENCH = "freshness"
 

@@ -19,7 +19,7 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
-from visearch.corpus import DEMO_CORPUS, find_images
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
 
 
 def split(source: Path, out: Path, heldout: float, seed: int) -> dict[str, int]:

@@ -81,7 +81,7 @@ from index.faiss_index import (  # noqa: E402
 from index.partition import Hit, Partition  # noqa: E402
 from index.snapshot import SnapshotInfo, load_snapshot, save_snapshot  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from visearch.corpus import DEMO_CORPUS, find_images  # noqa: E402
+from visearch.catalog.corpus import DEMO_CORPUS, find_images  # noqa: E402
 
 BENCH = "index"
 ROOT = _HERE.parent

@@ -33,10 +33,10 @@ from bench.output import bench_parser, emit, machine
 from streams.dead_letters import read_dead_letters
 from streams.image_source import file_uri
 from streams.schemas import ImageUploaded, encode
-from visearch.corpus import DEMO_CORPUS, find_images
-from visearch.image_store import StoredImage
-from visearch.model import ensure_exported
-from visearch.stack import LocalStack, isolated_settings
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
+from visearch.catalog.store import StoredImage
+from visearch.local.stack import LocalStack, isolated_settings
+from visearch.models.serving import ensure_exported
 
 BENCH = "malformed_mix"
 

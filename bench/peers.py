@@ -106,7 +106,7 @@ class VisearchStore:
         from index.shard import IndexShard, partition_for
         from streams.process_tuning import tune_process
         from streams.settings import Settings
-        from visearch.shards import partition_factory, search_params
+        from visearch.processes.shards import partition_factory, search_params
 
         settings = Settings()
         tune_process(settings)  # as every visearch process does at start
@@ -702,7 +702,7 @@ def stall(args: argparse.Namespace) -> int:
     from index.ann_plan import nlist_for
     from index.shard import IndexShard, partition_for
     from streams.settings import Settings
-    from visearch.shards import partition_factory, search_params
+    from visearch.processes.shards import partition_factory, search_params
 
     settings = Settings()
     for boundary in [int(s) for s in args.n.split(",")]:

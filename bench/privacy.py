@@ -36,11 +36,11 @@ from bench.support import percentile
 from encoders.preprocess import preprocess
 from index.search import SearchService
 from streams.settings import Settings
-from visearch.api import create_api
-from visearch.corpus import DEMO_CORPUS, find_images
-from visearch.hidden_images import ACTIONS
-from visearch.model import ensure_exported
-from visearch.stack import LocalStack, isolated_settings
+from visearch.api.app import create_api
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
+from visearch.catalog.hidden import ACTIONS
+from visearch.local.stack import LocalStack, isolated_settings
+from visearch.models.serving import ensure_exported
 
 BENCH = "privacy"
 K = 24

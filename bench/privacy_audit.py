@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from visearch.hidden_images import next_bits
+from visearch.catalog.hidden import next_bits
 
 
 @dataclass

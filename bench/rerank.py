@@ -6,7 +6,7 @@ real photos and synthetic neighbours); each indexed id maps to a real photo
 file, so crop verification decodes and matches real pixels. Queries are real
 photos as JPEG, every third with a crop box (``bench.search_api.query_images``).
 Every variant is the in-process ``SearchService.search_bytes`` (decode + embed +
-search + re-rank) built by ``visearch.shards.search_service`` from settings
+search + re-rank) built by ``visearch.processes.shards.search_service`` from settings
 that differ only in the option measured:
 
 - baseline: plain search (no expansion, no verification);
@@ -37,8 +37,8 @@ from bench.search_api import (
 from encoders.preprocess import CropBox
 from index.search import SearchService
 from streams.encoder_set import encoder_from_settings
-from visearch.corpus import DEMO_CORPUS, find_images
-from visearch.shards import search_service
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
+from visearch.processes.shards import search_service
 
 BENCH = "rerank"
 VARIANTS = {

@@ -33,11 +33,11 @@ import numpy as np
 from bench.embed import ensure_models
 from bench.output import bench_parser, emit, machine
 from streams.settings import Settings
-from visearch.backfill import backfill
-from visearch.corpus import DEMO_CORPUS, find_images
-from visearch.image_store import StoredImage
-from visearch.stack import LocalStack, isolated_settings
-from visearch.uploads import publish_stored
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
+from visearch.catalog.store import StoredImage
+from visearch.catalog.uploads import publish_stored
+from visearch.local.stack import LocalStack, isolated_settings
+from visearch.models.backfill import backfill
 
 BENCH = "rollout"
 

@@ -46,7 +46,7 @@ from bench.index import (
 from bench.output import bench_parser, emit, machine
 from encoders.preprocess import PreprocessError, preprocess
 from encoders.runtime import OnnxEncoder
-from visearch.corpus import DEMO_CORPUS, find_images
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
 
 BENCH = "scale_sim"
 NPROBE = 32

@@ -38,9 +38,9 @@ from streams.publisher import EventPublisher
 from streams.schemas import ImageEmbedded, vector_to_b64
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from visearch.corpus import DEMO_CORPUS
-from visearch.model import ensure_exported
-from visearch.stack import isolated_settings
+from visearch.catalog.corpus import DEMO_CORPUS
+from visearch.local.stack import isolated_settings
+from visearch.models.serving import ensure_exported
 
 BENCH = "scatter"
 FETCH = 16  # what a k = 10 search fetches per shard: k + 1 + k // 2

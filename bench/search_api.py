@@ -49,11 +49,11 @@ from streams.encoder_set import encoder_from_settings
 from streams.publisher import EventPublisher
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from visearch.api import create_api
-from visearch.corpus import DEMO_CORPUS, find_images
-from visearch.image_store import ImageStore, StoredImage
-from visearch.serving import serve_in_thread
-from visearch.shards import partition_factory, search_service
+from visearch.api.app import create_api
+from visearch.api.serving import serve_in_thread
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
+from visearch.catalog.store import ImageStore, StoredImage
+from visearch.processes.shards import partition_factory, search_service
 
 BENCH = "search_api"
 K = 24

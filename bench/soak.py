@@ -55,12 +55,12 @@ from bench.privacy_audit import ApiChurn
 from bench.soak_load import CHURNED, LoadPlan, LoadProcess, paced
 from bench.support import percentile
 from streams.settings import Settings
-from visearch.corpus import DEMO_CORPUS, find_images, image_id_for
+from visearch.api.from_stack import stack_api
+from visearch.api.serving import serve_in_thread
+from visearch.catalog.corpus import DEMO_CORPUS, find_images, image_id_for
 from visearch.evaluation.svg import line_chart
-from visearch.model import with_serving_model
-from visearch.serving import serve_in_thread
-from visearch.stack import LocalStack, isolated_settings
-from visearch.stack_api import stack_api
+from visearch.local.stack import LocalStack, isolated_settings
+from visearch.models.serving import with_serving_model
 
 BENCH = "soak"
 SEARCH_GOAL_P95_MS = 50.0  # issue 9: full query p95 on 2 cores with the int8 model

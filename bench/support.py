@@ -26,7 +26,7 @@ import numpy as np
 from streams.broker import free_port
 from streams.publisher import EventPublisher
 from streams.settings import Settings
-from visearch.stack import isolated_settings, settings_env
+from visearch.local.stack import isolated_settings, settings_env
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -124,7 +124,7 @@ def store_pixels(settings: Settings) -> Load:
     """Preprocessed pixels (3 x 224 x 224 float32) of visible images in the image store;
     ``KeyError`` for a deleted, private, flagged or unknown one."""
     from encoders.preprocess import ImageLimits, decode_image, preprocess_image
-    from visearch.image_store import ImageStore, UnknownImageError
+    from visearch.catalog.store import ImageStore, UnknownImageError
 
     store = ImageStore(settings.image_store_dir)
     limits = ImageLimits.from_settings(settings)

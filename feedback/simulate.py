@@ -87,7 +87,7 @@ Relevance = Callable[[str, str], bool]  # (query id, result id) -> is the result
 
 
 def folder_relevance(folder_of: Mapping[str, str]) -> Relevance:
-    """Same folder, from each image id's folder (:func:`visearch.corpus.image_folders`);
+    """Same folder, from each image id's folder (:func:`visearch.catalog.corpus.image_folders`);
     ids the mapping lacks fall back to :func:`image_group`."""
 
     def relevant(query_id: str, result_id: str) -> bool:

@@ -4,9 +4,9 @@ Runs in the deploy-tools venv: ``.venv-deploy/bin/python helm/dashboards.py``
 rewrites ``helm/visearch/dashboards/visearch-ops.json``, which the chart ships
 as a ConfigMap. Code, not hand-edited JSON, so panels stay consistent; the
 test suite regenerates it and compares, and parses every query with promtool.
-Metric names: the API's own (visearch/api.py: searches, uploads;
+Metric names: the API's own (visearch/api/context.py: searches, uploads;
 streams/dead_letter_monitor.py: dead letters), the feedback aggregator's
-(feedback/prometheus.py), each shard's (visearch/shard_metrics.py: upload ->
+(feedback/prometheus.py), each shard's (visearch/processes/shard_metrics.py: upload ->
 searchable, consumer lag) and kafka-exporter's consumer-group metrics for the
 embedding workers' lag.
 """

@@ -68,7 +68,7 @@ async def send_dead_letter(topic: faust.TopicT, letter: DeadLetter) -> None:
 
 class UploadKeeper(Protocol):
     """Keeps a copy of inline uploads and follows their updates (the worker's
-    ``visearch.kept_uploads.InlineUploadKeeper``); both calls block on disk."""
+    ``visearch.catalog.kept_uploads.InlineUploadKeeper``); both calls block on disk."""
 
     def keep(self, event: ImageUploaded) -> bool: ...
 

@@ -10,7 +10,7 @@ log has grown past the old position), and Faust drops records at or below
 offsets it has already read. So every consumer watches its topic's id (the
 epoch) and reads a new epoch from its beginning: the log followers seek back
 in place (:class:`streams.log_follower.LogFollower`), the Faust worker exits
-to be restarted fresh (:mod:`visearch.worker`).
+to be restarted fresh (:mod:`visearch.processes.worker`).
 
 The tracker is also where a consumer says, once per outage, that the broker
 is unreachable and that it is back: kafka-python and aiokafka retry quietly

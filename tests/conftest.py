@@ -9,8 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from encoders.runtime import OnnxEncoder
-from visearch.corpus import DEMO_CORPUS, find_images
-from visearch.model import ensure_exported
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
+from visearch.models.serving import ensure_exported
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The same directory `make run` uses, so the model is exported once per checkout.

@@ -1,3 +1,3 @@
-from visearch.cli import main
+from visearch.cli.main import main
 
 raise SystemExit(main())

@@ -12,10 +12,10 @@ from playwright.sync_api import Page, sync_playwright
 from streams.broker import free_port
 from streams.log_follower import read_until_idle
 from streams.settings import Settings
-from visearch.serving import serve_in_thread
-from visearch.stack import LocalStack
-from visearch.stack_api import stack_api
-from visearch.uploads import accept_upload
+from visearch.api.from_stack import stack_api
+from visearch.api.serving import serve_in_thread
+from visearch.catalog.uploads import accept_upload
+from visearch.local.stack import LocalStack
 
 
 def private_settings(data_dir: Path, model_dir: Path, **overrides: object) -> Settings:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from streams.broker import free_port
 from streams.settings import Settings
-from visearch.stack import settings_env
+from visearch.local.stack import settings_env
 
 TIMEOUT_S = 120.0
 

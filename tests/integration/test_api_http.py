@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from visearch.stack import LocalStack
-from visearch.stack_api import stack_api
+from visearch.api.from_stack import stack_api
+from visearch.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -33,8 +33,8 @@ from streams.dead_letters import read_dead_letters
 from streams.image_source import file_uri
 from streams.schemas import ImageEmbedded, decode_vector_log
 from streams.settings import Settings
-from visearch.stack import LocalStack
-from visearch.stack_api import stack_api
+from visearch.api.from_stack import stack_api
+from visearch.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 120.0

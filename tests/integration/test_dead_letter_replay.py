@@ -21,8 +21,8 @@ from streams.dead_letters import read_dead_letters, select, summarize
 from streams.image_source import file_uri
 from streams.schemas import ImageUploaded, encode
 from streams.settings import Settings
-from visearch.image_store import StoredImage
-from visearch.stack import LocalStack, settings_env
+from visearch.catalog.store import StoredImage
+from visearch.local.stack import LocalStack, settings_env
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 90.0

@@ -9,10 +9,10 @@ import shutil
 import pytest
 
 from encoders.preprocess import decode_image
-from visearch.cli import main
+from visearch.cli.main import main
 from visearch.evaluation.crops import jpeg_bytes
 from visearch.evaluation.outputs import read_run
-from visearch.selftest import random_crop
+from visearch.local.selftest import random_crop
 
 CORPUS, QUERIES = 40, 10
 

@@ -15,7 +15,7 @@ from confluent_kafka import Producer
 
 from streams.dead_letters import read_dead_letters
 from streams.event_contract import EXAMPLES
-from visearch.stack import LocalStack
+from visearch.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 60.0

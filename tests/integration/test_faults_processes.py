@@ -23,8 +23,8 @@ import pytest
 
 from streams.schemas import ImageEmbedded, decode_vector_log
 from streams.settings import Settings
-from visearch.corpus import DEMO_CORPUS, find_images
-from visearch.stack import LocalStack, settings_env
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
+from visearch.local.stack import LocalStack, settings_env
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 120.0
@@ -125,7 +125,7 @@ def test_the_stack_restarts_a_sigkilled_worker_and_nothing_is_lost(
     # Photos no other test of the module uses (a copy would be collapsed with its twin).
     taken = set(photo_paths)
     fresh = random.Random(7).sample([p for p in find_images(DEMO_CORPUS) if p not in taken], 50)
-    with caplog.at_level(logging.ERROR, logger="visearch.supervision"):
+    with caplog.at_level(logging.ERROR, logger="visearch.local.supervision"):
         ids = publish(stack, fresh[:30], "heal")
         time.sleep(0.3)  # mid-stream
         dead.send_signal(signal.SIGKILL)

@@ -22,8 +22,8 @@ import pytest
 from index.partition import Partition
 from index.shard import IndexShard
 from index.snapshot import SnapshotError, load_snapshot, snapshot_path
-from visearch.shards import start_shard
-from visearch.stack import LocalStack
+from visearch.local.stack import LocalStack
+from visearch.processes.shards import start_shard
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 90.0

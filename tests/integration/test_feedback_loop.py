@@ -18,11 +18,11 @@ from feedback.service import FeedbackService
 from feedback.simulate import ApiClient, simulate
 from feedback.trainer_feed import INTERACTIONS, PAIRS, export_log, load_interactions, load_pairs
 from streams.schemas import DeadLetter, decode
-from visearch.cli import build_parser
-from visearch.corpus import DEMO_CORPUS, image_id_for
-from visearch.stack import LocalStack
-from visearch.stack_api import stack_api
-from visearch.uploads import accept_upload
+from visearch.api.from_stack import stack_api
+from visearch.catalog.corpus import DEMO_CORPUS, image_id_for
+from visearch.catalog.uploads import accept_upload
+from visearch.cli.main import build_parser
+from visearch.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

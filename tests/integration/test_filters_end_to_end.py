@@ -16,10 +16,10 @@ import pytest
 from shard_process import remote_shard_settings, start_shard_process, wait_images
 
 from index.filters import SearchFilter
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
+from visearch.catalog.uploads import accept_upload, publish_update
 from visearch.client import ApiError, Client
-from visearch.corpus import DEMO_CORPUS, find_images
-from visearch.stack import LocalStack
-from visearch.uploads import accept_upload, publish_update
+from visearch.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 60.0

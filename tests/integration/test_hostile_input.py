@@ -38,7 +38,7 @@ from bench.abuse import (
 from streams.dead_letters import read_dead_letters
 from streams.image_source import file_uri
 from streams.schemas import ImageUploaded
-from visearch.stack import LocalStack
+from visearch.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

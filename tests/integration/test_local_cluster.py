@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 from bench.support import ShardProcess, shard_processes, wait_shard_images
 from index.scatter import ShardsUnavailableError
 from streams.settings import Settings
-from visearch.corpus import DEMO_CORPUS, find_images
-from visearch.shards import remote_shards, search_service
-from visearch.stack import LocalStack
-from visearch.stack_api import stack_api
+from visearch.api.from_stack import stack_api
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
+from visearch.local.stack import LocalStack
+from visearch.processes.shards import remote_shards, search_service
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 120.0

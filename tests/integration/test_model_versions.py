@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from encoders.model_dir import ONNX_FILE, content_version, read_metadata, write_metadata
-from visearch.backfill import BackfillError, backfill
-from visearch.stack import LocalStack
-from visearch.stack_api import stack_api
+from visearch.api.from_stack import stack_api
+from visearch.local.stack import LocalStack
+from visearch.models.backfill import BackfillError, backfill
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 
 from feedback.pair_dataset import PairStream, store_pixels
 from streams.schemas import LabeledPair
-from visearch.stack import LocalStack
+from visearch.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

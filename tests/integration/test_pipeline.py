@@ -12,10 +12,10 @@ import pytest
 from encoders.preprocess import decode_image
 from streams.dead_letters import read_dead_letters
 from streams.schemas import DeadLetter, ImageUploaded, encode
+from visearch.catalog.store import StoredImage
+from visearch.catalog.uploads import publish_stored
 from visearch.evaluation.crops import hard_crop, jpeg_bytes
-from visearch.image_store import StoredImage
-from visearch.stack import LocalStack
-from visearch.uploads import publish_stored
+from visearch.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 90.0
@@ -136,7 +136,7 @@ def test_crop_of_a_tile_finds_its_image_through_tile_vectors(
 def test_ingest_folder_publishes_images_and_reports_bad_files(
     stack: LocalStack, photo_paths: list[Path], tmp_path: Path
 ) -> None:
-    from visearch.ingest import ingest_folder
+    from visearch.local.ingest import ingest_folder
 
     assert stack.publisher is not None
     folder = tmp_path / "mine"

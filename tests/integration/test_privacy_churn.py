@@ -31,8 +31,8 @@ from bench.privacy_audit import ApiChurn
 from encoders.preprocess import preprocess
 from feedback.simulate import ApiClient
 from index.search import SearchService
-from visearch.hidden_images import ACTIONS, FLAGGED
-from visearch.stack import LocalStack
+from visearch.catalog.hidden import ACTIONS, FLAGGED
+from visearch.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

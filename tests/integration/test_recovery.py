@@ -16,8 +16,8 @@ from shard_process import (
 )
 
 from streams.broker import free_port
-from visearch.corpus import DEMO_CORPUS, find_images
-from visearch.stack import LocalStack
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
+from visearch.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 120.0

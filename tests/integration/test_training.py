@@ -25,8 +25,8 @@ from encoders.train import HeadTrainer
 from encoders.train_config import TrainConfig
 from encoders.training_data import ViewFeatures, compute_view_features, index_pairs
 from streams.schemas import LabeledPair, encode
-from visearch.cli import main
-from visearch.corpus import DEMO_CORPUS, image_id_for
+from visearch.catalog.corpus import DEMO_CORPUS, image_id_for
+from visearch.cli.main import main
 
 pytestmark = pytest.mark.integration
 

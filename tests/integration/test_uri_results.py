@@ -20,9 +20,9 @@ from confluent_kafka import Producer
 from PIL import Image
 from playwright.sync_api import Page
 
+from visearch.catalog.store import ORIGIN_LOG
 from visearch.client import Client
-from visearch.image_store import ORIGIN_LOG
-from visearch.stack import LocalStack
+from visearch.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 # The image server of these tests is on loopback: open it, and it alone.

@@ -8,8 +8,8 @@ import pytest
 from playwright.sync_api import Page
 
 from streams.schemas import Interaction, decode
-from visearch.stack import LocalStack
-from visearch.uploads import accept_upload
+from visearch.catalog.uploads import accept_upload
+from visearch.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

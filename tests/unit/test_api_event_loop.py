@@ -19,8 +19,8 @@ from PIL import Image
 from index.search import SearchService
 from index.shard import IndexShard
 from streams.settings import Settings
-from visearch.api import create_api
-from visearch.image_store import ImageStore
+from visearch.api.app import create_api
+from visearch.catalog.store import ImageStore
 
 DIM = 8
 

@@ -1,7 +1,7 @@
 """``visearch pairs export`` and ``visearch interactions export`` share one handler,
 which picks the topic description from the command."""
 
-from visearch.cli import build_parser
+from visearch.cli.main import build_parser
 
 
 def test_each_export_command_parses_to_its_own_topic() -> None:

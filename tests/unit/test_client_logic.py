@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from index.filters import SearchFilter
+from visearch.api.filter_form import filter_from_form
 from visearch.client import ApiError, RetryPolicy, _check, _search_form
-from visearch.filter_form import filter_from_form
 
 
 def test_error_bodies_become_api_errors_with_their_code() -> None:

@@ -16,7 +16,7 @@ from encoders.preprocess import decode_image
 from index import crop_verify
 from index.crop_verify import CropVerifier, block_agreement, query_pixels
 from index.partition import Hit
-from visearch.corpus import DEMO_CORPUS, find_images
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
 from visearch.evaluation.crops import hard_crop, jpeg_bytes
 from visearch.evaluation.photo_edits import patch
 

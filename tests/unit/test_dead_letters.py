@@ -19,7 +19,7 @@ from streams.dead_letters import (
 )
 from streams.schemas import DeadLetter
 from streams.settings import Settings
-from visearch import cli
+from visearch.cli import main as cli
 
 SETTINGS = Settings(topic_prefix="t")
 UPLOADS = SETTINGS.topics.uploads

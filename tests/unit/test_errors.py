@@ -13,7 +13,7 @@ from streams.errors import CodedError, VisearchError
 from streams.image_source import ImageSourceError
 from streams.remote_fetch import FetchError
 from streams.schemas import SchemaError
-from visearch.rollout import RolloutError
+from visearch.models.rollout import RolloutError
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("streams", "encoders", "index", "feedback", "visearch")

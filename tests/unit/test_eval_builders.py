@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from encoders.preprocess import decode_image
-from visearch.corpus import DEMO_CORPUS, find_images
+from visearch.catalog.corpus import DEMO_CORPUS, find_images
 from visearch.evaluation.classes import (
     FASHION_LABELS,
     FASHION_MNIST,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from visearch.cli import main
+from visearch.cli.main import main
 from visearch.evaluation.compare import compare_outputs, paired_bootstrap
 from visearch.evaluation.dataset import EvalSetError
 

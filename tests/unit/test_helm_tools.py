@@ -38,8 +38,8 @@ from streams.dead_letter_monitor import DeadLetterMonitor
 from streams.schemas import ImageEmbedded, Interaction, vector_to_b64
 from streams.settings import Settings
 from streams.shard_consumer import ShardConsumer
-from visearch.api import ApiMetrics
-from visearch.shard_metrics import ShardCollector
+from visearch.api.app import ApiMetrics
+from visearch.processes.shard_metrics import ShardCollector
 
 # Every optional part switched on at once, so each template is checked.
 ALL_OPTIONS: dict[str, Any] = {

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from visearch.hidden_images import REFRESH_INTERVAL_S, HiddenImages
-from visearch.image_store import ImageStore, StoredImage, UnknownImageError
+from visearch.catalog.hidden import REFRESH_INTERVAL_S, HiddenImages
+from visearch.catalog.store import ImageStore, StoredImage, UnknownImageError
 
 
 def _put(store, image_id, private=False):
@@ -96,7 +96,7 @@ def test_a_change_by_another_process_is_seen_after_it_returns(tmp_path):
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        from visearch.image_store import ImageStore
+        from visearch.catalog.store import ImageStore
         ImageStore(Path({str(tmp_path)!r})).delete("a")
         """
     )

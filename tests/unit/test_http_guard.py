@@ -7,7 +7,7 @@ import hashlib
 
 from fastapi import APIRouter, FastAPI
 
-from visearch.http_guard import api_routes, bearer_token_matches, page_security_policy
+from visearch.api.guard import api_routes, bearer_token_matches, page_security_policy
 
 
 def test_bearer_tokens_compare_as_bytes_with_any_case_of_scheme() -> None:

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from streams.schemas import ID_PATTERN
-from visearch.corpus import DEMO_CORPUS, CorpusError, find_images, image_id_for
-from visearch.image_store import ImageStore, StoredImage, UnknownImageError, new_image_id
+from visearch.catalog.corpus import DEMO_CORPUS, CorpusError, find_images, image_id_for
+from visearch.catalog.store import ImageStore, StoredImage, UnknownImageError, new_image_id
 
 
 def _stored(image_id, owner="o", private=False, at=1.5):

@@ -7,8 +7,8 @@ import base64
 import pytest
 
 from streams.schemas import ImageUpdated, ImageUploaded
-from visearch.image_store import ORIGIN_API, ORIGIN_LOG, ImageStore, StoredImage
-from visearch.kept_uploads import RECENT_DELETES, InlineUploadKeeper
+from visearch.catalog.kept_uploads import RECENT_DELETES, InlineUploadKeeper
+from visearch.catalog.store import ORIGIN_API, ORIGIN_LOG, ImageStore, StoredImage
 
 BYTES = b"\x89PNG not really, the keeper does not decode"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from visearch.thumbnails import PreviewCache
+from visearch.catalog.thumbnails import PreviewCache
 
 
 def test_least_recently_used_previews_go_first_within_the_byte_budget() -> None:

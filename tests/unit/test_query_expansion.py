@@ -128,7 +128,7 @@ def test_the_excluded_query_image_is_not_blended_in() -> None:
 
 def test_the_service_settings_turn_expansion_on() -> None:
     from streams.settings import Settings
-    from visearch.shards import query_expansion
+    from visearch.processes.shards import query_expansion
 
     assert query_expansion(Settings()) is None  # off by default
     configured = query_expansion(Settings(query_expansion=4, query_expansion_alpha=1.5))

@@ -10,7 +10,7 @@ import pytest
 from index.remote import RemoteShard, create_shard_api
 from index.search import SearchService
 from index.shard import IndexShard
-from visearch.serving import serve_in_thread
+from visearch.api.serving import serve_in_thread
 
 DIM = 16
 

@@ -13,7 +13,7 @@ from index.shard import IndexShard
 from streams.schemas import ImageEmbedded, ImageUpdated, vector_to_b64
 from streams.settings import Settings
 from streams.shard_consumer import ShardConsumer
-from visearch.shard_metrics import ShardCollector
+from visearch.processes.shard_metrics import ShardCollector
 
 
 def test_the_histogram_is_cumulative_and_clamps_a_clock_behind() -> None:

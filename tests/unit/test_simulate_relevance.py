@@ -3,7 +3,7 @@
 import random
 
 from feedback.simulate import ClickModel, is_relevant, qrels_relevance, session_events
-from visearch.cli import main
+from visearch.cli.main import main
 
 QRELS = {"q1": {"a": 1, "b": 0, "c": 3}}
 
@@ -50,7 +50,7 @@ def test_folder_relevance_reads_folders_not_id_text(tmp_path) -> None:
     from PIL import Image
 
     from feedback.simulate import folder_relevance
-    from visearch.corpus import image_folders
+    from visearch.catalog.corpus import image_folders
 
     for relative in ["animals/birds/adelaide-rosella.png", "animals/birds/robin.png",
                      "animals/cats/tabby.png"]:  # fmt: skip

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from visearch.supervision import (
+from visearch.local.supervision import (
     GiveUp,
     RestartCollector,
     RestartPolicy,

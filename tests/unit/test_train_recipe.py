@@ -1,7 +1,7 @@
 """``visearch train`` picks its recipe from its inputs; options given always win."""
 
-from visearch.cli import build_parser
-from visearch.training import config_from_args
+from visearch.cli.main import build_parser
+from visearch.models.training import config_from_args
 
 
 def _config(*options: str, with_pairs: bool):

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from visearch.corpus import find_images
+from visearch.catalog.corpus import find_images
 from visearch.evaluation.dataset import (
     CORPUS_DIR,
     QUERIES_DIR,

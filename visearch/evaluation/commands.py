@@ -4,7 +4,7 @@
 for a builder's folder) evaluates; ``visearch eval build KIND`` makes a set;
 ``visearch eval report DIR...`` writes the HTML report; ``visearch eval
 compare A B`` tests whether B beats A per query. Kept here so that
-``visearch/cli.py`` only wires the subcommand in.
+``visearch/cli/main.py`` only wires the subcommand in.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from encoders.tiles import TILE_SCHEMES
 from index.query_expansion import MAX_NEIGHBOURS
 from index.query_windows import WINDOW_SCHEMES
 from streams.settings import Settings
-from visearch.corpus import DEMO_CORPUS
+from visearch.catalog.corpus import DEMO_CORPUS
 from visearch.evaluation.dataset import (
     EvalSetError,
     load_eval_set,
@@ -172,7 +172,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from visearch.evaluation.embedding import open_encoder
     from visearch.evaluation.outputs import write_outputs
     from visearch.evaluation.runner import EvalOptions, run_eval
-    from visearch.model import serving_model
+    from visearch.models.serving import serving_model
 
     if args.set is not None:
         sources = set_dir_sources(args.set)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streams.errors import VisearchError
-from visearch.corpus import CorpusError, find_images, image_id_for
+from visearch.catalog.corpus import CorpusError, find_images, image_id_for
 
 if TYPE_CHECKING:
     from visearch.evaluation.filters import QueryFilters
@@ -198,7 +198,7 @@ def copy_corpus(source: Path, root: Path, skip: frozenset[Path] = frozenset()) -
     """Link every image under ``source`` into ``root/corpus`` under a unique id.
 
     Ids come from the path relative to ``source`` (``animals/cat.png`` ->
-    ``animals-cat``, :func:`visearch.corpus.image_id_for`) because photo
+    ``animals-cat``, :func:`visearch.catalog.corpus.image_id_for`) because photo
     collections repeat file names across folders. Returns id -> source path.
     """
     placed: dict[str, Path] = {}

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 from encoders.preprocess import decode_image
-from visearch.corpus import find_images
+from visearch.catalog.corpus import find_images
 from visearch.evaluation.crops import jpeg_bytes
 from visearch.evaluation.dataset import QUERIES_DIR, Qrels, copy_corpus, prepare_output, write_set
 

@@ -40,7 +40,7 @@ from visearch.evaluation.dataset import EvalSet, EvalSetError
 from visearch.evaluation.embedding import Encoder, embed_images
 from visearch.evaluation.filters import QueryFilters
 from visearch.evaluation.searching import SERVICE_INDEX, build_search, index_kinds
-from visearch.shards import crop_verifier, query_expansion, query_windows
+from visearch.processes.shards import crop_verifier, query_expansion, query_windows
 
 KS = (1, 5, 10, 100)
 

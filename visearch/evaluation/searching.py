@@ -3,7 +3,7 @@
 Vectors are spread over partitions with the same key hash Kafka's default
 partitioner applies to the embeddings topic (murmur2 of the image id), kept in
 an :class:`index.shard.IndexShard` made of the service's partitions
-(:func:`visearch.shards.partition_factory`), and queried through
+(:func:`visearch.processes.shards.partition_factory`), and queried through
 :meth:`index.search.SearchService.search_vector`: per-partition search, merge,
 self-exclusion and near-duplicate collapse. What differs from the live service
 is only that vectors are upserted directly instead of arriving through Kafka,
@@ -34,7 +34,7 @@ from streams.settings import Settings
 from visearch.evaluation.dataset import EvalSetError
 from visearch.evaluation.embedding import Encoder
 from visearch.evaluation.filters import NO_ATTRIBUTES, ImageAttributes
-from visearch.shards import partition_factory, search_params
+from visearch.processes.shards import partition_factory, search_params
 
 SERVICE_INDEX = "service"
 EXACT_INDEX = "exact"

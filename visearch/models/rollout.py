@@ -2,7 +2,7 @@
 
 :class:`ModelRollout` follows the model registry (the models topic, read by
 a :class:`~streams.model_registry.ModelWatcher`) and keeps one
-:class:`~visearch.version_index.VersionIndex` per active version: the serving
+:class:`~visearch.models.version_index.VersionIndex` per active version: the serving
 one that searches use, and a candidate per deployed version whose index fills
 from live uploads (workers embed with every active version) and from
 ``visearch model backfill``. A switch is refused until the candidate holds
@@ -35,8 +35,8 @@ from streams.model_registry import (
 from streams.publisher import EventPublisher
 from streams.schemas import ModelChanged
 from streams.settings import Settings
-from visearch.shards import search_service
-from visearch.version_index import VersionIndex
+from visearch.models.version_index import VersionIndex
+from visearch.processes.shards import search_service
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ def call_api(
 def run_model_command(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """One ``visearch model`` subcommand; returns what to print as JSON."""
     if args.model_command == "backfill":
-        from visearch.backfill import backfill
+        from visearch.models.backfill import backfill
 
         report = backfill(settings, args.version, args.rate, restart=args.restart)
         return asdict(report)

@@ -115,7 +115,7 @@ def interactions_router(
         """Log impressions, clicks and dwell times (batched; all-or-nothing).
 
         The body is capped at ``max_interactions_per_request`` x 2 KiB before it
-        is parsed (:class:`visearch.http_guard.RequestGuard`).
+        is parsed (:class:`visearch.api.guard.RequestGuard`).
         """
         parsed = validate_batch(batch.events, settings.max_interactions_per_request)
         topic = settings.topics.interactions

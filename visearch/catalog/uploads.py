@@ -14,7 +14,7 @@ from streams.image_source import file_uri
 from streams.publisher import EventPublisher
 from streams.schemas import ImageUpdated, ImageUploaded
 from streams.settings import Settings
-from visearch.image_store import ImageStore, StoredImage
+from visearch.catalog.store import ImageStore, StoredImage
 
 
 def accept_upload(

@@ -8,11 +8,11 @@ import signal
 from pathlib import Path
 
 from streams.settings import Settings
-from visearch.ingest import ingest_folder
-from visearch.model import with_serving_model
-from visearch.serving import serve
-from visearch.stack import LocalStack
-from visearch.stack_api import stack_api
+from visearch.api.from_stack import stack_api
+from visearch.api.serving import serve
+from visearch.local.ingest import ingest_folder
+from visearch.local.stack import LocalStack
+from visearch.models.serving import with_serving_model
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def run_service(settings: Settings, demo_dir: Path | None, parity_dir: Path) -> 
     """Start broker, worker, index and API; replay stored images; serve until Ctrl-C.
 
     The encoder is exported on first start and served in int8 where that
-    agrees with fp32 on this CPU (``VISEARCH_MODEL_PRECISION``, visearch.model).
+    agrees with fp32 on this CPU (``VISEARCH_MODEL_PRECISION``, visearch.models.serving).
 
     The embedded broker starts empty every time, so every image already in
     the store is published again (a new epoch of the log) before new demo
@@ -30,7 +30,7 @@ def run_service(settings: Settings, demo_dir: Path | None, parity_dir: Path) -> 
     settings, precision = with_serving_model(settings, demo_dir or parity_dir)
     with LocalStack(settings) as stack:
         stack.precision = precision
-        # A child that keeps dying ends the service, loudly (see visearch.supervision).
+        # A child that keeps dying ends the service, loudly (see visearch.local.supervision).
         stack.on_failure = lambda: os.kill(os.getpid(), signal.SIGTERM)
         assert stack.publisher is not None and stack.search is not None
         replayed = stack.republish_store()

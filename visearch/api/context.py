@@ -1,6 +1,6 @@
 """What the API's routers share: settings, services, metrics and the token check.
 
-One object built by :func:`visearch.api.create_api` and handed to each router
+One object built by :func:`visearch.api.app.create_api` and handed to each router
 (search, images), so that a router is a plain function of what it uses
 instead of a closure inside one long factory.
 """
@@ -19,10 +19,10 @@ from index.search import SearchService
 from streams.publisher import EventPublisher
 from streams.remote_fetch import FetchError
 from streams.settings import Settings
-from visearch.api_errors import coded_error, unknown_image
-from visearch.http_guard import bearer_token_matches
-from visearch.image_access import ImageAccess, NoImageBytesError, VisibleImage
-from visearch.image_store import ImageStore, UnknownImageError
+from visearch.api.errors import coded_error, unknown_image
+from visearch.api.guard import bearer_token_matches
+from visearch.catalog.access import ImageAccess, NoImageBytesError, VisibleImage
+from visearch.catalog.store import ImageStore, UnknownImageError
 
 
 class ApiMetrics:
@@ -60,7 +60,7 @@ def token_dependency(settings: Settings) -> Callable[..., None]:
     """The dependency that marks write endpoints: ``Authorization: Bearer
     <VISEARCH_API_TOKEN>`` when a token is set.
 
-    :class:`~visearch.http_guard.RequestGuard` refuses them before their body
+    :class:`~visearch.api.guard.RequestGuard` refuses them before their body
     is read (it finds them by this very function); the dependency documents
     them in OpenAPI and checks again.
     """

@@ -36,7 +36,7 @@ from streams.model_registry import ModelRegistry, ModelWatcher
 from streams.publisher import EventPublisher
 from streams.schemas import ImageUploaded, encode
 from streams.settings import Settings
-from visearch.image_store import ImageStore
+from visearch.catalog.store import ImageStore
 
 BATCH = 16
 

@@ -28,7 +28,7 @@ import threading
 from collections import OrderedDict
 
 from streams.schemas import ImageUpdated, ImageUploaded
-from visearch.image_store import ORIGIN_LOG, ImageStore, StoredImage, UnknownImageError
+from visearch.catalog.store import ORIGIN_LOG, ImageStore, StoredImage, UnknownImageError
 
 log = logging.getLogger(__name__)
 RECENT_DELETES = 65_536

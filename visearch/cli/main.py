@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 from streams.process_tuning import tune_process
 from streams.settings import Settings, SettingsError
-from visearch.corpus import DEMO_CORPUS
+from visearch.catalog.corpus import DEMO_CORPUS
+from visearch.cli.model import add_model_parser
 from visearch.evaluation.commands import add_eval_parser
-from visearch.model_cli import add_model_parser
-from visearch.training import add_train_parser
+from visearch.models.training import add_train_parser
 
 if TYPE_CHECKING:
     from streams.schemas import DeadLetter
@@ -38,14 +38,14 @@ def _cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from visearch.worker import run_worker
+    from visearch.processes.worker import run_worker
 
     run_worker(settings, loglevel=args.loglevel)
     return 0
 
 
 def _cmd_shard(settings: Settings, args: argparse.Namespace) -> int:
-    from visearch.shards import run_shard_process
+    from visearch.processes.shards import run_shard_process
 
     if args.id is not None:
         settings = settings.with_overrides(shard_id=args.id)
@@ -55,7 +55,7 @@ def _cmd_shard(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     from encoders.export import export_pretrained
-    from visearch.corpus import find_images
+    from visearch.catalog.corpus import find_images
 
     out = args.out or settings.resolved_model_dir
     images = find_images(args.images)[: args.parity_images]
@@ -68,7 +68,7 @@ def _cmd_quantize(settings: Settings, args: argparse.Namespace) -> int:
     import random
 
     from encoders.quantize import quantize_int8
-    from visearch.corpus import find_images
+    from visearch.catalog.corpus import find_images
 
     source = args.model or settings.resolved_model_dir
     out = args.out or source.with_name(source.name + "-int8")
@@ -82,14 +82,14 @@ def _cmd_quantize(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from visearch.runner import run_service
+    from visearch.local.runner import run_service
 
     run_service(settings, None if args.no_demo else args.demo, args.demo)
     return 0
 
 
 def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
-    from visearch.runner import run_api
+    from visearch.local.runner import run_api
 
     run_api(settings)
     return 0
@@ -107,8 +107,8 @@ def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from streams.publisher import EventPublisher
     from streams.topics import ensure_topics
-    from visearch.image_store import ImageStore
-    from visearch.ingest import ingest_folder
+    from visearch.catalog.store import ImageStore
+    from visearch.local.ingest import ingest_folder
 
     ensure_topics(settings)
     with EventPublisher(settings) as publisher:
@@ -128,7 +128,7 @@ def _cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_selftest(settings: Settings, args: argparse.Namespace) -> int:
-    from visearch.selftest import run_selftest
+    from visearch.local.selftest import run_selftest
 
     report = run_selftest(settings, args.images, count=args.count, crop_area=args.crop_area)
     if args.json:
@@ -198,7 +198,7 @@ def _cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_feedback(settings: Settings, args: argparse.Namespace) -> int:
-    from visearch.feedback_process import run_feedback_process
+    from visearch.processes.feedback import run_feedback_process
 
     run_feedback_process(settings)
     return 0
@@ -224,7 +224,7 @@ def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         qrels_relevance,
         simulate,
     )
-    from visearch.corpus import CorpusError, image_folders
+    from visearch.catalog.corpus import CorpusError, image_folders
     from visearch.evaluation.dataset import EvalSetError, read_qrels
 
     url = args.url or f"http://{settings.http_host}:{settings.http_port}"
@@ -447,10 +447,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from encoders.export import TrainExtraMissingError
         from streams.broker import BrokerError
         from streams.dead_letters import DeadLetterError
-        from visearch.backfill import BackfillError
-        from visearch.corpus import CorpusError
+        from visearch.catalog.corpus import CorpusError
+        from visearch.cli.model import ModelCommandError
         from visearch.evaluation.dataset import EvalSetError
-        from visearch.model_cli import ModelCommandError
+        from visearch.models.backfill import BackfillError
 
         known = (BrokerError, CorpusError, DeadLetterError, EvalSetError, TrainExtraMissingError)
         if isinstance(exc, (*known, BackfillError, ModelCommandError)):

@@ -8,7 +8,7 @@ event into the fresh broker. Each image is two files, written atomically::
     <root>/<image_id>.img        the bytes as uploaded
     <root>/<image_id>.json       owner, private flag, upload time, tags, origin
 
-plus the denylist journal of :mod:`visearch.hidden_images` (deleted, private
+plus the denylist journal of :mod:`visearch.catalog.hidden` (deleted, private
 and flagged ids), which searches check so that an acknowledged update holds
 before the index has applied it. Every change writes the denylist first:
 a crash half-way leaves the image hidden, never shown.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from streams.errors import VisearchError
 from streams.schemas import ID_PATTERN
-from visearch.hidden_images import HiddenImages
+from visearch.catalog.hidden import HiddenImages
 
 # Where a stored image came from: the API (or ``visearch ingest``), whose updates
 # go through the store first; or the log, an inline upload a backend published
@@ -80,7 +80,7 @@ class ImageStore:
         """Store bytes then metadata (metadata last: its presence means complete).
 
         An upload ends a deletion and sets the private bit; a flag stays
-        (see :func:`visearch.hidden_images.next_bits`).
+        (see :func:`visearch.catalog.hidden.next_bits`).
         """
         path = self.path_of(image.image_id)
         self.hidden.apply(image.image_id, "upload_private" if image.private else "upload")

@@ -16,7 +16,7 @@ from streams.encoder_set import encoder_from_settings
 from streams.lifecycle import Lifecycle
 from streams.settings import Settings
 from streams.shard_consumer import ShardConsumer
-from visearch.shards import start_shard
+from visearch.processes.shards import start_shard
 
 
 class VersionIndex(Lifecycle):

@@ -1,10 +1,10 @@
 """The HTTP API and web page: search by image (+crop), upload, thumbnails, health.
 
-Built around a running :class:`~visearch.stack.LocalStack`. Bad input gets a
+Built around a running :class:`~visearch.local.stack.LocalStack`. Bad input gets a
 4xx with a JSON ``{"detail": {"code", "message"}}`` body; nothing here raises
 a 500 for a client's mistake. Each resource is a router of its own
 (``search_api``, ``images_api``, ``interactions_api``, ``models_api``) over one
-:class:`~visearch.api_context.ApiContext`; this module assembles them with the
+:class:`~visearch.api.context.ApiContext`; this module assembles them with the
 page, health, metrics and the request guard.
 """
 
@@ -24,9 +24,9 @@ from feedback.service import FeedbackService
 from index.search import SearchService
 from streams.publisher import EventPublisher
 from streams.settings import Settings
-from visearch.api_context import ApiContext, ApiMetrics, token_dependency
-from visearch.api_errors import install_error_handlers
-from visearch.http_guard import (
+from visearch.api.context import ApiContext, ApiMetrics, token_dependency
+from visearch.api.errors import install_error_handlers
+from visearch.api.guard import (
     DEFAULT_BODY_BYTES,
     MULTIPART_OVERHEAD_BYTES,
     RequestGuard,
@@ -34,19 +34,19 @@ from visearch.http_guard import (
     api_routes,
     page_security_policy,
 )
-from visearch.image_access import ImageAccess
-from visearch.image_store import ImageStore
-from visearch.images_api import images_router
-from visearch.interactions_api import (
+from visearch.api.images import images_router
+from visearch.api.interactions import (
     MAX_EVENT_BYTES,
     FeedbackSource,
     RemoteFeedback,
     interactions_router,
 )
-from visearch.models_api import models_router
-from visearch.rollout import ModelRollout
-from visearch.search_api import search_router
-from visearch.thumbnails import UriThumbnails
+from visearch.api.models import models_router
+from visearch.api.search import search_router
+from visearch.catalog.access import ImageAccess
+from visearch.catalog.store import ImageStore
+from visearch.catalog.thumbnails import UriThumbnails
+from visearch.models.rollout import ModelRollout
 
 __all__ = ["ApiMetrics", "create_api"]
 
@@ -92,7 +92,7 @@ def create_api(
     app.include_router(images_router(ctx))
     app.include_router(interactions_router(settings, publisher, source, require_token))
     app.include_router(models_router(rollout, require_token, settings.api_token))
-    page = resources.files("visearch").joinpath("web/index.html").read_text()
+    page = resources.files("visearch.api").joinpath("web/index.html").read_text()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index_page() -> str:

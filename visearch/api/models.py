@@ -13,8 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException
 from pydantic import BaseModel, Field
 
-from visearch.http_guard import bearer_token_matches
-from visearch.rollout import ModelRollout, RolloutError
+from visearch.api.guard import bearer_token_matches
+from visearch.models.rollout import ModelRollout, RolloutError
 
 STATUS_OF = {
     "unknown_model": 404,

@@ -3,7 +3,7 @@
 A new log epoch of the uploads topic (the embedded broker restarted and lost
 its log, or the topic was recreated) ends the process with
 :data:`EXIT_NEW_EPOCH`, and whoever runs it starts a fresh one
-(:class:`visearch.stack.LocalStack`; Kubernetes restarts the pod). Why not
+(:class:`visearch.local.stack.LocalStack`; Kubernetes restarts the pod). Why not
 seek back to offset 0 in place: Faust keeps its own per-partition "read",
 "acked" and "committed" offsets and drops every record at or below them as
 already seen, and resetting those means reaching into private state of its
@@ -30,8 +30,8 @@ from streams.epoch import EXIT_NEW_EPOCH, EpochTracker
 from streams.progress import ProgressBeacon
 from streams.settings import Settings
 from streams.topics import TopicEpochReader, ensure_topics, topic_epoch
-from visearch.image_store import ImageStore
-from visearch.kept_uploads import InlineUploadKeeper
+from visearch.catalog.kept_uploads import InlineUploadKeeper
+from visearch.catalog.store import ImageStore
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from tqdm import tqdm
 from encoders.preprocess import PreprocessError
 from streams.publisher import EventPublisher
 from streams.settings import Settings
-from visearch.corpus import find_images, image_id_for
-from visearch.image_store import ImageStore
-from visearch.uploads import accept_upload
+from visearch.catalog.corpus import find_images, image_id_for
+from visearch.catalog.store import ImageStore
+from visearch.catalog.uploads import accept_upload
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ loopback port from a thread (tests and benchmarks need the real HTTP server
 beside their own code).
 
 Every server goes through :func:`server_config`: no ``server`` banner and a
-deadline for each request's line and headers (:func:`visearch.http_guard.guarded_protocol`).
+deadline for each request's line and headers (:func:`visearch.api.guard.guarded_protocol`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import uvicorn
 from streams.broker import free_port
 from streams.errors import VisearchError
 from streams.settings import Settings
-from visearch.http_guard import guarded_protocol
+from visearch.api.guard import guarded_protocol
 
 
 class ServeError(VisearchError, RuntimeError):

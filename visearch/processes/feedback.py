@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from feedback.prometheus import FeedbackCollector
 from feedback.service import FeedbackService
 from streams.settings import Settings
-from visearch.serving import serve
+from visearch.api.serving import serve
 
 
 def feedback_app(service: FeedbackService) -> FastAPI:

@@ -1,4 +1,4 @@
-"""The HTTP API over a whole :class:`~visearch.stack.LocalStack`: every part wired in.
+"""The HTTP API over a whole :class:`~visearch.local.stack.LocalStack`: every part wired in.
 
 One place that knows which parts of a running stack the API uses (search,
 image store, publisher, feedback, readiness checks, model rollout, extra
@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from streams.settings import Settings
-from visearch.api import create_api
-from visearch.stack import LocalStack
+from visearch.api.app import create_api
+from visearch.local.stack import LocalStack
 
 
 def stack_api(

@@ -160,8 +160,8 @@ def run_shard_process(settings: Settings) -> None:
     from encoders.model_dir import read_metadata
     from index.remote import create_shard_api
     from streams.topics import ensure_topics
-    from visearch.serving import serve
-    from visearch.shard_metrics import ShardCollector
+    from visearch.api.serving import serve
+    from visearch.processes.shard_metrics import ShardCollector
 
     ensure_topics(settings)
     metadata = read_metadata(settings.resolved_model_dir)

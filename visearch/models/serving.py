@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from encoders.model_dir import ModelMetadata, is_exported, read_metadata
 from encoders.precision import CHECK_IMAGES, PrecisionChoice, choose_precision
 from streams.settings import Settings
-from visearch.corpus import find_images
+from visearch.catalog.corpus import find_images
 
 log = logging.getLogger(__name__)
 

@@ -4,12 +4,12 @@ Click pairs name images by the ids the running system gave them, so the
 training images must carry the same ids:
 
 * ``--images DIR``: ids as ``visearch ingest`` / ``visearch run --demo DIR``
-  make them (:func:`visearch.corpus.image_id_for`, the path under ``DIR``);
+  make them (:func:`visearch.catalog.corpus.image_id_for`, the path under ``DIR``);
 * ``--image-store DIR``: the service's image store (``<data>/images``), ids
   are its keys (uploads through the API included). Private images are left
   out: a user who marked an image private did not offer it for training.
 
-Kept out of ``visearch/cli.py`` so that the CLI only wires the subcommand in.
+Kept out of ``visearch/cli/main.py`` so that the CLI only wires the subcommand in.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from encoders.train_config import DEFAULT_DIM, TrainConfig
 from streams.settings import Settings
-from visearch.corpus import find_images, image_id_for
-from visearch.image_store import ImageStore
+from visearch.catalog.corpus import find_images, image_id_for
+from visearch.catalog.store import ImageStore
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from encoders.finetune import finetune
     from encoders.model_dir import ModelDirError
     from feedback.pair_dataset import PairStream
-    from visearch.corpus import DEMO_CORPUS
-    from visearch.model import ensure_exported
+    from visearch.catalog.corpus import DEMO_CORPUS
+    from visearch.models.serving import ensure_exported
 
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one line per graph pass
     private = 0

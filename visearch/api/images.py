@@ -13,12 +13,12 @@ from starlette.concurrency import run_in_threadpool
 from encoders.preprocess import PreprocessError
 from index.filters import FilterError
 from streams.schemas import ID_PATTERN
-from visearch.api_context import ApiContext
-from visearch.api_errors import coded_error, preprocess_error, unknown_image
-from visearch.filter_form import checked_tags, tags_from_form
-from visearch.image_store import UnknownImageError, new_image_id
-from visearch.thumbnails import MAX_PREVIEW_SIZE, THUMBNAIL_SIZE
-from visearch.uploads import accept_upload, publish_update
+from visearch.api.context import ApiContext
+from visearch.api.errors import coded_error, preprocess_error, unknown_image
+from visearch.api.filter_form import checked_tags, tags_from_form
+from visearch.catalog.store import UnknownImageError, new_image_id
+from visearch.catalog.thumbnails import MAX_PREVIEW_SIZE, THUMBNAIL_SIZE
+from visearch.catalog.uploads import accept_upload, publish_update
 
 
 class UploadResponse(BaseModel):

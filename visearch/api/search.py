@@ -15,9 +15,9 @@ from encoders.preprocess import CropBox, PreprocessError
 from index.filters import FilterError, SearchFilter
 from index.scatter import ShardsUnavailableError
 from index.search import SearchResult
-from visearch.api_context import ApiContext
-from visearch.api_errors import coded_error, preprocess_error
-from visearch.filter_form import filter_from_form
+from visearch.api.context import ApiContext
+from visearch.api.errors import coded_error, preprocess_error
+from visearch.api.filter_form import filter_from_form
 
 
 class SearchHit(BaseModel):

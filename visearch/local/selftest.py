@@ -20,11 +20,11 @@ import numpy as np
 
 from encoders.preprocess import CropBox, decode_image, original_size
 from streams.settings import Settings
-from visearch.corpus import find_images
-from visearch.image_store import StoredImage
-from visearch.model import ensure_exported
-from visearch.stack import LocalStack, isolated_settings
-from visearch.uploads import publish_stored
+from visearch.catalog.corpus import find_images
+from visearch.catalog.store import StoredImage
+from visearch.catalog.uploads import publish_stored
+from visearch.local.stack import LocalStack, isolated_settings
+from visearch.models.serving import ensure_exported
 
 
 @dataclass(frozen=True)

@@ -39,18 +39,18 @@ from streams.publisher import EventPublisher
 from streams.settings import PREFIX, Settings
 from streams.shard_consumer import ShardConsumer
 from streams.topics import ensure_topics
-from visearch.image_store import ImageStore
-from visearch.model import PrecisionChoice, PrecisionCollector
-from visearch.rollout import ModelRollout
-from visearch.shard_metrics import ShardCollector
-from visearch.shards import remote_shards, search_service
-from visearch.supervision import (
+from visearch.catalog.store import ImageStore
+from visearch.catalog.uploads import publish_stored
+from visearch.local.supervision import (
     GiveUp,
     RestartCollector,
     SupervisedChild,
     child_restart_counts,
 )
-from visearch.uploads import publish_stored
+from visearch.models.rollout import ModelRollout
+from visearch.models.serving import PrecisionChoice, PrecisionCollector
+from visearch.processes.shard_metrics import ShardCollector
+from visearch.processes.shards import remote_shards, search_service
 
 # The worker writes its progress beacon every 2 s; older than this means it is frozen.
 PROGRESS_MAX_AGE_S = 10.0
@@ -101,7 +101,7 @@ class LocalStack(Lifecycle):
         self.broker: EmbeddedBroker | None = None
         self.worker_child: SupervisedChild | None = None
         self.rollout: ModelRollout | None = None
-        # The encoder precision `visearch run` chose (visearch.model), shown on /metrics.
+        # The encoder precision `visearch run` chose (visearch.models.serving), shown on /metrics.
         self.precision: PrecisionChoice | None = None
         self.dead_letters: DeadLetterMonitor | None = None
         self.search: SearchService | None = None
@@ -197,9 +197,9 @@ class LocalStack(Lifecycle):
         new, empty log epoch. It is seeded as at start: topics, the model
         registry's journal, every stored image. Each consumer notices the new
         epoch itself: the log followers in this process seek to its start,
-        the worker exits with :data:`~visearch.worker.EXIT_NEW_EPOCH` and is
+        the worker exits with :data:`~visearch.processes.worker.EXIT_NEW_EPOCH` and is
         started again at once. A worker that dies otherwise (SIGKILL, the OOM
-        killer, a crash) is restarted with backoff (:mod:`visearch.supervision`);
+        killer, a crash) is restarted with backoff (:mod:`visearch.local.supervision`);
         after repeated deaths right after its start the stack gives up:
         ``failure`` says why and ``on_failure`` is called.
         """

@@ -23,8 +23,8 @@ from encoders.preprocess import ImageLimits
 from index.search import SearchService
 from streams.errors import CodedError
 from streams.schemas import ID_PATTERN
-from visearch.image_store import ORIGIN_LOG, ImageStore, UnknownImageError
-from visearch.thumbnails import UriThumbnails, render_thumbnail
+from visearch.catalog.store import ORIGIN_LOG, ImageStore, UnknownImageError
+from visearch.catalog.thumbnails import UriThumbnails, render_thumbnail
 
 
 class NoImageBytesError(CodedError, LookupError):

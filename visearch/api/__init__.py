@@ -1,0 +1,1 @@
+"""The HTTP API and the page: one router per resource, the request guard, one error format."""

@@ -1,0 +1,1 @@
+"""The `visearch` command line."""

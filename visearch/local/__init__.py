@@ -1,0 +1,1 @@
+"""The single-machine stack (`visearch run`): broker, worker and API supervised together."""

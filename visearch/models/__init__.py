@@ -1,0 +1,1 @@
+"""Model versions: the served model, rollout, backfill, training runs."""
