@@ -24,7 +24,7 @@ checked against each other (torch and ORT fp32 must agree).
 
 Quality: category retrieval on the Tux Paint set embedded by ORT fp32 and
 int8. Each image queries all the others, ranked by cosine; relevant = same
-top-level category folder; mAP and P@1 by ``feedback.ir_metrics`` (checked
+top-level category folder; mAP and P@1 by ``visearch.evaluation.ir_metrics`` (checked
 against trec_eval). Images whose category has no other image are not queries
 (they stay in the corpus). The int8 model was calibrated on 128 of these
 images (``visearch quantize``), so this is not a held-out measurement.
@@ -58,9 +58,9 @@ from bench import output as bench_output
 from bench.output import bench_parser
 from encoders.model_dir import is_exported
 from encoders.preprocess import preprocess
-from feedback.ir_metrics import evaluate
 from streams.settings import Settings
 from visearch.catalog.corpus import DEMO_CORPUS, find_images
+from visearch.evaluation.ir_metrics import evaluate
 from visearch.models.serving import ensure_exported
 
 BENCH = "embed"

@@ -5,7 +5,6 @@ import pytest
 import pytrec_eval
 from aiokafka.partitioner import DefaultPartitioner
 
-from feedback.ir_metrics import recall_at_k
 from index.shard import partition_for
 from streams.settings import Settings
 from visearch.evaluation.curves import (
@@ -16,6 +15,7 @@ from visearch.evaluation.curves import (
 )
 from visearch.evaluation.dataset import EvalSetError
 from visearch.evaluation.embedding import RawPixelEncoder
+from visearch.evaluation.ir_metrics import recall_at_k
 from visearch.evaluation.searching import build_search, index_kinds
 from visearch.evaluation.svg import line_chart
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from feedback.ir_metrics import (
+from visearch.evaluation.ir_metrics import (
     average_precision,
     dcg,
     evaluate,

@@ -1,6 +1,6 @@
 """Recall@k and precision-recall curves of a ranked run, for tables and plots.
 
-Same conventions as :mod:`feedback.ir_metrics` (trec_eval's): relevance > 0 is
+Same conventions as :mod:`visearch.evaluation.ir_metrics` (trec_eval's): relevance > 0 is
 relevant, recall divides by the relevant documents in the qrels (retrieved or
 not), and the precision-recall curve is trec_eval's interpolated precision at
 the 11 recall levels 0, 0.1, ..., 1 (``iprec_at_recall``), averaged over the

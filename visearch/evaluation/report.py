@@ -176,7 +176,7 @@ def render_report(
         f"<h1>{escape(title)}</h1>",
         "<h2>Measures</h2>",
         _table(["run", *(name for _, name in TABLE_MEASURES)], measure_rows),
-        "<p>trec_eval definitions (feedback/ir_metrics.py): means over judged queries; "
+        "<p>trec_eval definitions (visearch/evaluation/ir_metrics.py): means over judged queries; "
         "recall divides by every relevant document in the qrels; µAP pools all queries' "
         "(query, result, score) triples, as in copy detection.</p>",
         "<h2>Curves</h2>",

@@ -1,7 +1,7 @@
 """``visearch eval``: embed the corpus and queries, index, search, score.
 
 Every step is the service's code (see :mod:`.embedding` and :mod:`.searching`);
-scores are :mod:`feedback.ir_metrics`, which agrees with trec_eval. Queries
+scores are :mod:`visearch.evaluation.ir_metrics`, which agrees with trec_eval. Queries
 are embedded like a search by image (the whole query image, no tiles). A
 query that is itself a corpus image (same id, same bytes) reuses that image's
 global vector, which is exactly what embedding it again would give: class
@@ -24,7 +24,13 @@ from tqdm import tqdm
 
 from encoders.preprocess import ImageLimits, decode_image
 from encoders.tiles import tile_boxes
-from feedback.ir_metrics import (
+from index.search import SearchService
+from streams.settings import Settings
+from visearch.evaluation.curves import precision_recall_curve, recall_curve, relevance_matrix
+from visearch.evaluation.dataset import EvalSet, EvalSetError
+from visearch.evaluation.embedding import Encoder, embed_images
+from visearch.evaluation.filters import QueryFilters
+from visearch.evaluation.ir_metrics import (
     average_precision,
     evaluate,
     micro_average_precision,
@@ -33,12 +39,6 @@ from feedback.ir_metrics import (
     recall_at_k,
     reciprocal_rank,
 )
-from index.search import SearchService
-from streams.settings import Settings
-from visearch.evaluation.curves import precision_recall_curve, recall_curve, relevance_matrix
-from visearch.evaluation.dataset import EvalSet, EvalSetError
-from visearch.evaluation.embedding import Encoder, embed_images
-from visearch.evaluation.filters import QueryFilters
 from visearch.evaluation.searching import SERVICE_INDEX, build_search, index_kinds
 from visearch.processes.shards import crop_verifier, query_expansion, query_windows
 
