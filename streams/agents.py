@@ -202,16 +202,22 @@ class EmbeddingPipeline:
         ]
 
     async def keep_copies(self, prepared: list[PreparedUpload]) -> None:
+        """Hand the batch's inline uploads to the keeper, the newest of each image."""
         keeper = self.keeper
         if keeper is None:
             return
+        # One write per image: two uploads of one id in a batch would race in the pool.
+        newest: dict[str, ImageUploaded] = {}
+        for upload in prepared:
+            event = upload.event
+            current = newest.get(event.image_id)
+            if event.image_b64 and (current is None or event.uploaded_at > current.uploaded_at):
+                newest[event.image_id] = event
         loop = asyncio.get_running_loop()
-        kept = [
-            loop.run_in_executor(self.keep_pool, guarded, keeper.keep, upload.event)
-            for upload in prepared
-            if upload.event.image_b64
-        ]
-        await asyncio.gather(*kept)
+        pool = self.keep_pool
+        await asyncio.gather(
+            *(loop.run_in_executor(pool, guarded, keeper.keep, e) for e in newest.values())
+        )
 
     async def publish(self, embedded: list[ImageEmbedded], letters: list[DeadLetter]) -> None:
         for record in embedded:

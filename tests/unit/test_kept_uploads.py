@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +104,31 @@ def test_images_from_the_api_are_left_to_the_api(keeper):
     assert not keeper.update(update("private", 20.0, image_id="api-1"))
     assert not keeper.update(update("delete", 20.0, image_id="api-1"))
     assert not keeper.store.metadata("api-1").private and "api-1" in keeper.store
+
+
+class SlowStore(ImageStore):
+    """A real store whose reads take 5 ms and writes 10 ms more: wide enough for two
+    threads to interleave between a check and a write."""
+
+    def metadata(self, image_id: str) -> StoredImage:
+        time.sleep(0.005)
+        return super().metadata(image_id)
+
+    def put(self, image: StoredImage, data: bytes) -> Path:
+        time.sleep(0.01)
+        return super().put(image, data)
+
+
+def test_a_delete_racing_its_upload_in_another_thread_always_wins(tmp_path):
+    """The worker's pool runs keeps and updates side by side. The delete is sent while
+    the upload is between its checks and its write (its store reads take 5 ms): it
+    must still leave no copy."""
+    keeper = InlineUploadKeeper(SlowStore(tmp_path / "images"))
+    for n in range(10):
+        image_id = f"race-{n}"
+        keeping = threading.Thread(target=keeper.keep, args=(upload(image_id, at=10.0),))
+        keeping.start()
+        time.sleep(0.002)  # the upload has checked the recent deletes, and reads the store
+        keeper.update(update("delete", 12.0, image_id))
+        keeping.join()
+        assert image_id not in keeper.store, n

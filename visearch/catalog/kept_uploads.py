@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import zlib
 from collections import OrderedDict
 
 from streams.schemas import ImageUpdated, ImageUploaded
@@ -32,6 +33,7 @@ from visearch.catalog.store import ORIGIN_LOG, ImageStore, StoredImage, UnknownI
 
 log = logging.getLogger(__name__)
 RECENT_DELETES = 65_536
+LOCK_STRIPES = 64
 REGISTER = {
     "private": "private",
     "public": "private",
@@ -44,21 +46,29 @@ REGISTER = {
 class InlineUploadKeeper:
     """Keeps inline uploads' bytes in the store and mirrors their updates from the log.
 
-    Both methods are called from worker threads; they are safe to call
-    concurrently (the store's files are replaced atomically, the recent
-    deletes are under a lock).
+    Both methods are called from worker threads: calls for one image are
+    serialised (a lock per stripe of ids), so a delete and the upload it
+    overrides cannot interleave between the check and the write.
     """
 
     def __init__(self, store: ImageStore) -> None:
         self.store = store
         self._deletes: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
+        self._stripes = [threading.Lock() for _ in range(LOCK_STRIPES)]
+
+    def _image_lock(self, image_id: str) -> threading.Lock:
+        return self._stripes[zlib.crc32(image_id.encode()) % LOCK_STRIPES]
 
     def keep(self, event: ImageUploaded) -> bool:
         """Store an inline upload's bytes; False when there is nothing to keep (a URI
         upload) or something newer won (a stored upload, or a recent delete)."""
         if not event.image_b64:
             return False
+        with self._image_lock(event.image_id):
+            return self._keep(event)
+
+    def _keep(self, event: ImageUploaded) -> bool:
         with self._lock:
             deleted_at = self._deletes.get(event.image_id)
         if deleted_at is not None and deleted_at >= event.uploaded_at:
@@ -82,6 +92,10 @@ class InlineUploadKeeper:
     def update(self, update: ImageUpdated) -> bool:
         """Apply a log update to a kept image; False when it is not one, or a newer
         write already decided. Images from the API were changed by the API first."""
+        with self._image_lock(update.image_id):
+            return self._update(update)
+
+    def _update(self, update: ImageUpdated) -> bool:
         if update.action == "delete":
             self._remember_delete(update.image_id, update.updated_at)
         stored = self._stored(update.image_id)
