@@ -581,6 +581,8 @@ class Partition:
             # Row map (8-byte pointer per row), alive + allowed bitmaps, and the
             # Python objects of each image state (~320 bytes measured with an id).
             map_bytes = rows * 8 + len(self._alive) + len(self._allowed) + 320 * len(self._states)
+            # an http(s) URI is a str of its own: 49 bytes of header plus its characters
+            map_bytes += sum(49 + len(state.uri) for state in self._states.values() if state.uri)
             map_bytes += self._attributes.nbytes()
             return MemoryReport(self.kind, rows, live, self._images, size, map_bytes)
 

@@ -856,3 +856,13 @@ def test_hnsw_returns_k_images_when_many_hidden_rows_surround_the_query():
     assert part.kind == "ann"
     [hits] = part.search(query, 10)
     assert len(hits) == 10
+
+
+def test_memory_report_counts_the_uris_images_keep():
+    vectors = np.eye(4, dtype=np.float32)
+    plain, with_uris = Partition(4, "Flat"), Partition(4, "Flat")
+    for n, vector in enumerate(vectors):
+        plain.upsert(f"img-{n}", vector, 1.0)
+        with_uris.upsert(f"img-{n}", vector, 1.0, uri=f"https://images.example.com/{n:06d}.jpg")
+    extra = with_uris.memory().map_bytes - plain.memory().map_bytes
+    assert extra == 4 * (49 + len("https://images.example.com/000000.jpg"))
