@@ -78,7 +78,7 @@ def create_api(
     limits = ImageLimits.from_settings(settings)
     access = ImageAccess(store, search, UriThumbnails.from_settings(settings, limits), limits)
     require_token = token_dependency(settings)
-    ctx = ApiContext(settings, search, store, publisher, metrics, access, limits, require_token)
+    ctx = ApiContext(settings, search, store, publisher, metrics, access, require_token)
     app = FastAPI(
         title="visearch",
         version="0.1.0",

@@ -14,7 +14,6 @@ from typing import Annotated
 from fastapi import Header, UploadFile
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from encoders.preprocess import ImageLimits
 from index.search import SearchService
 from streams.publisher import EventPublisher
 from streams.remote_fetch import FetchError
@@ -82,7 +81,6 @@ class ApiContext:
     publisher: EventPublisher
     metrics: ApiMetrics
     access: ImageAccess
-    limits: ImageLimits
     require_token: Callable[..., None]
 
     def visible_image(self, image_id: str) -> VisibleImage:

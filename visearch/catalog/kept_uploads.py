@@ -23,7 +23,6 @@ the index, whose registers are complete, whether it is visible.)
 
 from __future__ import annotations
 
-import logging
 import threading
 import zlib
 from collections import OrderedDict
@@ -31,7 +30,6 @@ from collections import OrderedDict
 from streams.schemas import ImageUpdated, ImageUploaded
 from visearch.catalog.store import ORIGIN_LOG, ImageStore, StoredImage, UnknownImageError
 
-log = logging.getLogger(__name__)
 RECENT_DELETES = 65_536
 LOCK_STRIPES = 64
 REGISTER = {
@@ -117,12 +115,11 @@ class InlineUploadKeeper:
         if at < getattr(stored, f"{register}_at"):
             return False
         if register == "private":
-            self.store.set_private(image_id, action == "private")
+            self.store.set_private(image_id, action == "private", at)
         elif register == "flagged":
-            self.store.set_flagged(image_id, action == "flag")
+            self.store.set_flagged(image_id, action == "flag", at)
         else:
-            self.store.set_tags(image_id, list(update.tags or ()))
-        self.store.stamp(image_id, register, at)
+            self.store.set_tags(image_id, list(update.tags or ()), at)
         return True
 
     def _remember_delete(self, image_id: str, at: float) -> None:

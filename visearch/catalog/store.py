@@ -108,38 +108,32 @@ class ImageStore:
         except FileNotFoundError as exc:
             raise UnknownImageError(image_id) from exc
 
-    def set_private(self, image_id: str, private: bool) -> StoredImage:
-        """Change the stored private flag; raises :class:`UnknownImageError`."""
-        updated = replace(self.metadata(image_id), private=private)
+    def set_private(self, image_id: str, private: bool, at: float | None = None) -> StoredImage:
+        """Change the stored private flag, and with ``at`` stamp the event time that
+        set it (a log update of a kept copy); raises :class:`UnknownImageError`."""
+        stored = self.metadata(image_id)
+        updated = replace(stored, private=private, private_at=_stamp(stored.private_at, at))
         self.hidden.apply(image_id, "private" if private else "public")
         self._write_metadata(updated)
         return updated
 
-    def set_tags(self, image_id: str, tags: list[str]) -> StoredImage:
-        """Replace the stored tags; raises :class:`UnknownImageError`."""
-        updated = replace(self.metadata(image_id), tags=tuple(tags))
+    def set_tags(self, image_id: str, tags: list[str], at: float | None = None) -> StoredImage:
+        """Replace the stored tags (stamped with ``at`` when given); raises
+        :class:`UnknownImageError`."""
+        stored = self.metadata(image_id)
+        updated = replace(stored, tags=tuple(tags), tags_at=_stamp(stored.tags_at, at))
         self._write_metadata(updated)
         return updated
 
-    def stamp(self, image_id: str, register: str, at: float) -> None:
-        """Record that the ``register`` (private, flagged or tags) was last set by an
-        event at ``at``; raises :class:`UnknownImageError`."""
-        stored = self.metadata(image_id)
-        if register == "private":
-            stamped = replace(stored, private_at=at)
-        elif register == "flagged":
-            stamped = replace(stored, flagged_at=at)
-        elif register == "tags":
-            stamped = replace(stored, tags_at=at)
-        else:
-            raise ValueError(f"unknown register {register!r}")
-        self._write_metadata(stamped)
-
-    def set_flagged(self, image_id: str, flagged: bool) -> None:
-        """Flag (hide as inappropriate) or unflag; raises :class:`UnknownImageError`."""
-        if image_id not in self:
+    def set_flagged(self, image_id: str, flagged: bool, at: float | None = None) -> None:
+        """Flag (hide as inappropriate) or unflag, and with ``at`` stamp the event time
+        in the metadata; raises :class:`UnknownImageError`."""
+        stored = self.metadata(image_id) if at is not None else None
+        if stored is None and image_id not in self:
             raise UnknownImageError(image_id)
-        self.hidden.apply(image_id, "flag" if flagged else "unflag")
+        self.hidden.apply(image_id, "flag" if flagged else "unflag")  # the denylist first
+        if stored is not None:
+            self._write_metadata(replace(stored, flagged_at=_stamp(stored.flagged_at, at)))
 
     def visible(self, image_id: str) -> bool:
         """False once a delete, make-private or flag of ``image_id`` went through the store.
@@ -175,6 +169,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
+
+
+def _stamp(current: float, at: float | None) -> float:
+    """A register's event time after a write: ``at`` when the write has one."""
+    return current if at is None else at
 
 
 def _stored(fields: dict[str, object]) -> StoredImage:

@@ -26,7 +26,7 @@ from streams.settings import Settings
 
 THUMBNAIL_SIZE = 160
 MAX_PREVIEW_SIZE = 1024
-# Rendered previews kept per API process: ~4,000 of 256 px at ~8 KB each.
+# Rendered previews kept per API process: ~4,000 of ~8 KB (160 px JPEGs).
 CACHE_BYTES = 32 * 1024 * 1024
 
 
