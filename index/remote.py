@@ -1,12 +1,15 @@
 """Shards in other processes, over HTTP: the server side and the client side.
 
 The wire format is JSON with vectors as base64 little-endian float32 (the same
-encoding as the embeddings log), except for search answers to the API, which
-are compact bytes (``index/hits_wire.py``). The client has the same ``search`` and
-``__len__`` as an in-process :class:`~index.shard.IndexShard`, so the search
-service scatters to either without knowing which. It keeps its connections
-open (one pooled ``httpx.Client`` per shard copy): a new TCP connection per
-request cost a round trip and a socket per shard per query.
+encoding as the embeddings log), except for the API's searches, which are
+compact bytes both ways (``index/query_wire.py``, ``index/hits_wire.py``),
+answered before FastAPI (``index/binary_search_path.py``) and sent through
+standard-library keep-alive connections (``streams/keepalive.py``). The
+client has the same ``search`` and ``__len__`` as an in-process
+:class:`~index.shard.IndexShard`, so the search service scatters to either
+without knowing which. It keeps its connections open (pooled per shard copy):
+a new TCP connection per request cost a round trip and a socket per shard per
+query.
 """
 
 from __future__ import annotations
@@ -20,12 +23,16 @@ from fastapi import FastAPI, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 
+from index.binary_search_path import SEARCH_PATH, BinarySearchPath
 from index.faiss_index import SearchParams
 from index.filters import FilterError, SearchFilter
 from index.hits_wire import MEDIA_TYPE, decode_hits, encode_hits
 from index.partition import Hit, IndexedImage
+from index.query_wire import MEDIA_TYPE as QUERY_MEDIA_TYPE
+from index.query_wire import encode_query
 from index.shard import IndexShard
 from streams.errors import VisearchError
+from streams.keepalive import KeepAlivePool
 from streams.schemas import SchemaError, decode_floats, vector_to_b64
 
 T = TypeVar("T")
@@ -52,6 +59,7 @@ def create_shard_api(
 ) -> FastAPI:
     """The HTTP face of one shard process; ``/metrics`` serves ``registry`` when given."""
     app = FastAPI(title="visearch shard", version="0.1.0")
+    app.add_middleware(BinarySearchPath, shard=shard)
 
     @app.post("/v1/shard/search", response_model=None)
     def search(request: ShardSearchRequest) -> dict[str, Any] | Response:
@@ -132,8 +140,12 @@ class RemoteShard:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         )
 
+        # Searches, once per query and shard, through the leaner binary path.
+        self._searches = KeepAlivePool(self.base_url, timeout_s)
+
     def close(self) -> None:
         self._client.close()
+        self._searches.close()
 
     def __len__(self) -> int:
         return int(self.status()["images"])
@@ -158,20 +170,20 @@ class RemoteShard:
         params: SearchParams | None = None,
         with_vectors: bool = False,
     ) -> list[Hit]:
-        params = params or SearchParams()
-        body = {
-            "vector_b64": vector_to_b64(np.asarray(query, dtype=np.float32).reshape(-1)),
-            "k": k,
-            "ef_search": params.ef_search,
-            "nprobe": params.nprobe,
-            "with_vectors": with_vectors,
-            "format": "binary",
-        }
-        if params.where is not None:
-            body["where"] = params.where.to_json()
-        return self._request(
-            "POST", "/v1/shard/search", body, lambda r: decode_hits(r.content, self.dim)
-        )
+        body = encode_query(query, k, params or SearchParams(), with_vectors)
+        try:
+            answer = self._searches.post(SEARCH_PATH, body, QUERY_MEDIA_TYPE)
+        except OSError as exc:
+            raise RemoteShardError(f"shard {self.base_url} failed on search: {exc}") from exc
+        if answer.status != 200:
+            raise RemoteShardError(
+                f"shard {self.base_url} answered search with {answer.status}: "
+                f"{answer.body[:200].decode(errors='replace')}"
+            )
+        try:
+            return decode_hits(answer.body, self.dim)
+        except ValueError as exc:
+            raise RemoteShardError(f"shard {self.base_url} sent bad hits: {exc}") from exc
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         answer = self._request(method, path, body, httpx.Response.json)

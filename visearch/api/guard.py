@@ -228,24 +228,55 @@ async def _reject(send: Send, status: int, code: str, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def guarded_protocol(header_timeout_s: float) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with a deadline for each request's line and headers.
+# Request line and headers beyond this many bytes close the connection (h11's
+# own limit; llhttp, the C parser, has none).
+MAX_HEADER_BYTES = 16 * 1024
 
-    uvicorn has none: its keep-alive timer is cancelled by any byte, so a
-    client sending a header byte now and then (or never finishing) held its
+
+def http_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's fastest HTTP/1.1 protocol here: the C parser (httptools) when it is
+    installed, h11 otherwise. Measured on a shard search request (2 cores):
+    1.05 against 1.35 ms of CPU for both ends, and the scatter sends one per
+    shard per query."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # httptools is missing: pure-Python h11
+        return H11Protocol
+    return HttpToolsProtocol
+
+
+def guarded_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol with a deadline and a size cap for each request's line
+    and headers.
+
+    uvicorn has no deadline: its keep-alive timer is cancelled by any byte, so
+    a client sending a header byte now and then (or never finishing) held its
     connection indefinitely (200 such connections for 60 s in the probe).
     """
+    base: Any = http_protocol()
 
-    class HeaderDeadlineProtocol(H11Protocol):
+    class HeaderDeadlineProtocol(base):
         _header_timer: asyncio.TimerHandle | None = None
+        _header_bytes = 0
+        _header_tail = b""
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             self._arm()
 
         def data_received(self, data: bytes) -> None:
+            if self._waiting_for_headers():
+                # Count the bytes up to the blank line that ends the headers (the
+                # same chunk may carry the start of the body).
+                seen = self._header_tail + data
+                end = seen.find(b"\r\n\r\n")
+                self._header_bytes += len(data) if end < 0 else end
+                self._header_tail = seen[-3:]
+                if self._header_bytes > MAX_HEADER_BYTES:
+                    self.transport.close()
+                    return
             super().data_received(data)
-            if self.cycle is not None and not self.cycle.response_complete:
+            if not self._waiting_for_headers():
                 self._disarm()  # headers complete: the body has its own deadline
 
         def on_response_complete(self) -> None:
@@ -256,8 +287,12 @@ def guarded_protocol(header_timeout_s: float) -> type[H11Protocol]:
             self._disarm()
             super().connection_lost(exc)
 
+        def _waiting_for_headers(self) -> bool:
+            return bool(self.cycle is None or self.cycle.response_complete)
+
         def _arm(self) -> None:
             self._disarm()
+            self._header_bytes, self._header_tail = 0, b""
             self._header_timer = self.loop.call_later(header_timeout_s, self._expired)
 
         def _disarm(self) -> None:
@@ -267,8 +302,7 @@ def guarded_protocol(header_timeout_s: float) -> type[H11Protocol]:
 
         def _expired(self) -> None:
             self._header_timer = None
-            waiting = self.cycle is None or self.cycle.response_complete
-            if waiting and not self.transport.is_closing():
+            if self._waiting_for_headers() and not self.transport.is_closing():
                 self.transport.close()
 
     return HeaderDeadlineProtocol

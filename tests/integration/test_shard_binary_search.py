@@ -1,0 +1,96 @@
+"""A shard process's binary search path, over real HTTP (uvicorn and its C parser):
+the same answers as the in-process shard and as the JSON route, bad bytes
+refused with the JSON route's codes, bodies capped, headers capped."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+from index.faiss_index import SearchParams
+from index.filters import SearchFilter
+from index.hits_wire import decode_hits
+from index.partition import Upsert
+from index.query_wire import HEADER, MEDIA_TYPE, encode_query
+from index.remote import RemoteShard, create_shard_api
+from index.shard import IndexShard
+from streams.schemas import vector_to_b64
+from visearch.api.serving import serve_in_thread
+
+DIM = 32
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[IndexShard, str]]:
+    shard = IndexShard(DIM, "wire", range(2))
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((400, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    for number, part in shard.partitions.items():
+        part.upsert_many(
+            [
+                Upsert(f"p{number}-{n}", vectors[n], 100.0 + n, tags=("even",) if n % 2 else ())
+                for n in range(number, 400, 2)
+            ]
+        )
+    with serve_in_thread(create_shard_api(shard, 0)) as url:
+        yield shard, url
+
+
+def test_binary_searches_answer_what_the_shard_answers(served: tuple[IndexShard, str]) -> None:
+    shard, url = served
+    remote = RemoteShard(url, DIM)
+    rng = np.random.default_rng(4)
+    even = SearchFilter.of(tags_any=["even"])
+    for query in rng.standard_normal((5, DIM)).astype(np.float32):
+        for params, with_vectors in ((SearchParams(), True), (SearchParams(where=even), False)):
+            local = shard.search(query, 7, params, with_vectors)
+            over_http = remote.search(query, 7, params, with_vectors)
+            assert [h.image_id for h in over_http] == [h.image_id for h in local]
+            assert [h.score for h in over_http] == pytest.approx([h.score for h in local])
+            if with_vectors:
+                pairs = zip(over_http, local, strict=True)
+                assert all(np.array_equal(a.vector, b.vector) for a, b in pairs)  # type: ignore[arg-type]
+        # The JSON route answers the same.
+        answer = httpx.post(
+            f"{url}/v1/shard/search", json={"vector_b64": vector_to_b64(query), "k": 7}
+        ).json()
+        assert [h["image_id"] for h in answer["hits"]] == [
+            h.image_id for h in shard.search(query, 7)
+        ]
+    remote.close()
+
+
+def test_bad_binary_requests_get_the_json_routes_codes(served: tuple[IndexShard, str]) -> None:
+    _, url = served
+    headers = {"Content-Type": MEDIA_TYPE}
+    short = encode_query(np.ones(DIM - 1, np.float32), 5, SearchParams(), False)
+    answer = httpx.post(f"{url}/v1/shard/search", content=short, headers=headers)
+    assert answer.status_code == 422 and answer.json()["detail"]["code"] == "invalid_value"
+    bad_filter = HEADER.pack(b"VSQ1", 5, 64, 16, 0, 3) + b"{x]" + np.ones(DIM, "<f4").tobytes()
+    answer = httpx.post(f"{url}/v1/shard/search", content=bad_filter, headers=headers)
+    assert answer.status_code == 422 and answer.json()["detail"]["code"] == "bad_filter"
+    huge = b"VSQ1" + b"\0" * (2 << 20)
+    answer = httpx.post(f"{url}/v1/shard/search", content=huge, headers=headers)
+    assert answer.status_code == 413
+    good = encode_query(np.ones(DIM, np.float32), 5, SearchParams(), False)
+    answer = httpx.post(f"{url}/v1/shard/search", content=good, headers=headers)
+    assert answer.status_code == 200 and len(decode_hits(answer.content, DIM)) == 5
+
+
+def test_request_headers_past_16_kib_close_the_connection(served: tuple[IndexShard, str]) -> None:
+    _, url = served
+    host, port = url.removeprefix("http://").split(":")
+
+    def ask(padding: int) -> bytes:
+        request = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: %s\r\n\r\n" % (b"p" * padding)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(request)
+            return sock.recv(65536)
+
+    assert ask(1_000).startswith(b"HTTP/1.1 200")
+    assert not ask(40_000).startswith(b"HTTP/1.1 200")

@@ -1,0 +1,94 @@
+"""The scatter's keep-alive connections, against a real local HTTP/1.1 server:
+reused between requests, renewed when the server closed an idle one, and an
+unreachable server is an OSError."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from streams.broker import free_port
+from streams.keepalive import KeepAliveError, KeepAlivePool
+
+
+class Echo(BaseHTTPRequestHandler):
+    """Answers a POST with its body reversed; counts connections."""
+
+    protocol_version = "HTTP/1.1"
+    connections: list[int] = []
+    close_after_answer = False
+
+    def setup(self) -> None:
+        super().setup()
+        Echo.connections.append(self.client_address[1])
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-test")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[::-1])
+        if Echo.close_after_answer:  # as a server whose keep-alive timeout ran out
+            self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    Echo.connections, Echo.close_after_answer = [], False
+    httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Echo)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_connections_are_kept_between_requests(server: str) -> None:
+    pool = KeepAlivePool(server, timeout_s=5)
+    answers = [pool.post("/x", f"body-{n}".encode(), "application/x-test") for n in range(5)]
+    assert [a.body for a in answers] == [f"body-{n}".encode()[::-1] for n in range(5)]
+    assert answers[0].status == 200 and answers[0].content_type == "application/x-test"
+    assert len(Echo.connections) == 1
+    pool.close()
+
+
+def test_a_connection_the_server_closed_is_renewed(server: str) -> None:
+    pool = KeepAlivePool(server, timeout_s=5)
+    Echo.close_after_answer = True  # the server closes silently after each answer
+    for n in range(3):
+        assert pool.post("/x", b"ab%d" % n, "application/x-test").body == b"%dba" % n
+    assert len(Echo.connections) == 3
+    pool.close()
+
+
+def test_threads_share_the_pool(server: str) -> None:
+    pool = KeepAlivePool(server, timeout_s=5, idle=4)
+    bodies: list[bytes] = []
+
+    def ask(n: int) -> None:
+        for m in range(10):
+            bodies.append(pool.post("/x", b"%d-%d" % (n, m), "application/x-test").body)
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(bodies) == sorted((b"%d-%d" % (n, m))[::-1] for n in range(6) for m in range(10))
+    assert len(Echo.connections) <= 6
+    pool.close()
+
+
+def test_an_unreachable_server_is_an_oserror() -> None:
+    pool = KeepAlivePool(f"http://127.0.0.1:{free_port()}", timeout_s=2)
+    with pytest.raises(KeepAliveError):
+        pool.post("/x", b"a", "application/x-test")
+    with pytest.raises(ValueError, match="http://host:port"):
+        KeepAlivePool("https://example.com", timeout_s=1)
