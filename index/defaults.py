@@ -45,3 +45,7 @@ FILTER_CACHED_BYTES = 32 << 20
 # 0.75 (40 queries). Recall first: 1.0.
 FILTER_BOOST_EXPONENT = 1.0
 FILTER_MAX_BOOST = 64
+# Rows read back for a filter are sorted this many times k at first (a partial
+# sort): k distinct images are almost always among them; the rest are sorted
+# only when an image's tiles crowd them out.
+READ_BACK_FIRST_SORT = 4

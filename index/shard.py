@@ -29,14 +29,14 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from kafka.partitioner.default import murmur2
 
-from index.defaults import FILTER_MAX_BOOST
+from index.defaults import FILTER_MAX_BOOST, READ_BACK_FIRST_SORT
 from index.faiss_index import CoarseCells, SearchParams, one_omp_thread
 from index.freshness import FreshnessHistogram, RecentTimes
 from index.partition import Hit, IndexedImage, MatchingRows, Partition, WriteResult
@@ -440,13 +440,34 @@ def _score_read_back(
     which = np.concatenate([np.full(len(m.rows), n) for n, (_, m) in enumerate(read)])
     rows = np.concatenate([matching.rows for _, matching in read])
     for row, scores in zip(scored, all_scores, strict=True):
-        order = np.argsort(-scores, kind="stable")
         best: dict[str, tuple[float, Partition]] = {}
-        for position in order.tolist():
-            part, matching = read[which[position]]
-            image_id = matching.row_image[rows[position]]
-            if image_id not in best:  # sorted: an image's first row is its best
-                best[image_id] = (float(scores[position]), part)
-                if len(best) == k:
-                    break
+        # The best few rows first (a partial sort); all of them only when those
+        # few hold fewer than k distinct images (an image's tiles crowding them).
+        for order in _best_first(scores, READ_BACK_FIRST_SORT * k):
+            for position in order.tolist():
+                part, matching = read[which[position]]
+                image_id = matching.row_image[rows[position]]
+                if image_id not in best:  # sorted: an image's first row is its best
+                    best[image_id] = (float(scores[position]), part)
+                    if len(best) == k:
+                        break
+            if len(best) == k:
+                break
         row.extend((score, image_id, part) for image_id, (score, part) in best.items())
+
+
+def _best_first(scores: np.ndarray, few: int) -> Iterator[np.ndarray]:
+    """Positions of ``scores``, best first: the best ``few`` (sorted), then the rest.
+
+    A full sort of a 0.1 % filter's ~1,000 rows at 1M took ~50 us a query; the
+    partial one, ~10 us, and the rest is sorted only if asked for.
+    """
+    if few >= len(scores):
+        yield np.argsort(-scores, kind="stable")
+        return
+    head = np.argpartition(-scores, few)[:few]
+    yield head[np.argsort(-scores[head], kind="stable")]
+    rest = np.ones(len(scores), dtype=bool)
+    rest[head] = False
+    tail = np.flatnonzero(rest)
+    yield tail[np.argsort(-scores[tail], kind="stable")]

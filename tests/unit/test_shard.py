@@ -385,3 +385,15 @@ def test_recover_without_snapshots_starts_at_zero(tmp_path):
     assert shard.recover("e1") == {0: 0, 2: 0}
     assert len(shard) == 0
     assert shard.consumed_offsets == {}
+
+
+def test_read_back_rows_are_ranked_best_first_in_two_steps() -> None:
+    from index.shard import _best_first
+
+    scores = np.random.default_rng(5).standard_normal(200).astype(np.float32)
+    steps = list(_best_first(scores, 12))
+    assert [len(step) for step in steps] == [12, 188]
+    order = np.concatenate(steps)
+    assert sorted(order.tolist()) == list(range(200))
+    assert np.array_equal(scores[order], np.sort(scores)[::-1])
+    assert [len(step) for step in _best_first(scores, 500)] == [200]
