@@ -32,7 +32,7 @@ from index.query_wire import MEDIA_TYPE as QUERY_MEDIA_TYPE
 from index.query_wire import encode_query
 from index.shard import IndexShard
 from streams.errors import VisearchError
-from streams.keepalive import KeepAlivePool
+from streams.keepalive import Exchange, KeepAlivePool
 from streams.schemas import SchemaError, decode_floats, vector_to_b64
 
 T = TypeVar("T")
@@ -170,20 +170,22 @@ class RemoteShard:
         params: SearchParams | None = None,
         with_vectors: bool = False,
     ) -> list[Hit]:
+        return self.start_search(query, k, params, with_vectors).finish()
+
+    def start_search(
+        self,
+        query: np.ndarray,
+        k: int,
+        params: SearchParams | None = None,
+        with_vectors: bool = False,
+    ) -> PendingSearch:
+        """Send the search now; its hits come from the returned object's ``finish``."""
         body = encode_query(query, k, params or SearchParams(), with_vectors)
         try:
-            answer = self._searches.post(SEARCH_PATH, body, QUERY_MEDIA_TYPE)
+            exchange = self._searches.send(SEARCH_PATH, body, QUERY_MEDIA_TYPE)
         except OSError as exc:
             raise RemoteShardError(f"shard {self.base_url} failed on search: {exc}") from exc
-        if answer.status != 200:
-            raise RemoteShardError(
-                f"shard {self.base_url} answered search with {answer.status}: "
-                f"{answer.body[:200].decode(errors='replace')}"
-            )
-        try:
-            return decode_hits(answer.body, self.dim)
-        except ValueError as exc:
-            raise RemoteShardError(f"shard {self.base_url} sent bad hits: {exc}") from exc
+        return PendingSearch(self.base_url, self.dim, exchange)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         answer = self._request(method, path, body, httpx.Response.json)
@@ -206,3 +208,33 @@ class RemoteShard:
             return read(response)
         except (httpx.HTTPError, ValueError) as exc:
             raise RemoteShardError(f"shard {self.base_url} failed on {path}: {exc}") from exc
+
+
+class PendingSearch:
+    """A search sent to a shard process, its answer not read yet."""
+
+    def __init__(self, base_url: str, dim: int, exchange: Exchange) -> None:
+        self.base_url, self.dim, self.exchange = base_url, dim, exchange
+
+    def fileno(self) -> int:
+        return self.exchange.fileno()
+
+    def abandon(self) -> None:
+        self.exchange.abandon()
+
+    def finish(self) -> list[Hit]:
+        """The shard's hits (blocks until they arrive); a :class:`RemoteShardError`
+        when it fails or answers anything but hits."""
+        try:
+            answer = self.exchange.finish()
+        except OSError as exc:
+            raise RemoteShardError(f"shard {self.base_url} failed on search: {exc}") from exc
+        if answer.status != 200:
+            raise RemoteShardError(
+                f"shard {self.base_url} answered search with {answer.status}: "
+                f"{answer.body[:200].decode(errors='replace')}"
+            )
+        try:
+            return decode_hits(answer.body, self.dim)
+        except ValueError as exc:
+            raise RemoteShardError(f"shard {self.base_url} sent bad hits: {exc}") from exc

@@ -18,14 +18,16 @@ then finish in the background; their answers are dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import selectors
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -206,18 +208,37 @@ class Scatter:
         report: ScatterReport | None = None,
     ) -> list[list[Hit]]:
         """Every answering shard's hits for ``query``; the missing ones are in ``report``
-        (or raise :class:`ShardsUnavailableError` when strict)."""
+        (or raise :class:`ShardsUnavailableError` when strict).
+
+        When every copy is a shard process that can send a search without waiting
+        for it (``start_search``), the requests are all written first and the
+        answers read on this thread as their sockets become readable: the shards
+        work in parallel without a thread per request, whose hand-offs cost more
+        than a shard's binary search does (``bench.scatter``)."""
+        if not self.single and self._all_can_start():
+            return self._finish(
+                self._parallel(SocketRequests(query, k, params, with_vectors), report)
+            )
         return self.gather(lambda copy: copy.search(query, k, params, with_vectors), report)
 
     def gather(self, request: Request, report: ScatterReport | None = None) -> list[list[Hit]]:
-        report = report if report is not None else ScatterReport()
         if self.single:  # one shard, one copy: no thread, no hedging
-            answers = self._direct(request, report)
-        else:
-            answers = self._parallel(request, report, shared_pool())
+            report = report if report is not None else ScatterReport()
+            return self._finish((self._direct(request, report), report))
+        return self._finish(self._parallel(ThreadRequests(request, shared_pool()), report))
+
+    def _finish(self, answered: tuple[list[list[Hit]], ScatterReport]) -> list[list[Hit]]:
+        answers, report = answered
         if report.missing and self.strict:
             raise ShardsUnavailableError(sorted(report.missing))
         return answers
+
+    def _all_can_start(self) -> bool:
+        return all(
+            callable(getattr(copy, "start_search", None))
+            for shard in self.shards
+            for copy in shard.copies
+        )
 
     def _direct(self, request: Request, report: ScatterReport) -> list[list[Hit]]:
         shard = self.shards[0]
@@ -233,28 +254,35 @@ class Scatter:
         return [hits]
 
     def _parallel(
-        self, request: Request, report: ScatterReport, pool: ThreadPoolExecutor
-    ) -> list[list[Hit]]:
+        self, requests: Requests, report: ScatterReport | None
+    ) -> tuple[list[list[Hit]], ScatterReport]:
+        report = report if report is not None else ScatterReport()
         started = self.clock()
         deadline = started + self.deadline_s
         pending = [_Pending(shard, shard.order()) for shard in self.shards]
-        futures: dict[Future[list[Hit]], tuple[_Pending, int, float]] = {}
+        sent: dict[Any, tuple[_Pending, int, float]] = {}
 
         def send(item: _Pending) -> bool:
-            """Ask ``item``'s next untried copy; False when none is left."""
-            if item.tried >= len(item.order):
-                return False
-            copy = item.order[item.tried]
-            item.tried += 1
-            item.in_flight += 1
-            now = self.clock()
-            item.hedge_at = now + item.shard.hedge_after()
-            futures[pool.submit(request, item.shard.copies[copy])] = (item, copy, now)
-            return True
+            """Ask ``item``'s next untried copy that takes the request; False when none is left."""
+            while item.tried < len(item.order):
+                copy = item.order[item.tried]
+                item.tried += 1
+                now = self.clock()
+                try:
+                    handle = requests.start(item.shard.copies[copy])
+                except Exception as exc:  # refused at once: the next copy
+                    log.warning("shard %d copy %d failed: %s", item.shard.shard_id, copy, exc)
+                    item.shard.failed(copy)
+                    continue
+                item.in_flight += 1
+                item.hedge_at = now + item.shard.hedge_after()
+                sent[handle] = (item, copy, now)
+                return True
+            return False
 
         for item in pending:
             send(item)
-        while futures:
+        while sent:
             now = self.clock()
             if now >= deadline:
                 break
@@ -263,29 +291,29 @@ class Scatter:
                 break
             hedges = [p.hedge_at for p in waiting if p.tried < len(p.order)]
             next_hedge = min(hedges, default=deadline)
-            done, _ = wait(list(futures), min(deadline, next_hedge) - now, FIRST_COMPLETED)
-            for future in done:
-                item, copy, sent = futures.pop(future)
+            for handle in requests.ready(list(sent), min(deadline, next_hedge) - now):
+                item, copy, at = sent.pop(handle)
                 item.in_flight -= 1
                 try:
-                    hits = future.result()
+                    hits = requests.result(handle)
                 except Exception as exc:
                     log.warning("shard %d copy %d failed: %s", item.shard.shard_id, copy, exc)
                     item.shard.failed(copy)
                     if item.answer is None and item.in_flight == 0 and send(item):
                         report.retries += 1
                     continue
-                item.shard.answered(copy, self.clock() - sent)
+                item.shard.answered(copy, self.clock() - at)
                 if item.answer is None:
                     item.answer = hits
             now = self.clock()
             for item in pending:
                 if item.answer is None and now >= item.hedge_at and send(item):
                     report.hedges += 1
+        requests.drop(list(sent))
         for item in pending:
             if item.answer is None:
                 report.missing.add(item.shard.shard_id)
-        return [item.answer for item in pending if item.answer is not None]
+        return [item.answer for item in pending if item.answer is not None], report
 
     def __len__(self) -> int:
         """Images in the index: each shard's count from its first copy that answers."""
@@ -298,3 +326,77 @@ class Scatter:
             if found is not None:
                 return found
         return None
+
+
+class Requests(Protocol):
+    """How a scatter's requests travel: started per copy, waited for together."""
+
+    def start(self, copy: ShardLike) -> Any: ...
+
+    def ready(self, handles: list[Any], timeout_s: float) -> list[Any]: ...
+
+    def result(self, handle: Any) -> list[Hit]: ...
+
+    def drop(self, handles: list[Any]) -> None: ...
+
+
+class ThreadRequests:
+    """Each request on a pool thread (any shard: in-process ones search there, and
+    faiss, ONNX Runtime and socket reads release the GIL)."""
+
+    def __init__(self, request: Request, pool: ThreadPoolExecutor) -> None:
+        self.request, self.pool = request, pool
+
+    def start(self, copy: ShardLike) -> Any:
+        return self.pool.submit(self.request, copy)
+
+    def ready(self, handles: list[Any], timeout_s: float) -> list[Any]:
+        done, _ = wait(handles, timeout_s, FIRST_COMPLETED)
+        return list(done)
+
+    def result(self, handle: Any) -> list[Hit]:
+        return handle.result()
+
+    def drop(self, handles: list[Any]) -> None:
+        """Late requests finish in the background; their answers are dropped."""
+
+
+class SocketRequests:
+    """Searches written to shard processes at once and read as their sockets become
+    readable, all on the caller's thread (``RemoteShard.start_search``). One
+    selector for the whole scatter: sockets join it when sent, leave when read."""
+
+    def __init__(self, query: np.ndarray, k: int, params: SearchParams, with_vectors: bool) -> None:
+        self.query, self.k, self.params, self.with_vectors = query, k, params, with_vectors
+        self.selector = selectors.DefaultSelector()
+        self.broken: list[Any] = []  # sent, but with no socket to wait on
+
+    def start(self, copy: ShardLike) -> Any:
+        handle = copy.start_search(self.query, self.k, self.params, self.with_vectors)  # type: ignore[attr-defined]
+        if handle.fileno() < 0:
+            self.broken.append(handle)  # its finish() says why
+        else:
+            self.selector.register(handle.fileno(), selectors.EVENT_READ, handle)
+        return handle
+
+    def ready(self, handles: list[Any], timeout_s: float) -> list[Any]:
+        if self.broken:
+            broken, self.broken = self.broken, []
+            return broken
+        return [key.data for key, _ in self.selector.select(max(timeout_s, 0.0))]
+
+    def result(self, handle: Any) -> list[Hit]:
+        self._forget(handle)
+        return handle.finish()
+
+    def drop(self, handles: list[Any]) -> None:
+        """Answers past the deadline are not read: their connections are closed."""
+        for handle in handles:
+            self._forget(handle)
+            handle.abandon()
+        self.selector.close()
+
+    def _forget(self, handle: Any) -> None:
+        # never registered (no socket), or already gone
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(handle.fileno())

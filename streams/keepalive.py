@@ -47,24 +47,15 @@ class KeepAlivePool:
         self._closed = False
 
     def post(self, path: str, body: bytes, content_type: str) -> Answer:
-        """POST ``body``; the whole answer. A kept connection the server has closed
-        meanwhile (its keep-alive timeout) is retried once on a new one: the
-        requests sent through here are idempotent searches."""
+        """POST ``body``; the whole answer (:meth:`send` and its ``finish``)."""
+        return self.send(path, body, content_type).finish()
+
+    def send(self, path: str, body: bytes, content_type: str) -> Exchange:
+        """POST ``body`` now; its answer is read by the exchange's ``finish`` (a
+        scatter sends to every shard first, then reads the answers as their
+        sockets become readable)."""
         headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
-        reused = self._take()
-        connection = reused or self._open()
-        try:
-            return self._exchange(connection, path, body, headers)
-        except (http.client.HTTPException, OSError) as exc:
-            connection.close()
-            if reused is None or not isinstance(exc, STALE):
-                raise KeepAliveError(f"{self.host}:{self.port}{path}: {exc}") from exc
-        connection = self._open()
-        try:
-            return self._exchange(connection, path, body, headers)
-        except (http.client.HTTPException, OSError) as exc:
-            connection.close()
-            raise KeepAliveError(f"{self.host}:{self.port}{path}: {exc}") from exc
+        return Exchange(self, path, body, headers, self._take())
 
     def close(self) -> None:
         with self._lock:
@@ -73,33 +64,74 @@ class KeepAlivePool:
         for connection in free:
             connection.close()
 
-    def _exchange(
-        self,
-        connection: http.client.HTTPConnection,
-        path: str,
-        body: bytes,
-        headers: dict[str, str],
-    ) -> Answer:
-        connection.request("POST", path, body=body, headers=headers)
-        response = connection.getresponse()
-        data = response.read()
-        answer = Answer(response.status, response.getheader("Content-Type", ""), data)
-        if response.will_close:
-            connection.close()
-        else:
-            self._give_back(connection)
-        return answer
-
-    def _open(self) -> http.client.HTTPConnection:
+    def open(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
 
     def _take(self) -> http.client.HTTPConnection | None:
         with self._lock:
             return self._free.pop() if self._free else None
 
-    def _give_back(self, connection: http.client.HTTPConnection) -> None:
+    def give_back(self, connection: http.client.HTTPConnection) -> None:
         with self._lock:
             if not self._closed and len(self._free) < self.idle:
                 self._free.append(connection)
                 return
         connection.close()
+
+
+class Exchange:
+    """One request on a pooled connection: sent when made, answered by
+    :meth:`finish`. A kept connection the server had closed meanwhile (its
+    keep-alive timeout) fails on first use; the request is then sent once more
+    on a new connection (the requests sent through here are idempotent searches)."""
+
+    def __init__(
+        self,
+        pool: KeepAlivePool,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        kept: http.client.HTTPConnection | None,
+    ) -> None:
+        self.pool, self.path, self.body, self.headers = pool, path, body, headers
+        self.reused = kept is not None
+        self.connection = kept if kept is not None else pool.open()
+        try:
+            self.connection.request("POST", path, body=body, headers=headers)
+        except (http.client.HTTPException, OSError) as exc:
+            self._failed(exc)
+
+    def fileno(self) -> int:
+        """The connection's socket, to wait for the answer with ``selectors``."""
+        sock = self.connection.sock
+        return -1 if sock is None else sock.fileno()
+
+    def finish(self) -> Answer:
+        """Read the whole answer; the connection goes back to the pool."""
+        try:
+            response = self.connection.getresponse()
+            data = response.read()
+        except (http.client.HTTPException, OSError) as exc:
+            self._failed(exc)
+            return self.finish()
+        answer = Answer(response.status, response.getheader("Content-Type", ""), data)
+        if response.will_close:
+            self.connection.close()
+        else:
+            self.pool.give_back(self.connection)
+        return answer
+
+    def abandon(self) -> None:
+        """Give up on the answer (a deadline passed): the connection is closed."""
+        self.connection.close()
+
+    def _failed(self, exc: BaseException) -> None:
+        """A stale kept connection: send again on a new one; anything else raises."""
+        self.connection.close()
+        if not (self.reused and isinstance(exc, STALE)):
+            raise KeepAliveError(f"{self.pool.host}:{self.pool.port}{self.path}: {exc}") from exc
+        self.connection, self.reused = self.pool.open(), False
+        try:
+            self.connection.request("POST", self.path, body=self.body, headers=self.headers)
+        except (http.client.HTTPException, OSError) as again:
+            self._failed(again)

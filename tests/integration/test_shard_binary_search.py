@@ -1,10 +1,13 @@
 """A shard process's binary search path, over real HTTP (uvicorn and its C parser):
 the same answers as the in-process shard and as the JSON route, bad bytes
-refused with the JSON route's codes, bodies capped, headers capped."""
+refused with the JSON route's codes, bodies capped, headers capped; and the
+scatter that writes every request first and reads answers as they come."""
 
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -17,7 +20,9 @@ from index.hits_wire import decode_hits
 from index.partition import Upsert
 from index.query_wire import HEADER, MEDIA_TYPE, encode_query
 from index.remote import RemoteShard, create_shard_api
+from index.scatter import Scatter, ScatterReport, ShardCopies, ShardsUnavailableError
 from index.shard import IndexShard
+from streams.broker import free_port
 from streams.schemas import vector_to_b64
 from visearch.api.serving import serve_in_thread
 
@@ -94,3 +99,65 @@ def test_request_headers_past_16_kib_close_the_connection(served: tuple[IndexSha
 
     assert ask(1_000).startswith(b"HTTP/1.1 200")
     assert not ask(40_000).startswith(b"HTTP/1.1 200")
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A TCP server that accepts connections and reads requests but never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for sock in held:
+        sock.close()
+    listener.close()
+
+
+def test_the_socket_scatter_hedges_fails_over_and_answers_partial(
+    served: tuple[IndexShard, str], silent_server: str
+) -> None:
+    shard, url = served
+    query = np.random.default_rng(6).standard_normal(DIM).astype(np.float32)
+    want = [h.image_id for h in shard.search(query, 5)]
+    refused = f"http://127.0.0.1:{free_port()}"
+    copies = [
+        ShardCopies(0, [RemoteShard(silent_server, DIM), RemoteShard(url, DIM)]),
+        ShardCopies(1, [RemoteShard(refused, DIM), RemoteShard(url, DIM)]),
+    ]
+    scatter = Scatter(copies, deadline_s=2.0)
+    report = ScatterReport()
+    started = time.monotonic()
+    answers = scatter.search(query, 5, SearchParams(), False, report)
+    # shard 0: its first copy never answers, the hedge to the second does (after
+    # the default hedging delay); shard 1: its first copy refuses, the second answers.
+    assert [[h.image_id for h in hits] for hits in answers] == [want, want]
+    assert not report.partial and report.hedges + report.retries >= 1
+    assert time.monotonic() - started < 1.0
+    # A shard whose only copy never answers: partial at the deadline, the rest kept.
+    lonely = Scatter(
+        [
+            ShardCopies(0, [RemoteShard(silent_server, DIM)]),
+            ShardCopies(1, [RemoteShard(url, DIM)]),
+        ],
+        deadline_s=0.3,
+    )
+    report = ScatterReport()
+    started = time.monotonic()
+    answers = lonely.search(query, 5, SearchParams(), False, report)
+    assert report.missing == {0} and [[h.image_id for h in hits] for hits in answers] == [want]
+    assert 0.3 <= time.monotonic() - started < 1.0
+    with pytest.raises(ShardsUnavailableError):
+        Scatter(lonely.shards, deadline_s=0.2, strict=True).search(query, 5, SearchParams(), False)
