@@ -26,7 +26,7 @@ from encoders.preprocess import (
 )
 from encoders.runtime import OnnxEncoder
 from encoders.tiles import image_inputs
-from streams.image_source import ImageSourceError, is_http_uri, read_image_bytes
+from streams.image_source import ImageSourceError, read_image_bytes
 from streams.remote_fetch import RemoteFetch
 from streams.schemas import (
     DeadLetter,
@@ -34,6 +34,7 @@ from streams.schemas import (
     ImageUploaded,
     SchemaError,
     decode,
+    is_http_uri,
     result_uri,
     vector_to_b64,
 )

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 
 from streams.errors import CodedError
 from streams.remote_fetch import FetchError, RemoteFetch, fetch
-from streams.schemas import ImageUploaded, SchemaError
+from streams.schemas import ImageUploaded, SchemaError, is_http_uri
 
 
 class ImageSourceError(CodedError, ValueError):
@@ -28,11 +28,6 @@ class ImageSourceError(CodedError, ValueError):
     ``too_many_bytes``, ``bad_inline``, and for http(s) URIs
     ``forbidden_address``, ``fetch_failed``, ``fetch_timeout``.
     """
-
-
-def is_http_uri(uri: str) -> bool:
-    """Whether ``uri`` is fetched over the network."""
-    return urlparse(uri).scheme in ("http", "https")
 
 
 def file_uri(path: Path) -> str:
@@ -71,12 +66,15 @@ def read_image_bytes(
         if len(data) > inline_limit:
             raise ImageSourceError("too_many_bytes", f"inline image has {len(data)} bytes")
         return data
-    parsed = urlparse(event.uri)
-    if parsed.scheme in ("http", "https") and remote is not None:
+    if is_http_uri(event.uri) and remote is not None:
         try:
             return fetch(event.uri, max_bytes, remote)
         except FetchError as exc:
             raise ImageSourceError(exc.code, exc.message) from exc
+    try:
+        parsed = urlparse(event.uri)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise ImageSourceError("unsupported_uri", f"{event.uri[:80]!r}: {exc}") from exc
     if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
         supported = "file:// and http(s)://" if remote is not None else "file://"
         raise ImageSourceError(

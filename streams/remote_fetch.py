@@ -127,7 +127,10 @@ def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Net
 def fetch(url: str, max_bytes: int, policy: RemoteFetch) -> bytes:
     """The body of ``url`` (status 200 only), at most ``max_bytes``; raises :class:`FetchError`."""
     deadline = time.monotonic() + policy.timeout_s
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise FetchError("unsupported_uri", f"{url[:80]!r}: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FetchError("unsupported_uri", f"{url[:80]!r} is not an http(s) URL with a host")
     if parts.username is not None or parts.password is not None:

@@ -39,13 +39,21 @@ MAX_RESULT_URI_BYTES = 4096
 INTERACTION_TYPES = ("impression", "click", "dwell")
 
 
+def is_http_uri(uri: str) -> bool:
+    """Whether ``uri`` names an http(s) resource (by its scheme alone).
+
+    Never raises: ``urllib.parse`` raises ValueError on an unclosed or
+    non-address IPv6 bracket (``http://[::1``), and one such upload event
+    used to stop the embedding worker's batch, and every batch after it.
+    """
+    return uri.partition(":")[0].lower() in ("http", "https")
+
+
 def result_uri(uri: str) -> str:
     """``uri`` if search results may carry it (http(s), at most
     :data:`MAX_RESULT_URI_BYTES`), else "": a ``file://`` path is the worker's
     disk, meaningless to a client and not for it to see."""
-    scheme = uri.partition(":")[0].lower()
-    fits = len(uri.encode()) <= MAX_RESULT_URI_BYTES
-    return uri if scheme in ("http", "https") and fits else ""
+    return uri if is_http_uri(uri) and len(uri.encode()) <= MAX_RESULT_URI_BYTES else ""
 
 
 class SchemaError(CodedError, ValueError):

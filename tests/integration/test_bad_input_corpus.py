@@ -262,6 +262,15 @@ def event_cases(settings: Settings, store_root: Path) -> list[Case]:
             upload(image_id="ev-25", image_b64="", uri="http://[::ffff:127.0.0.1]/x"),
             "forbidden_address",
         ),
+        # urllib raises on these (an unclosed IPv6 bracket, a bracketed non-address)
+        "uri-broken-ipv6": (
+            upload(image_id="ev-33", image_b64="", uri="http://[::1/x"),
+            "unsupported_uri",
+        ),
+        "uri-bracketed-name": (
+            upload(image_id="ev-34", image_b64="", uri="https://[zz]/x"),
+            "unsupported_uri",
+        ),
         "inline-not-base64": (upload(image_id="ev-26", image_b64="not*base64!"), "bad_inline"),
         "inline-over-limit": (
             _inline("ev-27", np.random.default_rng(31).bytes(MAX_INLINE + 1000)),

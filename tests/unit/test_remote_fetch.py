@@ -254,6 +254,8 @@ def test_errors_redirects_and_unsupported_urls(server) -> None:
     assert _code(f"http://user:pw@{base[7:]}/img", ALLOW) == "unsupported_uri"
     assert _code("ftp://example.com/x.png", ALLOW) == "unsupported_uri"
     assert _code("http:///no-host", ALLOW) == "unsupported_uri"
+    assert _code("http://[::1/x", ALLOW) == "unsupported_uri"  # urllib raises on these
+    assert _code("https://[zz]/x", ALLOW) == "unsupported_uri"
     assert _code("http://example.com:99999/x", ALLOW) == "unsupported_uri"
     assert _code("http://name.invalid/x", ALLOW) == "fetch_failed"  # does not resolve
 

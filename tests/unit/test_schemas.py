@@ -361,3 +361,11 @@ def test_decoded_records_can_be_encoded_again(cls, raw):
         assert exc.code == "invalid_value"
         return
     encode(record)
+
+
+def test_http_uris_are_told_by_scheme_without_raising() -> None:
+    from streams.schemas import is_http_uri
+
+    assert is_http_uri("HTTPS://example.com/a.jpg") and is_http_uri("http://[::1")
+    assert not is_http_uri("file:///srv/a.jpg") and not is_http_uri("/plain/path")
+    assert result_uri("http://[::1") == "http://[::1"  # the scheme decides, as everywhere
