@@ -55,11 +55,15 @@ class ShardSearchRequest(BaseModel):
 
 
 def create_shard_api(
-    shard: IndexShard, shard_id: int, registry: CollectorRegistry | None = None
+    shard: IndexShard,
+    shard_id: int,
+    registry: CollectorRegistry | None = None,
+    search_threads: int = 0,
 ) -> FastAPI:
-    """The HTTP face of one shard process; ``/metrics`` serves ``registry`` when given."""
+    """The HTTP face of one shard process; ``/metrics`` serves ``registry`` when given;
+    binary searches run on the event loop, or on ``search_threads`` threads."""
     app = FastAPI(title="visearch shard", version="0.1.0")
-    app.add_middleware(BinarySearchPath, shard=shard)
+    app.add_middleware(BinarySearchPath, shard=shard, threads=search_threads)
 
     @app.post("/v1/shard/search", response_model=None)
     def search(request: ShardSearchRequest) -> dict[str, Any] | Response:

@@ -29,8 +29,8 @@ from visearch.api.serving import serve_in_thread
 DIM = 32
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[IndexShard, str]]:
+@pytest.fixture(scope="module", params=[0, 2], ids=["event-loop", "two-threads"])
+def served(request: pytest.FixtureRequest) -> Iterator[tuple[IndexShard, str]]:
     shard = IndexShard(DIM, "wire", range(2))
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((400, DIM)).astype(np.float32)
@@ -42,7 +42,7 @@ def served() -> Iterator[tuple[IndexShard, str]]:
                 for n in range(number, 400, 2)
             ]
         )
-    with serve_in_thread(create_shard_api(shard, 0)) as url:
+    with serve_in_thread(create_shard_api(shard, 0, search_threads=request.param)) as url:
         yield shard, url
 
 

@@ -190,6 +190,7 @@ def test_shard_ordinal_maps_to_shard_id(count: int, copies: int, partitions: int
         for ordinal in range(count):
             settings = container_settings(container, pod_index=ordinal)
             assert settings.resolved_shard_id == ordinal
+            assert settings.shard_search_threads == 2  # the pod's CPU limit
             owned += owned_partitions(
                 settings.embedding_partitions, settings.resolved_shard_id, settings.index_shards
             )

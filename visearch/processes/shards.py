@@ -171,7 +171,7 @@ def run_shard_process(settings: Settings) -> None:
     registry.register(ShardCollector(lambda: [(shard_id, shard, consumer)]))
     try:
         serve(
-            create_shard_api(shard, shard_id, registry),
+            create_shard_api(shard, shard_id, registry, settings.shard_search_threads),
             settings.http_host,
             settings.shard_http_port,
             settings,
