@@ -226,11 +226,12 @@ class PendingSearch:
     def abandon(self) -> None:
         self.exchange.abandon()
 
-    def finish(self) -> list[Hit]:
-        """The shard's hits (blocks until they arrive); a :class:`RemoteShardError`
-        when it fails or answers anything but hits."""
+    def finish(self, timeout_s: float | None = None) -> list[Hit]:
+        """The shard's hits (blocks until they arrive, each read at most ``timeout_s``
+        when given); a :class:`RemoteShardError` when it fails or answers anything
+        but hits."""
         try:
-            answer = self.exchange.finish()
+            answer = self.exchange.finish(timeout_s)
         except OSError as exc:
             raise RemoteShardError(f"shard {self.base_url} failed on search: {exc}") from exc
         if answer.status != 200:

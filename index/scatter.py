@@ -45,6 +45,7 @@ HEDGE_DEFAULT_S = 0.05  # before a shard has answered LATENCY_SAMPLES times
 LATENCY_SAMPLES = 20
 LATENCY_WINDOW = 200
 MAX_THREADS = 64
+READ_STALL_S = 0.1  # most a begun answer may pause between two reads
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -295,7 +296,10 @@ class Scatter:
                 item, copy, at = sent.pop(handle)
                 item.in_flight -= 1
                 try:
-                    hits = requests.result(handle)
+                    # An answer that has begun arrives whole at once from a healthy copy:
+                    # one that stalls part-way is failed over after READ_STALL_S, not
+                    # left to hold the answers already waiting behind it.
+                    hits = requests.result(handle, min(READ_STALL_S, deadline - self.clock()))
                 except Exception as exc:
                     log.warning("shard %d copy %d failed: %s", item.shard.shard_id, copy, exc)
                     item.shard.failed(copy)
@@ -335,7 +339,9 @@ class Requests(Protocol):
 
     def ready(self, handles: list[Any], timeout_s: float) -> list[Any]: ...
 
-    def result(self, handle: Any) -> list[Hit]: ...
+    def result(self, handle: Any, timeout_s: float) -> list[Hit]:
+        """The answer of a handle ``ready`` returned (reads bounded by ``timeout_s``)."""
+        ...
 
     def drop(self, handles: list[Any]) -> None: ...
 
@@ -354,8 +360,8 @@ class ThreadRequests:
         done, _ = wait(handles, timeout_s, FIRST_COMPLETED)
         return list(done)
 
-    def result(self, handle: Any) -> list[Hit]:
-        return handle.result()
+    def result(self, handle: Any, timeout_s: float) -> list[Hit]:
+        return handle.result()  # done: ready() said so
 
     def drop(self, handles: list[Any]) -> None:
         """Late requests finish in the background; their answers are dropped."""
@@ -385,9 +391,9 @@ class SocketRequests:
             return broken
         return [key.data for key, _ in self.selector.select(max(timeout_s, 0.0))]
 
-    def result(self, handle: Any) -> list[Hit]:
+    def result(self, handle: Any, timeout_s: float) -> list[Hit]:
         self._forget(handle)
-        return handle.finish()
+        return handle.finish(timeout_s)
 
     def drop(self, handles: list[Any]) -> None:
         """Answers past the deadline are not read: their connections are closed."""

@@ -106,18 +106,24 @@ class Exchange:
         sock = self.connection.sock
         return -1 if sock is None else sock.fileno()
 
-    def finish(self) -> Answer:
-        """Read the whole answer; the connection goes back to the pool."""
+    def finish(self, timeout_s: float | None = None) -> Answer:
+        """Read the whole answer; the connection goes back to the pool. ``timeout_s``
+        bounds each read below the pool's timeout (a caller's deadline: a server
+        that sends half an answer and stalls must not hold it longer)."""
+        sock = self.connection.sock
+        if timeout_s is not None and sock is not None:
+            sock.settimeout(max(0.001, min(self.pool.timeout_s, timeout_s)))
         try:
             response = self.connection.getresponse()
             data = response.read()
         except (http.client.HTTPException, OSError) as exc:
             self._failed(exc)
-            return self.finish()
+            return self.finish(timeout_s)
         answer = Answer(response.status, response.getheader("Content-Type", ""), data)
-        if response.will_close:
+        if response.will_close or self.connection.sock is None:
             self.connection.close()
         else:
+            self.connection.sock.settimeout(self.pool.timeout_s)
             self.pool.give_back(self.connection)
         return answer
 

@@ -101,29 +101,43 @@ def test_request_headers_past_16_kib_close_the_connection(served: tuple[IndexSha
     assert not ask(40_000).startswith(b"HTTP/1.1 200")
 
 
-@pytest.fixture
-def silent_server() -> Iterator[str]:
-    """A TCP server that accepts connections and reads requests but never answers."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-    stop = threading.Event()
+class HoldingServer:
+    """A TCP server that reads each request, answers ``reply`` (maybe nothing, maybe
+    half an answer) and then holds the connection open without another byte."""
 
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
+    def __init__(self, reply: bytes = b"") -> None:
+        self.reply = reply
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.1)
+        while not self.stop.is_set():
             try:
-                held.append(listener.accept()[0])
+                connection = self.listener.accept()[0]
             except TimeoutError:
                 continue
+            self.held.append(connection)
+            connection.recv(65536)
+            connection.sendall(self.reply)
 
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for sock in held:
-        sock.close()
-    listener.close()
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        for connection in self.held:
+            connection.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    server = HoldingServer()
+    yield server.url
+    server.close()
 
 
 def test_the_socket_scatter_hedges_fails_over_and_answers_partial(
@@ -161,3 +175,28 @@ def test_the_socket_scatter_hedges_fails_over_and_answers_partial(
     assert 0.3 <= time.monotonic() - started < 1.0
     with pytest.raises(ShardsUnavailableError):
         Scatter(lonely.shards, deadline_s=0.2, strict=True).search(query, 5, SearchParams(), False)
+
+
+def test_a_shard_that_stalls_mid_answer_is_left_out_at_the_deadline(
+    served: tuple[IndexShard, str],
+) -> None:
+    shard, url = served
+    half = HoldingServer(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\nVSH2")
+    query = np.random.default_rng(7).standard_normal(DIM).astype(np.float32)
+    # The copy's own read timeout is 5 s; the scatter's deadline (0.3 s) bounds it.
+    scatter = Scatter(
+        [
+            ShardCopies(0, [RemoteShard(half.url, DIM, timeout_s=5)]),
+            ShardCopies(1, [RemoteShard(url, DIM)]),
+        ],
+        deadline_s=0.3,
+    )
+    report = ScatterReport()
+    started = time.monotonic()
+    answers = scatter.search(query, 5, SearchParams(), False, report)
+    assert time.monotonic() - started < 1.5
+    assert report.missing == {0}
+    assert [[h.image_id for h in hits] for hits in answers] == [
+        [h.image_id for h in shard.search(query, 5)]
+    ]
+    half.close()
