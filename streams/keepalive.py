@@ -15,11 +15,13 @@ import threading
 import urllib.parse
 from dataclasses import dataclass
 
+from streams.errors import VisearchError
+
 # What a kept connection the server has closed in the meantime raises on reuse.
 STALE = (ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
 
 
-class KeepAliveError(OSError):
+class KeepAliveError(VisearchError, OSError):
     """The server could not be reached, or broke the exchange (an ``OSError``:
     callers treat it as they treat a refused connection)."""
 

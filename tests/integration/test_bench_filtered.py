@@ -31,7 +31,8 @@ def test_filtered_bench_measures_every_selectivity_against_its_baselines():
             assert by[(kind, selectivity, "filtered_recall_at_10")]["value"] >= 0.95
             assert by[(kind, selectivity, "filtered_short_share")]["value"] == 0
             p95 = by[(kind, selectivity, "filtered_p95_ms")]
-            assert p95["value"] > 0 and p95["baseline"] == unfiltered[0]["value"]
+            # the unfiltered p95 measured again just before this filter set
+            assert p95["value"] > 0 and p95["baseline"] > 0 and p95["ratio"] is not None
     # at 0.1 % post-filtering the unfiltered top 100 finds almost nothing
     for kind in KINDS:
         assert by[(kind, 0.001, "postfilter_short_share")]["value"] > 0.5
