@@ -260,6 +260,12 @@ class Partition:
             state = self._states.get(image_id)
             return state is not None and state.visible
 
+    def visible_ids(self, image_ids: Iterable[str]) -> set[str]:
+        """Those of ``image_ids`` this partition holds visible (one lock, no vectors)."""
+        with self._lock.read():
+            states = self._states
+            return {i for i in image_ids if (s := states.get(i)) is not None and s.visible}
+
     def state_of(self, image_id: str) -> ImageState | None:
         with self._lock.read():
             state = self._states.get(image_id)

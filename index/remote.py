@@ -14,7 +14,7 @@ query.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -52,6 +52,14 @@ class ShardSearchRequest(BaseModel):
     format: str = Field(default="json", pattern="^(json|binary)$")
     # A filter's wire form (SearchFilter.to_json); absent: every visible image.
     where: dict[str, Any] | None = None
+
+
+# Ids per visibility request (a corpus listing asks in chunks of this many).
+MAX_VISIBLE_IDS = 10_000
+
+
+class VisibleIdsRequest(BaseModel):
+    image_ids: list[str] = Field(max_length=MAX_VISIBLE_IDS)
 
 
 def create_shard_api(
@@ -116,6 +124,10 @@ def create_shard_api(
             "uri": found.uri,
         }
 
+    @app.post("/v1/shard/visible")
+    def visible(request: VisibleIdsRequest) -> dict[str, list[str]]:
+        return {"visible": sorted(shard.visible_ids(request.image_ids))}
+
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -166,6 +178,15 @@ class RemoteShard:
             return None
         vector = decode_floats(answer["vector_b64"], (self.dim,), "vector_b64")
         return IndexedImage(vector, float(answer["uploaded_at"]), str(answer.get("uri", "")))
+
+    def visible_ids(self, image_ids: Sequence[str]) -> set[str]:
+        """Those of ``image_ids`` the shard holds visible, asked in chunks."""
+        visible: set[str] = set()
+        for start in range(0, len(image_ids), MAX_VISIBLE_IDS):
+            chunk = list(image_ids[start : start + MAX_VISIBLE_IDS])
+            answer = self._call("POST", "/v1/shard/visible", {"image_ids": chunk})
+            visible.update(set(chunk).intersection(answer["visible"]))  # only what was asked
+        return visible
 
     def search(
         self,

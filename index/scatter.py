@@ -145,6 +145,16 @@ class ShardCopies:
                 self.failed(copy)
         return None
 
+    def visible_ids(self, image_ids: Sequence[str]) -> set[str]:
+        """Those of ``image_ids`` this shard holds visible, from the first copy that
+        answers; none when no copy does (an unanswered question hides, never shows)."""
+        for copy in self.order():
+            try:
+                return self.copies[copy].visible_ids(image_ids)
+            except Exception:
+                self.failed(copy)
+        return set()
+
     def hedge_after(self) -> float:
         """Seconds to wait for a copy before asking another: the shard's recent p95."""
         with self._lock:
@@ -330,6 +340,10 @@ class Scatter:
             if found is not None:
                 return found
         return None
+
+    def visible_ids(self, image_ids: Sequence[str]) -> set[str]:
+        """Those of ``image_ids`` some shard holds visible."""
+        return set().union(*(shard.visible_ids(image_ids) for shard in self.shards))
 
 
 class Requests(Protocol):

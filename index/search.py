@@ -48,6 +48,8 @@ class ShardLike(Protocol):
 
     def indexed_image(self, image_id: str) -> IndexedImage | None: ...
 
+    def visible_ids(self, image_ids: Sequence[str]) -> set[str]: ...
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -202,6 +204,11 @@ class SearchService:
         """What the serving index holds of a visible ``image_id`` (vector, upload time,
         URI); None when no shard has it visible."""
         return self._serving[1].indexed_image(image_id)
+
+    def visible_ids(self, image_ids: Sequence[str]) -> set[str]:
+        """Those of ``image_ids`` the serving index holds visible: one request per shard
+        (a corpus listing asked each image of each shard in turn, vector included)."""
+        return self._serving[1].visible_ids(image_ids)
 
     def params_for(self, where: SearchFilter | None) -> SearchParams:
         """The service's search parameters, restricted to ``where`` when given."""

@@ -331,6 +331,11 @@ class IndexShard:
                 return found
         return None
 
+    def visible_ids(self, image_ids: Iterable[str]) -> set[str]:
+        """Those of ``image_ids`` some partition of this shard holds visible."""
+        wanted = list(image_ids)
+        return set().union(*(part.visible_ids(wanted) for part in self.partitions.values()))
+
     def vector_of(self, image_id: str) -> np.ndarray | None:
         found = self.indexed_image(image_id)
         return None if found is None else found.vector

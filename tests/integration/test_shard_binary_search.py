@@ -200,3 +200,24 @@ def test_a_shard_that_stalls_mid_answer_is_left_out_at_the_deadline(
         [h.image_id for h in shard.search(query, 5)]
     ]
     half.close()
+
+
+def test_visibility_is_asked_for_many_ids_at_once(served: tuple[IndexShard, str]) -> None:
+    shard, url = served
+    part = shard.partitions[0]
+    part.update("p0-0", "private", 1e9)
+    part.update("p0-2", "delete", 1e9)
+    asked = ["p0-0", "p0-2", "p0-4", "p1-1", "nobody", *[f"p1-{n}" for n in range(3, 400, 2)]]
+    local = shard.visible_ids(asked)
+    assert "p0-0" not in local and "p0-2" not in local and "nobody" not in local
+    assert {"p0-4", "p1-1"} <= local and len(local) == len(asked) - 3
+    remote = RemoteShard(url, DIM)
+    assert remote.visible_ids(asked) == local
+    # The scatter asks every shard once and unites their answers; a shard with no
+    # answering copy hides its images rather than showing them.
+    refused = RemoteShard(f"http://127.0.0.1:{free_port()}", DIM)
+    both = Scatter([ShardCopies(0, [remote]), ShardCopies(1, [refused])])
+    assert both.visible_ids(asked) == local
+    assert Scatter([ShardCopies(0, [refused])]).visible_ids(asked) == set()
+    part.update("p0-0", "public", 1e9 + 1)
+    assert "p0-0" in remote.visible_ids(asked)
