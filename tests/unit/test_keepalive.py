@@ -1,9 +1,10 @@
 """The scatter's keep-alive connections, against a real local HTTP/1.1 server:
-reused between requests, renewed when the server closed an idle one, and an
-unreachable server is an OSError."""
+reused between requests, renewed when the server closed an idle one, an
+unreachable server is an OSError; and the answer reader on real sockets."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from streams.broker import free_port
-from streams.keepalive import KeepAliveError, KeepAlivePool
+from streams.keepalive import Answer, ClosedEarlyError, KeepAliveError, KeepAlivePool, read_answer
 
 
 class Echo(BaseHTTPRequestHandler):
@@ -92,3 +93,52 @@ def test_an_unreachable_server_is_an_oserror() -> None:
         pool.post("/x", b"a", "application/x-test")
     with pytest.raises(ValueError, match="http://host:port"):
         KeepAlivePool("https://example.com", timeout_s=1)
+
+
+def _answer_of(raw: bytes, pieces: int = 1) -> tuple[Answer, bool]:
+    """``read_answer`` over a real socket pair, the bytes sent in ``pieces`` parts
+    and the sending side shut after them."""
+    mine, theirs = socket.socketpair()
+    mine.settimeout(10)
+    step = -(-len(raw) // pieces)
+
+    def send() -> None:
+        for i in range(0, len(raw), step):
+            theirs.sendall(raw[i : i + step])
+        theirs.shutdown(socket.SHUT_WR)
+
+    with mine, theirs:
+        sender = threading.Thread(target=send)
+        sender.start()
+        try:
+            return read_answer(mine)
+        finally:
+            sender.join()
+
+
+def test_answers_are_read_whole_and_strictly() -> None:
+    body = b"x" * 100_000
+    raw = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-a\r\ncontent-length: %d\r\n\r\n" % len(
+        body
+    )
+    answer, keep = _answer_of(raw + body, pieces=7)
+    assert (answer.status, answer.content_type, answer.body, keep) == (
+        200,
+        "application/x-a",
+        body,
+        True,
+    )
+    closing = (
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno"
+    )
+    assert _answer_of(closing) == (Answer(500, "", b"no"), False)
+    for broken, message in [
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n", "chunked"),
+        (b"HTTP/1.1 200 OK\r\n\r\n", "Content-Length"),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", "status line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nab", "more bytes"),
+    ]:
+        with pytest.raises(KeepAliveError, match=message):
+            _answer_of(broken)
+    with pytest.raises(ClosedEarlyError):
+        _answer_of(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
