@@ -4,7 +4,7 @@ The wire format is JSON with vectors as base64 little-endian float32 (the same
 encoding as the embeddings log), except for the API's searches, which are
 compact bytes both ways (``index/query_wire.py``, ``index/hits_wire.py``),
 answered before FastAPI (``index/binary_search_path.py``) and sent through
-standard-library keep-alive connections (``streams/keepalive.py``). The
+pooled keep-alive sockets (``streams/keepalive.py``). The
 client has the same ``search`` and ``__len__`` as an in-process
 :class:`~index.shard.IndexShard`, so the search service scatters to either
 without knowing which. It keeps its connections open (pooled per shard copy):
