@@ -83,8 +83,11 @@ class SearchService:
         windows: QueryWindows | None = None,
         deadline_s: float = 1.0,
         strict: bool = False,
+        owner_of: Callable[[str], int] | None = None,
     ) -> None:
         self.limits = limits or ImageLimits()
+        # Which shard an image id is routed to: lookups by id ask it first.
+        self.owner_of = owner_of
         # One deadline per scatter; strict: no partial answers (ShardsUnavailableError).
         self.deadline_s = deadline_s
         self.strict = strict
@@ -132,7 +135,7 @@ class SearchService:
 
     def scatter_over(self, shards: Sequence[ShardLike | ShardCopies]) -> Scatter:
         """How this service asks ``shards`` (its deadline and strictness)."""
-        return Scatter.of(shards, self.deadline_s, self.strict)
+        return Scatter.of(shards, self.deadline_s, self.strict, owner_of=self.owner_of)
 
     def _serving_tuple(
         self, encoder: OnnxEncoder, shards: Sequence[ShardLike | ShardCopies]

@@ -34,6 +34,7 @@ class FakeShard:
         self.before = before
         self.broken = False
         self.calls = 0
+        self.lookups = 0
 
     def __len__(self) -> int:
         return 1
@@ -52,6 +53,7 @@ class FakeShard:
         return [Hit(self.name, 1.0)]
 
     def indexed_image(self, image_id: str) -> IndexedImage | None:
+        self.lookups += 1
         if self.broken:
             raise ConnectionError(f"{self.name} is down")
         return IndexedImage(QUERY, 0.0) if image_id == self.name else None
@@ -157,3 +159,30 @@ def test_hedge_delay_follows_the_shards_recent_p95() -> None:
     assert shard.hedge_after() == 0.01  # never sooner than HEDGE_MIN_S
     with pytest.raises(ValueError, match="no copy"):
         ShardCopies(3, [])
+
+
+def test_a_lookup_by_id_asks_the_owning_shard_first() -> None:
+    shards = [FakeShard(f"s{i}") for i in range(4)]
+    owner = {"s0": 0, "s1": 1, "s2": 2, "s3": 2}  # s3's routing is wrong on purpose
+    scatter = Scatter.of(shards, owner_of=owner.__getitem__)
+    assert scatter.indexed_image("s2") is not None
+    assert [shard.lookups for shard in shards] == [0, 0, 1, 0]
+    # an id the routing misplaces is still found, after its supposed owner
+    assert scatter.indexed_image("s3") is not None
+    assert [shard.lookups for shard in shards] == [1, 1, 2, 1]
+    # no routing (or one past the shards): in order
+    assert Scatter.of(shards, owner_of=lambda _: 9).indexed_image("s1") is not None
+    assert [shard.lookups for shard in shards] == [2, 2, 2, 1]
+
+
+def test_the_router_names_the_shard_that_owns_the_ids_partition() -> None:
+    from index.shard import owned_partitions, partition_for
+    from streams.settings import Settings
+    from visearch.processes.shards import shard_router
+
+    settings = Settings(embedding_partitions=12, index_shards=5)
+    route = shard_router(settings)
+    for n in range(500):
+        image_id = f"img-{n}"
+        owned = owned_partitions(12, route(image_id), 5)
+        assert partition_for(image_id, 12) in owned

@@ -15,7 +15,7 @@ from index.query_windows import QueryWindows, window_boxes
 from index.remote import RemoteShard
 from index.scatter import ShardCopies
 from index.search import SearchService, ShardLike
-from index.shard import IndexShard, owned_partitions
+from index.shard import IndexShard, owned_partitions, partition_for
 from streams.errors import VisearchError
 from streams.settings import Settings
 from streams.shard_consumer import ShardConsumer
@@ -52,7 +52,16 @@ def search_service(
         windows=query_windows(settings),
         deadline_s=settings.search_deadline_ms / 1000,
         strict=settings.search_strict,
+        owner_of=shard_router(settings),
     )
+
+
+def shard_router(settings: Settings) -> Callable[[str], int]:
+    """The shard an image id lives in: its embeddings partition (Kafka's default
+    partitioner on the id, as the workers key their records), owned by shard
+    ``partition mod VISEARCH_INDEX_SHARDS``."""
+    partitions, shards = settings.embedding_partitions, settings.index_shards
+    return lambda image_id: partition_for(image_id, partitions) % shards
 
 
 def remote_shards(settings: Settings, dim: int) -> list[ShardCopies]:
