@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from index.search import ShardLike
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HEDGE_MIN_S = 0.01  # never hedge sooner: a second request costs a copy's CPU
 HEDGE_DEFAULT_S = 0.05  # before a shard has answered LATENCY_SAMPLES times
@@ -129,31 +130,26 @@ class ShardCopies:
 
     def count(self) -> int:
         """Images in this shard, from the first copy that answers (0 if none does)."""
-        for copy in self.order():
-            try:
-                return len(self.copies[copy])
-            except Exception:  # an unreachable remote copy
-                self.failed(copy)
-        return 0
+        return self._first_answer(len, 0)
 
     def indexed_image(self, image_id: str) -> IndexedImage | None:
         """What this shard holds of ``image_id``, from the first copy that answers."""
-        for copy in self.order():
-            try:
-                return self.copies[copy].indexed_image(image_id)
-            except Exception:
-                self.failed(copy)
-        return None
+        return self._first_answer(lambda copy: copy.indexed_image(image_id), None)
 
     def visible_ids(self, image_ids: Sequence[str]) -> set[str]:
         """Those of ``image_ids`` this shard holds visible, from the first copy that
         answers; none when no copy does (an unanswered question hides, never shows)."""
+        return self._first_answer(lambda copy: copy.visible_ids(image_ids), set())
+
+    def _first_answer(self, ask: Callable[[ShardLike], T], otherwise: T) -> T:
+        """``ask`` of the copies in turn until one answers (a failing one is marked
+        unhealthy); ``otherwise`` when none does."""
         for copy in self.order():
             try:
-                return self.copies[copy].visible_ids(image_ids)
-            except Exception:
+                return ask(self.copies[copy])
+            except Exception:  # an unreachable remote copy
                 self.failed(copy)
-        return set()
+        return otherwise
 
     def hedge_after(self) -> float:
         """Seconds to wait for a copy before asking another: the shard's recent p95."""
@@ -198,6 +194,13 @@ class Scatter:
         # first by lookups; None: shards in order.
         self.owner_of = owner_of
         self.single = len(self.shards) == 1 and len(self.shards[0].copies) == 1
+        # Every copy a shard process that sends a search without waiting for it
+        # (``start_search``): searches go out on sockets, read on the caller's thread.
+        self.sockets = all(
+            callable(getattr(copy, "start_search", None))
+            for shard in self.shards
+            for copy in shard.copies
+        )
 
     @classmethod
     def of(
@@ -231,30 +234,25 @@ class Scatter:
         answers read on this thread as their sockets become readable: the shards
         work in parallel without a thread per request, whose hand-offs cost more
         than a shard's binary search does (``bench.scatter``)."""
-        if not self.single and self._all_can_start():
-            return self._finish(
-                self._parallel(SocketRequests(query, k, params, with_vectors), report)
-            )
-        return self.gather(lambda copy: copy.search(query, k, params, with_vectors), report)
+        if self.single or not self.sockets:
+            return self.gather(lambda copy: copy.search(query, k, params, with_vectors), report)
+        report = report if report is not None else ScatterReport()
+        answers = self._parallel(SocketRequests(query, k, params, with_vectors), report)
+        return self._checked(answers, report)
 
     def gather(self, request: Request, report: ScatterReport | None = None) -> list[list[Hit]]:
+        report = report if report is not None else ScatterReport()
         if self.single:  # one shard, one copy: no thread, no hedging
-            report = report if report is not None else ScatterReport()
-            return self._finish((self._direct(request, report), report))
-        return self._finish(self._parallel(ThreadRequests(request, shared_pool()), report))
+            answers = self._direct(request, report)
+        else:
+            answers = self._parallel(ThreadRequests(request, shared_pool()), report)
+        return self._checked(answers, report)
 
-    def _finish(self, answered: tuple[list[list[Hit]], ScatterReport]) -> list[list[Hit]]:
-        answers, report = answered
+    def _checked(self, answers: list[list[Hit]], report: ScatterReport) -> list[list[Hit]]:
+        """``answers``, or :class:`ShardsUnavailableError` when strict and one is missing."""
         if report.missing and self.strict:
             raise ShardsUnavailableError(sorted(report.missing))
         return answers
-
-    def _all_can_start(self) -> bool:
-        return all(
-            callable(getattr(copy, "start_search", None))
-            for shard in self.shards
-            for copy in shard.copies
-        )
 
     def _direct(self, request: Request, report: ScatterReport) -> list[list[Hit]]:
         shard = self.shards[0]
@@ -269,10 +267,7 @@ class Scatter:
         shard.answered(0, self.clock() - started)
         return [hits]
 
-    def _parallel(
-        self, requests: Requests, report: ScatterReport | None
-    ) -> tuple[list[list[Hit]], ScatterReport]:
-        report = report if report is not None else ScatterReport()
+    def _parallel(self, requests: Requests, report: ScatterReport) -> list[list[Hit]]:
         started = self.clock()
         deadline = started + self.deadline_s
         pending = [_Pending(shard, shard.order()) for shard in self.shards]
@@ -332,7 +327,7 @@ class Scatter:
         for item in pending:
             if item.answer is None:
                 report.missing.add(item.shard.shard_id)
-        return [item.answer for item in pending if item.answer is not None], report
+        return [item.answer for item in pending if item.answer is not None]
 
     def __len__(self) -> int:
         """Images in the index: each shard's count from its first copy that answers."""
