@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,9 +26,9 @@ from index.hits_wire import encode_hits
 from index.query_wire import HEADER, MAX_FILTER_BYTES, QueryWireError, decode_query
 from index.query_wire import MEDIA_TYPE as QUERY_MEDIA_TYPE
 from index.shard import IndexShard
+from streams.asgi_answer import send_answer, send_error
 
 SEARCH_PATH = "/v1/shard/search"
-JSON = "application/json"
 
 Scope = dict[str, Any]
 Receive = Any
@@ -52,12 +51,12 @@ class BinarySearchPath:
             return
         body = await self._body(receive)
         if body is None:
-            await _answer(send, 413, _error("too_large", f"body over {self.max_body} bytes"))
+            await send_error(send, 413, "too_large", f"body over {self.max_body} bytes")
             return
         try:
             request = decode_query(body, self.shard.dim)
         except QueryWireError as exc:
-            await _answer(send, 422, _error(exc.code, exc.message))
+            await send_error(send, 422, exc.code, exc.message)
             return
         search = functools.partial(
             self.shard.search, request.query, request.k, request.params, request.with_vectors
@@ -66,7 +65,7 @@ class BinarySearchPath:
             hits = search()
         else:
             hits = await asyncio.get_running_loop().run_in_executor(self.pool, search)
-        await _answer(send, 200, encode_hits(hits), HITS_MEDIA_TYPE)
+        await send_answer(send, 200, encode_hits(hits), HITS_MEDIA_TYPE)
 
     @staticmethod
     def _is_binary_search(scope: Scope) -> bool:
@@ -91,15 +90,3 @@ class BinarySearchPath:
             chunks.append(chunk)
             if not message.get("more_body"):
                 return b"".join(chunks)
-
-
-def _error(code: str, message: str) -> bytes:
-    return json.dumps({"detail": {"code": code, "message": message}}).encode()
-
-
-async def _answer(send: Send, status: int, body: bytes, media_type: str = JSON) -> None:
-    headers = [(b"content-type", media_type.encode()), (b"content-length", b"%d" % len(body))]
-    if status == 413:
-        headers.append((b"connection", b"close"))  # the rest of the body is not read
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -26,7 +26,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from typing import Any
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Match
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from streams.asgi_answer import send_error
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -133,13 +134,13 @@ class RequestGuard:
             and self.token
             and not bearer_token_matches(headers.get(b"authorization"), self.token)
         ):
-            await _reject(send, 401, "unauthorized", "a valid bearer token is required")
+            await send_error(send, 401, "unauthorized", "a valid bearer token is required")
             return
         declared = headers.get(b"content-length")
         if declared is not None and (
             not declared.isdigit() or int(declared) > policy.max_body_bytes
         ):
-            await _reject(send, 413, "too_large", too_large(policy.max_body_bytes))
+            await send_error(send, 413, "too_large", too_large(policy.max_body_bytes))
             return
         state = _Exchange(send)
         body = _GuardedBody(receive, policy.max_body_bytes, self.body_timeout_s, state)
@@ -176,7 +177,7 @@ class _Exchange:
     async def refuse(self, status: int, code: str, reason: str) -> None:
         if not self.started and not self.refused:
             self.refused = True
-            await _reject(self._send, status, code, reason)
+            await send_error(self._send, status, code, reason)
 
 
 class _GuardedBody:
@@ -215,17 +216,6 @@ class _GuardedBody:
 def too_large(limit: int) -> str:
     """The message of a 413 for a body over ``limit`` bytes."""
     return f"the request body is limited to {limit} bytes here"
-
-
-async def _reject(send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps({"detail": {"code": code, "message": message}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    if status in (408, 413):
-        headers.append((b"connection", b"close"))  # the rest of the body is not read
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 # Request line and headers beyond this many bytes close the connection (h11's
