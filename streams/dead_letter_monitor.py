@@ -40,6 +40,8 @@ class DeadLetterMonitor(LogFollower, Collector):
             settings.background_fetch_max_wait_ms,
             "visearch-dlq-monitor",
             idle_fetch_max_wait_ms=settings.background_idle_fetch_max_wait_ms,
+            # Nobody waits for it to stop: it may block as long as it fetches.
+            longest_poll_ms=settings.background_idle_fetch_max_wait_ms,
         )
         self.prefix = f"{settings.topic_prefix}."
         self.counts: dict[tuple[str, str], int] = {}

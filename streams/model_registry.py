@@ -114,9 +114,14 @@ class ModelWatcher(LogFollower):
             settings.topics.models,
             settings.background_fetch_max_wait_ms,
             "visearch-model-watcher",
-            # A deploy must reach the workers within a moment: uploads right after it
-            # are embedded with the candidate too. So not the background idle wait.
-            idle_fetch_max_wait_ms=settings.idle_fetch_max_wait_ms,
+            # Deploys are rare, and uploads a worker embeds before it has loaded the
+            # candidate reach the candidate through the backfill anyway, so the
+            # watcher idles like the other background consumers: at the service's
+            # idle wait, two watchers (API and worker) and the broker answering them
+            # cost ~0.02 of a core, half of an idle stack (bench.cpu_budget).
+            idle_fetch_max_wait_ms=settings.background_idle_fetch_max_wait_ms,
+            # Nobody waits for it to stop: it may block as long as it fetches.
+            longest_poll_ms=settings.background_idle_fetch_max_wait_ms,
         )
         self.on_event = on_event
         self._delivered: set[tuple[str, str, str, float]] = set()

@@ -118,9 +118,9 @@ class Settings:
     idle spell waits at most this per hop
     """
     background_idle_fetch_max_wait_ms: int = 5000
-    """the same for the background consumers (dead-letter monitor, feedback aggregator; the
-    model watchers use VISEARCH_IDLE_FETCH_MAX_WAIT_MS: a deploy must reach the workers
-    within a moment)
+    """the same for the background consumers (dead-letter monitor, feedback aggregator, model
+    watchers): an idle worker learns of a model deploy within this wait (uploads it embeds
+    before that reach the candidate through the backfill)
     """
     app_id: str = "visearch"
     """Faust app id = consumer group of the embedding workers"""

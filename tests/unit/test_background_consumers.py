@@ -25,3 +25,21 @@ def test_background_consumers_use_their_own_fetch_wait(tmp_path: Path) -> None:
         FeedbackConsumer(settings, FeedbackState([0]), publisher=None, checkpoint=tmp_path / "c"),  # type: ignore[arg-type]
     ]
     assert [c.fetch_max_wait_ms for c in background] == [400, 400, 400]
+
+
+def test_background_consumers_idle_at_the_background_wait(tmp_path: Path) -> None:
+    """Idle, they fetch (and the unjoined ones poll) only every background idle wait:
+    at the service's 500 ms the two model watchers and the broker answering them
+    were half of an idle stack's CPU."""
+    settings = Settings(idle_fetch_max_wait_ms=500, background_idle_fetch_max_wait_ms=4000)
+    unjoined = [DeadLetterMonitor(settings), ModelWatcher(settings, on_event=lambda event: None)]
+    assert [c.idle_fetch_max_wait_ms for c in unjoined] == [4000, 4000]
+    assert [c.longest_poll_ms for c in unjoined] == [4000, 4000]
+    # The feedback aggregator is joined when its service stops: its polls stay short.
+    joined = FeedbackConsumer(
+        settings,
+        FeedbackState([0]),
+        publisher=None,  # type: ignore[arg-type]
+        checkpoint=tmp_path / "c",
+    )
+    assert joined.idle_fetch_max_wait_ms == 4000 and joined.longest_poll_ms == 500
