@@ -13,7 +13,9 @@ SIGKILLed mid-run and restarted.
 
 JSON lines: ``search_p95_ms`` (with ``shards``, ``baseline`` = sequential p95),
 ``search_p50_ms``, ``sequential_p95_ms``, ``p95_ratio_to_one_shard`` and
-``failover_p95_ms`` (with ``missing``: searches that lacked a shard).
+``failover_p95_ms`` (with ``missing``: searches that lacked a shard) and
+``cpu_ms_per_search`` (this process and the shard processes together; baseline
+= the same for the sequential loop).
 """
 
 from __future__ import annotations
@@ -106,12 +108,22 @@ def measure(
             for client in clients:
                 client.search(query, FETCH, params, True)
 
+        def cpu_ms() -> float:
+            """CPU so far of this process (the scatter's end) and the shard processes."""
+            return 1000 * (time.process_time() + sum(shard[0].cpu_seconds() for shard in processes))
+
         timed(parallel, 20)  # warm-up: connections, faiss, the shards' first requests
         timed(sequential, 20)
         samples: dict[str, list[float]] = {"parallel": [], "sequential": []}
+        cpu = {"parallel": 0.0, "sequential": 0.0}
+        block = len(queries) // 4
         for _ in range(4):  # alternating blocks: drift on a shared machine hits both alike
-            samples["parallel"] += timed(parallel, len(queries) // 4)
-            samples["sequential"] += timed(sequential, len(queries) // 4)
+            for name, call in (("parallel", parallel), ("sequential", sequential)):
+                before = cpu_ms()
+                samples[name] += timed(call, block)
+                cpu[name] += cpu_ms() - before
+        samples["cpu_ms_per_search"] = [cpu["parallel"] / (4 * block)]
+        samples["sequential_cpu_ms_per_search"] = [cpu["sequential"] / (4 * block)]
         return samples
 
 
@@ -159,6 +171,9 @@ def run(quick: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="visearch-scatter-") as tmp:
         root = Path(tmp)
         settings = isolated_settings(base, root / "api", f"scatter-{uuid.uuid4().hex[:6]}")
+        # Exact search at every shard count: one shard holding all 20,000 would reach
+        # the default ANN threshold and train an IVF in the middle of its measurement.
+        settings = settings.with_overrides(ann_threshold=count + 1)
         broker = EmbeddedBroker(settings.broker_host, settings.broker_port).start()
         try:
             ensure_topics(settings)
@@ -177,6 +192,11 @@ def run(quick: bool) -> None:
                 emit(BENCH, "sequential_p95_ms", seq95, "ms", None, shards=shards, **context)
                 emit(BENCH, "p95_ratio_to_one_shard", p95 / p95_one, "ratio", None,
                      shards=shards, **context)  # fmt: skip
+                # Both ends' CPU per search: on a machine with fewer cores than shard
+                # processes, CPU / cores bounds how far parallel can beat sequential.
+                emit(BENCH, "cpu_ms_per_search", samples["cpu_ms_per_search"][0], "ms",
+                     samples["sequential_cpu_ms_per_search"][0], shards=shards,
+                     **context)  # fmt: skip
             samples, missing = failover(settings, root, queries, count)
             emit(BENCH, "failover_p95_ms", percentile(samples, 95), "ms", None, shards=4,
                  copies=2, searches=len(samples), missing=missing, **context)  # fmt: skip

@@ -166,6 +166,12 @@ class ShardProcess:
             )
         return self
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds so far of the process and its children (0 when not running)."""
+        if self.process is None:
+            return 0.0
+        return sum(cpu_seconds(pid) for pid in process_tree(self.process.pid))
+
     def status(self) -> dict[str, object] | None:
         """``/v1/shard/status``, or ``None`` while it does not answer."""
         try:
