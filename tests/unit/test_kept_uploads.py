@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 
 from streams.schemas import ImageUpdated, ImageUploaded
-from visearch.catalog.kept_uploads import RECENT_DELETES, InlineUploadKeeper
-from visearch.catalog.store import ORIGIN_API, ORIGIN_LOG, ImageStore, StoredImage
+from visearch.catalog.kept_uploads import InlineUploadKeeper
+from visearch.catalog.store import (
+    LOG_DELETE_HORIZON_S,
+    ORIGIN_API,
+    ORIGIN_LOG,
+    ImageStore,
+    StoredImage,
+)
 
 BYTES = b"\x89PNG not really, the keeper does not decode"
 
@@ -74,11 +80,21 @@ def test_a_delete_that_overtook_its_upload_still_wins(keeper):
     assert "a" not in keeper.store
 
 
-def test_recent_deletes_are_bounded(keeper):
-    for n in range(RECENT_DELETES + 10):
+def test_delete_notes_are_swept_after_the_horizon(keeper):
+    store = keeper.store
+    for n in range(3):
         keeper.update(update("delete", 5.0, image_id=f"x{n}"))
-    assert not keeper.keep(upload(image_id=f"x{RECENT_DELETES}", at=4.0))
-    assert keeper.keep(upload(image_id="x0", at=4.0))  # forgotten: the oldest went first
+    assert not keeper.keep(upload(image_id="x1", at=4.0))
+    assert store.sweep_log_deletes(now=time.time() + LOG_DELETE_HORIZON_S - 60) == 0
+    assert store.sweep_log_deletes(now=time.time() + LOG_DELETE_HORIZON_S + 60) == 3
+    assert keeper.keep(upload(image_id="x1", at=4.0))  # forgotten
+
+
+def test_a_delete_note_keeps_the_newest_time(keeper):
+    keeper.update(update("delete", 12.0))
+    keeper.update(update("delete", 8.0))  # an older delete read later
+    assert keeper.store.log_deleted_at("a") == 12.0
+    assert not keeper.keep(upload(at=11.0))
 
 
 @pytest.mark.parametrize("order", [(0, 1), (1, 0)])
@@ -132,3 +148,53 @@ def test_a_delete_racing_its_upload_in_another_thread_always_wins(tmp_path):
         keeper.update(update("delete", 12.0, image_id))
         keeping.join()
         assert image_id not in keeper.store, n
+
+
+class GatedStore(ImageStore):
+    """A real store whose ``put`` waits at a gate: the keep has passed its checks and
+    not yet written, which is where another worker's delete can slip in."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def put(self, image: StoredImage, data: bytes) -> Path:
+        self.entered.set()
+        assert self.gate.wait(10)
+        return super().put(image, data)
+
+
+def test_a_delete_read_by_another_worker_mid_keep_leaves_no_copy(tmp_path):
+    """Two workers share the image store and nothing else: one reads the upload, the
+    other its delete (another topic). The delete finds no copy yet, because the keep
+    is between its checks and its write: the keep must see the delete afterwards."""
+    root = tmp_path / "images"
+    uploads_worker = InlineUploadKeeper(GatedStore(root))
+    updates_worker = InlineUploadKeeper(ImageStore(root))
+    kept: list[bool] = []
+    keeping = threading.Thread(target=lambda: kept.append(uploads_worker.keep(upload(at=10.0))))
+    keeping.start()
+    assert uploads_worker.store.entered.wait(10)
+    assert not updates_worker.update(update("delete", 12.0))  # nothing to remove yet
+    uploads_worker.store.gate.set()
+    keeping.join(10)
+    assert kept == [False]
+    assert "a" not in updates_worker.store and "a" not in uploads_worker.store
+    assert not ImageStore(root).path_of("a").exists()  # the bytes are gone too
+
+
+@pytest.mark.parametrize("delete_first", [True, False])
+def test_two_workers_agree_whichever_reads_first(tmp_path, delete_first):
+    root = tmp_path / "images"
+    uploads_worker = InlineUploadKeeper(ImageStore(root))
+    updates_worker = InlineUploadKeeper(ImageStore(root))
+    if delete_first:
+        updates_worker.update(update("delete", 12.0))
+        assert not uploads_worker.keep(upload(at=10.0))
+    else:
+        assert uploads_worker.keep(upload(at=10.0))
+        assert updates_worker.update(update("delete", 12.0))
+    assert "a" not in ImageStore(root)
+    assert uploads_worker.keep(upload(at=13.0))  # a newer upload is kept by either
+    assert not updates_worker.update(update("delete", 12.5))
+    assert ImageStore(root).metadata("a").uploaded_at == 13.0

@@ -12,25 +12,24 @@ embedding, and applies the log's updates of those images to the copy:
   per register, as in the index, so a restart's replay of the store brings
   back each image as the log last left it.
 
-Updates and uploads travel on different topics, so a delete can reach the
-worker before the upload it deletes. The worker remembers the newest
-:data:`RECENT_DELETES` deletes it saw and does not keep an upload that one
-of them overrides. (With several workers the two may reach different ones;
-then the copy stays until its image is uploaded again or deleted through the
-API, but it is never shown: for an image of origin ``log`` the API also asks
-the index, whose registers are complete, whether it is visible.)
+Updates and uploads travel on different topics, so a delete can reach a
+worker before the upload it deletes, and with several workers sharing the
+store the two can reach different workers at the same moment. A delete read
+from the log is noted in the store (:meth:`ImageStore.note_log_delete`,
+kept for Kafka's default retention) before the copy is looked for, and a kept
+upload looks for such a note again after it is written: whichever of the two
+workers comes second sees the other's write, so a deleted copy never stays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import zlib
-from collections import OrderedDict
 
 from streams.schemas import ImageUpdated, ImageUploaded
 from visearch.catalog.store import ORIGIN_LOG, ImageStore, StoredImage, UnknownImageError
 
-RECENT_DELETES = 65_536
 LOCK_STRIPES = 64
 REGISTER = {
     "private": "private",
@@ -45,14 +44,12 @@ class InlineUploadKeeper:
     """Keeps inline uploads' bytes in the store and mirrors their updates from the log.
 
     Both methods are called from worker threads: calls for one image are
-    serialised (a lock per stripe of ids), so a delete and the upload it
-    overrides cannot interleave between the check and the write.
+    serialised in this process (a lock per stripe of ids); between processes
+    the delete notes and the check after each write keep them apart.
     """
 
     def __init__(self, store: ImageStore) -> None:
         self.store = store
-        self._deletes: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
         self._stripes = [threading.Lock() for _ in range(LOCK_STRIPES)]
 
     def _image_lock(self, image_id: str) -> threading.Lock:
@@ -67,9 +64,7 @@ class InlineUploadKeeper:
             return self._keep(event)
 
     def _keep(self, event: ImageUploaded) -> bool:
-        with self._lock:
-            deleted_at = self._deletes.get(event.image_id)
-        if deleted_at is not None and deleted_at >= event.uploaded_at:
+        if self._deleted_since(event):
             return False
         current = self._stored(event.image_id)
         if current is not None and current.uploaded_at >= event.uploaded_at:
@@ -85,7 +80,22 @@ class InlineUploadKeeper:
             tags_at=event.uploaded_at,
         )
         self.store.put(kept, event.image_bytes())
+        if self._deleted_since(event):  # another worker read the delete meanwhile
+            self._drop_own_copy(event)
+            return False
         return True
+
+    def _deleted_since(self, event: ImageUploaded) -> bool:
+        deleted_at = self.store.log_deleted_at(event.image_id)
+        return deleted_at is not None and deleted_at >= event.uploaded_at
+
+    def _drop_own_copy(self, event: ImageUploaded) -> None:
+        """Delete the copy just kept, unless a newer upload replaced it meanwhile."""
+        stored = self._stored(event.image_id)
+        if stored is None or stored.uploaded_at != event.uploaded_at:
+            return
+        with contextlib.suppress(UnknownImageError):  # the worker that read the delete did
+            self.store.delete(event.image_id)
 
     def update(self, update: ImageUpdated) -> bool:
         """Apply a log update to a kept image; False when it is not one, or a newer
@@ -94,8 +104,8 @@ class InlineUploadKeeper:
             return self._update(update)
 
     def _update(self, update: ImageUpdated) -> bool:
-        if update.action == "delete":
-            self._remember_delete(update.image_id, update.updated_at)
+        if update.action == "delete":  # noted before the copy is looked for
+            self.store.note_log_delete(update.image_id, update.updated_at)
         stored = self._stored(update.image_id)
         if stored is None or stored.origin != ORIGIN_LOG:
             return False
@@ -109,7 +119,7 @@ class InlineUploadKeeper:
         if action == "delete":
             if at < stored.uploaded_at:  # a newer upload wins, as in the index
                 return False
-            self.store.delete(image_id)
+            self.store.delete(image_id)  # UnknownImageError: another worker did
             return True
         register = REGISTER[action]
         if at < getattr(stored, f"{register}_at"):
@@ -121,13 +131,6 @@ class InlineUploadKeeper:
         else:
             self.store.set_tags(image_id, list(update.tags or ()), at)
         return True
-
-    def _remember_delete(self, image_id: str, at: float) -> None:
-        with self._lock:
-            self._deletes[image_id] = max(at, self._deletes.get(image_id, at))
-            self._deletes.move_to_end(image_id)
-            while len(self._deletes) > RECENT_DELETES:
-                self._deletes.popitem(last=False)
 
     def _stored(self, image_id: str) -> StoredImage | None:
         try:

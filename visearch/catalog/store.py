@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
@@ -32,6 +33,14 @@ from visearch.catalog.hidden import HiddenImages
 # to Kafka that the worker kept (its updates may reach only the log).
 ORIGIN_API = "api"
 ORIGIN_LOG = "log"
+
+
+# How long a delete from the log is remembered for uploads that reach a worker
+# after it (the other topic, another worker): Kafka's default retention, past
+# which no upload older than the delete can be read again, even by a replay.
+LOG_DELETE_HORIZON_S = 7 * 24 * 3600.0
+# Notes written between two sweeps of those older than the horizon.
+LOG_DELETE_SWEEP_EVERY = 1024
 
 
 class UnknownImageError(VisearchError, KeyError):
@@ -69,6 +78,9 @@ class ImageStore:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.hidden = HiddenImages(root)
+        # Deletes read from the log, one small file each (see note_log_delete).
+        self._log_deletes = root / ".log-deletes"
+        self._notes_since_sweep = 0
 
     def path_of(self, image_id: str) -> Path:
         """Where the bytes of ``image_id`` live; the id is checked first."""
@@ -153,6 +165,50 @@ class ImageStore:
         self.hidden.apply(image_id, "delete")
         self._meta_path(image_id).unlink()
         self.path_of(image_id).unlink(missing_ok=True)
+
+    def note_log_delete(self, image_id: str, at: float) -> None:
+        """Remember that the log deleted ``image_id`` at event time ``at`` (the newest
+        time wins), for every worker that shares this store.
+
+        Uploads and deletes travel on different topics, so with several
+        workers the delete can be read by one before another keeps the upload it
+        deletes; in memory, only the worker that read the delete would know.
+        Notes older than :data:`LOG_DELETE_HORIZON_S` are swept now and then.
+        (Two workers noting deletes of one image at once may keep the older
+        time: the later upload check then judges by it.)
+        """
+        current = self.log_deleted_at(image_id)
+        if current is not None and current >= at:
+            return
+        self._log_deletes.mkdir(exist_ok=True)
+        _atomic_write(self._log_delete_path(image_id), repr(float(at)).encode())
+        self._notes_since_sweep += 1
+        if self._notes_since_sweep >= LOG_DELETE_SWEEP_EVERY:
+            self.sweep_log_deletes()
+
+    def log_deleted_at(self, image_id: str) -> float | None:
+        """The newest event time at which the log deleted ``image_id``, if noted."""
+        try:
+            return float(self._log_delete_path(image_id).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def sweep_log_deletes(self, now: float | None = None) -> int:
+        """Forget delete notes older than the horizon; returns how many went."""
+        self._notes_since_sweep = 0
+        oldest = (time.time() if now is None else now) - LOG_DELETE_HORIZON_S
+        swept = 0
+        for note in self._log_deletes.glob("*") if self._log_deletes.is_dir() else ():
+            try:
+                if note.stat().st_mtime < oldest:
+                    note.unlink()
+                    swept += 1
+            except FileNotFoundError:  # another worker swept it
+                continue
+        return swept
+
+    def _log_delete_path(self, image_id: str) -> Path:
+        return self._log_deletes / self.path_of(image_id).stem
 
     def __contains__(self, image_id: str) -> bool:
         return ID_PATTERN.fullmatch(image_id) is not None and self._meta_path(image_id).is_file()
