@@ -4,7 +4,7 @@ The wire format is JSON with vectors as base64 little-endian float32 (the same
 encoding as the embeddings log), except for the API's searches, which are
 compact bytes both ways (``index/query_wire.py``, ``index/hits_wire.py``),
 answered before FastAPI (``index/binary_search_path.py``) and sent through
-pooled keep-alive sockets (``streams/keepalive.py``). The
+pooled keep-alive sockets (``streams/keepalive.py``), as are the lookups. The
 client has the same ``search`` and ``__len__`` as an in-process
 :class:`~index.shard.IndexShard`, so the search service scatters to either
 without knowing which. It keeps its connections open (pooled per shard copy):
@@ -14,10 +14,11 @@ query.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+import json
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any
 
-import httpx
 import numpy as np
 from fastapi import FastAPI, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -33,9 +34,7 @@ from index.query_wire import encode_query
 from index.shard import IndexShard
 from streams.errors import VisearchError
 from streams.keepalive import Exchange, KeepAlivePool
-from streams.schemas import SchemaError, decode_floats, vector_to_b64
-
-T = TypeVar("T")
+from streams.schemas import ID_PATTERN, SchemaError, decode_floats, vector_to_b64
 
 
 class RemoteShardError(VisearchError, RuntimeError):
@@ -148,32 +147,26 @@ class RemoteShard:
         self.base_url = base_url.rstrip("/")
         self.dim = dim
         self.timeout_s = timeout_s
-        # Thread-safe; the scatter's threads share it. Enough connections for every
-        # thread that may ask this copy at once (hedges and retries included).
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            timeout=timeout_s,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-        )
-
-        # Searches, once per query and shard, through the leaner binary path.
-        self._searches = KeepAlivePool(self.base_url, timeout_s)
+        # Keep-alive connections the scatter's threads share: binary searches (once
+        # per query and shard) and the JSON lookups (status, an image, visibility).
+        self._pool = KeepAlivePool(self.base_url, timeout_s)
 
     def close(self) -> None:
-        self._client.close()
-        self._searches.close()
+        self._pool.close()
 
     def __len__(self) -> int:
         return int(self.status()["images"])
 
     def __contains__(self, image_id: str) -> bool:
-        return bool(self._call("GET", f"/v1/shard/images/{image_id}")["visible"])
+        return self.indexed_image(image_id) is not None
 
     def status(self) -> dict[str, Any]:
         return self._call("GET", "/v1/shard/status")
 
     def indexed_image(self, image_id: str) -> IndexedImage | None:
-        answer = self._call("GET", f"/v1/shard/images/{image_id}")
+        if not ID_PATTERN.fullmatch(image_id):  # no image has it: nothing to ask
+            return None
+        answer = self._call("GET", _image_path(image_id))
         if not answer["visible"]:
             return None
         vector = decode_floats(answer["vector_b64"], (self.dim,), "vector_b64")
@@ -207,32 +200,38 @@ class RemoteShard:
         """Send the search now; its hits come from the returned object's ``finish``."""
         body = encode_query(query, k, params or SearchParams(), with_vectors)
         try:
-            exchange = self._searches.send(SEARCH_PATH, body, QUERY_MEDIA_TYPE)
+            exchange = self._pool.send(SEARCH_PATH, body, QUERY_MEDIA_TYPE)
         except OSError as exc:
             raise RemoteShardError(f"shard {self.base_url} failed on search: {exc}") from exc
         return PendingSearch(self.base_url, self.dim, exchange)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        answer = self._request(method, path, body, httpx.Response.json)
-        if not isinstance(answer, dict):
-            raise RemoteShardError(f"shard {self.base_url} answered {path} with no JSON object")
-        return answer
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None,
-        read: Callable[[httpx.Response], T],
-    ) -> T:
-        """One request and ``read`` of its answer; any failure is a :class:`RemoteShardError`
-        (a bad JSON or hits body raises ValueError, HitsWireError included)."""
+        """One JSON request and its JSON object answer; any failure is a
+        :class:`RemoteShardError`."""
         try:
-            response = self._client.request(method, path, json=body)
-            response.raise_for_status()
-            return read(response)
-        except (httpx.HTTPError, ValueError) as exc:
+            if method == "GET":
+                answer = self._pool.get(path)
+            else:
+                answer = self._pool.post(path, json.dumps(body).encode(), "application/json")
+        except OSError as exc:
             raise RemoteShardError(f"shard {self.base_url} failed on {path}: {exc}") from exc
+        if not 200 <= answer.status < 300:
+            raise RemoteShardError(
+                f"shard {self.base_url} answered {path} with {answer.status}: "
+                f"{answer.body[:200].decode(errors='replace')}"
+            )
+        try:
+            parsed = json.loads(answer.body)
+        except ValueError as exc:
+            raise RemoteShardError(f"shard {self.base_url} sent bad JSON on {path}") from exc
+        if not isinstance(parsed, dict):
+            raise RemoteShardError(f"shard {self.base_url} answered {path} with no JSON object")
+        return parsed
+
+
+def _image_path(image_id: str) -> str:
+    """The lookup path of ``image_id``, quoted (a valid id needs none: kept as a guard)."""
+    return f"/v1/shard/images/{urllib.parse.quote(image_id, safe='')}"
 
 
 class PendingSearch:

@@ -63,12 +63,17 @@ class KeepAlivePool:
         """POST ``body``; the whole answer (:meth:`send` and its ``finish``)."""
         return self.send(path, body, content_type).finish()
 
+    def get(self, path: str) -> Answer:
+        """GET ``path``; the whole answer."""
+        request = b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (_checked(path), self._host_header)
+        return Exchange(self, path, request, self._take()).finish()
+
     def send(self, path: str, body: bytes, content_type: str) -> Exchange:
         """POST ``body`` now; its answer is read by the exchange's ``finish`` (a
         scatter sends to every shard first, then reads the answers as their
         sockets become readable)."""
         head = b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
-            path.encode(),
+            _checked(path),
             self._host_header,
             content_type.encode(),
             len(body),
@@ -99,11 +104,20 @@ class KeepAlivePool:
         sock.close()
 
 
+def _checked(path: str) -> bytes:
+    """``path`` for the request line: printable ASCII without spaces (callers quote
+    what they put in it), so nothing a caller passes can add a header or a request."""
+    if not (path.startswith("/") and path.isascii() and path.isprintable()) or " " in path:
+        raise ValueError(f"request path must be quoted printable ASCII: {path!r}")
+    return path.encode()
+
+
 class Exchange:
     """One request on a pooled connection: sent when made, answered by
     :meth:`finish`. A kept connection the server had closed meanwhile (its
     keep-alive timeout) fails on first use; the request is then sent once more
-    on a new connection (the requests sent through here are idempotent searches)."""
+    on a new connection (the requests sent through here are idempotent: searches
+    and lookups)."""
 
     def __init__(
         self, pool: KeepAlivePool, path: str, request: bytes, kept: socket.socket | None

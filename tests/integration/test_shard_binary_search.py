@@ -19,7 +19,7 @@ from index.filters import SearchFilter
 from index.hits_wire import decode_hits
 from index.partition import Upsert
 from index.query_wire import HEADER, MEDIA_TYPE, encode_query
-from index.remote import RemoteShard, create_shard_api
+from index.remote import RemoteShard, RemoteShardError, create_shard_api
 from index.scatter import Scatter, ScatterReport, ShardCopies, ShardsUnavailableError
 from index.shard import IndexShard
 from streams.broker import free_port
@@ -221,3 +221,26 @@ def test_visibility_is_asked_for_many_ids_at_once(served: tuple[IndexShard, str]
     assert Scatter([ShardCopies(0, [refused])]).visible_ids(asked) == set()
     part.update("p0-0", "public", 1e9 + 1)
     assert "p0-0" in remote.visible_ids(asked)
+
+
+def test_lookups_share_the_search_connections(served: tuple[IndexShard, str]) -> None:
+    """Status, an image and visibility go over the same kept sockets as searches; an id
+    no image can have (a path, a header) is not sent at all."""
+    shard, url = served
+    remote = RemoteShard(url, DIM)
+    assert len(remote) == len(shard)
+    found = remote.indexed_image("p0-4")
+    local = shard.indexed_image("p0-4")
+    assert found is not None and local is not None
+    assert np.array_equal(found.vector, local.vector)
+    assert found.uploaded_at == local.uploaded_at
+    assert "p0-4" in remote and "nobody" not in remote
+    for odd in ("../status", "a/b", "x\r\nX-Injected: 1", "x y", "é", "%2e%2e"):
+        assert remote.indexed_image(odd) is None and odd not in remote
+    remote.search(shard.vector_of("p0-4"), 3)
+    assert len(remote._pool._free) == 1  # one connection served every call above
+    remote.close()
+    # a shard that answers with an error is a RemoteShardError naming the path
+    with pytest.raises(RemoteShardError, match=r"/v1/shard/visible.*422"):
+        remote = RemoteShard(url, DIM)
+        remote._call("POST", "/v1/shard/visible", {"image_ids": "not a list"})

@@ -36,6 +36,14 @@ class Echo(BaseHTTPRequestHandler):
         if Echo.close_after_answer:  # as a server whose keep-alive timeout ran out
             self.close_connection = True
 
+    def do_GET(self) -> None:  # answers with the path it was asked, as the server read it
+        body = self.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -57,6 +65,28 @@ def test_connections_are_kept_between_requests(server: str) -> None:
     assert [a.body for a in answers] == [f"body-{n}".encode()[::-1] for n in range(5)]
     assert answers[0].status == 200 and answers[0].content_type == "application/x-test"
     assert len(Echo.connections) == 1
+    pool.close()
+
+
+def test_gets_share_the_kept_connection_with_posts(server: str) -> None:
+    pool = KeepAlivePool(server, timeout_s=5)
+    assert pool.post("/x", b"ab", "application/x-test").body == b"ba"
+    answer = pool.get("/v1/shard/images/a%2Fb%0D%0AX-Injected%3A%201")
+    assert answer.status == 200 and answer.body == b"/v1/shard/images/a%2Fb%0D%0AX-Injected%3A%201"
+    assert len(Echo.connections) == 1
+    pool.close()
+
+
+@pytest.mark.parametrize(
+    "path", ["/images/a b", "/images/a\r\nX-Injected: 1", "images/a", "/images/\u00e9", "/a\x7f"]
+)
+def test_a_path_that_could_break_the_request_line_is_refused(server: str, path: str) -> None:
+    pool = KeepAlivePool(server, timeout_s=5)
+    with pytest.raises(ValueError, match="quoted printable ASCII"):
+        pool.get(path)
+    with pytest.raises(ValueError, match="quoted printable ASCII"):
+        pool.post(path, b"", "application/x-test")
+    assert Echo.connections == []  # nothing was sent
     pool.close()
 
 
