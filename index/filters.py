@@ -384,14 +384,12 @@ class RowSet:
         assert self.mask is not None
         return np.flatnonzero(self.mask).astype(np.int32)
 
-    def where(self, allowed: np.ndarray) -> RowSet:
-        """The selected rows whose bit is set in the packed bitmap ``allowed``."""
+    def where(self, visible: np.ndarray) -> RowSet:
+        """The selected rows flagged in ``visible`` (a bool per row, at least as many)."""
         if self.rows is not None:
-            rows = self.rows
-            return RowSet(rows[((allowed[rows >> 3] >> (rows & 7)) & 1).astype(bool)])
+            return RowSet(self.rows[visible[self.rows]])
         assert self.mask is not None
-        bits = np.unpackbits(allowed, count=len(self.mask), bitorder="little").view(bool)
-        return RowSet(mask=self.mask & bits)
+        return RowSet(mask=self.mask & visible[: len(self.mask)])
 
     def bitmap(self, size: int) -> np.ndarray:
         """The rows as a packed little-endian bitmap of ``size`` bytes."""

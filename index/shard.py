@@ -447,18 +447,22 @@ def _score_read_back(
     # Scored partition by partition: concatenating the vectors first copied ~1 MB a
     # query for a 0.1 % filter at 1M (1,000 rows of 256 floats).
     all_scores = np.concatenate([queries @ matching.vectors.T for _, matching in read], axis=1)
-    which = np.concatenate([np.full(len(m.rows), n) for n, (_, m) in enumerate(read)])
+    which = np.repeat(np.arange(len(read)), [len(matching.rows) for _, matching in read])
     rows = np.concatenate([matching.rows for _, matching in read])
     for row, scores in zip(scored, all_scores, strict=True):
         best: dict[str, tuple[float, Partition]] = {}
         # The best few rows first (a partial sort); all of them only when those
         # few hold fewer than k distinct images (an image's tiles crowding them).
         for order in _best_first(scores, READ_BACK_FIRST_SORT * k):
-            for position in order.tolist():
-                part, matching = read[which[position]]
-                image_id = matching.row_image[rows[position]]
+            # Python numbers, converted once for the rows in order (not element by element)
+            in_order = zip(
+                which[order].tolist(), rows[order].tolist(), scores[order].tolist(), strict=True
+            )
+            for n, row_number, score in in_order:
+                part, matching = read[n]
+                image_id = matching.row_image[row_number]
                 if image_id not in best:  # sorted: an image's first row is its best
-                    best[image_id] = (float(scores[position]), part)
+                    best[image_id] = (score, part)
                     if len(best) == k:
                         break
             if len(best) == k:
