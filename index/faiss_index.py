@@ -282,18 +282,25 @@ def search_parameters(
     return faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
 
 
-def reconstruct_rows(index: faiss.Index, rows: np.ndarray) -> np.ndarray:
-    """Vectors of ``rows`` (exact for Flat/HNSW/IVF-Flat, decoded for PQ/SQ)."""
+def reconstruct_rows(index: faiss.Index, rows: np.ndarray, ivf: bool | None = None) -> np.ndarray:
+    """Vectors of ``rows`` (exact for Flat/HNSW/IVF-Flat, decoded for PQ/SQ).
+
+    ``ivf``: whether ``index`` is an IVF, when the caller knows (a filtered
+    search reads back from 8 partitions a query; each faiss call it saves is a
+    few microseconds).
+    """
     if len(rows) == 0:
         return np.empty((0, index.d), dtype=np.float32)
     rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if ivf is None:
+        ivf = faiss.try_extract_index_ivf(index) is not None
     # A run of rows in one call, except from an IVF: its reconstruct_n walks every
     # list whatever the range (34 us for a few rows of a 12k-row IVF512 partition,
     # measured), only worth it for most rows.
     if (
-        int(rows[-1]) - int(rows[0]) == len(rows) - 1
+        (not ivf or 4 * len(rows) >= index.ntotal)
+        and int(rows[-1]) - int(rows[0]) == len(rows) - 1
         and np.all(np.diff(rows) == 1)
-        and (faiss.try_extract_index_ivf(index) is None or 4 * len(rows) >= index.ntotal)
     ):
         return index.reconstruct_n(int(rows[0]), len(rows))
     # The C call itself: faiss's Python wrapper of it checks and converts again, and

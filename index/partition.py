@@ -397,7 +397,7 @@ class Partition:
                 picked = np.flatnonzero(allowed[start : start + chunk]) + start
                 if not len(picked):
                     continue
-                scores = reconstruct_rows(self._index, picked) @ query
+                scores = reconstruct_rows(self._index, picked, self._nlist > 0) @ query
                 top = np.argsort(-scores)[: k * self._max_rows_per_image]
                 for row, score in zip(picked[top].tolist(), scores[top].tolist(), strict=True):
                     image_id = self._row_image[row]
@@ -489,7 +489,8 @@ class Partition:
     def _read_back(self, plan: FilterPlan) -> MatchingRows:
         """Under the lock: the plan's rows with their vectors."""
         rows = plan.selected.sorted_rows()
-        return MatchingRows(reconstruct_rows(self._index, rows), rows, self._row_image)
+        vectors = reconstruct_rows(self._index, rows, self._nlist > 0)
+        return MatchingRows(vectors, rows, self._row_image)
 
     def _filter_plan(self, where: SearchFilter, params: SearchParams) -> FilterPlan:
         """Under the lock: how to search the visible rows that match ``where``."""
@@ -548,7 +549,7 @@ class Partition:
         """
         states = [self._states[i] for i in best]
         rows = np.fromiter((state.first_row for state in states), np.int64, len(best))
-        vectors = reconstruct_rows(self._index, rows)
+        vectors = reconstruct_rows(self._index, rows, self._nlist > 0)
         return [
             Hit(image_id, score, np.asarray(vector, dtype=np.float32), state.uri)
             for (image_id, score), vector, state in zip(best.items(), vectors, states, strict=True)
