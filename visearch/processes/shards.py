@@ -131,6 +131,7 @@ def partition_factory(
             ann_threshold=settings.ann_threshold,
             compact_ratio=settings.compact_ratio,
             background=background,
+            min_scanned_rows=settings.min_scanned_rows,
         )
 
     return make_partition
