@@ -67,7 +67,8 @@ PACKAGES = {
 }
 NOTES = {
     "visearch": "in-process IndexShard, 8 partitions (the service's), IVF{nlist},Flat past "
-    "20k vectors, nprobe 16; a write is searchable when upsert returns",
+    "20k vectors, nprobe 16 (raised to scan at least 1,250 rows while the lists are short); "
+    "a write is searchable when upsert returns",
     "faiss": "in-process IndexIDMap2(IndexFlatIP): exact, delete = remove_ids (O(n) shift)",
     "usearch": "in-process HNSW (connectivity 16, expansion_search 64), f32",
     "chroma": "in-process EphemeralClient (HNSW M16, ef 100, l2 on unit vectors = same "
