@@ -24,7 +24,7 @@ import selectors
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -336,12 +336,41 @@ class Scatter:
     def indexed_image(self, image_id: str) -> IndexedImage | None:
         """What some shard holds of ``image_id`` (ids are spread over shards): its
         owner first, so that a visible image costs one request, not half the shards
-        on average (the others still answer for an id the routing does not place)."""
-        for shard in self._lookup_order(image_id):
-            found = shard.indexed_image(image_id)
-            if found is not None:
-                return found
+        on average. An id the owner does not show (hidden, never seen, or placed
+        elsewhere by an older routing) is asked of every other shard at once: one
+        after another, a thumbnail of a deleted image cost a round trip per shard."""
+        owner, *others = self._lookup_order(image_id)
+        found = owner.indexed_image(image_id)
+        if found is not None or not others:
+            return found
+        answers = self._answers(others, lambda shard: shard.indexed_image(image_id))
+        with contextlib.closing(answers):  # the first that holds it: the rest are dropped
+            for found in answers:
+                if found is not None:
+                    return found
         return None
+
+    def _answers(
+        self, shards: list[ShardCopies], ask: Callable[[ShardCopies], T]
+    ) -> Generator[T, None, None]:
+        """``ask`` of every shard at once, each answer as it comes; the shards that have
+        not answered by the deadline are left out (a lookup then hides the image).
+        ShardCopies turns a failing copy into its ``otherwise`` answer."""
+        if len(shards) == 1:  # no thread for a lone shard
+            yield ask(shards[0])
+            return
+        deadline = self.clock() + self.deadline_s
+        pending = {shared_pool().submit(ask, shard) for shard in shards}
+        try:
+            while pending:
+                done, pending = wait(pending, max(0.0, deadline - self.clock()), FIRST_COMPLETED)
+                if not done:
+                    return
+                for future in done:
+                    yield future.result()
+        finally:
+            for late in pending:
+                late.cancel()
 
     def _lookup_order(self, image_id: str) -> list[ShardCopies]:
         owner = -1 if self.owner_of is None else self.owner_of(image_id)
@@ -350,8 +379,8 @@ class Scatter:
         return [self.shards[owner], *self.shards[:owner], *self.shards[owner + 1 :]]
 
     def visible_ids(self, image_ids: Sequence[str]) -> set[str]:
-        """Those of ``image_ids`` some shard holds visible."""
-        return set().union(*(shard.visible_ids(image_ids) for shard in self.shards))
+        """Those of ``image_ids`` some shard holds visible (every shard asked at once)."""
+        return set().union(*self._answers(self.shards, lambda shard: shard.visible_ids(image_ids)))
 
 
 class Requests(Protocol):

@@ -35,6 +35,7 @@ class FakeShard:
         self.broken = False
         self.calls = 0
         self.lookups = 0
+        self.lookup_before: Callable[[], object] = lambda: None
 
     def __len__(self) -> int:
         return 1
@@ -54,9 +55,16 @@ class FakeShard:
 
     def indexed_image(self, image_id: str) -> IndexedImage | None:
         self.lookups += 1
+        self.lookup_before()
         if self.broken:
             raise ConnectionError(f"{self.name} is down")
         return IndexedImage(QUERY, 0.0) if image_id == self.name else None
+
+    def visible_ids(self, image_ids: list[str]) -> set[str]:
+        self.lookup_before()
+        if self.broken:
+            raise ConnectionError(f"{self.name} is down")
+        return {self.name} & set(image_ids)
 
 
 def names(answers: list[list[Hit]]) -> list[str]:
@@ -167,12 +175,36 @@ def test_a_lookup_by_id_asks_the_owning_shard_first() -> None:
     scatter = Scatter.of(shards, owner_of=owner.__getitem__)
     assert scatter.indexed_image("s2") is not None
     assert [shard.lookups for shard in shards] == [0, 0, 1, 0]
-    # an id the routing misplaces is still found, after its supposed owner
+    # an id the routing misplaces is still found: its supposed owner, then the others
     assert scatter.indexed_image("s3") is not None
     assert [shard.lookups for shard in shards] == [1, 1, 2, 1]
-    # no routing (or one past the shards): in order
+    # no routing (or one past the shards): the first shard, then the others
     assert Scatter.of(shards, owner_of=lambda _: 9).indexed_image("s1") is not None
-    assert [shard.lookups for shard in shards] == [2, 2, 2, 1]
+    assert [shard.lookups for shard in shards] == [2, 2, 3, 2]
+
+
+def test_an_id_the_owner_does_not_show_is_asked_of_the_others_at_once() -> None:
+    """Each other shard's lookup waits until all three were asked: one after another,
+    the first would wait out the barrier and the image would not be found."""
+    shards = [FakeShard(f"s{i}") for i in range(4)]
+    together = threading.Barrier(3, timeout=5)
+    for shard in shards[1:]:
+        shard.lookup_before = together.wait
+    scatter = Scatter.of(shards, owner_of=lambda _: 0, deadline_s=10)
+    assert scatter.indexed_image("s3") is not None
+    assert [shard.lookups for shard in shards] == [1, 1, 1, 1]
+    together.reset()
+    assert scatter.indexed_image("deleted") is None  # every shard asked, none has it
+    assert [shard.lookups for shard in shards] == [2, 2, 2, 2]
+
+
+def test_shards_that_do_not_answer_by_the_deadline_hide_the_image() -> None:
+    shards = [FakeShard(f"s{i}") for i in range(3)]
+    release = threading.Event()
+    shards[2].lookup_before = lambda: release.wait(5)
+    scatter = Scatter.of(shards, owner_of=lambda _: 0, deadline_s=0.2)
+    assert scatter.indexed_image("s2") is None  # s2 holds it but is too slow
+    release.set()
 
 
 def test_the_router_names_the_shard_that_owns_the_ids_partition() -> None:
@@ -186,3 +218,20 @@ def test_the_router_names_the_shard_that_owns_the_ids_partition() -> None:
         image_id = f"img-{n}"
         owned = owned_partitions(12, route(image_id), 5)
         assert partition_for(image_id, 12) in owned
+
+
+def test_visibility_is_asked_of_every_shard_at_once() -> None:
+    shards = [FakeShard(f"s{i}") for i in range(3)]
+    together = threading.Barrier(3, timeout=5)
+    for shard in shards:
+        shard.lookup_before = together.wait
+    scatter = Scatter.of(shards, deadline_s=10)
+    assert scatter.visible_ids(["s0", "s2", "gone"]) == {"s0", "s2"}
+    # a shard that does not answer by the deadline hides its images
+    release = threading.Event()
+    shards[2].lookup_before = lambda: release.wait(5)
+    for shard in shards[:2]:
+        shard.lookup_before = lambda: None
+    slow = Scatter.of(shards, deadline_s=0.2)
+    assert slow.visible_ids(["s0", "s2"]) == {"s0"}
+    release.set()
