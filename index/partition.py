@@ -847,9 +847,8 @@ class Partition:
     def _renumber(self, kept: np.ndarray, rows_now: int) -> None:
         new_of_old = np.full(rows_now, -1, dtype=np.int64)
         new_of_old[kept] = np.arange(len(kept))
-        allowed_old = np.unpackbits(self._allowed, bitorder="little")[:rows_now].astype(bool)
         alive = self._alive[kept]  # rows retired during the build stay in, as dead rows
-        allowed = allowed_old[kept] & alive
+        allowed = self._visible[kept] & alive
         self._row_image = [self._row_image[row] for row in kept.tolist()]
         self._alive, self._allowed, self._visible = _row_arrays(max(1024, 2 * len(kept)))
         self._alive[: len(kept)] = alive

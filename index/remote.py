@@ -15,7 +15,6 @@ query.
 from __future__ import annotations
 
 import json
-import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -158,19 +157,25 @@ class RemoteShard:
         return int(self.status()["images"])
 
     def __contains__(self, image_id: str) -> bool:
-        return self.indexed_image(image_id) is not None
+        return self._lookup(image_id) is not None
 
     def status(self) -> dict[str, Any]:
         return self._call("GET", "/v1/shard/status")
 
     def indexed_image(self, image_id: str) -> IndexedImage | None:
-        if not ID_PATTERN.fullmatch(image_id):  # no image has it: nothing to ask
-            return None
-        answer = self._call("GET", _image_path(image_id))
-        if not answer["visible"]:
+        answer = self._lookup(image_id)
+        if answer is None:
             return None
         vector = decode_floats(answer["vector_b64"], (self.dim,), "vector_b64")
         return IndexedImage(vector, float(answer["uploaded_at"]), str(answer.get("uri", "")))
+
+    def _lookup(self, image_id: str) -> dict[str, Any] | None:
+        """The shard's answer for a visible ``image_id``; None when it is not visible,
+        or is no id an image can have (nothing to ask: and nothing for a path)."""
+        if not ID_PATTERN.fullmatch(image_id):
+            return None
+        answer = self._call("GET", f"/v1/shard/images/{image_id}")
+        return answer if answer["visible"] else None
 
     def visible_ids(self, image_ids: Sequence[str]) -> set[str]:
         """Those of ``image_ids`` the shard holds visible, asked in chunks."""
@@ -227,11 +232,6 @@ class RemoteShard:
         if not isinstance(parsed, dict):
             raise RemoteShardError(f"shard {self.base_url} answered {path} with no JSON object")
         return parsed
-
-
-def _image_path(image_id: str) -> str:
-    """The lookup path of ``image_id``, quoted (a valid id needs none: kept as a guard)."""
-    return f"/v1/shard/images/{urllib.parse.quote(image_id, safe='')}"
 
 
 class PendingSearch:
