@@ -67,7 +67,9 @@ from encoders.preprocess import (
 from index.partition import Hit
 
 VERIFY_SIDE = 256  # longest side of a candidate's thumbnail
-CACHE_SIZE = 2048  # candidate thumbnails kept (uint8, at most 64 KB each: <= 128 MiB)
+# Candidate thumbnails kept: uint8, at most 64 KB each, and their float16 halves
+# (16 KB of pixels at 2 bytes): <= 192 MiB.
+CACHE_SIZE = 2048
 # Candidates' oriented sizes kept (~200 bytes each: <= 13 MiB). Reading a size is
 # cheap for a JPEG, but a PNG's EXIF may follow its pixels, so Pillow decodes the
 # whole file to find its orientation: ~1 ms for a Tux Paint stamp, paid for every
@@ -105,6 +107,16 @@ class Pixels:
 
     grey: np.ndarray  # (h, w) float32; uint8 for cached candidates (a quarter of the memory)
     scale: float
+    # A cached candidate's half-size grey (float16: the mean of 2 x 2 grey levels is
+    # exact in it), for coarse matching: made once at load, where halving the
+    # thumbnail again for every query cost ~40 us a candidate (measured).
+    half: np.ndarray | None = None
+
+    def halved(self) -> np.ndarray:
+        """The half-size grey as float32 (the kept one, or made now)."""
+        if self.half is not None:
+            return self.half.astype(np.float32)
+        return halve(self.grey.astype(np.float32, copy=False))
 
 
 def oriented_size(source: Path) -> tuple[int, int]:
@@ -154,31 +166,77 @@ def template_fits(
     )
 
 
-def best_match(query: Pixels, candidate: Pixels, multipliers: Sequence[float]) -> float:
-    """Best normalised cross-correlation of ``query`` inside ``candidate``; -1 when none fits."""
+def best_match(
+    query: Pixels,
+    candidate: Pixels,
+    multipliers: Sequence[float],
+    templates: QueryTemplates | None = None,
+) -> float:
+    """Best normalised cross-correlation of ``query`` inside ``candidate``; -1 when none fits.
+
+    ``templates``: the query's resized templates, shared by the candidates of one
+    query (made here when not given).
+    """
+    templates = templates if templates is not None else QueryTemplates(query)
     height, width = candidate.grey.shape
-    grey = candidate.grey.astype(np.float32, copy=False)
-    half: np.ndarray | None = None
     best = -1.0
     for multiplier in multipliers:
         factor = multiplier * candidate.scale / query.scale
         size = (round(query.grey.shape[1] * factor), round(query.grey.shape[0] * factor))
         if min(size) < MIN_TEMPLATE_SIDE or not template_fits(size, (width, height)):
             continue
-        interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
-        template = cv2.resize(query.grey, size, interpolation=interpolation)
-        if float(template.std()) < 1.0:  # flat: correlation is undefined
+        shrink = factor < 1
+        template = templates.full(size, shrink)
+        if template is None:  # flat: correlation is undefined
             continue
         box: Box = (0, 0, height, width)
         if min(size) >= 2 * MIN_TEMPLATE_SIDE and (size[0] < width or size[1] < height):
-            half = half if half is not None else halve(grey)
-            coarse, near = coarse_box(half, template, grey.shape)
+            coarse, near = coarse_box(
+                candidate.halved(), templates.half(size, shrink), template.shape, (height, width)
+            )
             if near is None:  # no place at half size comes close: no place at full size will
                 best = max(best, coarse)
                 continue
             box = near
-        best = max(best, match_in(grey, box, template))
+        best = max(best, match_in(candidate.grey, box, template))
     return best
+
+
+class QueryTemplates:
+    """The query resized to each size it is compared at, made once per size.
+
+    The candidates of a query come in few sizes (a corpus's images come from few
+    cameras and apps, and every thumbnail is ``VERIFY_SIDE`` a side), so the
+    query is resized once per size and shrinking factor, not once per candidate:
+    a whole-photo query against 100 candidates made ~3 resizes and 2 standard
+    deviations a candidate, a third of its verification time (measured). The
+    result of a resize depends only on the target size and the interpolation,
+    so a shared template is the one the candidate would have made.
+    """
+
+    def __init__(self, query: Pixels) -> None:
+        self.query = query
+        self._full: dict[tuple[tuple[int, int], bool], np.ndarray | None] = {}
+        self._half: dict[tuple[tuple[int, int], bool], np.ndarray | None] = {}
+
+    def full(self, size: tuple[int, int], shrink: bool) -> np.ndarray | None:
+        """The query at ``size`` (width, height); ``None`` when it is flat."""
+        key = (size, shrink)
+        if key not in self._full:
+            interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            template = cv2.resize(self.query.grey, size, interpolation=interpolation)
+            self._full[key] = None if float(template.std()) < 1.0 else template
+        return self._full[key]
+
+    def half(self, size: tuple[int, int], shrink: bool) -> np.ndarray | None:
+        """:meth:`full`'s template (not flat) at half size; ``None`` when flat there."""
+        key = (size, shrink)
+        if key not in self._half:
+            template = self._full[key]
+            assert template is not None, "only a template that is not flat is halved"
+            small = cv2.resize(template, (size[0] // 2, size[1] // 2), interpolation=cv2.INTER_AREA)
+            self._half[key] = None if small.std() < 1.0 else small
+        return self._half[key]
 
 
 def halve(grey: np.ndarray) -> np.ndarray:
@@ -186,11 +244,16 @@ def halve(grey: np.ndarray) -> np.ndarray:
 
 
 def coarse_box(
-    half: np.ndarray, template: np.ndarray, shape: tuple[int, ...]
+    half: np.ndarray,
+    small: np.ndarray | None,
+    template_shape: tuple[int, ...],
+    shape: tuple[int, ...],
 ) -> tuple[float, Box | None]:
-    """The template's best place at half size: its correlation there, and the box of
-    the full-size candidate (of ``shape``) to search, ``COARSE_MARGIN`` px around it;
-    ``None`` when the half-size correlation is under ``COARSE_GATE``.
+    """The best place at half size of a template of ``template_shape`` (``small``: the
+    template halved, ``None`` when flat there): its correlation there, and the box of
+    the full-size candidate (of ``shape``; ``half`` is it halved) to search,
+    ``COARSE_MARGIN`` px around it; ``None`` when the half-size correlation is under
+    ``COARSE_GATE``.
 
     Coarse to fine: matching at half size costs about a quarter, and a full-size
     search of a few pixels around the best half-size place finds the same match.
@@ -198,14 +261,12 @@ def coarse_box(
     pairs the full search verified (gates 0.6 and 0.75; 0.85 lost 2 of them) in
     half the time.
     """
-    size = (template.shape[1] // 2, template.shape[0] // 2)
-    small = cv2.resize(template, size, interpolation=cv2.INTER_AREA)
-    if small.shape[0] > half.shape[0] or small.shape[1] > half.shape[1] or small.std() < 1.0:
+    if small is None or small.shape[0] > half.shape[0] or small.shape[1] > half.shape[1]:
         return -1.0, (0, 0, shape[0], shape[1])  # no half-size answer: search it all
     _, coarse, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(half, small, cv2.TM_CCOEFF_NORMED))
     if coarse < COARSE_GATE:
         return float(coarse), None
-    h, w = template.shape
+    h, w = template_shape
     return float(coarse), (
         max(0, 2 * y - COARSE_MARGIN),
         max(0, 2 * x - COARSE_MARGIN),
@@ -218,12 +279,14 @@ def match_in(grey: np.ndarray, box: Box, template: np.ndarray) -> float:
     """The template's best correlation inside ``box`` of the candidate's ``grey``, or
     its block agreement there when larger (a template covering much of the candidate)."""
     top, left, bottom, right = box
-    scores = cv2.matchTemplate(grey[top:bottom, left:right], template, cv2.TM_CCOEFF_NORMED)
+    # Only the searched region is made float (a cached thumbnail is uint8)
+    searched = grey[top:bottom, left:right].astype(np.float32, copy=False)
+    scores = cv2.matchTemplate(searched, template, cv2.TM_CCOEFF_NORMED)
     _, whole, _, (x, y) = cv2.minMaxLoc(scores)
     h, w = template.shape
     if whole < BLOCK_GATE or w * h < BLOCK_MIN_AREA * grey.shape[0] * grey.shape[1]:
         return float(whole)
-    region = grey[top + y : top + y + h, left + x : left + x + w]
+    region = searched[y : y + h, x : x + w]
     return max(float(whole), block_agreement(template, region))
 
 
@@ -263,6 +326,7 @@ class QueryVerification:
         # Matches already computed: a search that fetches again (too few results
         # left after the collapse) sees the same top candidates a second time.
         self.matches: dict[str, float] = {}
+        self.templates = QueryTemplates(query)
 
     @property
     def top(self) -> int:
@@ -271,7 +335,9 @@ class QueryVerification:
 
     def __call__(self, candidates: list[Hit]) -> list[Hit]:
         started = time.perf_counter()
-        reranked, self.verified = self.verifier.rerank(self.query, candidates, self.matches)
+        reranked, self.verified = self.verifier.rerank(
+            self.query, candidates, self.matches, self.templates
+        )
         self.seconds += time.perf_counter() - started
         return reranked
 
@@ -305,12 +371,17 @@ class CropVerifier:
         self._lock = threading.Lock()
 
     def rerank(
-        self, query: Pixels, hits: list[Hit], matches: dict[str, float] | None = None
+        self,
+        query: Pixels,
+        hits: list[Hit],
+        matches: dict[str, float] | None = None,
+        templates: QueryTemplates | None = None,
     ) -> tuple[list[Hit], int]:
         """``hits`` with verified candidates first; also how many were verified.
 
         ``matches`` (image id -> match) is read and filled when given: the
         query's matches from an earlier pass are not computed again.
+        ``templates``: the query's resized templates, kept between passes.
 
         Verified candidates are ordered by their match, to ``MATCH_TIE``, then
         by their original rank: a tiny template (a 19 px tile) can match a large
@@ -321,9 +392,10 @@ class CropVerifier:
         """
         head, tail = hits[: self.top], hits[self.top :]
         known = {} if matches is None else matches
+        templates = templates if templates is not None else QueryTemplates(query)
         for hit in head:
             if hit.image_id not in known:
-                known[hit.image_id] = self._score(query, hit.image_id)
+                known[hit.image_id] = self._score(query, hit.image_id, templates)
         scores = [known[hit.image_id] for hit in head]
         verified = sorted(
             (i for i, match in enumerate(scores) if match >= self.min_score),
@@ -337,7 +409,7 @@ class CropVerifier:
         rest = [hit for i, hit in enumerate(head) if i not in chosen]
         return promoted + rest + tail, len(verified)
 
-    def _score(self, query: Pixels, image_id: str) -> float:
+    def _score(self, query: Pixels, image_id: str, templates: QueryTemplates) -> float:
         try:
             path = self.path_of(image_id)
             key = (image_id, path.stat().st_mtime_ns)
@@ -351,7 +423,9 @@ class CropVerifier:
             if not self._could_fit(query, path, key):  # decode nothing that cannot match
                 return -1.0
             candidate = self._load(path, key)
-        return -1.0 if candidate is None else best_match(query, candidate, self.multipliers)
+        if candidate is None:
+            return -1.0
+        return best_match(query, candidate, self.multipliers, templates)
 
     def _could_fit(self, query: Pixels, path: Path, key: tuple[str, int]) -> bool:
         """Whether the query, at some tried scale, fits the candidate within the area guard:
@@ -390,7 +464,9 @@ class CropVerifier:
             image = decode_image(path.read_bytes(), self.limits)
             pixels = to_pixels(image, decoded_scale(image), VERIFY_SIDE)
             # Kept as bytes: float32 thumbnails made a full cache 512 MiB of the API's memory.
-            pixels = replace(pixels, grey=np.clip(np.rint(pixels.grey), 0, 255).astype(np.uint8))
+            grey = np.clip(np.rint(pixels.grey), 0, 255).astype(np.uint8)
+            half = halve(grey.astype(np.float32)).astype(np.float16)
+            pixels = replace(pixels, grey=grey, half=half)
         except (OSError, PreprocessError, Image.UnidentifiedImageError):
             return None
         with self._lock:
