@@ -51,6 +51,22 @@ class ShardLike(Protocol):
     def visible_ids(self, image_ids: Sequence[str]) -> set[str]: ...
 
 
+class ViewVectors:
+    """A query's view embeddings, computed when first asked for (an unsure search), and
+    how many inputs that embedded (what a search cost in encoder passes)."""
+
+    def __init__(self, encoder: OnnxEncoder, windows: QueryWindows, image: Image.Image) -> None:
+        self.encoder = encoder
+        self.windows = windows
+        self.image = image
+        self.embedded = 0
+
+    def __call__(self) -> np.ndarray:
+        vectors = self.encoder.embed(np.stack(self.windows.views(self.image)))
+        self.embedded += len(vectors)
+        return vectors
+
+
 @dataclass(frozen=True)
 class SearchResult:
     """Ranked hits plus what produced them and how long each step took."""
@@ -59,6 +75,9 @@ class SearchResult:
     model_version: str
     timings_ms: dict[str, float] = field(default_factory=dict)
     verified: int = 0  # hits confirmed by a pixel match (crop verification)
+    # Model inputs embedded for the query: 1 for an image, plus its views when the
+    # search was unsure; 0 when the index's vector of a stored image stood in.
+    embedded: int = 0
     # Shards that had no answering copy before the deadline: the hits are the others'.
     missing_shards: list[int] = field(default_factory=list)
 
@@ -175,6 +194,7 @@ class SearchService:
         query = encoder.embed(inputs)[0]
         embedded = time.perf_counter()
         verification = self.verification(image, crop)
+        views = self.window_vectors(encoder, image, crop)
         report = ScatterReport()
         hits = self.search_vector(
             query,
@@ -184,7 +204,7 @@ class SearchService:
             scatter=scatter,
             dedup=dedup,
             verification=verification,
-            window_vectors=self.window_vectors(encoder, image, crop),
+            window_vectors=views,
             report=report,
         )
         done = time.perf_counter()
@@ -200,6 +220,7 @@ class SearchService:
                 "total": (done - started) * 1000,
             },
             verified=0 if verification is None else verification.verified,
+            embedded=1 + (0 if views is None else views.embedded),
             missing_shards=sorted(report.missing),
         )
 
@@ -258,13 +279,12 @@ class SearchService:
 
     def window_vectors(
         self, encoder: OnnxEncoder, image: Image.Image, crop: CropBox | None = None
-    ) -> Callable[[], np.ndarray] | None:
+    ) -> ViewVectors | None:
         """The embeddings of the views of ``image`` (cropped to ``crop``), computed only if
         called: most searches are sure of their result and never need them."""
-        windows = self.windows
-        if windows is None:
+        if self.windows is None:
             return None
-        return lambda: encoder.embed(np.stack(windows.views(crop_image(image, crop))))
+        return ViewVectors(encoder, self.windows, crop_image(image, crop))
 
     def search_vector(
         self,

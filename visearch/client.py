@@ -69,6 +69,7 @@ class SearchResult:
     timings_ms: dict[str, float]
     partial: bool = False  # some shards did not answer in time (missing_shards)
     missing_shards: list[int] = field(default_factory=list)
+    embedded: int = 0  # model inputs embedded for the query (1 + views when unsure)
 
     @property
     def ids(self) -> list[str]:
@@ -134,6 +135,7 @@ def _result(body: Mapping[str, Any]) -> SearchResult:
         timings_ms=dict(body.get("timings_ms", {})),
         partial=bool(body.get("partial", False)),
         missing_shards=list(body.get("missing_shards", [])),
+        embedded=int(body.get("embedded", 0)),
     )
 
 

@@ -75,10 +75,11 @@ def test_search_by_stored_id_excludes_the_query_itself(
     returned = [hit["image_id"] for hit in response.json()["results"]]
     assert "byid-0" not in returned and "byid-1" in returned
     # Indexed and current: its indexed vector is the query, no encoder pass.
-    assert response.json()["timings_ms"]["embed"] == 0
+    assert response.json()["timings_ms"]["embed"] == 0 and response.json()["embedded"] == 0
     # A crop of a stored image needs its pixels: embedded.
     cropped = client.post("/v1/search", data={"image_id": "byid-0", "crop": "0,0,20,20"})
     assert cropped.status_code == 200 and cropped.json()["timings_ms"]["embed"] > 0
+    assert cropped.json()["embedded"] >= 1
 
 
 @pytest.mark.parametrize(

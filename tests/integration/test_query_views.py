@@ -8,6 +8,8 @@ no extra pass.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 
@@ -50,3 +52,30 @@ def test_views_find_screenshots_the_whole_query_misses(encoder: OnnxEncoder) -> 
     # backgrounds, many of them alike).
     assert found["views"] >= found["plain"] + 3, found
     assert found["views"] >= 6, found
+
+
+def test_a_search_reports_the_inputs_it_embedded(encoder: OnnxEncoder) -> None:
+    """An unsure search embeds its views too (1 + 2 windows + 3 turns), a confident one
+    the whole query alone: what `embedded` says, the count a CPU floor is made of."""
+    scratch = [s for s in SOURCE_PACKAGES if s.package == "scratch"]
+    photos = [open_photo(p.data) for p in package_photos(scratch)][:12]
+    ids = [f"photo-{n:02d}" for n in range(len(photos))]
+    vectors = np.stack([encoder.embed(np.stack(image_inputs(photo))) for photo in photos])
+    windows = QueryWindows(window_boxes("centre"))
+    service = build_search(
+        encoder, ids, vectors, Settings().with_overrides(verify_top=0), windows=windows
+    )
+    views = len(windows.views(photos[0]))
+    assert views == 5
+    stored = io.BytesIO()
+    photos[0].save(stored, format="PNG")
+    sure = service.search_bytes(stored.getvalue(), 5)
+    assert sure.hits[0].image_id == ids[0] and sure.embedded == 1
+    unsure = 0
+    rng = np.random.default_rng(5)
+    for source in range(6):
+        query, _ = edit_query("screenshot", photos[source], rng, photos[source + 6])
+        result = service.search_bytes(query, 5)
+        assert result.embedded in (1, 1 + views)
+        unsure += result.embedded == 1 + views
+    assert unsure >= 3  # a screenshot is unsure more often than not (measured: 6 of 6)

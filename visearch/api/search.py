@@ -44,6 +44,11 @@ class SearchResponse(BaseModel):
         "the results are the other shards' (missing_shards says which)",
     )
     missing_shards: list[int] = Field(default_factory=list)
+    embedded: int = Field(
+        default=0,
+        description="model inputs embedded for the query: 1 for an image, plus its views "
+        "when the search was unsure; 0 when the index's vector of a stored image stood in",
+    )
 
 
 def search_router(ctx: ApiContext) -> APIRouter:
@@ -143,4 +148,5 @@ def search_response(result: SearchResult) -> SearchResponse:
         timings_ms=result.timings_ms,
         partial=result.partial,
         missing_shards=result.missing_shards,
+        embedded=result.embedded,
     )
