@@ -180,8 +180,16 @@ class Settings:
     passes per upload); `thirds` 16 overlapping third-size tiles (17 passes; crop recall@1 0.495
     vs 0.333)
     """
-    ort_threads: int = 0  # 0: let ONNX Runtime decide
-    """ONNX Runtime intra-op threads (0 = its default)"""
+    # One intra-op thread: on 2 vCPUs two threads cost the int8 model 8.4 ms of CPU
+    # for one input where one thread costs 4.2, and were slower in wall time too
+    # (5.2 against 4.2 ms); only a batch of several inputs gains from two (5 query
+    # views: 19 ms against 23, for 34 ms of CPU against 23). Freshness at 50
+    # uploads/s was the same (p50 18.6 ms against 17.6). A machine with idle cores
+    # that wants the lowest latency per batch sets 0 (ONNX Runtime's default: a
+    # thread per core).
+    ort_threads: int = 1
+    """ONNX Runtime intra-op threads per encoder (0 = ONNX Runtime's default, one per core;
+    1 costs the least CPU per input)"""
     # ONNX Runtime's intra-op threads busy-wait between runs by default. On a
     # machine shared with the broker, the API and the shards that spinning
     # steals the cores the other processes need (freshness p50 at 100 uploads/s
