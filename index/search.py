@@ -183,9 +183,19 @@ class SearchService:
         crop: CropBox | None = None,
         exclude_image_id: str | None = None,
         where: SearchFilter | None = None,
+        stored_whole: bool = False,
     ) -> SearchResult:
         """Search with an encoded image, among the images ``where`` selects (all when
-        ``None``); raises PreprocessError on bad input."""
+        ``None``); raises PreprocessError on bad input.
+
+        ``stored_whole``: the bytes are a stored image searched whole (by id, its
+        index vector not current yet): like :meth:`search_indexed`, no crop
+        verification and no query views. A search must not cost six encoder
+        passes and a pixel check of 100 candidates only because the index has
+        not caught up with a re-upload: under load that is when it lags, and
+        the extra CPU made it lag more (the soak at 100 uploads/s searched
+        re-uploaded ids this way).
+        """
         encoder, scatter, dedup = self._serving
         started = time.perf_counter()
         image = decode_image(data, self.limits)
@@ -193,8 +203,9 @@ class SearchService:
         decoded = time.perf_counter()
         query = encoder.embed(inputs)[0]
         embedded = time.perf_counter()
-        verification = self.verification(image, crop)
-        views = self.window_vectors(encoder, image, crop)
+        pixel_checks = not (stored_whole and crop is None)
+        verification = self.verification(image, crop) if pixel_checks else None
+        views = self.window_vectors(encoder, image, crop) if pixel_checks else None
         report = ScatterReport()
         hits = self.search_vector(
             query,

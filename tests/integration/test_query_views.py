@@ -9,6 +9,7 @@ no extra pass.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from encoders.preprocess import decode_image, preprocess_image
 from encoders.runtime import OnnxEncoder
 from encoders.tiles import image_inputs
+from index.crop_verify import CropVerifier
 from index.query_windows import QueryWindows, window_boxes
 from streams.settings import Settings
 from visearch.evaluation.photo_edits import edit_query
@@ -79,3 +81,31 @@ def test_a_search_reports_the_inputs_it_embedded(encoder: OnnxEncoder) -> None:
         assert result.embedded in (1, 1 + views)
         unsure += result.embedded == 1 + views
     assert unsure >= 3  # a screenshot is unsure more often than not (measured: 6 of 6)
+
+
+def test_a_stored_image_searched_whole_skips_views_and_verification(
+    encoder: OnnxEncoder, tmp_path: Path
+) -> None:
+    """By stored id, when the index's vector is not current, the stored bytes are embedded
+    once: no views and no pixel checks, as when the index's vector stands in."""
+    scratch = [s for s in SOURCE_PACKAGES if s.package == "scratch"]
+    photos = [open_photo(p.data) for p in package_photos(scratch)][:12]
+    ids = [f"photo-{n:02d}" for n in range(len(photos))]
+    for image_id, photo in zip(ids, photos, strict=True):
+        photo.save(tmp_path / f"{image_id}.png")
+    vectors = np.stack([encoder.embed(np.stack(image_inputs(photo))) for photo in photos])
+    service = build_search(
+        encoder,
+        ids,
+        vectors,
+        Settings(),
+        verifier=CropVerifier(lambda image_id: tmp_path / f"{image_id}.png", top=12),
+        windows=QueryWindows(window_boxes("centre")),
+    )
+    rng = np.random.default_rng(5)
+    query, _ = edit_query("screenshot", photos[0], rng, photos[6])
+    as_upload = service.search_bytes(query, 5)
+    assert as_upload.embedded == 6 and as_upload.timings_ms["verify"] > 0
+    as_stored = service.search_bytes(query, 5, exclude_image_id="photo-99", stored_whole=True)
+    assert as_stored.embedded == 1 and as_stored.timings_ms["verify"] == 0
+    assert as_stored.hits  # still answered

@@ -103,7 +103,8 @@ def answer_search(
 
     A whole stored image is searched with the vector the index holds for
     it when that is current (``SearchService.search_indexed``): no decode,
-    no encoder pass.
+    no encoder pass; otherwise with its stored bytes embedded, and still
+    without crop verification or query views.
     """
     search, metrics = ctx.search, ctx.metrics
     started = time.perf_counter()
@@ -119,7 +120,8 @@ def answer_search(
         box = CropBox.parse(crop, relative=crop_units == "relative") if crop else None
         if result is None:
             assert data is not None
-            result = search.search_bytes(data, k, box, image_id, where)
+            stored_whole = image_id is not None  # its crop, if any, is still verified
+            result = search.search_bytes(data, k, box, image_id, where, stored_whole)
     except PreprocessError as exc:
         metrics.searches.labels(outcome="bad_input").inc()
         raise preprocess_error(exc) from exc
