@@ -221,13 +221,18 @@ class QueryTemplates:
         return self._full[key]
 
     def half(self, size: tuple[int, int], shrink: bool) -> np.ndarray | None:
-        """:meth:`full`'s template (not flat) at half size; ``None`` when flat there."""
+        """:meth:`full`'s template at half size; ``None`` when flat there (or at full size)."""
         key = (size, shrink)
         if key not in self._half:
-            template = self._full[key]
-            assert template is not None, "only a template that is not flat is halved"
-            small = cv2.resize(template, (size[0] // 2, size[1] // 2), interpolation=cv2.INTER_AREA)
-            self._half[key] = None if small.std() < 1.0 else small
+            template = self.full(size, shrink)
+            small = (
+                None
+                if template is None
+                else cv2.resize(
+                    template, (size[0] // 2, size[1] // 2), interpolation=cv2.INTER_AREA
+                )
+            )
+            self._half[key] = None if small is None or small.std() < 1.0 else small
         return self._half[key]
 
 
