@@ -41,6 +41,7 @@ from bench.support import RunningStack, running_stack
 from encoders.preprocess import CropBox, ImageLimits, crop_image, decode_image, preprocess_image
 from encoders.runtime import OnnxEncoder
 from encoders.tiles import image_inputs, tile_boxes
+from index.search import ViewVectors
 from streams.image_source import file_uri
 from streams.schemas import ImageUploaded
 from streams.settings import Settings
@@ -106,7 +107,7 @@ def search_floor_ms(
         index.search(encoder.embed(preprocess_image(image, box)[None]), 24)
         if embedded > 1:
             assert windows is not None, "the stack embedded views the settings do not make"
-            views = encoder.embed(np.stack(windows.views(crop_image(image, box))))
+            views = ViewVectors(encoder, windows, crop_image(image, box))()  # as the API
             assert len(views) == embedded - 1, (len(views), embedded)
             index.search(views, 24)
     whole = (time.thread_time() - started) * 1000 / len(queries)
@@ -231,7 +232,7 @@ def run(quick: bool) -> None:
 
 
 def main() -> None:
-    parser = bench_parser(__doc__, "20 s idle, 200 uploads, 40 searches")
+    parser = bench_parser(__doc__, "20 s idle, 200 uploads at each rate, 40 searches")
     run(parser.parse_args().quick)
 
 
