@@ -212,6 +212,15 @@ class CoarseCells:
             self._narrowed[nprobe] = narrowed
         return narrowed
 
+    def without(self, skipped: np.ndarray) -> CoarseCells:
+        """The same queries and cells, those where ``skipped`` (queries x nprobe) is
+        true set to -1 (faiss passes over a -1 cell): lists a search leaves out."""
+        self.pointers()
+        fewer = CoarseCells(self.key, self.queries, None, self.nprobe)
+        fewer._set(self.scores, np.where(skipped, -1, self.cells))
+        fewer._results = self._results  # scanned one after another: the same buffers
+        return fewer
+
     def results(self, k: int) -> tuple[np.ndarray, np.ndarray, Any, Any]:
         buffers = self._results.get(k)
         if buffers is None:

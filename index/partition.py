@@ -60,6 +60,7 @@ from index.faiss_index import (
     train_and_add,
 )
 from index.filters import RowAttributes, RowSet, SearchFilter
+from index.list_bounds import ListRadii
 from index.rwlock import RWLock
 from index.visibility import ImageState
 from streams.malloc_tuning import release_free_memory
@@ -80,6 +81,8 @@ __all__ = [
 
 # Adds of fewer rows than this run on the calling thread alone (see one_omp_thread).
 SMALL_BATCH = 64
+# Bitmap search parameters kept per partition (Partition._filter).
+FILTER_PARAMETERS_KEPT = 4
 
 
 class WriteResult(enum.Enum):
@@ -208,7 +211,11 @@ class Partition:
         # Per row: alive (not retired); allowed, the packed bitmap faiss scans
         # through; visible, the same flags unpacked, for filters to test rows.
         self._alive, self._allowed, self._visible = _row_arrays(1024)
-        self._filter_cache: tuple[Any, faiss.IDSelector, faiss.SearchParameters] | None = None
+        # faiss search parameters with the bitmap selector, by their key (see _filter).
+        self._filter_cache: dict[Any, tuple[faiss.IDSelector, faiss.SearchParameters]] = {}
+        # Per IVF list, how far its rows lie from the centroid (None unless the
+        # index is a plain IVF): bounds that let a shard skip lists (list_bounds).
+        self._radii: ListRadii | None = None
         self._dead_rows = 0
         self._allowed_rows = 0  # rows whose bit is set: what a search can return
         self._images = 0  # images with rows (never deleted ones: a delete retires rows)
@@ -351,28 +358,71 @@ class Partition:
             else:
                 fetch = min(rows, k * self._max_rows_per_image)
                 scores, found = self._search_filtered(queries, fetch, params, cells)
-            row_image = self._row_image
-            results = []
-            for row_scores, row_ids in zip(scores.tolist(), found.tolist(), strict=True):
-                if self._max_rows_per_image == 1:  # one row per image: no duplicates
-                    top = [
-                        (score, row_image[row])
-                        for score, row in zip(row_scores, row_ids, strict=True)
-                        if row >= 0
-                    ]
-                    results.append(top[:k])
-                    continue
-                best: dict[str, float] = {}
-                for score, row in zip(row_scores, row_ids, strict=True):
-                    if row < 0:
+            return self._pairs(scores, found, k)
+
+    def _pairs(
+        self, scores: np.ndarray, found: np.ndarray, k: int
+    ) -> list[list[tuple[float, str]]]:
+        """Under the lock: faiss's rows as the best ``k`` distinct images per query."""
+        row_image = self._row_image
+        results = []
+        for row_scores, row_ids in zip(scores.tolist(), found.tolist(), strict=True):
+            if self._max_rows_per_image == 1:  # one row per image: no duplicates
+                top = [
+                    (score, row_image[row])
+                    for score, row in zip(row_scores, row_ids, strict=True)
+                    if row >= 0
+                ]
+                results.append(top[:k])
+                continue
+            best: dict[str, float] = {}
+            for score, row in zip(row_scores, row_ids, strict=True):
+                if row < 0:
+                    break
+                image_id = row_image[row]
+                if image_id not in best:  # results are sorted: first is the max
+                    best[image_id] = score
+                    if len(best) == k:
                         break
-                    image_id = row_image[row]
-                    if image_id not in best:  # results are sorted: first is the max
-                        best[image_id] = score
-                        if len(best) == k:
-                            break
-                results.append([(score, image_id) for image_id, score in best.items()])
-            return results
+            results.append([(score, image_id) for image_id, score in best.items()])
+        return results
+
+    def list_radii(self) -> ListRadii | None:
+        """The IVF lists' radii while they count every row of the index, else ``None``.
+
+        Read without the lock: :meth:`top_in_lists` checks under it that they
+        are still this index's, and a shard that gets ``None`` either way
+        scans every list.
+        """
+        radii = self._radii
+        if radii is None or not radii.current() or self._max_rows_per_image > 1:
+            return None  # with tiles, a row's bound is not an image's: no skipping
+        return radii
+
+    def top_in_lists(
+        self,
+        queries: np.ndarray,
+        k: int,
+        params: SearchParams,
+        cells: CoarseCells,
+        radii: ListRadii,
+    ) -> list[list[tuple[float, str]]] | None:
+        """Per query, the best ``k`` visible images in exactly ``cells``' lists (a -1
+        cell is skipped), short when they hold fewer: one pass of a shard's
+        pruned scan (``params.nprobe`` must equal ``cells.nprobe``).
+
+        ``None`` when the index is no longer the one ``radii`` (from
+        :meth:`list_radii`) describe, or has rows they do not count.
+        Images have one row each here (:meth:`list_radii`), so pairs are rows.
+        """
+        with self._lock.read():
+            if self._radii is not radii or not radii.current() or cells.key != self.coarse_key:
+                return None
+            fetch = min(len(self._row_image), k * self._max_rows_per_image)
+            if fetch == 0:
+                return [[] for _ in range(len(queries))]
+            scores, found = search_preassigned(self._index, fetch, cells, self._filter(params))
+            return self._pairs(scores, found, k)
 
     def hits_with_vectors(self, scored: list[tuple[float, str]]) -> list[Hit]:
         """Hits for ``(score, image_id)`` pairs of this partition, with global vectors;
@@ -531,16 +581,19 @@ class Partition:
         process. The selector covers the bitmap's whole capacity (bits past
         the last row are 0), so it stays valid while rows are appended; a new
         bitmap (growth, compaction) or a new index (rebuild) makes new ones.
-        Racing searches may both build them; either result is right.
+        Racing searches may both build them; either result is right. A few are
+        kept: a shard's pruned scan asks for one list, then for its nprobe.
         """
         key = (id(self._index), self.kind, self._allowed.ctypes.data, len(self._allowed), params)
-        cached = self._filter_cache
-        if cached is not None and cached[0] == key:
-            return cached[2]
+        cached = self._filter_cache.get(key)
+        if cached is not None:
+            return cached[1]
         selector = faiss.IDSelectorBitmap(8 * len(self._allowed), faiss.swig_ptr(self._allowed))
         search_params = search_parameters(self._index, selector, params)
+        if len(self._filter_cache) >= FILTER_PARAMETERS_KEPT:  # a new bitmap or index: stale
+            self._filter_cache = {}
         # The selector must outlive the parameters that point at it: kept together.
-        self._filter_cache = (key, selector, search_params)
+        self._filter_cache[key] = (selector, search_params)
         return search_params
 
     def _hits_with_vectors(self, best: dict[str, float]) -> list[Hit]:
@@ -652,6 +705,8 @@ class Partition:
                 small = len(stacked) < SMALL_BATCH
                 with one_omp_thread() if small else contextlib.nullcontext():
                     self._index.add(stacked)
+                if self._radii is not None:
+                    self._radii.catch_up()
                 for item, _ in batch:
                     self._refresh(self._states[item.image_id])
         if added:
@@ -817,8 +872,9 @@ class Partition:
             target, fresh, key = template.factory, template.copy(), template.key
         train_and_add(fresh, vectors)  # a template copy is trained already
         del vectors
+        radii = ListRadii.of(fresh)  # before the lock: it reads every row back
         with self._lock.write():
-            self._swap(fresh, target, key, live, rows_at_start)
+            self._swap(fresh, target, key, live, rows_at_start, radii)
         release_free_memory()  # the old index's blocks, freed by the swap
         log.info(
             "partition rebuilt as %s: %d live rows (%d rebuilds)", target, len(live), self.rebuilds
@@ -831,6 +887,7 @@ class Partition:
         key: str | None,
         live: np.ndarray,
         rows_at_start: int,
+        radii: ListRadii | None,
     ) -> None:
         """Under the lock: add rows written during the build, renumber, replace."""
         rows_now = len(self._row_image)
@@ -838,10 +895,12 @@ class Partition:
         added = added[self._alive[rows_at_start:rows_now]]
         if len(added):
             fresh.add(reconstruct_rows(self._index, added))
+            if radii is not None:
+                radii.catch_up()
         kept = np.concatenate([live, added])
         if len(kept) < rows_now:  # rows were retired: renumber (identity otherwise)
             self._renumber(kept, rows_now)
-        self._install(fresh, target, key)
+        self._install(fresh, target, key, radii)
         self.rebuilds += 1
 
     def _renumber(self, kept: np.ndarray, rows_now: int) -> None:
@@ -863,8 +922,11 @@ class Partition:
             if state.row_count:
                 state.first_row = mapping[state.first_row]
 
-    def _install(self, index: faiss.Index, factory: str, key: str | None) -> None:
-        """Make ``index`` (built as ``factory``, centroids digest ``key``) the one searched."""
+    def _install(
+        self, index: faiss.Index, factory: str, key: str | None, radii: ListRadii | None
+    ) -> None:
+        """Make ``index`` (built as ``factory``, centroids digest ``key``, its lists'
+        ``radii`` counting every row) the one searched."""
         # faiss's factory, clone and deserialize return the concrete class, which
         # IVF-only calls need (a downcast copy would not own the index: no copy here).
         self._index = index
@@ -873,6 +935,7 @@ class Partition:
         self.index_factory = factory
         self.kind = "exact" if factory == EXACT_FACTORY else "ann"
         self.coarse_key = key
+        self._radii = radii
 
     # --------------------------------------------------------------- snapshots
 
@@ -910,8 +973,9 @@ class Partition:
             EXACT_FACTORY if state["kind"] == "exact" else self.plan.factory_of(index)
         )
         key = centroids_key_of(index)
+        radii = ListRadii.of(index)  # before the lock: it reads every row back
         with self._lock.write():
-            self._install(index, factory, key)
+            self._install(index, factory, key, radii)
             self._row_image = list(state["row_image"])
             self._alive, self._allowed, self._visible = _row_arrays(max(1024, 2 * rows))
             self._alive[:rows] = alive

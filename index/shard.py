@@ -39,6 +39,7 @@ from kafka.partitioner.default import murmur2
 from index.defaults import FILTER_MAX_BOOST, READ_BACK_FIRST_SORT
 from index.faiss_index import CoarseCells, SearchParams, one_omp_thread
 from index.freshness import FreshnessHistogram, RecentTimes
+from index.list_bounds import BOUND_SLACK, KthScoreGuess, ListRadii, score_bounds
 from index.partition import Hit, IndexedImage, MatchingRows, Partition, WriteResult
 from index.recall_monitor import RecallMonitor
 from index.snapshot import (
@@ -124,6 +125,8 @@ class IndexShard:
         self.freshness = FreshnessHistogram()
         # A share of live queries searched again exactly (visearch_shard_recall_at_10).
         self.recall = RecallMonitor(self.exact_search, recall_share) if recall_share else None
+        # Where a query's k-th best score lands, for skipping IVF lists (_scan_pruned).
+        self.kth_guess = KthScoreGuess()
         self.skipped_records = 0
         self._lock = threading.Lock()
 
@@ -270,9 +273,12 @@ class IndexShard:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         with one_omp_thread():  # a query or a few gain nothing from an OpenMP team
             cells = self._coarse_cells(queries, params)
+            pruned = None
+            if cells is not None and params.where is None:
+                pruned = self._scan_pruned(queries, k, params, cells)
             scored: list[list[tuple[float, str, Partition]]] = [[] for _ in queries]
             read: list[tuple[Partition, MatchingRows]] = []
-            for part in self.partitions.values():
+            for part in self.partitions.values() if pruned is None else ():
                 found = part.top_or_rows(queries, k, params, cells)
                 if isinstance(found, MatchingRows):
                     read.append((part, found))
@@ -282,15 +288,82 @@ class IndexShard:
             if read:
                 _score_read_back(queries, k, read, scored)
         results = []
-        for row in scored:
+        kth = np.full(len(queries), np.nan, dtype=np.float32)
+        for number, row in enumerate(scored if pruned is None else pruned):
             # A C sort of the ~k x partitions candidates: 2.8 us for 88 of them, where
             # heapq.nlargest with a Python key took 10 us (measured); ties keep their order.
             best = sorted(row, key=_score, reverse=True)[:k]
+            if len(best) == k:
+                kth[number] = best[-1][0]
             if with_vectors:
                 results.append(self._hits_with_vectors(best))
             else:
                 results.append([Hit(i, score, uri=part.uri_of(i)) for score, i, part in best])
+        if cells is not None and params.where is None:
+            self.kth_guess.learn(cells, k, kth)
         return results
+
+    def _scan_pruned(
+        self, queries: np.ndarray, k: int, params: SearchParams, cells: CoarseCells
+    ) -> list[list[tuple[float, str, Partition]]] | None:
+        """The unfiltered scan of ``cells``' lists, skipping the lists that cannot
+        change the top ``k`` (index/list_bounds.py); ``None`` where one pass over
+        every list is the plan (no bounds, or too few lists to skip).
+
+        A list is skipped when its bound is below the score the k-th best is
+        expected to reach (:class:`~index.list_bounds.KthScoreGuess`). Once the
+        other lists are scanned, the k-th best score is known: if it reached
+        the guess, no skipped list could have changed the answer; if not, the
+        skipped lists whose bound reaches it are scanned too. Either way the
+        answer is the one-pass answer over the same lists. Per query,
+        (score, image_id, partition), best first.
+        """
+        parts = list(self.partitions.values())
+        radii = [part.list_radii() for part in parts]
+        floor = self.kth_guess.floor(cells, k) if cells.nprobe > 1 and parts else None
+        if floor is None or any(r is None for r in radii):
+            return None
+        stacked = np.stack([r.radii for r in radii if r])  # partitions x nlist
+        norms = np.linalg.norm(queries, axis=1, keepdims=True)
+        bounds = score_bounds(stacked, cells.cells, cells.scores, norms)  # parts x queries x nprobe
+        skip = bounds < floor[None, :, None]
+        if skip.mean() < PRUNE_MIN_SHARE:
+            return None
+        scored: list[list[tuple[float, str, Partition]]] = [[] for _ in queries]
+        if not self._scan_lists(parts, radii, queries, k, params, cells, skip, scored):
+            return None
+        kth = _sort_kth(scored, k)
+        if np.any(kth < floor):  # the guess was too high: the lists that can still matter
+            more = skip & (bounds >= (kth - BOUND_SLACK)[None, :, None])
+            if more.any():
+                if not self._scan_lists(parts, radii, queries, k, params, cells, ~more, scored):
+                    return None
+                _sort_kth(scored, k)
+        return scored
+
+    @staticmethod
+    def _scan_lists(
+        parts: list[Partition],
+        radii: list[ListRadii | None],
+        queries: np.ndarray,
+        k: int,
+        params: SearchParams,
+        cells: CoarseCells,
+        skip: np.ndarray,
+        scored: list[list[tuple[float, str, Partition]]],
+    ) -> bool:
+        """Scan each partition's cells not in ``skip`` (partitions x queries x nprobe)
+        into ``scored``; False when a partition changed its index meanwhile."""
+        for part, part_radii, part_skip in zip(parts, radii, skip, strict=True):
+            if part_skip.all():
+                continue
+            assert part_radii is not None
+            found = part.top_in_lists(queries, k, params, cells.without(part_skip), part_radii)
+            if found is None:
+                return False
+            for row, top in zip(scored, found, strict=True):
+                row.extend([(score, image_id, part) for score, image_id in top])
+        return True
 
     def _hits_with_vectors(self, best: list[tuple[float, str, Partition]]) -> list[Hit]:
         by_partition: dict[int, list[tuple[float, str]]] = {}
@@ -436,6 +509,23 @@ class IndexShard:
 
 
 _score = operator.itemgetter(0)
+# A shard skips lists (IndexShard._scan_pruned) only when the bounds leave out at
+# least this share of them: a pruned scan costs ~20 us more of numpy a query.
+PRUNE_MIN_SHARE = 0.25
+
+
+def _sort_kth(scored: list[list[tuple[float, str, Partition]]], k: int) -> np.ndarray:
+    """Sort each query's candidates best first; their k-th best score (-inf if fewer).
+
+    Images are distinct: a pruned scan runs only where each image has one row,
+    and each list is scanned once.
+    """
+    kth = np.full(len(scored), -np.inf, dtype=np.float32)
+    for number, row in enumerate(scored):
+        row.sort(key=_score, reverse=True)
+        if len(row) >= k:
+            kth[number] = row[k - 1][0]
+    return kth
 
 
 def _score_read_back(

@@ -1,0 +1,240 @@
+"""IVF list bounds: radii that hold for every row, and a shard's pruned scan that
+answers exactly what the scan of every list answers while scanning fewer lists."""
+
+import faiss
+import numpy as np
+import pytest
+
+import index.shard as shard_module
+from index.faiss_index import CoarseCells, SearchParams
+from index.list_bounds import KthScoreGuess, ListRadii, score_bounds
+from index.partition import Partition, Upsert
+from index.shard import IndexShard, partition_for
+from index.snapshot import SnapshotInfo, load_snapshot, save_snapshot, snapshot_path
+
+DIM = 16
+PARTITIONS = 4
+PARAMS = SearchParams(nprobe=16)
+
+
+def _mixture(rng, n, centres=40, spread=0.15):
+    means = np.random.default_rng(99).standard_normal((centres, DIM)).astype(np.float32)
+    noise = spread * rng.standard_normal((n, DIM)).astype(np.float32)
+    x = means[rng.integers(0, centres, n)] + noise
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _ivf(vectors, nlist=32):
+    index = faiss.index_factory(DIM, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+    index.train(vectors)
+    index.make_direct_map()
+    return index
+
+
+def _brute_radii(index, vectors):
+    _, lists = index.quantizer.search(vectors, 1)
+    centroids = index.quantizer.reconstruct_n(0, index.nlist)
+    radii = np.zeros(index.nlist, dtype=np.float32)
+    np.maximum.at(radii, lists[:, 0], np.linalg.norm(vectors - centroids[lists[:, 0]], axis=1))
+    return radii
+
+
+def test_radii_match_a_brute_force_as_rows_arrive_in_pieces():
+    rng = np.random.default_rng(1)
+    vectors = _mixture(rng, 3000)
+    index = _ivf(vectors)
+    index.add(vectors[:1000])
+    radii = ListRadii(index)
+    assert radii.current() and radii.covered == 1000
+    np.testing.assert_allclose(radii.radii, _brute_radii(index, vectors[:1000]), rtol=1e-5)
+    index.add(vectors[1000:])
+    assert not radii.current()  # rows it has not counted: its bounds do not hold
+    radii.catch_up()
+    assert radii.current() and radii.covered == 3000
+    np.testing.assert_allclose(radii.radii, _brute_radii(index, vectors), rtol=1e-5)
+
+
+def test_no_row_scores_above_its_lists_bound():
+    rng = np.random.default_rng(2)
+    vectors = _mixture(rng, 2000)
+    index = _ivf(vectors)
+    index.add(vectors)
+    radii = ListRadii(index)
+    queries = np.concatenate([_mixture(rng, 20), 3.0 * rng.standard_normal((20, DIM))])
+    queries = queries.astype(np.float32)
+    cell_scores, cells = index.quantizer.search(queries, index.nlist)  # every list
+    norms = np.linalg.norm(queries, axis=1, keepdims=True)
+    bounds = score_bounds(radii.radii, cells, cell_scores, norms)
+    _, lists = index.quantizer.search(vectors, 1)
+    for number, query in enumerate(queries):
+        bound_of = dict(zip(cells[number].tolist(), bounds[number].tolist(), strict=True))
+        row_bounds = np.array([bound_of[int(cell)] for cell in lists[:, 0]])
+        assert np.all(vectors @ query <= row_bounds + 1e-5)
+
+
+def test_only_a_plain_ivf_with_a_flat_quantizer_gets_radii():
+    assert ListRadii.of(faiss.IndexFlatIP(DIM)) is None
+    assert ListRadii.of(faiss.IndexHNSWFlat(DIM, 8, faiss.METRIC_INNER_PRODUCT)) is None
+    rng = np.random.default_rng(3)
+    vectors = _mixture(rng, 500)
+    index = _ivf(vectors, nlist=8)
+    index.add(vectors)
+    assert ListRadii.of(index) is not None
+
+
+def test_the_kth_guess_waits_for_answers_then_takes_the_gap_quantile():
+    rng = np.random.default_rng(4)
+    centroids = _mixture(rng, 8)
+    quantizer = faiss.IndexFlatIP(DIM)
+    quantizer.add(centroids)
+    guess = KthScoreGuess(quantile=0.5, min_seen=4, every=4)
+    queries = _mixture(rng, 4)
+    cells = CoarseCells("key", queries, quantizer, 2)
+    assert guess.floor(cells, 10) is None  # nothing learnt yet
+    nearest = quantizer.search(queries, 1)[0][:, 0]
+    guess.learn(cells, 10, nearest)  # cells not found yet: nothing to learn from
+    assert guess.floor(cells, 10) is None
+    cells.pointers()
+    guess.learn(cells, 10, nearest - np.array([0.1, 0.2, 0.3, np.nan], dtype=np.float32))
+    assert guess.floor(cells, 10) is None  # 3 gaps: a short answer teaches nothing
+    guess.learn(cells, 10, nearest - np.float32(0.4))
+    floor = guess.floor(cells, 10)
+    assert floor is not None
+    gaps = [0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4]
+    np.testing.assert_allclose(floor, nearest - np.quantile(gaps, 0.5), rtol=1e-5)
+    assert guess.floor(cells, 5) is None  # learnt per k
+
+
+def _shard(threshold=1000):
+    return IndexShard(
+        DIM,
+        "m",
+        range(PARTITIONS),
+        lambda: Partition(DIM, "IVF{nlist},Flat", ann_threshold=threshold, background=False),
+    )
+
+
+def _fill(shard, vectors, start=0):
+    for i, vector in enumerate(vectors, start):
+        image_id = f"img-{i}"
+        shard.apply_vectors(partition_for(image_id, PARTITIONS), i, image_id, vector, 1.0)
+
+
+def _one_pass(monkeypatch, shard, query, k):
+    with monkeypatch.context() as patch:
+        patch.setattr(shard_module, "PRUNE_MIN_SHARE", 2.0)  # never prune
+        return shard.search(query, k, PARAMS)
+
+
+@pytest.fixture()
+def scanned_lists(monkeypatch):
+    """How many (partition, list) scans the pruned passes made."""
+    counter = {"lists": 0, "passes": 0}
+    original = Partition.top_in_lists
+
+    def counting(self, queries, k, params, cells, radii):
+        counter["lists"] += int((cells.cells >= 0).sum())
+        counter["passes"] += 1
+        return original(self, queries, k, params, cells, radii)
+
+    monkeypatch.setattr(Partition, "top_in_lists", counting)
+    return counter
+
+
+def _learnt(shard, rng, k=10):
+    for query in _mixture(rng, 32):  # the shard learns where its k-th scores land
+        shard.search(query, k, PARAMS)
+    cells = CoarseCells("x", _mixture(rng, 1), shard.plan.template.quantizer, 1)
+    assert shard.kth_guess.floor(cells, k) is not None
+
+
+def test_pruned_answers_are_the_one_pass_answers_over_fewer_lists(monkeypatch, scanned_lists):
+    rng = np.random.default_rng(5)
+    shard = _shard()
+    _fill(shard, _mixture(rng, 4000))
+    assert all(p.list_radii() is not None for p in shard.partitions.values())
+    _learnt(shard, rng)
+    scanned_lists["lists"] = 0
+    queries = _mixture(rng, 40)
+    for query in queries:
+        pruned = shard.search(query, 10, PARAMS)
+        whole = _one_pass(monkeypatch, shard, query, 10)
+        assert [h.image_id for h in pruned] == [h.image_id for h in whole]
+        np.testing.assert_allclose([h.score for h in pruned], [h.score for h in whole], rtol=1e-5)
+    # 40 queries x 4 partitions x 16 lists in one pass: far fewer were scanned.
+    assert 0 < scanned_lists["lists"] < 0.5 * len(queries) * PARTITIONS * PARAMS.nprobe
+
+
+def test_a_guess_too_high_scans_the_lists_it_skipped(monkeypatch, scanned_lists):
+    rng = np.random.default_rng(6)
+    shard = _shard()
+    _fill(shard, _mixture(rng, 4000))
+    _learnt(shard, rng)
+    shard.kth_guess.every = 10**9  # keep the planted margin
+    shard.kth_guess._margins[10] = -1.0  # a floor above every bound: skip all lists
+    for query in _mixture(rng, 10):
+        scanned_lists["lists"] = 0
+        pruned = shard.search(query, 10, PARAMS)
+        assert scanned_lists["lists"] > 0  # the check found the k-th short and scanned
+        assert [h.image_id for h in pruned] == [
+            h.image_id for h in _one_pass(monkeypatch, shard, query, 10)
+        ]
+
+
+def test_hidden_images_stay_out_of_pruned_answers(monkeypatch):
+    rng = np.random.default_rng(7)
+    shard = _shard()
+    vectors = _mixture(rng, 3000)
+    _fill(shard, vectors)
+    hidden = {f"img-{i}" for i in range(0, 3000, 4)}
+    for image_id in hidden:
+        shard.apply_update(partition_for(image_id, PARTITIONS), 0, image_id, "private", 2.0)
+    _learnt(shard, rng)
+    for query in vectors[:40:2]:  # half of them are hidden images themselves
+        pruned = shard.search(query, 10, PARAMS)
+        assert len(pruned) == 10 and not {h.image_id for h in pruned} & hidden
+        assert [h.image_id for h in pruned] == [
+            h.image_id for h in _one_pass(monkeypatch, shard, query, 10)
+        ]
+
+
+def test_a_row_upserted_into_an_ivf_widens_its_lists_radius_at_once():
+    rng = np.random.default_rng(8)
+    shard = _shard()
+    _fill(shard, _mixture(rng, 3000))
+    # Between two clusters: far from any centroid, so its list's radius must grow.
+    outlier = _mixture(rng, 2).sum(axis=0)
+    outlier /= np.linalg.norm(outlier)
+    part = shard.partitions[partition_for("outlier", PARTITIONS)]
+    quantizer = shard.plan.template.quantizer
+    _, cell = quantizer.search(outlier[None], 1)
+    distance = np.linalg.norm(outlier - quantizer.reconstruct(int(cell[0, 0])))
+    before = part.list_radii().radii[cell[0, 0]]
+    assert before < distance  # no row of its list lay that far out
+    part.upsert_many([Upsert("outlier", outlier, 5.0)])
+    radii = part.list_radii()  # counted under the write lock: current again
+    assert radii is not None
+    assert radii.radii[cell[0, 0]] == pytest.approx(distance, rel=1e-5)
+    _learnt(shard, rng)
+    assert shard.search(outlier, 1, PARAMS)[0].image_id == "outlier"
+
+
+def test_restored_and_tiled_partitions(tmp_path, monkeypatch):
+    rng = np.random.default_rng(9)
+    shard = _shard()
+    _fill(shard, _mixture(rng, 3000))
+    for number, part in shard.partitions.items():
+        save_snapshot(tmp_path, part, SnapshotInfo(number, 5, "e", "m"))
+    restored = _shard()
+    for number, part in restored.partitions.items():
+        load_snapshot(snapshot_path(tmp_path, number), part, "m")
+    assert all(p.list_radii() is not None for p in restored.partitions.values())
+    _learnt(restored, rng)
+    for query in _mixture(rng, 10):
+        assert [h.image_id for h in restored.search(query, 10, PARAMS)] == [
+            h.image_id for h in _one_pass(monkeypatch, shard, query, 10)
+        ]
+    # An image with several rows (tiles): a row's bound is not the image's, no skipping.
+    part = restored.partitions[partition_for("tiled", PARTITIONS)]
+    part.upsert_many([Upsert("tiled", _mixture(rng, 3), 6.0)])
+    assert part.list_radii() is None
