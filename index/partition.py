@@ -212,7 +212,9 @@ class Partition:
         # through; visible, the same flags unpacked, for filters to test rows.
         self._alive, self._allowed, self._visible = _row_arrays(1024)
         # faiss search parameters with the bitmap selector, by their key (see _filter).
-        self._filter_cache: dict[Any, tuple[faiss.IDSelector, faiss.SearchParameters]] = {}
+        self._filter_cache: dict[
+            Any, tuple[np.ndarray, faiss.IDSelector, faiss.SearchParameters]
+        ] = {}
         # Per IVF list, how far its rows lie from the centroid (None unless the
         # index is a plain IVF): bounds that let a shard skip lists (list_bounds).
         self._radii: ListRadii | None = None
@@ -582,18 +584,21 @@ class Partition:
         the last row are 0), so it stays valid while rows are appended; a new
         bitmap (growth, compaction) or a new index (rebuild) makes new ones.
         Racing searches may both build them; either result is right. A few are
-        kept: a shard's pruned scan asks for one list, then for its nprobe.
+        kept: searches with different budgets (a filter's raised nprobe) alternate.
+        The bitmap is known by its ``id`` (its address took ~1 us a call to read)
+        and kept alive with its entry, so no other array can take that ``id``.
         """
-        key = (id(self._index), self.kind, self._allowed.ctypes.data, len(self._allowed), params)
+        allowed = self._allowed
+        key = (id(self._index), self.kind, id(allowed), len(allowed), params)
         cached = self._filter_cache.get(key)
         if cached is not None:
-            return cached[1]
-        selector = faiss.IDSelectorBitmap(8 * len(self._allowed), faiss.swig_ptr(self._allowed))
+            return cached[2]
+        selector = faiss.IDSelectorBitmap(8 * len(allowed), faiss.swig_ptr(allowed))
         search_params = search_parameters(self._index, selector, params)
         if len(self._filter_cache) >= FILTER_PARAMETERS_KEPT:  # a new bitmap or index: stale
             self._filter_cache = {}
         # The selector must outlive the parameters that point at it: kept together.
-        self._filter_cache[key] = (selector, search_params)
+        self._filter_cache[key] = (allowed, selector, search_params)
         return search_params
 
     def _hits_with_vectors(self, best: dict[str, float]) -> list[Hit]:

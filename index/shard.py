@@ -354,11 +354,19 @@ class IndexShard:
     ) -> bool:
         """Scan each partition's cells not in ``skip`` (partitions x queries x nprobe)
         into ``scored``; False when a partition changed its index meanwhile."""
-        for part, part_radii, part_skip in zip(parts, radii, skip, strict=True):
-            if part_skip.all():
+        # Partitions share centroids, so they often skip the same lists: one set of
+        # cells (and its faiss pointers) for each distinct pattern.
+        patterns: dict[bytes, CoarseCells] = {}
+        scanning = np.any(~skip, axis=(1, 2)).tolist()  # per partition: a list to scan
+        for part, part_radii, part_skip, scans in zip(parts, radii, skip, scanning, strict=True):
+            if not scans:
                 continue
             assert part_radii is not None
-            found = part.top_in_lists(queries, k, params, cells.without(part_skip), part_radii)
+            pattern = part_skip.tobytes()
+            mine = patterns.get(pattern)
+            if mine is None:
+                mine = patterns[pattern] = cells.without(part_skip)
+            found = part.top_in_lists(queries, k, params, mine, part_radii)
             if found is None:
                 return False
             for row, top in zip(scored, found, strict=True):
