@@ -27,6 +27,8 @@ covers every row of the index.
 from __future__ import annotations
 
 import collections
+import math
+from collections.abc import Sequence
 
 import faiss
 import numpy as np
@@ -137,7 +139,7 @@ class KthScoreGuess:
         cells.pointers()
         return cells.scores[:, 0] - margin
 
-    def learn(self, cells: CoarseCells, k: int, kth: np.ndarray) -> None:
+    def learn(self, cells: CoarseCells, k: int, kth: Sequence[float]) -> None:
         """Take the answers' k-th best scores (NaN for a short answer) into account;
         nothing when the search never needed ``cells`` found (no shared IVF)."""
         if not cells.cells.size:
@@ -147,9 +149,10 @@ class KthScoreGuess:
             if len(self._gaps) >= MAX_GUESSED_KS:  # an unusual k: not worth a guess
                 return
             gaps = self._gaps.setdefault(k, collections.deque(maxlen=self.window))
-        seen = cells.scores[:, 0] - kth
-        gaps.extend(seen[np.isfinite(seen)].tolist())
-        since = self._since.get(k, 0) + len(seen)
+        # Plain floats: a search has one query or a few, where numpy's calls cost more.
+        nearest = cells.scores[:, 0].tolist()
+        gaps.extend(n - s for n, s in zip(nearest, kth, strict=True) if not math.isnan(s))
+        since = self._since.get(k, 0) + len(nearest)
         if since >= self.every and len(gaps) >= self.min_seen:
             self._margins[k] = float(np.quantile(np.fromiter(gaps, np.float64), self.quantile))
             since = 0

@@ -26,6 +26,7 @@ is idempotent, so records seen before change nothing.
 from __future__ import annotations
 
 import logging
+import math
 import operator
 import threading
 import time
@@ -288,13 +289,12 @@ class IndexShard:
             if read:
                 _score_read_back(queries, k, read, scored)
         results = []
-        kth = np.full(len(queries), np.nan, dtype=np.float32)
-        for number, row in enumerate(scored if pruned is None else pruned):
+        kth = []  # per query, the k-th best score (NaN for a short answer)
+        for row in scored if pruned is None else pruned:
             # A C sort of the ~k x partitions candidates: 2.8 us for 88 of them, where
             # heapq.nlargest with a Python key took 10 us (measured); ties keep their order.
             best = sorted(row, key=_score, reverse=True)[:k]
-            if len(best) == k:
-                kth[number] = best[-1][0]
+            kth.append(best[-1][0] if len(best) == k else math.nan)
             if with_vectors:
                 results.append(self._hits_with_vectors(best))
             else:
@@ -324,17 +324,19 @@ class IndexShard:
         if floor is None or any(r is None for r in radii):
             return None
         stacked = np.stack([r.radii for r in radii if r])  # partitions x nlist
-        norms = np.linalg.norm(queries, axis=1, keepdims=True)
+        norms = np.sqrt((queries * queries).sum(axis=1, keepdims=True))
         bounds = score_bounds(stacked, cells.cells, cells.scores, norms)  # parts x queries x nprobe
         skip = bounds < floor[None, :, None]
-        if skip.mean() < PRUNE_MIN_SHARE:
+        if np.count_nonzero(skip) < PRUNE_MIN_SHARE * skip.size:
             return None
         scored: list[list[tuple[float, str, Partition]]] = [[] for _ in queries]
         if not self._scan_lists(parts, radii, queries, k, params, cells, skip, scored):
             return None
         kth = _sort_kth(scored, k)
-        if np.any(kth < floor):  # the guess was too high: the lists that can still matter
-            more = skip & (bounds >= (kth - BOUND_SLACK)[None, :, None])
+        if any(got < guess for got, guess in zip(kth, floor.tolist(), strict=True)):
+            # The guess was too high: the lists that can still matter.
+            lowest = np.array(kth, dtype=np.float32) - BOUND_SLACK
+            more = skip & (bounds >= lowest[None, :, None])
             if more.any():
                 if not self._scan_lists(parts, radii, queries, k, params, cells, ~more, scored):
                     return None
@@ -522,17 +524,16 @@ _score = operator.itemgetter(0)
 PRUNE_MIN_SHARE = 0.25
 
 
-def _sort_kth(scored: list[list[tuple[float, str, Partition]]], k: int) -> np.ndarray:
+def _sort_kth(scored: list[list[tuple[float, str, Partition]]], k: int) -> list[float]:
     """Sort each query's candidates best first; their k-th best score (-inf if fewer).
 
     Images are distinct: a pruned scan runs only where each image has one row,
     and each list is scanned once.
     """
-    kth = np.full(len(scored), -np.inf, dtype=np.float32)
-    for number, row in enumerate(scored):
+    kth = []
+    for row in scored:
         row.sort(key=_score, reverse=True)
-        if len(row) >= k:
-            kth[number] = row[k - 1][0]
+        kth.append(row[k - 1][0] if len(row) >= k else -math.inf)
     return kth
 
 
