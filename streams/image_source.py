@@ -12,6 +12,8 @@ guard, deadline and size cap described in :mod:`streams.remote_fetch`.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -19,6 +21,10 @@ from urllib.parse import unquote, urlparse
 from streams.errors import CodedError
 from streams.remote_fetch import FetchError, RemoteFetch, fetch
 from streams.schemas import ImageUploaded, SchemaError, is_http_uri
+
+# Where Linux shows what each open descriptor of this process names (absent elsewhere).
+_PROC_FDS = Path("/proc/self/fd")
+_PROC_FDS_SHOWN = _PROC_FDS.is_dir()
 
 
 class ImageSourceError(CodedError, ValueError):
@@ -93,12 +99,51 @@ def read_image_bytes(
             raise ImageSourceError(
                 "forbidden_path", "a URI in the image store may only name the event's own image"
             )
+    return read_regular_file(path, max_bytes)
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file at the resolved ``path``, within ``max_bytes``.
+
+    Opened without blocking and checked on the open descriptor: a FIFO or a
+    device under an image root would otherwise block a decode thread for
+    good (reading a FIFO waits for a writer; the batch's deadline gives up on
+    the upload but not the thread), and a file that grows after it was
+    measured is read no further than the limit. On Linux the descriptor's own
+    path must still be ``path``: a directory swapped for a symlink between the
+    root check and the open cannot lead outside the roots.
+    """
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise ImageSourceError("too_many_bytes", f"{path} has {size} bytes")
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError as exc:
         raise ImageSourceError("missing_file", f"{path} does not exist") from exc
-    except IsADirectoryError as exc:
-        raise ImageSourceError("missing_file", f"{path} is a directory") from exc
+    except PermissionError as exc:
+        raise ImageSourceError("forbidden_path", f"{path} is not readable") from exc
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageSourceError("missing_file", f"{path} is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageSourceError("missing_file", f"{path} is not a regular file")
+        if _PROC_FDS_SHOWN and os.readlink(_PROC_FDS / str(fd)) != str(path):
+            raise ImageSourceError("forbidden_path", f"{path} changed while it was opened")
+        if info.st_size > max_bytes:
+            raise ImageSourceError("too_many_bytes", f"{path} has {info.st_size} bytes")
+        data = _read_at_most(fd, max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ImageSourceError("too_many_bytes", f"{path} has more than {max_bytes} bytes")
+    return data
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes from ``fd`` (fewer at its end)."""
+    chunks = []
+    while limit > 0:
+        chunk = os.read(fd, min(limit, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        limit -= len(chunk)
+    return b"".join(chunks)

@@ -1,9 +1,12 @@
 """Reading upload bytes: inline base64 or file:// URIs confined to allowed roots."""
 
 import base64
+import os
+import threading
 
 import pytest
 
+from streams import image_source
 from streams.image_source import ImageSourceError, file_uri, read_image_bytes
 from streams.schemas import ImageUploaded
 
@@ -149,3 +152,36 @@ def test_in_the_image_store_an_event_may_only_name_its_own_file(root):
     (root / "alias.img").symlink_to(root / "img-1.img")
     alias = _event(uri=f"file://{root}/alias.img")
     assert read_image_bytes(alias, [root], MAX, store_root=root) == b"own bytes"
+
+
+def test_a_fifo_under_a_root_is_refused_without_blocking(root):
+    fifo = root / "pipe.img"
+    os.mkfifo(fifo)
+    outcome: list[str] = []
+    reader = threading.Thread(
+        target=lambda: outcome.append(_code(_event(uri=file_uri(fifo)), [root])), daemon=True
+    )
+    reader.start()
+    reader.join(timeout=5)  # reading a FIFO with no writer would wait for ever
+    assert outcome == ["missing_file"]
+
+
+def test_a_file_growing_past_the_limit_after_it_is_measured_is_cut_off(root, monkeypatch):
+    grows = root / "grows.img"
+    grows.write_bytes(b"g" * MAX)
+    real_fstat = os.fstat
+
+    def fstat_then_grow(fd):
+        info = real_fstat(fd)
+        grows.write_bytes(b"g" * (2 * MAX))  # appended between the measure and the read
+        return info
+
+    monkeypatch.setattr(image_source.os, "fstat", fstat_then_grow)
+    assert _code(_event(uri=file_uri(grows)), [root]) == "too_many_bytes"
+
+
+def test_a_path_that_changed_between_the_check_and_the_open_is_forbidden(root, monkeypatch):
+    # What /proc shows for the descriptor when a directory of the path was swapped for
+    # a symlink after the roots were checked: the file actually opened lies elsewhere.
+    monkeypatch.setattr(image_source.os, "readlink", lambda _: str(root.parent / "secret"))
+    assert _code(_event(uri=file_uri(root / "cat.img")), [root]) == "forbidden_path"
