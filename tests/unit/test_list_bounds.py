@@ -163,6 +163,14 @@ def test_pruned_answers_are_the_one_pass_answers_over_fewer_lists(monkeypatch, s
         np.testing.assert_allclose([h.score for h in pruned], [h.score for h in whole], rtol=1e-5)
     # 40 queries x 4 partitions x 16 lists in one pass: far fewer were scanned.
     assert 0 < scanned_lists["lists"] < 0.5 * len(queries) * PARTITIONS * PARAMS.nprobe
+    # Several queries at once (a search's views): each skips its own lists.
+    batch = shard.search_many(queries[:6], 10, PARAMS)
+    with monkeypatch.context() as patch:
+        patch.setattr(shard_module, "PRUNE_MIN_SHARE", 2.0)
+        whole_batch = shard.search_many(queries[:6], 10, PARAMS)
+    assert [[h.image_id for h in row] for row in batch] == [
+        [h.image_id for h in row] for row in whole_batch
+    ]
 
 
 def test_a_guess_too_high_scans_the_lists_it_skipped(monkeypatch, scanned_lists):
