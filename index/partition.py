@@ -490,16 +490,20 @@ class Partition:
         A graph or cluster walk with a fixed budget (efSearch, nprobe) finds
         fewer than ``fetch`` results when filtered rows crowd the query's
         neighbourhood; rather than return short, the budget is quadrupled
-        until ``wanted`` rows are found or none are left to find.
+        until ``wanted`` rows are found or none are left to find: for an IVF,
+        once every list is probed (its efSearch says nothing; stopping on it
+        left a search probing 32 of 256 lists short of visible rows that
+        existed); for a graph, once efSearch reaches the row count.
         """
         rows = len(self._row_image)
         while True:
             scores, found = self._index.search(queries, fetch, params=parameters(params))
-            if _enough(found, wanted) or self.kind == "exact" or params.ef_search >= rows:
+            exhausted = params.nprobe >= self._nlist if self._nlist else params.ef_search >= rows
+            if _enough(found, wanted) or self.kind == "exact" or exhausted:
                 return scores, found
             params = SearchParams(
                 ef_search=min(4 * params.ef_search, max(rows, 1)),
-                nprobe=4 * params.nprobe,
+                nprobe=min(4 * params.nprobe, self._nlist) if self._nlist else 4 * params.nprobe,
             )
 
     def _search_where(

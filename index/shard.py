@@ -340,7 +340,9 @@ class IndexShard:
             if more.any():
                 if not self._scan_lists(parts, radii, queries, k, params, cells, ~more, scored):
                     return None
-                _sort_kth(scored, k)
+                kth = _sort_kth(scored, k)
+            if -math.inf in kth:  # short even over every list: the one pass raises its budget
+                return None
         return scored
 
     @staticmethod

@@ -105,12 +105,18 @@ def test_the_kth_guess_waits_for_answers_then_takes_the_gap_quantile():
     assert guess.floor(cells, 5) is None  # learnt per k
 
 
-def _shard(threshold=1000):
+def _shard(threshold=1000, min_scanned_rows=1250):
     return IndexShard(
         DIM,
         "m",
         range(PARTITIONS),
-        lambda: Partition(DIM, "IVF{nlist},Flat", ann_threshold=threshold, background=False),
+        lambda: Partition(
+            DIM,
+            "IVF{nlist},Flat",
+            ann_threshold=threshold,
+            background=False,
+            min_scanned_rows=min_scanned_rows,
+        ),
     )
 
 
@@ -204,6 +210,26 @@ def test_hidden_images_stay_out_of_pruned_answers(monkeypatch):
         assert [h.image_id for h in pruned] == [
             h.image_id for h in _one_pass(monkeypatch, shard, query, 10)
         ]
+
+
+def test_lists_too_short_for_k_hand_the_search_to_the_one_pass_that_widens(monkeypatch):
+    rng = np.random.default_rng(10)
+    shard = _shard(min_scanned_rows=0)  # nprobe as asked: two short lists
+    vectors = _mixture(rng, 3000)
+    _fill(shard, vectors)
+    _learnt(shard, rng)
+    for i in range(3000):  # 1 image in 100 left: the probed lists hold fewer than 10
+        if i % 100:
+            image_id = f"img-{i}"
+            shard.apply_update(partition_for(image_id, PARTITIONS), 0, image_id, "private", 2.0)
+    narrow = SearchParams(nprobe=2)
+    for query in _mixture(rng, 10):
+        pruned = shard.search(query, 10, narrow)
+        with monkeypatch.context() as patch:
+            patch.setattr(shard_module, "PRUNE_MIN_SHARE", 2.0)
+            whole = shard.search(query, 10, narrow)
+        assert len(pruned) == 10
+        assert [h.image_id for h in pruned] == [h.image_id for h in whole]
 
 
 def test_a_row_upserted_into_an_ivf_widens_its_lists_radius_at_once():

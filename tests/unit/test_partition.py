@@ -866,3 +866,21 @@ def test_memory_report_counts_the_uris_images_keep():
         with_uris.upsert(f"img-{n}", vector, 1.0, uri=f"https://images.example.com/{n:06d}.jpg")
     extra = with_uris.memory().map_bytes - plain.memory().map_bytes
     assert extra == 4 * (49 + len("https://images.example.com/000000.jpg"))
+
+
+def test_an_ivf_search_short_of_visible_rows_probes_every_list_before_it_answers_short():
+    rng = np.random.default_rng(21)
+    # 1,000 rows in 256 lists: efSearch (64, 256, 1024) passes the row count while
+    # nprobe (2, 8, 32) has probed an eighth of the lists.
+    part = Partition(DIM, "IVF256,Flat", ann_threshold=500, background=False, min_scanned_rows=0)
+    vectors = _unit(rng, 1000)
+    for i, vector in enumerate(vectors):
+        part.upsert(f"img-{i}", vector, 1.0)
+    assert part.kind == "ann"
+    visible = {f"img-{i}" for i in range(0, 1000, 50)}  # 20 images left
+    for i in range(1000):
+        if f"img-{i}" not in visible:
+            part.update(f"img-{i}", "private", 2.0)
+    for query in _unit(rng, 5):
+        hits = part.search(query, 10, SearchParams(nprobe=2))[0]
+        assert len(hits) == 10 and set(_ids(hits)) <= visible
