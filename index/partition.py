@@ -81,8 +81,6 @@ __all__ = [
 
 # Adds of fewer rows than this run on the calling thread alone (see one_omp_thread).
 SMALL_BATCH = 64
-# Bitmap search parameters kept per partition (Partition._filter).
-FILTER_PARAMETERS_KEPT = 4
 
 
 class WriteResult(enum.Enum):
@@ -211,10 +209,10 @@ class Partition:
         # Per row: alive (not retired); allowed, the packed bitmap faiss scans
         # through; visible, the same flags unpacked, for filters to test rows.
         self._alive, self._allowed, self._visible = _row_arrays(1024)
-        # faiss search parameters with the bitmap selector, by their key (see _filter).
-        self._filter_cache: dict[
-            Any, tuple[np.ndarray, faiss.IDSelector, faiss.SearchParameters]
-        ] = {}
+        # (key, bitmap, selector, parameters) of the last _filter call.
+        self._filter_cache: (
+            tuple[Any, np.ndarray, faiss.IDSelector, faiss.SearchParameters] | None
+        ) = None
         # Per IVF list, how far its rows lie from the centroid (None unless the
         # index is a plain IVF): bounds that let a shard skip lists (list_bounds).
         self._radii: ListRadii | None = None
@@ -587,22 +585,19 @@ class Partition:
         process. The selector covers the bitmap's whole capacity (bits past
         the last row are 0), so it stays valid while rows are appended; a new
         bitmap (growth, compaction) or a new index (rebuild) makes new ones.
-        Racing searches may both build them; either result is right. A few are
-        kept: searches with different budgets (a filter's raised nprobe) alternate.
-        The bitmap is known by its ``id`` (its address took ~1 us a call to read)
-        and kept alive with its entry, so no other array can take that ``id``.
+        Racing searches may both build them; either result is right. The
+        bitmap is known by its ``id`` (its address took ~1 us a call to read)
+        and kept alive with the entry, so no other array can take that ``id``.
         """
         allowed = self._allowed
         key = (id(self._index), self.kind, id(allowed), len(allowed), params)
-        cached = self._filter_cache.get(key)
-        if cached is not None:
-            return cached[2]
+        cached = self._filter_cache
+        if cached is not None and cached[0] == key:
+            return cached[3]
         selector = faiss.IDSelectorBitmap(8 * len(allowed), faiss.swig_ptr(allowed))
         search_params = search_parameters(self._index, selector, params)
-        if len(self._filter_cache) >= FILTER_PARAMETERS_KEPT:  # a new bitmap or index: stale
-            self._filter_cache = {}
         # The selector must outlive the parameters that point at it: kept together.
-        self._filter_cache[key] = (allowed, selector, search_params)
+        self._filter_cache = (key, allowed, selector, search_params)
         return search_params
 
     def _hits_with_vectors(self, best: dict[str, float]) -> list[Hit]:

@@ -289,17 +289,20 @@ class IndexShard:
             if read:
                 _score_read_back(queries, k, read, scored)
         results = []
+        learning = cells is not None and params.where is None  # the guess is unfiltered
         kth = []  # per query, the k-th best score (NaN for a short answer)
         for row in scored if pruned is None else pruned:
             # A C sort of the ~k x partitions candidates: 2.8 us for 88 of them, where
             # heapq.nlargest with a Python key took 10 us (measured); ties keep their order.
             best = sorted(row, key=_score, reverse=True)[:k]
-            kth.append(best[-1][0] if len(best) == k else math.nan)
+            if learning:
+                kth.append(best[-1][0] if len(best) == k else math.nan)
             if with_vectors:
                 results.append(self._hits_with_vectors(best))
             else:
                 results.append([Hit(i, score, uri=part.uri_of(i)) for score, i, part in best])
-        if cells is not None and params.where is None:
+        if learning:
+            assert cells is not None
             self.kth_guess.learn(cells, k, kth)
         return results
 

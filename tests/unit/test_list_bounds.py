@@ -126,10 +126,11 @@ def _fill(shard, vectors, start=0):
         shard.apply_vectors(partition_for(image_id, PARTITIONS), i, image_id, vector, 1.0)
 
 
-def _one_pass(monkeypatch, shard, query, k):
+def _one_pass(monkeypatch, search, *args):
+    """``search(*args)`` with list skipping off: what a pruned scan must answer."""
     with monkeypatch.context() as patch:
         patch.setattr(shard_module, "PRUNE_MIN_SHARE", 2.0)  # never prune
-        return shard.search(query, k, PARAMS)
+        return search(*args)
 
 
 @pytest.fixture()
@@ -164,16 +165,14 @@ def test_pruned_answers_are_the_one_pass_answers_over_fewer_lists(monkeypatch, s
     queries = _mixture(rng, 40)
     for query in queries:
         pruned = shard.search(query, 10, PARAMS)
-        whole = _one_pass(monkeypatch, shard, query, 10)
+        whole = _one_pass(monkeypatch, shard.search, query, 10, PARAMS)
         assert [h.image_id for h in pruned] == [h.image_id for h in whole]
         np.testing.assert_allclose([h.score for h in pruned], [h.score for h in whole], rtol=1e-5)
     # 40 queries x 4 partitions x 16 lists in one pass: far fewer were scanned.
     assert 0 < scanned_lists["lists"] < 0.5 * len(queries) * PARTITIONS * PARAMS.nprobe
     # Several queries at once (a search's views): each skips its own lists.
     batch = shard.search_many(queries[:6], 10, PARAMS)
-    with monkeypatch.context() as patch:
-        patch.setattr(shard_module, "PRUNE_MIN_SHARE", 2.0)
-        whole_batch = shard.search_many(queries[:6], 10, PARAMS)
+    whole_batch = _one_pass(monkeypatch, shard.search_many, queries[:6], 10, PARAMS)
     assert [[h.image_id for h in row] for row in batch] == [
         [h.image_id for h in row] for row in whole_batch
     ]
@@ -191,7 +190,7 @@ def test_a_guess_too_high_scans_the_lists_it_skipped(monkeypatch, scanned_lists)
         pruned = shard.search(query, 10, PARAMS)
         assert scanned_lists["lists"] > 0  # the check found the k-th short and scanned
         assert [h.image_id for h in pruned] == [
-            h.image_id for h in _one_pass(monkeypatch, shard, query, 10)
+            h.image_id for h in _one_pass(monkeypatch, shard.search, query, 10, PARAMS)
         ]
 
 
@@ -208,7 +207,7 @@ def test_hidden_images_stay_out_of_pruned_answers(monkeypatch):
         pruned = shard.search(query, 10, PARAMS)
         assert len(pruned) == 10 and not {h.image_id for h in pruned} & hidden
         assert [h.image_id for h in pruned] == [
-            h.image_id for h in _one_pass(monkeypatch, shard, query, 10)
+            h.image_id for h in _one_pass(monkeypatch, shard.search, query, 10, PARAMS)
         ]
 
 
@@ -225,9 +224,7 @@ def test_lists_too_short_for_k_hand_the_search_to_the_one_pass_that_widens(monke
     narrow = SearchParams(nprobe=2)
     for query in _mixture(rng, 10):
         pruned = shard.search(query, 10, narrow)
-        with monkeypatch.context() as patch:
-            patch.setattr(shard_module, "PRUNE_MIN_SHARE", 2.0)
-            whole = shard.search(query, 10, narrow)
+        whole = _one_pass(monkeypatch, shard.search, query, 10, narrow)
         assert len(pruned) == 10
         assert [h.image_id for h in pruned] == [h.image_id for h in whole]
 
@@ -266,7 +263,7 @@ def test_restored_and_tiled_partitions(tmp_path, monkeypatch):
     _learnt(restored, rng)
     for query in _mixture(rng, 10):
         assert [h.image_id for h in restored.search(query, 10, PARAMS)] == [
-            h.image_id for h in _one_pass(monkeypatch, shard, query, 10)
+            h.image_id for h in _one_pass(monkeypatch, shard.search, query, 10, PARAMS)
         ]
     # An image with several rows (tiles): a row's bound is not the image's, no skipping.
     part = restored.partitions[partition_for("tiled", PARTITIONS)]
