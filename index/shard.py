@@ -287,7 +287,7 @@ class IndexShard:
                 for row, top in zip(scored, found, strict=True):
                     row.extend([(score, image_id, part) for score, image_id in top])
             if read:
-                _score_read_back(queries, k, read, scored)
+                _score_read_back(k, read, scored)
         results = []
         learning = cells is not None and params.where is None  # the guess is unfiltered
         kth = []  # per query, the k-th best score (NaN for a short answer)
@@ -543,16 +543,13 @@ def _sort_kth(scored: list[list[tuple[float, str, Partition]]], k: int) -> list[
 
 
 def _score_read_back(
-    queries: np.ndarray,
     k: int,
     read: list[tuple[Partition, MatchingRows]],
     scored: list[list[tuple[float, str, Partition]]],
 ) -> None:
-    """Score the rows partitions read back for a filter in one pass, adding each
-    query's best ``k`` images (max over an image's rows) to ``scored``."""
-    # Scored partition by partition: concatenating the vectors first copied ~1 MB a
-    # query for a 0.1 % filter at 1M (1,000 rows of 256 floats).
-    all_scores = np.concatenate([queries @ matching.vectors.T for _, matching in read], axis=1)
+    """Rank the rows partitions read back (and scored) for a filter in one pass, adding
+    each query's best ``k`` images (max over an image's rows) to ``scored``."""
+    all_scores = np.concatenate([matching.scores for _, matching in read], axis=1)
     which = np.repeat(np.arange(len(read)), [len(matching.rows) for _, matching in read])
     rows = np.concatenate([matching.rows for _, matching in read])
     for row, scores in zip(scored, all_scores, strict=True):
