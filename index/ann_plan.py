@@ -41,6 +41,7 @@ from index.defaults import (
 from index.faiss_index import (
     SearchParams,
     build_index,
+    cell_finder,
     centroids_key_of,
     coarse_quantizer,
     train,
@@ -80,6 +81,11 @@ class Template:
     quantizer: faiss.Index | None
     key: str | None
     nlist: int | None
+    # What a shard finds a query's cells with (a float16 copy of the quantizer's
+    # centroids) and how far its centroids may be from the quantizer's
+    # (index.faiss_index.cell_finder).
+    cell_quantizer: faiss.Index | None = None
+    cell_error: float = 0.0
 
     @classmethod
     def of(cls, factory: str, index: faiss.Index, key: str | None = None) -> Template:
@@ -89,7 +95,10 @@ class Template:
         if key is None:
             key = centroids_key_of(index)
         ivf = faiss.try_extract_index_ivf(index)
-        return cls(factory, index, quantizer, key, None if ivf is None else int(ivf.nlist))
+        nlist = None if ivf is None else int(ivf.nlist)
+        if quantizer is None:
+            return cls(factory, index, None, key, nlist)
+        return cls(factory, index, quantizer, key, nlist, *cell_finder(quantizer))
 
     def copy(self) -> faiss.Index:
         return faiss.clone_index(self.index)

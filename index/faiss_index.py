@@ -157,6 +157,35 @@ def centroids_key_of(index: faiss.Index) -> str | None:
     return None if quantizer is None else centroids_key(quantizer)
 
 
+def cell_finder(quantizer: faiss.Index) -> tuple[faiss.Index, float]:
+    """A float16 copy of a flat inner-product coarse quantizer, to find a query's cells
+    with, and the largest distance between a centroid and its copy (``quantizer``
+    itself and 0 for any other quantizer).
+
+    Why: a search in a busy process finds the centroids out of cache, and their
+    scan is then memory-bound. At 1M vectors (IVF4096, 256-d: 4 MB of float32
+    centroids) one query's scan took 0.31 ms after 10 ms of sleep against
+    0.15 ms from the float16 copy, and 0.085 ms either way back to back
+    (measured on 2 vCPUs). A cell's score from the copy is within
+    ``‖q‖ · error`` of the exact one (Cauchy-Schwarz), which the list bounds
+    add (:func:`index.list_bounds.score_bounds`); the scan of the cells' rows
+    is exact as before. Near-ties between cells may order differently.
+    """
+    flat = faiss.downcast_index(quantizer)
+    if not isinstance(flat, faiss.IndexFlat) or flat.metric_type != faiss.METRIC_INNER_PRODUCT:
+        return quantizer, 0.0
+    centroids = flat.reconstruct_n(0, flat.ntotal)
+    half = faiss.IndexScalarQuantizer(
+        flat.d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+    )
+    half.train(centroids)  # nothing to learn for float16; marks it trained
+    half.add(centroids)
+    if not len(centroids):
+        return half, 0.0
+    decoded = half.reconstruct_n(0, half.ntotal)
+    return half, float(np.sqrt(((centroids - decoded) ** 2).sum(axis=1)).max())
+
+
 class CoarseCells:
     """Queries and their IVF cells, found once by a shard's shared quantizer and
     scanned in each of its partitions (with pointers made once, not per partition).
@@ -166,11 +195,19 @@ class CoarseCells:
     """
 
     def __init__(
-        self, key: str, queries: np.ndarray, quantizer: faiss.Index | None, nprobe: int
+        self,
+        key: str,
+        queries: np.ndarray,
+        quantizer: faiss.Index | None,
+        nprobe: int,
+        error: float = 0.0,
     ) -> None:
         self.key = key  # centroids digest: only indexes built on these centroids may use them
         self.queries = np.ascontiguousarray(queries, dtype=np.float32)
         self.nprobe = nprobe
+        # How far ``quantizer``'s centroids may be from the key's (cell_finder): a
+        # cell's score is within ``error`` times the query's norm of its exact score.
+        self.error = error
         self._quantizer: faiss.Index | None = quantizer
         self.cells = np.empty((0, 0), dtype=np.int64)  # (queries, nprobe), once found
         self.scores = np.empty((0, 0), dtype=np.float32)
@@ -207,7 +244,7 @@ class CoarseCells:
         narrowed = self._narrowed.get(nprobe)
         if narrowed is None:
             self.pointers()
-            narrowed = CoarseCells(self.key, self.queries, None, nprobe)
+            narrowed = CoarseCells(self.key, self.queries, None, nprobe, self.error)
             narrowed._set(self.scores[:, :nprobe], self.cells[:, :nprobe])
             self._narrowed[nprobe] = narrowed
         return narrowed
@@ -216,7 +253,7 @@ class CoarseCells:
         """The same queries and cells, those where ``skipped`` (queries x nprobe) is
         true set to -1 (faiss passes over a -1 cell): lists a search leaves out."""
         self.pointers()
-        fewer = CoarseCells(self.key, self.queries, None, self.nprobe)
+        fewer = CoarseCells(self.key, self.queries, None, self.nprobe, self.error)
         fewer._set(self.scores, np.where(skipped, -1, self.cells))
         fewer._results = self._results  # scanned one after another: the same buffers
         return fewer

@@ -99,16 +99,22 @@ class ListRadii:
 
 
 def score_bounds(
-    radii: np.ndarray, cells: np.ndarray, cell_scores: np.ndarray, norms: np.ndarray
+    radii: np.ndarray,
+    cells: np.ndarray,
+    cell_scores: np.ndarray,
+    norms: np.ndarray,
+    centroid_error: float = 0.0,
 ) -> np.ndarray:
     """The highest score any row of each cell's list can reach, per query and cell.
 
     ``radii``: (nlist,) of one index, or (indexes, nlist) of several sharing
     centroids; ``cells``/``cell_scores``: (queries, nprobe) from the coarse
-    quantizer; ``norms``: (queries, 1), each query's norm. The result has the
-    shape of ``radii[..., cells]``.
+    quantizer; ``norms``: (queries, 1), each query's norm; ``centroid_error``:
+    how far the centroids that scored the cells may be from the lists' own (a
+    float16 copy's, ``index.faiss_index.cell_finder``): ``q·c ≤ q·c' + ‖q‖·‖c - c'‖``,
+    so it widens each radius. The result has the shape of ``radii[..., cells]``.
     """
-    return radii[..., cells] * norms + cell_scores
+    return (radii[..., cells] + centroid_error) * norms + cell_scores
 
 
 class KthScoreGuess:

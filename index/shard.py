@@ -328,7 +328,8 @@ class IndexShard:
             return None
         stacked = np.stack([r.radii for r in radii if r])  # partitions x nlist
         norms = np.sqrt((queries * queries).sum(axis=1, keepdims=True))
-        bounds = score_bounds(stacked, cells.cells, cells.scores, norms)  # parts x queries x nprobe
+        # parts x queries x nprobe
+        bounds = score_bounds(stacked, cells.cells, cells.scores, norms, cells.error)
         skip = bounds < floor[None, :, None]
         if np.count_nonzero(skip) < PRUNE_MIN_SHARE * skip.size:
             return None
@@ -405,7 +406,13 @@ class IndexShard:
         if params.where is not None:
             # each partition scans the first nprobe x (1 / its filter's selectivity)
             nprobe *= FILTER_MAX_BOOST
-        return CoarseCells(template.key, queries, template.quantizer, min(nprobe, template.nlist))
+        return CoarseCells(
+            template.key,
+            queries,
+            template.cell_quantizer,
+            min(nprobe, template.nlist),
+            template.cell_error,
+        )
 
     def exact_search(self, query: np.ndarray, k: int) -> list[Hit]:
         """The true top ``k`` visible images of the shard (the recall monitor's truth)."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import index.shard as shard_module
-from index.faiss_index import CoarseCells, SearchParams
+from index.faiss_index import CoarseCells, SearchParams, cell_finder
 from index.list_bounds import KthScoreGuess, ListRadii, score_bounds
 from index.partition import Partition, Upsert
 from index.shard import IndexShard, partition_for
@@ -70,6 +70,68 @@ def test_no_row_scores_above_its_lists_bound():
         bound_of = dict(zip(cells[number].tolist(), bounds[number].tolist(), strict=True))
         row_bounds = np.array([bound_of[int(cell)] for cell in lists[:, 0]])
         assert np.all(vectors @ query <= row_bounds + 1e-5)
+
+
+def test_cells_scored_by_the_float16_copy_still_bound_every_row():
+    """The shard finds cells with a float16 copy of the centroids; with its error
+    added, no row scores above its list's bound, even for long queries (the
+    copy's score error grows with the query's norm)."""
+    rng = np.random.default_rng(12)
+    vectors = _mixture(rng, 2000)
+    index = _ivf(vectors)
+    index.add(vectors)
+    radii = ListRadii(index)
+    half, error = cell_finder(index.quantizer)
+    assert isinstance(faiss.downcast_index(half), faiss.IndexScalarQuantizer)
+    assert 0 < error < 1e-3  # float16 rounds unit-scale centroids by ~1e-4
+    queries = np.concatenate([_mixture(rng, 20), 50.0 * rng.standard_normal((20, DIM))])
+    queries = queries.astype(np.float32)
+    cell_scores, cells = half.search(queries, index.nlist)  # every list
+    exact = queries @ index.quantizer.reconstruct_n(0, index.nlist).T
+    norms = np.linalg.norm(queries, axis=1, keepdims=True)
+    gap = np.abs(np.take_along_axis(exact, cells, axis=1) - cell_scores)
+    assert np.all(gap <= norms * error * 1.001 + 1e-4)
+    bounds = score_bounds(radii.radii, cells, cell_scores, norms, error)
+    _, lists = index.quantizer.search(vectors, 1)
+    for number, query in enumerate(queries):
+        bound_of = dict(zip(cells[number].tolist(), bounds[number].tolist(), strict=True))
+        row_bounds = np.array([bound_of[int(cell)] for cell in lists[:, 0]])
+        assert np.all(vectors @ query <= row_bounds + 1e-6 * norms[number, 0])
+
+
+def test_the_float16_error_is_what_keeps_a_tight_bound_true():
+    """A row placed where its list's bound is tight (``x = c + R·u`` with the query
+    along ``u``), ``u`` pointing from the float16 centroid to the exact one: the
+    copy's cell score alone falls short of the row's score; with the error added
+    it does not."""
+    rng = np.random.default_rng(13)
+    centroids = rng.standard_normal((8, DIM)).astype(np.float32)
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    quantizer = faiss.IndexFlatIP(DIM)
+    quantizer.add(centroids)
+    index = faiss.IndexIVFFlat(quantizer, DIM, 8, faiss.METRIC_INNER_PRODUCT)
+    index.make_direct_map()
+    half, error = cell_finder(quantizer)
+    drift = centroids[0] - half.reconstruct(0)
+    along = drift / np.linalg.norm(drift)
+    row = (centroids[0] + 0.01 * along).astype(np.float32)
+    index.add(row[None])
+    radii = ListRadii(index)
+    query = (1000.0 * along).astype(np.float32)[None]
+    cell_scores, cells = half.search(query, 8)
+    first = int(np.flatnonzero(cells[0] == 0)[0])
+    score = float(row @ query[0])
+    norms = np.linalg.norm(query, axis=1, keepdims=True)
+    widened = score_bounds(radii.radii, cells, cell_scores, norms, error)[0, first]
+    bare = score_bounds(radii.radii, cells, cell_scores, norms)[0, first]
+    tolerance = 1e-5 * 1000  # float rounding of a score at this norm
+    assert widened >= score - tolerance
+    assert bare < score - 10 * tolerance
+
+
+def test_a_non_flat_quantizer_is_its_own_cell_finder():
+    quantizer = faiss.IndexHNSWFlat(DIM, 8, faiss.METRIC_INNER_PRODUCT)
+    assert cell_finder(quantizer) == (quantizer, 0.0)
 
 
 def test_only_a_plain_ivf_with_a_flat_quantizer_gets_radii():
@@ -160,6 +222,9 @@ def test_pruned_answers_are_the_one_pass_answers_over_fewer_lists(monkeypatch, s
     shard = _shard()
     _fill(shard, _mixture(rng, 4000))
     assert all(p.list_radii() is not None for p in shard.partitions.values())
+    template = shard.plan.template
+    assert template.cell_error > 0  # cells come from the float16 copy, bounds widened
+    assert isinstance(faiss.downcast_index(template.cell_quantizer), faiss.IndexScalarQuantizer)
     _learnt(shard, rng)
     scanned_lists["lists"] = 0
     queries = _mixture(rng, 40)
