@@ -1,6 +1,8 @@
 """IVF list bounds: radii that hold for every row, and a shard's pruned scan that
 answers exactly what the scan of every list answers while scanning fewer lists."""
 
+import dataclasses
+
 import faiss
 import numpy as np
 import pytest
@@ -303,7 +305,7 @@ def test_a_row_upserted_into_an_ivf_widens_its_lists_radius_at_once():
     outlier /= np.linalg.norm(outlier)
     part = shard.partitions[partition_for("outlier", PARTITIONS)]
     quantizer = shard.plan.template.quantizer
-    _, cell = quantizer.search(outlier[None], 1)
+    _, cell = shard.plan.template.cell_quantizer.search(outlier[None], 1)  # its list
     distance = np.linalg.norm(outlier - quantizer.reconstruct(int(cell[0, 0])))
     before = part.list_radii().radii[cell[0, 0]]
     assert before < distance  # no row of its list lay that far out
@@ -313,6 +315,42 @@ def test_a_row_upserted_into_an_ivf_widens_its_lists_radius_at_once():
     assert radii.radii[cell[0, 0]] == pytest.approx(distance, rel=1e-5)
     _learnt(shard, rng)
     assert shard.search(outlier, 1, PARAMS)[0].image_id == "outlier"
+
+
+def test_rows_inserted_into_an_ivf_take_their_lists_from_the_cell_finder(monkeypatch):
+    """After the move to IVF, inserts are assigned by the shard's cell finder (warm
+    from searches), not by the partition's own quantizer. A coarse finder (the
+    centroids rounded to one decimal, its error declared) makes that visible:
+    rows sit in the lists it picks, some not the nearest float32 centroid's,
+    each is found by its own vector, and with the error in the bounds the
+    pruned scan still answers what the one-pass scan answers."""
+    rng = np.random.default_rng(14)
+    shard = _shard()
+    _fill(shard, _mixture(rng, 3000))
+    template = shard.plan.template
+    centroids = template.quantizer.reconstruct_n(0, template.nlist)
+    rounded = np.round(centroids, 1)
+    coarse = faiss.IndexFlatIP(DIM)
+    coarse.add(rounded)
+    error = float(np.linalg.norm(centroids - rounded, axis=1).max())
+    shard.plan.template = dataclasses.replace(template, cell_quantizer=coarse, cell_error=error)
+    fresh = _mixture(rng, 200)
+    _fill(shard, fresh, start=3000)
+    _, picked = coarse.search(fresh, 1)
+    _, exact = template.quantizer.search(fresh, 1)
+    assert np.any(picked != exact)  # the finder, not the float32 quantizer, placed them
+    for i, vector in enumerate(fresh):
+        image_id = f"img-{3000 + i}"
+        part = shard.partitions[partition_for(image_id, PARTITIONS)]
+        index = part._index
+        entries = faiss.rev_swig_ptr(index.direct_map.array.data(), index.ntotal)
+        assert entries[part.state_of(image_id).first_row] >> 32 == picked[i, 0]
+        assert part.search(vector, 1, PARAMS)[0][0].image_id == image_id
+    _learnt(shard, rng)
+    for query in _mixture(rng, 20):
+        assert [h.image_id for h in shard.search(query, 10, PARAMS)] == [
+            h.image_id for h in _one_pass(monkeypatch, shard.search, query, 10, PARAMS)
+        ]
 
 
 def test_restored_and_tiled_partitions(tmp_path, monkeypatch):
