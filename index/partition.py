@@ -28,7 +28,7 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import faiss
 import numpy as np
@@ -74,6 +74,7 @@ __all__ = [
     "MatchingRows",
     "MemoryReport",
     "Partition",
+    "ScannedRows",
     "Upsert",
     "WriteResult",
 ]
@@ -146,6 +147,18 @@ class MatchingRows:
     # The partition's row -> image list when they were read: a compaction replaces
     # the list rather than changing it, so it maps these rows right ever after.
     # Looked up only for the rows that win (an id read is a cache miss per row).
+    row_image: list[str]
+
+
+class ScannedRows(NamedTuple):
+    """A partition's best rows in some of its lists, one row per image: per query, scores
+    and row numbers best first (-1 rows pad a short answer), and the row -> image
+    list to name the winners by (a compaction replaces it rather than changing it).
+    A shard merges these before naming anything: a row's image id is a cache miss
+    to read, and of ~8 x k rows a query only k win."""
+
+    scores: np.ndarray  # (queries, k)
+    rows: np.ndarray  # (queries, k)
     row_image: list[str]
 
 
@@ -411,23 +424,25 @@ class Partition:
         params: SearchParams,
         cells: CoarseCells,
         radii: ListRadii,
-    ) -> list[list[tuple[float, str]]] | None:
-        """Per query, the best ``k`` visible images in exactly ``cells``' lists (a -1
+    ) -> ScannedRows | None:
+        """Per query, the best ``k`` visible rows in exactly ``cells``' lists (a -1
         cell is skipped), short when they hold fewer: one pass of a shard's
         pruned scan (``params.nprobe`` must equal ``cells.nprobe``).
 
         ``None`` when the index is no longer the one ``radii`` (from
         :meth:`list_radii`) describe, or has rows they do not count.
-        Images have one row each here (:meth:`list_radii`), so pairs are rows.
+        Images have one row each here (:meth:`list_radii`), so rows are images.
         """
         with self._lock.read():
             if self._radii is not radii or not radii.current() or cells.key != self.coarse_key:
                 return None
-            fetch = min(len(self._row_image), k * self._max_rows_per_image)
+            fetch = min(len(self._row_image), k)
             if fetch == 0:
-                return [[] for _ in range(len(queries))]
+                empty = np.empty((len(queries), 0))
+                return ScannedRows(empty.astype(np.float32), empty.astype(np.int64), [])
             scores, found = search_preassigned(self._index, fetch, cells, self._filter(params))
-            return self._pairs(scores, found, k)
+            # Copies: the arrays are cells' buffers, overwritten by the next scan.
+            return ScannedRows(scores.copy(), found.copy(), self._row_image)
 
     def hits_with_vectors(self, scored: list[tuple[float, str]]) -> list[Hit]:
         """Hits for ``(score, image_id)`` pairs of this partition, with global vectors;

@@ -41,7 +41,14 @@ from index.defaults import FILTER_MAX_BOOST, READ_BACK_FIRST_SORT
 from index.faiss_index import CoarseCells, SearchParams, one_omp_thread
 from index.freshness import FreshnessHistogram, RecentTimes
 from index.list_bounds import BOUND_SLACK, KthScoreGuess, ListRadii, score_bounds
-from index.partition import Hit, IndexedImage, MatchingRows, Partition, WriteResult
+from index.partition import (
+    Hit,
+    IndexedImage,
+    MatchingRows,
+    Partition,
+    ScannedRows,
+    WriteResult,
+)
 from index.recall_monitor import RecallMonitor
 from index.snapshot import (
     SnapshotError,
@@ -333,18 +340,18 @@ class IndexShard:
         skip = bounds < floor[None, :, None]
         if np.count_nonzero(skip) < PRUNE_MIN_SHARE * skip.size:
             return None
-        scored: list[list[tuple[float, str, Partition]]] = [[] for _ in queries]
-        if not self._scan_lists(parts, radii, queries, k, params, cells, skip, scored):
+        scanned: list[tuple[Partition, ScannedRows]] = []
+        if not self._scan_lists(parts, radii, queries, k, params, cells, skip, scanned):
             return None
-        kth = _sort_kth(scored, k)
+        scored, kth = _best_scanned(scanned, len(queries), k)
         if any(got < guess for got, guess in zip(kth, floor.tolist(), strict=True)):
             # The guess was too high: the lists that can still matter.
             lowest = np.array(kth, dtype=np.float32) - BOUND_SLACK
             more = skip & (bounds >= lowest[None, :, None])
             if more.any():
-                if not self._scan_lists(parts, radii, queries, k, params, cells, ~more, scored):
+                if not self._scan_lists(parts, radii, queries, k, params, cells, ~more, scanned):
                     return None
-                kth = _sort_kth(scored, k)
+                scored, kth = _best_scanned(scanned, len(queries), k)
             if -math.inf in kth:  # short even over every list: the one pass raises its budget
                 return None
         return scored
@@ -358,10 +365,10 @@ class IndexShard:
         params: SearchParams,
         cells: CoarseCells,
         skip: np.ndarray,
-        scored: list[list[tuple[float, str, Partition]]],
+        scanned: list[tuple[Partition, ScannedRows]],
     ) -> bool:
         """Scan each partition's cells not in ``skip`` (partitions x queries x nprobe)
-        into ``scored``; False when a partition changed its index meanwhile."""
+        into ``scanned``; False when a partition changed its index meanwhile."""
         # Partitions share centroids, so they often skip the same lists: one set of
         # cells (and its faiss pointers) for each distinct pattern.
         patterns: dict[bytes, CoarseCells] = {}
@@ -377,8 +384,7 @@ class IndexShard:
             found = part.top_in_lists(queries, k, params, mine, part_radii)
             if found is None:
                 return False
-            for row, top in zip(scored, found, strict=True):
-                row.extend([(score, image_id, part) for score, image_id in top])
+            scanned.append((part, found))
         return True
 
     def _hits_with_vectors(self, best: list[tuple[float, str, Partition]]) -> list[Hit]:
@@ -536,17 +542,41 @@ _score = operator.itemgetter(0)
 PRUNE_MIN_SHARE = 0.25
 
 
-def _sort_kth(scored: list[list[tuple[float, str, Partition]]], k: int) -> list[float]:
-    """Sort each query's candidates best first; their k-th best score (-inf if fewer).
+def _best_scanned(
+    scanned: list[tuple[Partition, ScannedRows]], queries: int, k: int
+) -> tuple[list[list[tuple[float, str, Partition]]], list[float]]:
+    """Per query, the best ``k`` of the rows partitions scanned, best first, as
+    (score, image_id, partition), and the k-th best score (-inf if fewer).
 
-    Images are distinct: a pruned scan runs only where each image has one row,
-    and each list is scanned once.
+    Rows are images here (a pruned scan runs only where each image has one row,
+    and each list is scanned once), so the merge is over scores alone, and only
+    the winners are named: naming every partition's k rows cost ~6 us a
+    partition (a cache miss an id, measured at 100k), for 8 x k rows of which k win.
     """
+    if not scanned:
+        return [[] for _ in range(queries)], [-math.inf] * queries
+    scores = np.concatenate([rows.scores for _, rows in scanned], axis=1)
+    numbers = np.concatenate([rows.rows for _, rows in scanned], axis=1)
+    owner = np.repeat(np.arange(len(scanned)), [rows.rows.shape[1] for _, rows in scanned])
+    scores[numbers < 0] = -np.inf  # a short answer's padding
+    best: list[list[tuple[float, str, Partition]]] = []
     kth = []
-    for row in scored:
-        row.sort(key=_score, reverse=True)
-        kth.append(row[k - 1][0] if len(row) >= k else -math.inf)
-    return kth
+    for query_scores, query_rows in zip(scores, numbers, strict=True):
+        # Stable: ties keep the order partitions were scanned in, as before.
+        order = np.argsort(-query_scores, kind="stable")[:k]
+        top = [
+            (score, scanned[n][1].row_image[row], scanned[n][0])
+            for score, row, n in zip(
+                query_scores[order].tolist(),
+                query_rows[order].tolist(),
+                owner[order].tolist(),
+                strict=True,
+            )
+            if row >= 0
+        ]
+        best.append(top)
+        kth.append(top[k - 1][0] if len(top) >= k else -math.inf)
+    return best, kth
 
 
 def _score_read_back(
