@@ -438,8 +438,7 @@ class Partition:
                 return None
             fetch = min(len(self._row_image), k)
             if fetch == 0:
-                empty = np.empty((len(queries), 0))
-                return ScannedRows(empty.astype(np.float32), empty.astype(np.int64), [])
+                return ScannedRows(*_no_rows(len(queries)), [])
             scores, found = search_preassigned(self._index, fetch, cells, self._filter(params))
             # Copies: the arrays are cells' buffers, overwritten by the next scan.
             return ScannedRows(scores.copy(), found.copy(), self._row_image)
@@ -545,7 +544,7 @@ class Partition:
         selected, boost = plan.selected, plan.boost
         fetch = min(plan.count, k * self._max_rows_per_image)
         if fetch == 0:
-            return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
+            return _no_rows(len(queries))
         if plan.read_back:
             read = self._read_back(plan, queries)
             return _best_of(read.scores, read.rows, fetch)
@@ -749,11 +748,10 @@ class Partition:
         radius counts it wherever it goes, so the bounds stay true.
         """
         template = self.plan.template
-        finder = None if template is None else template.cell_quantizer
-        if finder is None or template is None or template.key != self.coarse_key:
+        if template is None or template.cell_quantizer is None or template.key != self.coarse_key:
             self._index.add(vectors)
             return
-        _, nearest = finder.search(vectors, 1)
+        _, nearest = template.cell_quantizer.search(vectors, 1)
         lists = np.ascontiguousarray(nearest[:, 0])
         self._index.add_core(  # type: ignore[attr-defined]
             len(vectors), faiss.swig_ptr(vectors), None, faiss.swig_ptr(lists)
@@ -1068,6 +1066,11 @@ def _best_of(all_scores: np.ndarray, rows: np.ndarray, fetch: int) -> tuple[np.n
         found_scores[number] = picked[order]
         found_rows[number] = rows[order if best is None else best[order]]
     return found_scores, found_rows
+
+
+def _no_rows(queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """An answer of no rows for each of ``queries``, shaped as faiss's: scores, rows."""
+    return np.empty((queries, 0), np.float32), np.empty((queries, 0), np.int64)
 
 
 def _enough(found: np.ndarray, wanted: int) -> bool:
