@@ -23,13 +23,15 @@ Uploads and searches come from a process of their own (:mod:`bench.soak_load`),
 as clients do: in the API's process they competed with it for its GIL.
 
 Every ``--sample-s`` seconds one JSON line: RSS of each process (this one:
-API + shards + feedback; the worker; the broker), search p50/p95 over HTTP
+API + shards + feedback; the worker; the broker) and the cores each used
+since the last sample (the load process's too), search p50/p95 over HTTP
 and the API's own p95 per step (preprocess, embed, search), freshness p99
 (published -> the shard applied the vector, as ``bench.freshness``),
 consumer lag of the shards, dead letters, leaks. Then summary lines (RSS
 growth after warm-up: the first fifth of the run, and at least two rounds
-of the id space; freshness p99; search p95, of the worst sample and of the
-whole run, against the 50 ms goal; leaks) and an SVG plot at ``--plot``.
+of the id space; each process's cores over the run, its first and its last
+fifth; freshness p99; search p95, of the worst sample and of the whole run,
+against the 50 ms goal; leaks) and an SVG plot at ``--plot``.
 
     python -m bench.soak --plot soak.svg            # 10 minutes
     python -m bench.soak --quick --plot soak.svg    # 1 minute
@@ -53,7 +55,7 @@ from bench.freshness import store_sources, warm_up
 from bench.output import bench_parser, emit, machine
 from bench.privacy_audit import ApiChurn
 from bench.soak_load import CHURNED, LoadPlan, LoadProcess, paced
-from bench.support import percentile
+from bench.support import cpu_seconds, percentile
 from streams.settings import Settings
 from visearch.api.from_stack import stack_api
 from visearch.api.serving import serve_in_thread
@@ -177,6 +179,8 @@ class Sampler:
     leaks: int = 0
     exposures: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # "source/code" -> n
+    # (when, CPU seconds per process) at the last sample: each sample's cores since then
+    cpu_mark: tuple[float, dict[str, float]] | None = None
 
     def pids(self) -> dict[str, int]:
         pids = {"api": os.getpid()}
@@ -186,6 +190,21 @@ class Sampler:
         if broker is not None and broker.pid is not None:
             pids["broker"] = broker.pid
         return pids
+
+    def cores(self) -> dict[str, float]:
+        """Cores each process used since the last sample (the load process's too):
+        where the two cores go, and whether one process's share grows with time."""
+        pids = self.pids()
+        load = self.load.process.pid
+        if load is not None:
+            pids["load"] = load
+        now = time.monotonic()
+        cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        mark, self.cpu_mark = self.cpu_mark, (now, cpu)
+        if mark is None:
+            return {}
+        elapsed = max(now - mark[0], 1e-9)
+        return {name: round((cpu[name] - mark[1].get(name, 0.0)) / elapsed, 3) for name in cpu}
 
     def sample(self) -> dict[str, Any]:
         self.stack.check_alive()
@@ -219,6 +238,7 @@ class Sampler:
         sample: dict[str, Any] = {
             "t_s": elapsed,
             "rss_mb": {name: round(rss_mb(pid), 1) for name, pid in self.pids().items()},
+            "cores": self.cores(),
             "search_p50_ms": _pct(search_ms, 50),
             "search_p95_ms": _pct(search_ms, 95),
             # Inside the API, by step (preprocess, embed, search, total).
@@ -275,6 +295,7 @@ def run(
                 )
                 load.start()
                 sampler = Sampler(stack, load)
+                sampler.cores()  # the mark the first sample's cores count from
                 try:
                     deadline = sampler.started + minutes * 60
                     while time.monotonic() < deadline:
@@ -337,6 +358,18 @@ def _summarise(sampler: Sampler, seen: Observations, context: dict[str, Any]) ->
             baseline_name="acceptance limit",
             rss_mb_start=before,
             rss_mb_end=after,
+            **context,
+        )
+    for name in samples[-1]["cores"]:
+        used = [s["cores"].get(name, 0.0) for s in samples if s["cores"]] or [0.0]
+        emit(
+            BENCH,
+            f"cores_{name}",
+            float(np.mean(used)),
+            "cores",
+            None,
+            first_fifth=float(np.mean(used[: max(1, len(used) // 5)])),
+            last_fifth=float(np.mean(used[-max(1, len(used) // 5) :])),
             **context,
         )
     all_search_p95 = max(_nan(s["search_p95_ms"]) for s in samples)
@@ -423,7 +456,7 @@ def _summarise(sampler: Sampler, seen: Observations, context: dict[str, Any]) ->
 
 
 def _plot(samples: list[dict[str, Any]]) -> str:
-    """Three charts stacked in one SVG: RSS, latencies, backlog; each scaled to its max."""
+    """Four charts stacked in one SVG: RSS, cores, latencies, backlog; each scaled to its max."""
     minutes = [s["t_s"] / 60 for s in samples]
     x_range = (0.0, max(minutes[-1], 1e-3))
 
@@ -445,6 +478,18 @@ def _plot(samples: list[dict[str, Any]]) -> str:
             x_range=x_range,
         )
     )
+    used = [s for s in samples if s.get("cores")]  # the first sample has none
+    if used:
+        cores, top = scaled({n: [s["cores"].get(n, 0.0) for s in used] for n in used[-1]["cores"]})
+        at = [s["t_s"] / 60 for s in used]
+        charts.append(
+            line_chart(
+                {f"cores {n}": (at, ys) for n, (_, ys) in cores.items()},
+                "minutes",
+                f"CPU (1 = {top:.2f} cores)",
+                x_range=x_range,
+            )
+        )
     latency, top = scaled(
         {
             "search p95": [_nan(s["search_p95_ms"]) for s in samples],

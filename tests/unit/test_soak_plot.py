@@ -6,10 +6,11 @@ import xml.etree.ElementTree as ET
 from bench.soak import _plot, after_warm_up, rss_mb
 
 
-def _sample(t_s, api_mb, p95):
+def _sample(t_s, api_mb, p95, cores=None):
     return {
         "t_s": t_s,
         "rss_mb": {"api": api_mb, "worker": 300.0, "broker": 20.0},
+        "cores": cores or {},
         "search_p50_ms": None if p95 is None else p95 / 2,
         "search_p95_ms": p95,
         "freshness_p99_ms": 120.0,
@@ -20,15 +21,21 @@ def _sample(t_s, api_mb, p95):
     }
 
 
-def test_plot_is_one_svg_with_three_charts_of_every_series():
-    samples = [_sample(10.0, 200.0, 40.0), _sample(20.0, 210.0, None), _sample(30.0, 205.0, 60.0)]
+def test_plot_is_one_svg_with_four_charts_of_every_series():
+    cores = {"api": 0.4, "worker": 0.9, "broker": 0.2, "load": 0.1}
+    samples = [
+        _sample(10.0, 200.0, 40.0),  # the first sample has no cores yet
+        _sample(20.0, 210.0, None, cores),
+        _sample(30.0, 205.0, 60.0, {**cores, "broker": 0.35}),
+    ]
     svg = ET.fromstring(_plot(samples))
     polylines = svg.findall(".//{http://www.w3.org/2000/svg}polyline")
-    assert len(svg.findall("{http://www.w3.org/2000/svg}g")) == 3
-    assert len(polylines) == 3 + 3 + 4
+    assert len(svg.findall("{http://www.w3.org/2000/svg}g")) == 4
+    assert len(polylines) == 3 + 4 + 3 + 4
     titles = [p.find("{http://www.w3.org/2000/svg}title").text for p in polylines]
-    assert titles[:3] == ["RSS api", "RSS worker", "RSS broker"]
+    assert titles[:7] == ["RSS api", "RSS worker", "RSS broker"] + [f"cores {n}" for n in cores]
     assert "RSS (1 = 300 MB)" in _plot(samples)  # each chart scaled to its largest value
+    assert "CPU (1 = 0.90 cores)" in _plot(samples)
     for polyline in polylines:
         ys = [float(point.split(",")[1]) for point in polyline.get("points").split()]
         assert all(16 <= y <= 340 - 44 for y in ys)  # inside the plot area
