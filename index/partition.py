@@ -74,6 +74,7 @@ __all__ = [
     "MatchingRows",
     "MemoryReport",
     "Partition",
+    "Placement",
     "ScannedRows",
     "Upsert",
     "WriteResult",
@@ -95,6 +96,14 @@ class WriteResult(enum.Enum):
 
     def __bool__(self) -> bool:
         return self is WriteResult.APPLIED
+
+
+class Placement(NamedTuple):
+    """Rows' IVF lists found before a write: per item of the batch, its rows' lists,
+    valid while the partition's coarse centroids are those of ``key``."""
+
+    key: str
+    lists: list[np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -697,8 +706,10 @@ class Partition:
         """Index several images under one lock and one faiss add; one result per item,
         in order. Later items of the batch win over earlier ones for the same image."""
         batch = [(item, self._checked_vectors(item.vectors)) for item in items]
+        placed = self._placement([vectors for _, vectors in batch])
         results: list[WriteResult] = []
         added: list[np.ndarray] = []
+        added_lists: list[np.ndarray] = []
         with self._lock.write():
             first = len(self._row_image)
             self._grow(first + sum(len(vectors) for _, vectors in batch))
@@ -710,6 +721,8 @@ class Partition:
                 self._retire(state)
                 start = len(self._row_image)
                 added.append(vectors)
+                if placed is not None:
+                    added_lists.append(placed.lists[len(results)])
                 self._row_image.extend([item.image_id] * len(vectors))
                 self._alive[start : start + len(vectors)] = True
                 state.first_row, state.row_count = start, len(vectors)
@@ -725,9 +738,12 @@ class Partition:
                 results.append(WriteResult.APPLIED)
             if added:
                 stacked = added[0] if len(added) == 1 else np.concatenate(added)
+                lists = None
+                if placed is not None and placed.key == self.coarse_key:  # still those cells
+                    lists = np.ascontiguousarray(np.concatenate(added_lists))
                 small = len(stacked) < SMALL_BATCH
                 with one_omp_thread() if small else contextlib.nullcontext():
-                    self._add(stacked)
+                    self._add(stacked, lists)
                 if self._radii is not None:
                     self._radii.catch_up()
                 for item, _ in batch:
@@ -736,23 +752,36 @@ class Partition:
             self._after_write()
         return results
 
-    def _add(self, vectors: np.ndarray) -> None:
-        """Under the write lock: append ``vectors`` as the index's next rows.
+    def _placement(self, vectors: list[np.ndarray]) -> Placement | None:
+        """Before the write lock: the IVF list of every row of ``vectors`` (one array
+        per item), when this partition is an IVF on the plan's centroids.
 
-        An IVF on the plan's centroids takes its rows' lists from the float16 copy
-        of them that its shard finds search cells with
-        (:func:`~index.faiss_index.cell_finder`): the copy is half the bytes and
-        warm from the searches, where this partition's own float32 quantizer is
-        read from memory again on each insert of a busy process (4 MB at 1M
-        vectors). A row near two centroids may go to either list; its list's
-        radius counts it wherever it goes, so the bounds stay true.
+        The lists come from the float16 copy of the centroids that the shard
+        finds search cells with (:func:`~index.faiss_index.cell_finder`): the
+        copy is half the bytes and warm from the searches, where this
+        partition's own float32 quantizer is read from memory again on each
+        insert of a busy process (4 MB at 1M vectors). Found outside the lock,
+        so searches do not wait for it; the write uses them only if the
+        partition still has those centroids then. A row near two centroids may
+        go to either list; its list's radius counts it wherever it goes, so the
+        bounds stay true.
         """
         template = self.plan.template
-        if template is None or template.cell_quantizer is None or template.key != self.coarse_key:
+        if template is None or template.cell_quantizer is None or template.key is None:
+            return None
+        if template.key != self.coarse_key:
+            return None
+        stacked = vectors[0] if len(vectors) == 1 else np.concatenate(vectors)
+        _, nearest = template.cell_quantizer.search(stacked, 1)
+        ends = np.cumsum([len(v) for v in vectors])[:-1]
+        return Placement(template.key, np.split(nearest[:, 0], ends))
+
+    def _add(self, vectors: np.ndarray, lists: np.ndarray | None) -> None:
+        """Under the write lock: append ``vectors`` as the index's next rows, into
+        ``lists`` (their IVF lists, from :meth:`_placement`) when given."""
+        if lists is None:
             self._index.add(vectors)
             return
-        _, nearest = template.cell_quantizer.search(vectors, 1)
-        lists = np.ascontiguousarray(nearest[:, 0])
         self._index.add_core(  # type: ignore[attr-defined]
             len(vectors), faiss.swig_ptr(vectors), None, faiss.swig_ptr(lists)
         )

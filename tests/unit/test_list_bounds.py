@@ -2,6 +2,7 @@
 answers exactly what the scan of every list answers while scanning fewer lists."""
 
 import dataclasses
+import time
 
 import faiss
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import index.shard as shard_module
 from index.faiss_index import CoarseCells, SearchParams, cell_finder
 from index.list_bounds import KthScoreGuess, ListRadii, score_bounds
-from index.partition import Partition, Upsert
+from index.partition import Partition, Placement, Upsert, WriteResult
 from index.shard import IndexShard, partition_for
 from index.snapshot import SnapshotInfo, load_snapshot, save_snapshot, snapshot_path
 
@@ -351,6 +352,45 @@ def test_rows_inserted_into_an_ivf_take_their_lists_from_the_cell_finder(monkeyp
         assert [h.image_id for h in shard.search(query, 10, PARAMS)] == [
             h.image_id for h in _one_pass(monkeypatch, shard.search, query, 10, PARAMS)
         ]
+
+
+def test_lists_found_before_the_write_lock_are_used_only_for_the_same_centroids(monkeypatch):
+    """An insert's lists are found before the partition's write lock is taken; a
+    partition that moved to other centroids meanwhile must not file rows by the
+    old ones. A placement that puts every row in list 0 shows which was used:
+    under its own key the rows land there, under another key in their nearest."""
+    rng = np.random.default_rng(15)
+    shard = _shard()
+    _fill(shard, _mixture(rng, 3000))
+    fresh = _mixture(rng, 2)
+    _, nearest = shard.plan.template.cell_quantizer.search(fresh, 1)
+    assert np.all(nearest[:, 0] != 0)
+    image_id = "placed"
+    part = shard.partitions[partition_for(image_id, PARTITIONS)]
+
+    def list_of(row: int) -> int:
+        index = part._index
+        return int(faiss.rev_swig_ptr(index.direct_map.array.data(), index.ntotal)[row] >> 32)
+
+    for key, expected in ((part.coarse_key, 0), ("other centroids", int(nearest[0, 0]))):
+        zeros = Placement(key, [np.zeros(1, dtype=np.int64)])
+        monkeypatch.setattr(part, "_placement", lambda vectors, z=zeros: z)
+        assert part.upsert_many([Upsert(image_id, fresh[0], time.time())]) == [WriteResult.APPLIED]
+        assert list_of(part.state_of(image_id).first_row) == expected
+    monkeypatch.undo()
+    # A batch with a superseded item: the lists of the items written, in order.
+    placed = part._placement([fresh[:1], fresh[1:]])
+    assert placed is not None and [int(x[0]) for x in placed.lists] == nearest[:, 0].tolist()
+    other = next(
+        f"placed-{n}"
+        for n in range(2, 100)
+        if partition_for(f"placed-{n}", PARTITIONS) == partition_for(image_id, PARTITIONS)
+    )
+    results = part.upsert_many(
+        [Upsert(image_id, fresh[0], 1.0), Upsert(other, fresh[1], time.time())]
+    )
+    assert results == [WriteResult.SUPERSEDED, WriteResult.APPLIED]
+    assert list_of(part.state_of(other).first_row) == nearest[1, 0]
 
 
 def test_restored_and_tiled_partitions(tmp_path, monkeypatch):
