@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from bench.output import bench_parser, emit, machine
@@ -95,16 +97,25 @@ def rounds(
     return cpu_ms / len(walls), statistics.median(walls), len(walls)
 
 
-def run(sizes: tuple[int, ...], quick: bool) -> None:
+@contextmanager
+def broker_with_topics() -> Iterator[tuple[str, int]]:
+    """An embedded broker with the two single-partition topics the bench grows,
+    ``single`` and ``batched``; yields (bootstrap servers, broker pid)."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
     broker = EmbeddedBroker(port=free_port()).start()
     try:
-        bootstrap, pid = broker.bootstrap_servers, broker.pid
-        assert pid is not None
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        assert broker.pid is not None
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
         admin.create_topics([NewTopic("single", 1, 1), NewTopic("batched", 1, 1)])
         admin.close()
+        yield broker.bootstrap_servers, broker.pid
+    finally:
+        broker.stop()
+
+
+def run(sizes: tuple[int, ...], quick: bool) -> None:
+    with broker_with_topics() as (bootstrap, pid):
         producer = _producer(bootstrap, linger_ms=0)
         context = {"machine": machine(), "quick": quick, "record_bytes": len(RECORD)}
         baseline = None
@@ -124,8 +135,6 @@ def run(sizes: tuple[int, ...], quick: bool) -> None:
              batches_before=-(-sizes[-1] // BIG_BATCH), records=sizes[-1], rounds=count,
              round_p50_ms=round(wall_ms, 2), **context)  # fmt: skip
         producer.close()
-    finally:
-        broker.stop()
 
 
 def main() -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.broker_log import grow, grow_batched, rounds
-from streams.broker import EmbeddedBroker, free_port
+from bench.broker_log import broker_with_topics, grow, grow_batched, rounds
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +27,8 @@ def _records(bootstrap: str, topic: str) -> list[int]:
 
 def test_the_log_grows_as_asked_and_every_round_fetches_its_record() -> None:
     from kafka import KafkaProducer
-    from kafka.admin import KafkaAdminClient, NewTopic
 
-    broker = EmbeddedBroker(port=free_port()).start()
-    try:
-        bootstrap, pid = broker.bootstrap_servers, broker.pid
-        assert pid is not None
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        admin.create_topics([NewTopic("single", 1, 1), NewTopic("batched", 1, 1)])
-        admin.close()
+    with broker_with_topics() as (bootstrap, pid):
         producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
         grow(producer, "single", 40)
         grow_batched(bootstrap, "batched", 600)
@@ -49,5 +41,3 @@ def test_the_log_grows_as_asked_and_every_round_fetches_its_record() -> None:
         with pytest.raises(RuntimeError, match="did not start at the end"):
             rounds(pid, bootstrap, producer, "single", 0, seconds=0.5)
         producer.close()
-    finally:
-        broker.stop()
