@@ -91,6 +91,18 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_since(mark: tuple[int, float] | None, pid: int, used: float) -> float:
+    """CPU seconds process ``pid`` used since ``mark`` ((pid, CPU seconds) then).
+
+    A process that replaced the marked one (a restarted worker) started after
+    the mark, so all its CPU counts; one that has gone reads 0 (what it used
+    before it went is lost, never negative).
+    """
+    if mark is None or mark[0] != pid:
+        return used
+    return max(0.0, used - mark[1])
+
+
 @dataclass
 class Observations:
     """What the load threads saw; the sampler reads and clears the window lists."""
@@ -179,8 +191,8 @@ class Sampler:
     leaks: int = 0
     exposures: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # "source/code" -> n
-    # (when, CPU seconds per process) at the last sample: each sample's cores since then
-    cpu_mark: tuple[float, dict[str, float]] | None = None
+    # (when, (pid, CPU seconds) per process) at the last sample: the next one's cores
+    cpu_mark: tuple[float, dict[str, tuple[int, float]]] | None = None
 
     def pids(self) -> dict[str, int]:
         pids = {"api": os.getpid()}
@@ -199,12 +211,15 @@ class Sampler:
         if load is not None:
             pids["load"] = load
         now = time.monotonic()
-        cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu = {name: (pid, cpu_seconds(pid)) for name, pid in pids.items()}
         mark, self.cpu_mark = self.cpu_mark, (now, cpu)
         if mark is None:
             return {}
         elapsed = max(now - mark[0], 1e-9)
-        return {name: round((cpu[name] - mark[1].get(name, 0.0)) / elapsed, 3) for name in cpu}
+        return {
+            name: round(cpu_since(mark[1].get(name), pid, used) / elapsed, 3)
+            for name, (pid, used) in cpu.items()
+        }
 
     def sample(self) -> dict[str, Any]:
         self.stack.check_alive()

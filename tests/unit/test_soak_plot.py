@@ -3,7 +3,7 @@
 import os
 import xml.etree.ElementTree as ET
 
-from bench.soak import _plot, after_warm_up, rss_mb
+from bench.soak import _plot, after_warm_up, cpu_since, rss_mb
 
 
 def _sample(t_s, api_mb, p95, cores=None):
@@ -66,3 +66,10 @@ def test_warm_up_lasts_until_the_feedback_horizon_has_passed():
     assert after_warm_up(samples, 1500, 20.0)[0]["t_s"] == 50.0
     # a horizon longer than the run: the last fifth
     assert [s["t_s"] for s in after_warm_up(samples, 0, 3600.0)] == [80.0, 90.0]
+
+
+def test_cpu_since_the_last_sample_is_never_negative():
+    assert cpu_since((41, 2.0), 41, 2.5) == 0.5  # the same process: the difference
+    assert cpu_since((41, 2.0), 42, 0.25) == 0.25  # restarted since: all of the new one's
+    assert cpu_since(None, 42, 0.75) == 0.75  # not there at the last sample
+    assert cpu_since((41, 2.0), 41, 0.0) == 0.0  # gone: /proc reads 0
