@@ -769,7 +769,7 @@ class Partition:
         template = self.plan.template
         if template is None or template.cell_quantizer is None or template.key is None:
             return None
-        if template.key != self.coarse_key:
+        if template.key != self.coarse_key or not vectors:
             return None
         stacked = vectors[0] if len(vectors) == 1 else np.concatenate(vectors)
         _, nearest = template.cell_quantizer.search(stacked, 1)

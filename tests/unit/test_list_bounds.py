@@ -391,6 +391,7 @@ def test_lists_found_before_the_write_lock_are_used_only_for_the_same_centroids(
     )
     assert results == [WriteResult.SUPERSEDED, WriteResult.APPLIED]
     assert list_of(part.state_of(other).first_row) == nearest[1, 0]
+    assert part.upsert_many([]) == []  # nothing to place, nothing written
 
 
 def test_restored_and_tiled_partitions(tmp_path, monkeypatch):
