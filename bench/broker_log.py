@@ -1,15 +1,16 @@
 """The embedded broker's cost per fetch as its log grows, by record batches.
 
 ``python -m bench.broker_log [--quick]`` starts the embedded broker (Tansu,
-in-memory) and one single-partition topic, then grows the partition to
-``--batches`` record batches of one record each (what a producer that sends
-as soon as it can writes at a trickle: each upload or embedding event its own
-batch). At each size it times rounds of *produce one record, fetch it* (a
-consumer at the end of the log, fetch wait 20 ms, as the stack's hot
-consumers): the broker's CPU per round, read from /proc, and the round's
-wall time. Baseline: the same round on the empty partition, in the same run.
-One more row holds as many records written in batches of
-``BIG_BATCH`` records, which tells whether the cost follows batches or records.
+in-memory) with a single-partition topic and grows the partition to each of
+``SIZES`` record batches (``QUICK_SIZES`` with ``--quick``) of one record
+each (what a producer that sends as soon as it can writes at a trickle: each
+upload or embedding event its own batch). At each size it times rounds of
+*produce one record, fetch it* (a consumer at the end of the log, fetch
+wait 20 ms, as the stack's hot consumers): the broker's CPU per round, read
+from /proc, and the round's wall time. Baseline: the same round on the empty
+partition, in the same run. One more row, on a second topic, holds as many
+records written in batches of ``BIG_BATCH``, which tells whether the cost
+follows batches or records.
 
 Why it matters: the stack's soak at the design load (100 uploads/s) writes
 one batch per record into the uploads and embeddings logs, and a broker
