@@ -60,6 +60,7 @@ from index.faiss_index import (
     train_and_add,
 )
 from index.filters import RowAttributes, RowSet, SearchFilter
+from index.joint_scan import JointMember
 from index.list_bounds import ListRadii
 from index.rwlock import RWLock
 from index.visibility import ImageState
@@ -253,6 +254,9 @@ class Partition:
         # them; None: whichever the cost model (_exact_is_cheaper) says is cheaper.
         self.filter_exact_rows: int | None = None
         self._nlist = 0  # the IVF's list count; 0 when the index is no IVF
+        # The index as an inner-product IVF-Flat (a shard's joint scan stacks its
+        # lists: index/joint_scan.py), else None.
+        self._flat_ivf: faiss.IndexIVFFlat | None = None
         self._max_rows_per_image = 1
         self._lock = RWLock()
         self._rebuild_lock = threading.Lock()  # one rebuild at a time (compaction or plan)
@@ -413,6 +417,21 @@ class Partition:
                         break
             results.append([(score, image_id) for image_id, score in best.items()])
         return results
+
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """A read hold on the partition: its index and rows stay as they are while
+        held (a shard holds every partition's for a joint scan)."""
+        return self._lock.read()
+
+    def joint_member(self, key: str) -> JointMember | None:
+        """Under :meth:`reading`, held for as long as the result is used: what a
+        shard's joint scan reads of this partition (index/joint_scan.py), or
+        ``None`` when it cannot join one: not an inner-product IVF-Flat on the
+        centroids ``key``, or images with several rows (a row is then no image)."""
+        if self._flat_ivf is None or self.coarse_key != key or self._max_rows_per_image > 1:
+            return None
+        hidden = len(self._row_image) - self._allowed_rows
+        return JointMember(self._flat_ivf, self._row_image, self._visible, hidden)
 
     def list_radii(self) -> ListRadii | None:
         """The IVF lists' radii while they count every row of the index, else ``None``.
@@ -1005,6 +1024,8 @@ class Partition:
         self._index = index
         ivf = faiss.try_extract_index_ivf(index)
         self._nlist = 0 if ivf is None else int(ivf.nlist)
+        flat = index if isinstance(index, faiss.IndexIVFFlat) else None
+        self._flat_ivf = flat if flat and flat.metric_type == faiss.METRIC_INNER_PRODUCT else None
         self.index_factory = factory
         self.kind = "exact" if factory == EXACT_FACTORY else "ann"
         self.coarse_key = key

@@ -30,9 +30,10 @@ import math
 import operator
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from kafka.partitioner.default import murmur2
@@ -40,6 +41,7 @@ from kafka.partitioner.default import murmur2
 from index.defaults import FILTER_MAX_BOOST, READ_BACK_FIRST_SORT
 from index.faiss_index import CoarseCells, SearchParams, one_omp_thread
 from index.freshness import FreshnessHistogram, RecentTimes
+from index.joint_scan import JointLists, JointMember, joint_fetch, visible_best
 from index.list_bounds import BOUND_SLACK, KthScoreGuess, ListRadii, score_bounds
 from index.partition import (
     Hit,
@@ -135,6 +137,11 @@ class IndexShard:
         self.recall = RecallMonitor(self.exact_search, recall_share) if recall_share else None
         # Where a query's k-th best score lands, for skipping IVF lists (_scan_pruned).
         self.kth_guess = KthScoreGuess()
+        # The partitions' lists stacked for one-call scans (_scan_joint), rebuilt
+        # when a partition's index changes.
+        self._joint: JointLists | None = None
+        # ((radii, rows they counted) per partition, stacked) of the last _stacked_radii call.
+        self._radii_stack: tuple[list[tuple[weakref.ref[ListRadii], int]], np.ndarray] | None = None
         self.skipped_records = 0
         self._lock = threading.Lock()
 
@@ -283,7 +290,9 @@ class IndexShard:
             cells = self._coarse_cells(queries, params)
             pruned = None
             if cells is not None and params.where is None:
-                pruned = self._scan_pruned(queries, k, params, cells)
+                pruned = self._scan_joint(queries, k, cells)
+                if pruned is None:
+                    pruned = self._scan_pruned(queries, k, params, cells)
             scored: list[list[tuple[float, str, Partition]]] = [[] for _ in queries]
             read: list[tuple[Partition, MatchingRows]] = []
             for part in self.partitions.values() if pruned is None else ():
@@ -313,33 +322,118 @@ class IndexShard:
             self.kth_guess.learn(cells, k, kth)
         return results
 
-    def _scan_pruned(
-        self, queries: np.ndarray, k: int, params: SearchParams, cells: CoarseCells
+    def _scan_joint(
+        self, queries: np.ndarray, k: int, cells: CoarseCells
     ) -> list[list[tuple[float, str, Partition]]] | None:
-        """The unfiltered scan of ``cells``' lists, skipping the lists that cannot
-        change the top ``k`` (index/list_bounds.py); ``None`` where one pass over
-        every list is the plan (no bounds, or too few lists to skip).
+        """The unfiltered scan of ``cells``' lists in every partition in one faiss call
+        (index/joint_scan.py), skipping the lists that cannot change the top ``k``
+        as :meth:`_scan_pruned` does; ``None`` where the partitions cannot be
+        scanned together (not all IVF-Flat on ``cells``' centroids, images with
+        tiles) or hidden rows or too few rows leave the answer unknown: the
+        caller then scans partition by partition. Per query, (score, image_id,
+        partition), best first.
 
-        A list is skipped when its bound is below the score the k-th best is
-        expected to reach (:class:`~index.list_bounds.KthScoreGuess`). Once the
-        other lists are scanned, the k-th best score is known: if it reached
-        the guess, no skipped list could have changed the answer; if not, the
-        skipped lists whose bound reaches it are scanned too. Either way the
-        answer is the one-pass answer over the same lists. Per query,
-        (score, image_id, partition), best first.
+        Every partition's read lock is held for the scan, taken in one order
+        (writers hold one partition's lock at a time, so no cycle can form).
         """
         parts = list(self.partitions.values())
-        radii = [part.list_radii() for part in parts]
-        floor = self.kth_guess.floor(cells, k) if cells.nprobe > 1 and parts else None
-        if floor is None or any(r is None for r in radii):
+        if not parts:
             return None
-        stacked = np.stack([r.radii for r in radii if r])  # partitions x nlist
+        holds = [part.reading() for part in parts]
+        taken = 0
+        try:
+            for hold in holds:  # not an ExitStack: ~2 us a partition more
+                hold.__enter__()
+                taken += 1
+            found = [part.joint_member(cells.key) for part in parts]
+            members = [member for member in found if member is not None]
+            if len(members) < len(parts):
+                return None
+            joint = self._joint
+            if joint is None or not joint.serves(members):
+                if not JointLists.can_join(members):
+                    return None
+                joint = self._joint = JointLists(members)
+            skips = self._list_skips([part.list_radii() for part in parts], queries, k, cells)
+            best = _joint_best(joint, cells, skips.skip if skips else None, members, k)
+            if skips is not None:
+                kth = [top[-1][0] if top else -math.inf for top in best]
+                if any(got < guess for got, guess in zip(kth, skips.floor.tolist(), strict=True)):
+                    # The guess was too high: the lists that can still matter too.
+                    lowest = np.array(kth, dtype=np.float32) - BOUND_SLACK
+                    more = skips.skip & (skips.bounds >= lowest[None, :, None])
+                    if more.any():
+                        best = _joint_best(joint, cells, skips.skip & ~more, members, k)
+            if any(top is None for top in best):
+                return None
+            return [[(score, i, parts[n]) for score, i, n in top or ()] for top in best]
+        finally:
+            for hold in holds[:taken]:
+                hold.__exit__(None, None, None)
+
+    def _list_skips(
+        self,
+        radii: Sequence[ListRadii | None],
+        queries: np.ndarray,
+        k: int,
+        cells: CoarseCells,
+    ) -> ListSkips | None:
+        """Which of ``cells``' lists each partition (with ``radii``) may skip for the top
+        ``k``: a list whose bound is below the score the k-th best is expected to
+        reach (:class:`~index.list_bounds.KthScoreGuess`); ``None`` where nothing is
+        to be skipped (no bounds or no guess yet, or too few lists to skip)."""
+        floor = self.kth_guess.floor(cells, k) if cells.nprobe > 1 and radii else None
+        present = [r for r in radii if r is not None]
+        if floor is None or len(present) < len(radii):
+            return None
+        stacked = self._stacked_radii(present)  # partitions x nlist
         norms = np.sqrt((queries * queries).sum(axis=1, keepdims=True))
         # parts x queries x nprobe
         bounds = score_bounds(stacked, cells.cells, cells.scores, norms, cells.error)
         skip = bounds < floor[None, :, None]
         if np.count_nonzero(skip) < PRUNE_MIN_SHARE * skip.size:
             return None
+        return ListSkips(skip, bounds, floor)
+
+    def _stacked_radii(self, radii: Sequence[ListRadii]) -> np.ndarray:
+        """``radii`` as one (partitions x nlist) array, kept until a partition's
+        radii change (a new index, or rows counted since): stacking them cost a
+        search ~10 us. Known by weak references: radii hold their index, and a
+        replaced index must not outlive its partition's use of it."""
+        cached = self._radii_stack
+        if (
+            cached is not None
+            and len(cached[0]) == len(radii)
+            and all(
+                ref() is r and covered == r.covered
+                for (ref, covered), r in zip(cached[0], radii, strict=True)
+            )
+        ):
+            return cached[1]
+        stacked = np.stack([r.radii for r in radii])
+        self._radii_stack = ([(weakref.ref(r), r.covered) for r in radii], stacked)
+        return stacked
+
+    def _scan_pruned(
+        self, queries: np.ndarray, k: int, params: SearchParams, cells: CoarseCells
+    ) -> list[list[tuple[float, str, Partition]]] | None:
+        """The unfiltered scan of ``cells``' lists partition by partition, skipping the
+        lists that cannot change the top ``k`` (index/list_bounds.py); ``None``
+        where one pass over every list is the plan (no bounds, or too few lists
+        to skip). For partitions :meth:`_scan_joint` cannot scan together.
+
+        Once the other lists are scanned, the k-th best score is known: if it
+        reached the guess, no skipped list could have changed the answer; if
+        not, the skipped lists whose bound reaches it are scanned too. Either
+        way the answer is the one-pass answer over the same lists. Per query,
+        (score, image_id, partition), best first.
+        """
+        parts = list(self.partitions.values())
+        radii = [part.list_radii() for part in parts]
+        skips = self._list_skips(radii, queries, k, cells)
+        if skips is None:
+            return None
+        skip, bounds, floor = skips
         scanned: list[tuple[Partition, ScannedRows]] = []
         if not self._scan_lists(parts, radii, queries, k, params, cells, skip, scanned):
             return None
@@ -540,6 +634,27 @@ _score = operator.itemgetter(0)
 # A shard skips lists (IndexShard._scan_pruned) only when the bounds leave out at
 # least this share of them: a pruned scan costs ~20 us more of numpy a query.
 PRUNE_MIN_SHARE = 0.25
+
+
+class ListSkips(NamedTuple):
+    """The lists a pruned scan leaves out (partitions x queries x nprobe), their
+    score bounds (same shape), and per query the k-th score guessed."""
+
+    skip: np.ndarray
+    bounds: np.ndarray
+    floor: np.ndarray
+
+
+def _joint_best(
+    joint: JointLists,
+    cells: CoarseCells,
+    skip: np.ndarray | None,
+    members: Sequence[JointMember],
+    k: int,
+) -> list[list[tuple[float, str, int]] | None]:
+    """Per query, the best ``k`` visible rows of one joint scan (``None``: unknown)."""
+    fetch = joint_fetch(k, members)
+    return [visible_best(rows, members, k) for rows in joint.best(cells, skip, fetch)]
 
 
 def _best_scanned(

@@ -1,8 +1,12 @@
 """IVF list bounds: radii that hold for every row, and a shard's pruned scan that
-answers exactly what the scan of every list answers while scanning fewer lists."""
+answers exactly what the scan of every list answers while scanning fewer lists,
+whether its partitions are scanned in one faiss call (index/joint_scan.py) or
+one by one."""
 
 import dataclasses
+import gc
 import time
+import weakref
 
 import faiss
 import numpy as np
@@ -10,6 +14,7 @@ import pytest
 
 import index.shard as shard_module
 from index.faiss_index import CoarseCells, SearchParams, cell_finder
+from index.joint_scan import JointLists
 from index.list_bounds import KthScoreGuess, ListRadii, score_bounds
 from index.partition import Partition, Placement, Upsert, WriteResult
 from index.shard import IndexShard, partition_for
@@ -198,18 +203,36 @@ def _one_pass(monkeypatch, search, *args):
         return search(*args)
 
 
+@pytest.fixture(params=["joint", "one by one"])
+def scan_path(request, monkeypatch):
+    """The shard's two ways to scan its partitions' lists: in one faiss call, or
+    one partition at a time (where the partitions cannot be scanned together)."""
+    if request.param != "joint":
+        monkeypatch.setattr(IndexShard, "_scan_joint", lambda self, *args: None)
+    return request.param
+
+
 @pytest.fixture()
 def scanned_lists(monkeypatch):
-    """How many (partition, list) scans the pruned passes made."""
-    counter = {"lists": 0, "passes": 0}
+    """How many (partition, list) scans the pruned passes made, either way."""
+    counter = {"lists": 0, "passes": 0, "joint passes": 0}
     original = Partition.top_in_lists
+    original_joint = JointLists.best
 
     def counting(self, queries, k, params, cells, radii):
         counter["lists"] += int((cells.cells >= 0).sum())
         counter["passes"] += 1
         return original(self, queries, k, params, cells, radii)
 
+    def counting_joint(self, cells, skip, fetch):
+        cells.pointers()
+        scanned = np.broadcast_to(cells.cells >= 0, (len(self._offsets), *cells.cells.shape))
+        counter["lists"] += int((scanned if skip is None else scanned & ~skip).sum())
+        counter["joint passes"] += 1
+        return original_joint(self, cells, skip, fetch)
+
     monkeypatch.setattr(Partition, "top_in_lists", counting)
+    monkeypatch.setattr(JointLists, "best", counting_joint)
     return counter
 
 
@@ -220,7 +243,9 @@ def _learnt(shard, rng, k=10):
     assert shard.kth_guess.floor(cells, k) is not None
 
 
-def test_pruned_answers_are_the_one_pass_answers_over_fewer_lists(monkeypatch, scanned_lists):
+def test_pruned_answers_are_the_one_pass_answers_over_fewer_lists(
+    monkeypatch, scanned_lists, scan_path
+):
     rng = np.random.default_rng(5)
     shard = _shard()
     _fill(shard, _mixture(rng, 4000))
@@ -229,15 +254,20 @@ def test_pruned_answers_are_the_one_pass_answers_over_fewer_lists(monkeypatch, s
     assert template.cell_error > 0  # cells come from the float16 copy, bounds widened
     assert isinstance(faiss.downcast_index(template.cell_quantizer), faiss.IndexScalarQuantizer)
     _learnt(shard, rng)
-    scanned_lists["lists"] = 0
+    pruned_lists = 0
     queries = _mixture(rng, 40)
     for query in queries:
+        before = scanned_lists["lists"]
         pruned = shard.search(query, 10, PARAMS)
+        pruned_lists += scanned_lists["lists"] - before
         whole = _one_pass(monkeypatch, shard.search, query, 10, PARAMS)
         assert [h.image_id for h in pruned] == [h.image_id for h in whole]
         np.testing.assert_allclose([h.score for h in pruned], [h.score for h in whole], rtol=1e-5)
     # 40 queries x 4 partitions x 16 lists in one pass: far fewer were scanned.
-    assert 0 < scanned_lists["lists"] < 0.5 * len(queries) * PARTITIONS * PARAMS.nprobe
+    assert 0 < pruned_lists < 0.5 * len(queries) * PARTITIONS * PARAMS.nprobe
+    # ...in one faiss call a pass, or one a partition.
+    assert (scanned_lists["joint passes"] > 0) == (scan_path == "joint")
+    assert (scanned_lists["passes"] > 0) == (scan_path != "joint")
     # Several queries at once (a search's views): each skips its own lists.
     batch = shard.search_many(queries[:6], 10, PARAMS)
     whole_batch = _one_pass(monkeypatch, shard.search_many, queries[:6], 10, PARAMS)
@@ -246,7 +276,7 @@ def test_pruned_answers_are_the_one_pass_answers_over_fewer_lists(monkeypatch, s
     ]
 
 
-def test_a_guess_too_high_scans_the_lists_it_skipped(monkeypatch, scanned_lists):
+def test_a_guess_too_high_scans_the_lists_it_skipped(monkeypatch, scanned_lists, scan_path):
     rng = np.random.default_rng(6)
     shard = _shard()
     _fill(shard, _mixture(rng, 4000))
@@ -262,7 +292,7 @@ def test_a_guess_too_high_scans_the_lists_it_skipped(monkeypatch, scanned_lists)
         ]
 
 
-def test_hidden_images_stay_out_of_pruned_answers(monkeypatch):
+def test_hidden_images_stay_out_of_pruned_answers(monkeypatch, scan_path):
     rng = np.random.default_rng(7)
     shard = _shard()
     vectors = _mixture(rng, 3000)
@@ -279,7 +309,7 @@ def test_hidden_images_stay_out_of_pruned_answers(monkeypatch):
         ]
 
 
-def test_lists_too_short_for_k_hand_the_search_to_the_one_pass_that_widens(monkeypatch):
+def test_lists_too_short_for_k_hand_the_search_to_the_one_pass_that_widens(monkeypatch, scan_path):
     rng = np.random.default_rng(10)
     shard = _shard(min_scanned_rows=0)  # nprobe as asked: two short lists
     vectors = _mixture(rng, 3000)
@@ -394,7 +424,7 @@ def test_lists_found_before_the_write_lock_are_used_only_for_the_same_centroids(
     assert part.upsert_many([]) == []  # nothing to place, nothing written
 
 
-def test_restored_and_tiled_partitions(tmp_path, monkeypatch):
+def test_restored_and_tiled_partitions(tmp_path, monkeypatch, scan_path):
     rng = np.random.default_rng(9)
     shard = _shard()
     _fill(shard, _mixture(rng, 3000))
@@ -413,3 +443,57 @@ def test_restored_and_tiled_partitions(tmp_path, monkeypatch):
     part = restored.partitions[partition_for("tiled", PARTITIONS)]
     part.upsert_many([Upsert("tiled", _mixture(rng, 3), 6.0)])
     assert part.list_radii() is None
+
+
+def _nearest(vectors, query, count):
+    return [f"img-{i}" for i in np.argsort(-(vectors @ query))[:count]]
+
+
+def test_hidden_rows_crowding_a_joint_fetch_leave_the_answer_to_the_bitmap_scan(
+    monkeypatch, scanned_lists
+):
+    rng = np.random.default_rng(11)
+    shard = _shard()
+    vectors = _mixture(rng, 3000)
+    _fill(shard, vectors)
+    _learnt(shard, rng)
+    query = vectors[7]
+    hidden = set(_nearest(vectors, query, 25))  # more than k plus the joint margin
+    for image_id in hidden:
+        shard.apply_update(partition_for(image_id, PARTITIONS), 0, image_id, "delete", 2.0)
+    scanned_lists.update({"joint passes": 0, "passes": 0})
+    hits = shard.search(query, 10, PARAMS)
+    assert scanned_lists["joint passes"] > 0  # tried first, and found too few visible
+    assert len(hits) == 10 and not {h.image_id for h in hits} & hidden
+    assert [h.image_id for h in hits] == [
+        h.image_id for h in _one_pass(monkeypatch, shard.search, query, 10, PARAMS)
+    ]
+    shown = shard.search(vectors[2000], 10, PARAMS)  # far from them: joint, no fallback
+    assert not {h.image_id for h in shown} & hidden and len(shown) == 10
+
+
+def test_a_rebuilt_partition_gets_a_new_joint_view_and_its_old_index_is_freed(
+    monkeypatch, scanned_lists
+):
+    rng = np.random.default_rng(12)
+    shard = _shard()
+    vectors = _mixture(rng, 3000)
+    _fill(shard, vectors)
+    _learnt(shard, rng)
+    view = shard._joint
+    assert view is not None
+    part = shard.partitions[0]
+    old = weakref.ref(part._index)
+    for i in range(0, 3000, 3):  # enough deletes for a compaction: a new index
+        image_id = f"img-{i}"
+        if partition_for(image_id, PARTITIONS) == 0:
+            shard.apply_update(0, 0, image_id, "delete", 2.0)
+    assert part.rebuild()
+    gc.collect()
+    assert old() is None  # the view kept no strong reference to the replaced index
+    scanned_lists["joint passes"] = 0
+    for query in _mixture(rng, 10):
+        assert [h.image_id for h in shard.search(query, 10, PARAMS)] == [
+            h.image_id for h in _one_pass(monkeypatch, shard.search, query, 10, PARAMS)
+        ]
+    assert scanned_lists["joint passes"] > 0 and shard._joint is not view
