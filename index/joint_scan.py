@@ -31,6 +31,7 @@ import faiss
 import numpy as np
 
 from index.faiss_index import CoarseCells
+from index.list_bounds import ListRadii
 
 # Rows beyond k a joint scan fetches per hidden row in the shard, up to k more:
 # a shard with no hidden row fetches exactly k.
@@ -44,6 +45,7 @@ class JointMember(NamedTuple):
     row_image: list[str]
     visible: np.ndarray  # per row: may a search return it
     hidden_rows: int  # rows in the lists that a search must not return
+    radii: ListRadii | None  # the lists' radii while they count every row, else None
 
 
 # A row a joint scan found: (score, position of its partition among the members

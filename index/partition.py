@@ -431,7 +431,8 @@ class Partition:
         if self._flat_ivf is None or self.coarse_key != key or self._max_rows_per_image > 1:
             return None
         hidden = len(self._row_image) - self._allowed_rows
-        return JointMember(self._flat_ivf, self._row_image, self._visible, hidden)
+        radii = self._radii if self._radii is not None and self._radii.current() else None
+        return JointMember(self._flat_ivf, self._row_image, self._visible, hidden, radii)
 
     def list_radii(self) -> ListRadii | None:
         """The IVF lists' radii while they count every row of the index, else ``None``.

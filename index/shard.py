@@ -140,6 +140,8 @@ class IndexShard:
         # The partitions' lists stacked for one-call scans (_scan_joint), rebuilt
         # when a partition's index changes.
         self._joint: JointLists | None = None
+        # Searches in a row whose bounds left too few lists to skip (_list_skips).
+        self._prune_misses = 0
         # ((radii, rows they counted) per partition, stacked) of the last _stacked_radii call.
         self._radii_stack: tuple[list[tuple[weakref.ref[ListRadii], int]], np.ndarray] | None = None
         self.skipped_records = 0
@@ -354,7 +356,7 @@ class IndexShard:
                 if not JointLists.can_join(members):
                     return None
                 joint = self._joint = JointLists(members)
-            skips = self._list_skips([part.list_radii() for part in parts], queries, k, cells)
+            skips = self._list_skips([member.radii for member in members], queries, k, cells)
             best = _joint_best(joint, cells, skips.skip if skips else None, members, k)
             if skips is not None:
                 kth = [top[-1][0] if top else -math.inf for top in best]
@@ -382,6 +384,10 @@ class IndexShard:
         ``k``: a list whose bound is below the score the k-th best is expected to
         reach (:class:`~index.list_bounds.KthScoreGuess`); ``None`` where nothing is
         to be skipped (no bounds or no guess yet, or too few lists to skip)."""
+        if self._prune_misses >= PRUNE_GIVE_UP_AFTER:
+            self._prune_misses += 1  # racing searches may lose a count: no matter
+            if self._prune_misses % PRUNE_RETRY_EVERY:
+                return None
         floor = self.kth_guess.floor(cells, k) if cells.nprobe > 1 and radii else None
         present = [r for r in radii if r is not None]
         if floor is None or len(present) < len(radii):
@@ -392,7 +398,9 @@ class IndexShard:
         bounds = score_bounds(stacked, cells.cells, cells.scores, norms, cells.error)
         skip = bounds < floor[None, :, None]
         if np.count_nonzero(skip) < PRUNE_MIN_SHARE * skip.size:
+            self._prune_misses += 1
             return None
+        self._prune_misses = 0
         return ListSkips(skip, bounds, floor)
 
     def _stacked_radii(self, radii: Sequence[ListRadii]) -> np.ndarray:
@@ -634,6 +642,12 @@ _score = operator.itemgetter(0)
 # A shard skips lists (IndexShard._scan_pruned) only when the bounds leave out at
 # least this share of them: a pruned scan costs ~20 us more of numpy a query.
 PRUNE_MIN_SHARE = 0.25
+# Once this many searches in a row found too few lists to skip (photo embeddings,
+# whose lists overlap: none fall away), the bounds are computed for one search in
+# PRUNE_RETRY_EVERY only (~25 us a search spent for nothing), so a shard whose
+# data comes to cluster starts skipping again within that many searches.
+PRUNE_GIVE_UP_AFTER = 64
+PRUNE_RETRY_EVERY = 16
 
 
 class ListSkips(NamedTuple):

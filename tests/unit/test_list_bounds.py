@@ -497,3 +497,35 @@ def test_a_rebuilt_partition_gets_a_new_joint_view_and_its_old_index_is_freed(
             h.image_id for h in _one_pass(monkeypatch, shard.search, query, 10, PARAMS)
         ]
     assert scanned_lists["joint passes"] > 0 and shard._joint is not view
+
+
+def test_a_shard_whose_lists_never_fall_away_bounds_one_search_in_sixteen(monkeypatch):
+    rng = np.random.default_rng(13)
+    shard = _shard()
+    _fill(shard, _mixture(rng, 3000))
+    _learnt(shard, rng)
+    bounded = {"searches": 0}
+    original = shard_module.score_bounds
+
+    def counting(*args):
+        bounded["searches"] += 1
+        return original(*args)
+
+    monkeypatch.setattr(shard_module, "score_bounds", counting)
+    monkeypatch.setattr(shard_module, "PRUNE_MIN_SHARE", 2.0)  # no list ever worth skipping
+    shard._prune_misses = 0
+    queries = _mixture(rng, 64 + 160)
+    for query in queries:
+        shard.search(query, 10, PARAMS)
+    # Every search bounded until 64 in a row found nothing, then one in 16.
+    assert bounded["searches"] == 64 + 160 // shard_module.PRUNE_RETRY_EVERY
+    monkeypatch.setattr(shard_module, "PRUNE_MIN_SHARE", 0.25)  # the lists fall away again
+    for query in queries[:16]:
+        shard.search(query, 10, PARAMS)
+    for query in queries[16:32]:
+        before = bounded["searches"]
+        hits = shard.search(query, 10, PARAMS)
+        assert bounded["searches"] == before + 1  # back to bounding every search
+        assert [h.image_id for h in hits] == [
+            h.image_id for h in _one_pass(monkeypatch, shard.search, query, 10, PARAMS)
+        ]
