@@ -162,6 +162,17 @@ class KthScoreGuess:
         gaps.extend(n - s for n, s in zip(nearest, kth, strict=True) if not math.isnan(s))
         since = self._since.get(k, 0) + len(nearest)
         if since >= self.every and len(gaps) >= self.min_seen:
-            self._margins[k] = float(np.quantile(np.fromiter(gaps, np.float64), self.quantile))
+            self._margins[k] = _quantile(gaps, self.quantile)
             since = 0
         self._since[k] = since
+
+
+def _quantile(values: collections.deque[float], share: float) -> float:
+    """numpy's default (linear) quantile of ``values``, by a C sort of Python floats:
+    7 us for 256 of them where ``np.quantile`` took 37 us, paid by every 16th
+    search (enough of them to show at the p95 of a 0.2 ms search)."""
+    ordered = sorted(values)
+    position = share * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)

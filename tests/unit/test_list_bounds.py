@@ -3,6 +3,7 @@ answers exactly what the scan of every list answers while scanning fewer lists,
 whether its partitions are scanned in one faiss call (index/joint_scan.py) or
 one by one."""
 
+import collections
 import dataclasses
 import gc
 import time
@@ -15,7 +16,7 @@ import pytest
 import index.shard as shard_module
 from index.faiss_index import CoarseCells, SearchParams, cell_finder
 from index.joint_scan import JointLists
-from index.list_bounds import KthScoreGuess, ListRadii, score_bounds
+from index.list_bounds import KthScoreGuess, ListRadii, _quantile, score_bounds
 from index.partition import Partition, Placement, Upsert, WriteResult
 from index.shard import IndexShard, partition_for
 from index.snapshot import SnapshotInfo, load_snapshot, save_snapshot, snapshot_path
@@ -150,6 +151,15 @@ def test_only_a_plain_ivf_with_a_flat_quantizer_gets_radii():
     index = _ivf(vectors, nlist=8)
     index.add(vectors)
     assert ListRadii.of(index) is not None
+
+
+@pytest.mark.parametrize("size", [1, 2, 17, 256])
+@pytest.mark.parametrize("share", [0.0, 0.5, 0.9, 0.95, 1.0])
+def test_the_guess_quantile_is_numpys(size, share):
+    values = np.random.default_rng(size).normal(size=size)
+    assert _quantile(collections.deque(values.tolist()), share) == pytest.approx(
+        float(np.quantile(values, share)), abs=1e-12
+    )
 
 
 def test_the_kth_guess_waits_for_answers_then_takes_the_gap_quantile():
