@@ -16,7 +16,7 @@ only the few winners are named: their partition from the list number, their
 row from the list's ids. For the same reason no visibility bitmap can travel
 with the scan (a bitmap is per partition); the scan fetches ``k`` plus a margin
 for the rows a search must not return, and the caller checks each winner's
-visibility. When the winners hold fewer than ``k`` visible rows, the answer is
+visibility. When the winners hold fewer than ``k`` visible images, the answer is
 not known here, and the caller falls back to scanning partition by partition
 through their bitmaps. Hidden rows never reach a result either way.
 """
@@ -45,13 +45,13 @@ class JointMember(NamedTuple):
     row_image: list[str]
     visible: np.ndarray  # per row: may a search return it
     hidden_rows: int  # rows in the lists that a search must not return
-    radii: ListRadii | None  # the lists' radii while they count every row, else None
+    rows_per_image: int  # the most rows an image has (tiles), 1 without tiles
+    radii: ListRadii | None  # bounds on the lists' rows, where they bound images too
 
 
-# A row a joint scan found: (score, position of its partition among the members
-# the scan was built on, row number in that partition). A plain tuple: a
-# NamedTuple's constructor cost ~0.5 us a row in Python.
-JointRow = tuple[float, int, int]
+# One query's rows from a joint scan: their scores and labels (list number << 32 |
+# position in the list), best first. Plain lists: NamedTuples cost ~0.5 us a row.
+JointFound = tuple[list[float], list[int]]
 
 
 class JointLists:
@@ -98,10 +98,11 @@ class JointLists:
             ref() is member.ivf for ref, member in zip(self._indexes, members, strict=True)
         )
 
-    def best(self, cells: CoarseCells, skip: np.ndarray | None, fetch: int) -> list[list[JointRow]]:
+    def best(self, cells: CoarseCells, skip: np.ndarray | None, fetch: int) -> list[JointFound]:
         """Per query, the best ``fetch`` rows (hidden ones included) of ``cells``'
         lists in every member, best first, less any where ``skip`` (members x
-        queries x nprobe) is true; fewer when the lists hold fewer."""
+        queries x nprobe) is true; fewer when the lists hold fewer. Rows are
+        labels (list, position) until :meth:`top_images` names them."""
         cells.pointers()
         queries = len(cells.queries)
         # queries x members x nprobe: the same cells, one list space per member
@@ -123,23 +124,40 @@ class JointLists:
             faiss.swig_ptr(assigned_scores),
             faiss.swig_ptr(scores),
             faiss.swig_ptr(labels),
-            True,  # store_pairs: labels are (list, position), named below
+            True,  # store_pairs: labels are (list, position), named by top_images
             self._search_params(assigned.shape[1]),
         )
-        return [
-            self._named(query_scores, query_labels)
-            for query_scores, query_labels in zip(scores.tolist(), labels.tolist(), strict=True)
-        ]
+        return list(zip(scores.tolist(), labels.tolist(), strict=True))
 
-    def _named(self, scores: list[float], labels: list[int]) -> list[JointRow]:
-        rows: list[JointRow] = []
+    def top_images(
+        self, found: JointFound, members: Sequence[JointMember], k: int
+    ) -> list[tuple[float, str, int]] | None:
+        """The best ``k`` visible images of one query's ``found`` rows as (score,
+        image_id, member), or ``None`` when the rows hold fewer: hidden rows
+        crowded a full fetch, or the lists held too few (a search then widens
+        its scan). Rows are named in score order until ``k`` images are found
+        (one faiss call a row): an image's first row is its best."""
+        best: list[tuple[float, str, int]] = []
+        if k <= 0:
+            return best
+        seen: set[str] = set()
         stack, nlist = self._stack, self.nlist
-        for score, label in zip(scores, labels, strict=True):
+        for score, label in zip(*found, strict=True):
             if label < 0:  # the lists held fewer rows than asked for
                 break
-            list_no, position = label >> 32, label & 0xFFFFFFFF
-            rows.append((score, list_no // nlist, stack.get_single_id(list_no, position)))
-        return rows
+            list_no = label >> 32
+            owner = members[list_no // nlist]
+            row = stack.get_single_id(list_no, label & 0xFFFFFFFF)
+            if not owner.visible[row]:
+                continue
+            image_id = owner.row_image[row]
+            if image_id in seen:  # another row (a tile) of an image already ranked
+                continue
+            seen.add(image_id)
+            best.append((score, image_id, list_no // nlist))
+            if len(best) == k:
+                return best
+        return None
 
     def _search_params(self, nprobe: int) -> Any:
         params = self._params.get(nprobe)
@@ -150,25 +168,10 @@ class JointLists:
 
 
 def joint_fetch(k: int, members: Sequence[JointMember]) -> int:
-    """Rows a joint scan asks for: ``k``, and a margin for the hidden rows that may
-    sit among the best (up to ``k`` more, ``HIDDEN_MARGIN_PER_K`` per hidden row)."""
+    """Rows a joint scan asks for: enough for ``k`` images when each has its most
+    rows (``k`` rows where images have one), and a margin for the hidden rows
+    that may sit among the best (as many more at most, ``HIDDEN_MARGIN_PER_K``
+    per hidden row)."""
+    rows = k * max(member.rows_per_image for member in members)
     hidden = sum(member.hidden_rows for member in members)
-    return k + min(k, HIDDEN_MARGIN_PER_K * hidden)
-
-
-def visible_best(
-    rows: list[JointRow], members: Sequence[JointMember], k: int
-) -> list[tuple[float, str, int]] | None:
-    """The best ``k`` visible rows of ``rows`` as (score, image_id, member), or
-    ``None`` when ``rows`` hold fewer than ``k`` visible ones: hidden rows crowded
-    a full fetch, or the lists held too few (a search then widens its scan)."""
-    best: list[tuple[float, str, int]] = []
-    if k <= 0:
-        return best
-    for score, member, row in rows:
-        owner = members[member]
-        if owner.visible[row]:
-            best.append((score, owner.row_image[row], member))
-            if len(best) == k:
-                return best
-    return None
+    return rows + min(rows, HIDDEN_MARGIN_PER_K * hidden)

@@ -426,13 +426,18 @@ class Partition:
     def joint_member(self, key: str) -> JointMember | None:
         """Under :meth:`reading`, held for as long as the result is used: what a
         shard's joint scan reads of this partition (index/joint_scan.py), or
-        ``None`` when it cannot join one: not an inner-product IVF-Flat on the
-        centroids ``key``, or images with several rows (a row is then no image)."""
-        if self._flat_ivf is None or self.coarse_key != key or self._max_rows_per_image > 1:
+        ``None`` when it cannot join one (not an inner-product IVF-Flat on the
+        centroids ``key``). Radii only while they bound every row and images
+        have one row each (a row's bound is not a tiled image's)."""
+        if self._flat_ivf is None or self.coarse_key != key:
             return None
         hidden = len(self._row_image) - self._allowed_rows
-        radii = self._radii if self._radii is not None and self._radii.current() else None
-        return JointMember(self._flat_ivf, self._row_image, self._visible, hidden, radii)
+        radii = self._radii
+        if radii is not None and (not radii.current() or self._max_rows_per_image > 1):
+            radii = None
+        return JointMember(
+            self._flat_ivf, self._row_image, self._visible, hidden, self._max_rows_per_image, radii
+        )
 
     def list_radii(self) -> ListRadii | None:
         """The IVF lists' radii while they count every row of the index, else ``None``.

@@ -41,7 +41,7 @@ from kafka.partitioner.default import murmur2
 from index.defaults import FILTER_MAX_BOOST, READ_BACK_FIRST_SORT
 from index.faiss_index import CoarseCells, SearchParams, one_omp_thread
 from index.freshness import FreshnessHistogram, RecentTimes
-from index.joint_scan import JointLists, JointMember, joint_fetch, visible_best
+from index.joint_scan import JointLists, JointMember, joint_fetch
 from index.list_bounds import BOUND_SLACK, KthScoreGuess, ListRadii, score_bounds
 from index.partition import (
     Hit,
@@ -329,10 +329,10 @@ class IndexShard:
     ) -> list[list[tuple[float, str, Partition]]] | None:
         """The unfiltered scan of ``cells``' lists in every partition in one faiss call
         (index/joint_scan.py), skipping the lists that cannot change the top ``k``
-        as :meth:`_scan_pruned` does; ``None`` where the partitions cannot be
-        scanned together (not all IVF-Flat on ``cells``' centroids, images with
-        tiles) or hidden rows or too few rows leave the answer unknown: the
-        caller then scans partition by partition. Per query, (score, image_id,
+        as :meth:`_scan_pruned` does (not where images have tiles); ``None``
+        where the partitions cannot be scanned together (not all IVF-Flat on
+        ``cells``' centroids) or hidden rows or too few rows leave the answer
+        unknown: the caller then scans partition by partition. Per query, (score, image_id,
         partition), best first.
 
         Every partition's read lock is held for the scan, taken in one order
@@ -666,9 +666,9 @@ def _joint_best(
     members: Sequence[JointMember],
     k: int,
 ) -> list[list[tuple[float, str, int]] | None]:
-    """Per query, the best ``k`` visible rows of one joint scan (``None``: unknown)."""
-    fetch = joint_fetch(k, members)
-    return [visible_best(rows, members, k) for rows in joint.best(cells, skip, fetch)]
+    """Per query, the best ``k`` visible images of one joint scan (``None``: unknown)."""
+    found = joint.best(cells, skip, joint_fetch(k, members))
+    return [joint.top_images(rows, members, k) for rows in found]
 
 
 def _best_scanned(

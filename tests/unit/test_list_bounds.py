@@ -539,3 +539,40 @@ def test_a_shard_whose_lists_never_fall_away_bounds_one_search_in_sixteen(monkey
         assert [h.image_id for h in hits] == [
             h.image_id for h in _one_pass(monkeypatch, shard.search, query, 10, PARAMS)
         ]
+
+
+def _partition_by_partition(monkeypatch, search, *args):
+    """``search(*args)`` scanning one partition at a time through the bitmaps, no
+    skipping: what a joint scan must answer."""
+    with monkeypatch.context() as patch:
+        patch.setattr(IndexShard, "_scan_joint", lambda self, *rest: None)
+        patch.setattr(shard_module, "PRUNE_MIN_SHARE", 2.0)
+        return search(*args)
+
+
+def test_images_with_tiles_are_ranked_once_by_their_best_row(monkeypatch, scanned_lists):
+    rng = np.random.default_rng(14)
+    shard = _shard()
+    _fill(shard, _mixture(rng, 3000))
+    queries = _mixture(rng, 12)
+    for n, query in enumerate(queries):  # an image of three rows near each query
+        rows = query + 0.005 * rng.normal(size=(3, DIM)).astype(np.float32)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        image_id = f"tiled-{n}"
+        part = shard.partitions[partition_for(image_id, PARTITIONS)]
+        part.upsert_many([Upsert(image_id, rows, 3.0)])
+    hidden = "tiled-0"
+    shard.apply_update(partition_for(hidden, PARTITIONS), 0, hidden, "private", 4.0)
+    assert all(
+        p.list_radii() is None for p in shard.partitions.values() if p._max_rows_per_image > 1
+    )
+    scanned_lists["joint passes"] = 0
+    for n, query in enumerate(queries):
+        ids = [h.image_id for h in shard.search(query, 10, PARAMS)]
+        assert len(ids) == len(set(ids)) == 10  # each image once, however many rows matched
+        assert (ids[0] == f"tiled-{n}") == (n > 0) and hidden not in ids
+        assert ids == [
+            h.image_id
+            for h in _partition_by_partition(monkeypatch, shard.search, query, 10, PARAMS)
+        ]
+    assert scanned_lists["joint passes"] > 0
