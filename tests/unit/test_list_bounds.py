@@ -455,6 +455,16 @@ def test_restored_and_tiled_partitions(tmp_path, monkeypatch, scan_path):
     assert part.list_radii() is None
 
 
+def _filled_and_learnt(seed, n=3000):
+    """A shard of ``n`` mixture vectors that has learnt where its k-th scores land."""
+    rng = np.random.default_rng(seed)
+    shard = _shard()
+    vectors = _mixture(rng, n)
+    _fill(shard, vectors)
+    _learnt(shard, rng)
+    return rng, shard, vectors
+
+
 def _nearest(vectors, query, count):
     return [f"img-{i}" for i in np.argsort(-(vectors @ query))[:count]]
 
@@ -462,11 +472,7 @@ def _nearest(vectors, query, count):
 def test_hidden_rows_crowding_a_joint_fetch_leave_the_answer_to_the_bitmap_scan(
     monkeypatch, scanned_lists
 ):
-    rng = np.random.default_rng(11)
-    shard = _shard()
-    vectors = _mixture(rng, 3000)
-    _fill(shard, vectors)
-    _learnt(shard, rng)
+    _, shard, vectors = _filled_and_learnt(11)
     query = vectors[7]
     hidden = set(_nearest(vectors, query, 25))  # more than k plus the joint margin
     for image_id in hidden:
@@ -485,11 +491,7 @@ def test_hidden_rows_crowding_a_joint_fetch_leave_the_answer_to_the_bitmap_scan(
 def test_a_rebuilt_partition_gets_a_new_joint_view_and_its_old_index_is_freed(
     monkeypatch, scanned_lists
 ):
-    rng = np.random.default_rng(12)
-    shard = _shard()
-    vectors = _mixture(rng, 3000)
-    _fill(shard, vectors)
-    _learnt(shard, rng)
+    rng, shard, _ = _filled_and_learnt(12)
     view = shard._joint
     assert view is not None
     part = shard.partitions[0]
