@@ -423,6 +423,11 @@ class Partition:
         held (a shard holds every partition's for a joint scan)."""
         return self._lock.read()
 
+    @property
+    def stacks_lists(self) -> bool:
+        """The index is an inner-product IVF-Flat, whose lists a joint scan stacks."""
+        return self._flat_ivf is not None
+
     def joint_member(self, key: str) -> JointMember | None:
         """Under :meth:`reading`, held for as long as the result is used: what a
         shard's joint scan reads of this partition (index/joint_scan.py), or

@@ -140,6 +140,8 @@ class IndexShard:
         # The partitions' lists stacked for one-call scans (_scan_joint), rebuilt
         # when a partition's index changes.
         self._joint: JointLists | None = None
+        # Centroids whose partitions' IVF is not a Flat one: no joint scan tried on them.
+        self._unstackable_key: str | None = None
         # Searches in a row whose bounds left too few lists to skip (_list_skips).
         self._prune_misses = 0
         # ((radii, rows they counted) per partition, stacked) of the last _stacked_radii call.
@@ -339,7 +341,7 @@ class IndexShard:
         (writers hold one partition's lock at a time, so no cycle can form).
         """
         parts = list(self.partitions.values())
-        if not parts:
+        if not parts or cells.key == self._unstackable_key:
             return None
         holds = [part.reading() for part in parts]
         taken = 0
@@ -350,6 +352,10 @@ class IndexShard:
             found = [part.joint_member(cells.key) for part in parts]
             members = [member for member in found if member is not None]
             if len(members) < len(parts):
+                if any(p.coarse_key == cells.key and not p.stacks_lists for p in parts):
+                    # The plan's index is no IVF-Flat (an IVF-PQ, say): it never
+                    # will be on these centroids, so later searches skip the locks.
+                    self._unstackable_key = cells.key
                 return None
             joint = self._joint
             if joint is None or not joint.serves(members):

@@ -578,3 +578,30 @@ def test_images_with_tiles_are_ranked_once_by_their_best_row(monkeypatch, scanne
             for h in _partition_by_partition(monkeypatch, shard.search, query, 10, PARAMS)
         ]
     assert scanned_lists["joint passes"] > 0
+
+
+def test_an_ivf_that_is_not_flat_is_searched_partition_by_partition_without_retrying(
+    monkeypatch, scanned_lists
+):
+    rng = np.random.default_rng(15)
+    shard = IndexShard(
+        DIM,
+        "m",
+        range(PARTITIONS),
+        lambda: Partition(DIM, "IVF{nlist},SQ8", ann_threshold=1000, background=False),
+    )
+    _fill(shard, _mixture(rng, 3000))
+    assert shard.plan.template is not None and shard.plan.template.quantizer is not None
+    tried = {"locks": 0}
+    original = Partition.reading
+
+    def counting(self):
+        tried["locks"] += 1
+        return original(self)
+
+    monkeypatch.setattr(Partition, "reading", counting)
+    for query in _mixture(rng, 5):
+        assert len(shard.search(query, 10, PARAMS)) == 10
+    assert scanned_lists["joint passes"] == 0
+    assert tried["locks"] == PARTITIONS  # the first search found out; the others did not try
+    assert shard._unstackable_key == shard.plan.template.key
