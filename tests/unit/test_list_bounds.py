@@ -185,14 +185,14 @@ def test_the_kth_guess_waits_for_answers_then_takes_the_gap_quantile():
     assert guess.floor(cells, 5) is None  # learnt per k
 
 
-def _shard(threshold=1000, min_scanned_rows=1250):
+def _shard(threshold=1000, min_scanned_rows=1250, factory="IVF{nlist},Flat"):
     return IndexShard(
         DIM,
         "m",
         range(PARTITIONS),
         lambda: Partition(
             DIM,
-            "IVF{nlist},Flat",
+            factory,
             ann_threshold=threshold,
             background=False,
             min_scanned_rows=min_scanned_rows,
@@ -584,12 +584,7 @@ def test_an_ivf_that_is_not_flat_is_searched_partition_by_partition_without_retr
     monkeypatch, scanned_lists
 ):
     rng = np.random.default_rng(15)
-    shard = IndexShard(
-        DIM,
-        "m",
-        range(PARTITIONS),
-        lambda: Partition(DIM, "IVF{nlist},SQ8", ann_threshold=1000, background=False),
-    )
+    shard = _shard(factory="IVF{nlist},SQ8")
     _fill(shard, _mixture(rng, 3000))
     assert shard.plan.template is not None and shard.plan.template.quantizer is not None
     tried = {"locks": 0}
