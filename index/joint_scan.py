@@ -33,10 +33,6 @@ import numpy as np
 from index.faiss_index import CoarseCells
 from index.list_bounds import ListRadii
 
-# Rows beyond k a joint scan fetches per hidden row in the shard, up to k more:
-# a shard with no hidden row fetches exactly k.
-HIDDEN_MARGIN_PER_K = 1
-
 
 class JointMember(NamedTuple):
     """What a joint scan reads of one partition, taken under its read lock."""
@@ -170,8 +166,8 @@ class JointLists:
 def joint_fetch(k: int, members: Sequence[JointMember]) -> int:
     """Rows a joint scan asks for: enough for ``k`` images when each has its most
     rows (``k`` rows where images have one), and a margin for the hidden rows
-    that may sit among the best (as many more at most, ``HIDDEN_MARGIN_PER_K``
-    per hidden row)."""
+    that may sit among the best: one row per hidden row in the shard, as many
+    more at most (a shard with no hidden row fetches exactly the rows)."""
     rows = k * max(member.rows_per_image for member in members)
     hidden = sum(member.hidden_rows for member in members)
-    return rows + min(rows, HIDDEN_MARGIN_PER_K * hidden)
+    return rows + min(rows, hidden)

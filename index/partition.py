@@ -437,11 +437,13 @@ class Partition:
         if self._flat_ivf is None or self.coarse_key != key:
             return None
         hidden = len(self._row_image) - self._allowed_rows
-        radii = self._radii
-        if radii is not None and (not radii.current() or self._max_rows_per_image > 1):
-            radii = None
         return JointMember(
-            self._flat_ivf, self._row_image, self._visible, hidden, self._max_rows_per_image, radii
+            self._flat_ivf,
+            self._row_image,
+            self._visible,
+            hidden,
+            self._max_rows_per_image,
+            self.list_radii(),
         )
 
     def list_radii(self) -> ListRadii | None:

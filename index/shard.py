@@ -365,13 +365,9 @@ class IndexShard:
             skips = self._list_skips([member.radii for member in members], queries, k, cells)
             best = _joint_best(joint, cells, skips.skip if skips else None, members, k)
             if skips is not None:
-                kth = [top[-1][0] if top else -math.inf for top in best]
-                if any(got < guess for got, guess in zip(kth, skips.floor.tolist(), strict=True)):
-                    # The guess was too high: the lists that can still matter too.
-                    lowest = np.array(kth, dtype=np.float32) - BOUND_SLACK
-                    more = skips.skip & (skips.bounds >= lowest[None, :, None])
-                    if more.any():
-                        best = _joint_best(joint, cells, skips.skip & ~more, members, k)
+                more = skips.missed([top[-1][0] if top else -math.inf for top in best])
+                if more is not None and more.any():  # those lists too, in one pass again
+                    best = _joint_best(joint, cells, skips.skip & ~more, members, k)
             if any(top is None for top in best):
                 return None
             return [[(score, i, parts[n]) for score, i, n in top or ()] for top in best]
@@ -447,15 +443,12 @@ class IndexShard:
         skips = self._list_skips(radii, queries, k, cells)
         if skips is None:
             return None
-        skip, bounds, floor = skips
         scanned: list[tuple[Partition, ScannedRows]] = []
-        if not self._scan_lists(parts, radii, queries, k, params, cells, skip, scanned):
+        if not self._scan_lists(parts, radii, queries, k, params, cells, skips.skip, scanned):
             return None
         scored, kth = _best_scanned(scanned, len(queries), k)
-        if any(got < guess for got, guess in zip(kth, floor.tolist(), strict=True)):
-            # The guess was too high: the lists that can still matter.
-            lowest = np.array(kth, dtype=np.float32) - BOUND_SLACK
-            more = skip & (bounds >= lowest[None, :, None])
+        more = skips.missed(kth)
+        if more is not None:
             if more.any():
                 if not self._scan_lists(parts, radii, queries, k, params, cells, ~more, scanned):
                     return None
@@ -663,6 +656,16 @@ class ListSkips(NamedTuple):
     skip: np.ndarray
     bounds: np.ndarray
     floor: np.ndarray
+
+    def missed(self, kth: Sequence[float]) -> np.ndarray | None:
+        """After a pass that left out ``skip``: where a query's k-th best score (``kth``,
+        -inf when short) fell below its guess, the skipped lists whose bound
+        reaches that score (they can still change the answer); ``None`` when every
+        query reached its guess (nothing skipped could have changed it)."""
+        if not any(got < guess for got, guess in zip(kth, self.floor.tolist(), strict=True)):
+            return None
+        lowest = np.array(kth, dtype=np.float32) - BOUND_SLACK
+        return self.skip & (self.bounds >= lowest[None, :, None])
 
 
 def _joint_best(
