@@ -183,6 +183,7 @@ def measure(args: argparse.Namespace, n: int) -> None:
     emit("filtered", "search_p95_ms", unfiltered_p95(shard, queries), "ms", **context)
 
     draws = FilterDraw(catalogue, rng)
+    warm_up(shard, queries[0], draws, context, n)
     for kind in KINDS:
         for target in SELECTIVITIES:
             # The baseline again just before: this machine's speed drifts within a run.
@@ -208,6 +209,24 @@ def measure(args: argparse.Namespace, n: int) -> None:
                 f"post-filter recall {result['postfilter_recall']:.4f} "
                 f"short {result['postfilter_short']:.3f}"
             )
+
+
+def warm_up(
+    shard: object, query: np.ndarray, draws: FilterDraw, context: dict[str, object], n: int
+) -> None:
+    """One search of every kind and selectivity, untimed, and the background work they
+    start (partitions build their rows' 8-bit codes once a filter would read rows
+    back by them): the sets are timed in the steady state a running service is in."""
+    partitions = shard.partitions.values()  # type: ignore[attr-defined]
+    before = sum(part.memory(False).map_bytes for part in partitions)
+    for kind in KINDS:
+        for target in SELECTIVITIES:
+            shard.search(query, K, SearchParams(where=draws.draw(kind, target)))  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    shard.wait_idle()  # type: ignore[attr-defined]
+    codes = (sum(part.memory(False).map_bytes for part in partitions) - before) / n
+    log(f"  warm-up: {time.perf_counter() - started:.1f} s more, {codes:.0f} bytes a vector more")
+    emit("filtered", "row_codes_bytes_per_vector", codes, "bytes", **context)
 
 
 def unfiltered_p95(shard: object, queries: np.ndarray) -> float:
@@ -277,10 +296,12 @@ def _exact_filtered(base: np.ndarray, query: np.ndarray, mask: np.ndarray) -> li
 def crossover(args: argparse.Namespace) -> int:
     """What the filter cost model's constants (index/defaults.py) come from: on one
     partition of a 100k shard (12.5k rows, IVF1024) and of a 1M shard (125k rows,
-    IVF4096), the bitmap walk at several nprobe and reading rows back and scoring them."""
+    IVF4096), the bitmap walk at several nprobe, reading rows back and scoring them, and
+    scoring them by the rows' 8-bit codes (index/row_codes.py)."""
     import faiss
 
     from index.faiss_index import reconstruct_rows
+    from index.row_codes import RowCodes
 
     faiss.omp_set_num_threads(1)
     rng = np.random.default_rng(args.seed)
@@ -309,6 +330,17 @@ def crossover(args: argparse.Namespace) -> int:
                 took += time.perf_counter() - tick
             took = took / len(data["queries"]) * 1e6
             emit("filtered_crossover", "read_back_us", took, "us", rows_read=count, **context)
+        codes = RowCodes(index)
+        codes.catch_up()
+        for count in (64, 256, 1024, 4096):
+            took = 0.0
+            for query in data["queries"]:
+                picked = np.sort(rng.choice(rows, count, replace=False))
+                tick = time.perf_counter()
+                codes.scores(picked, query[None])
+                took += time.perf_counter() - tick
+            took = took / len(data["queries"]) * 1e6
+            emit("filtered_crossover", "codes_us", took, "us", rows_read=count, **context)
     return 0
 
 

@@ -43,6 +43,13 @@ __all__ = [
 # 128 MB of vectors, far beyond the cache).
 FILTER_READ_US = 0.14
 FILTER_READ_UNCACHED_US = 0.23
+# The same rows from a partition's 8-bit codes (index/row_codes.py), a gather of
+# 256 bytes a row and one matrix product: 0.12 us a row at 125k rows (1,024 / 4,096
+# rows in 125 / 521 us), 0.085 us at 12.5k; the shortlist is rescored on top.
+FILTER_READ_CODES_US = 0.13
+# A shard rescores exactly this many times k rows (times an image's most rows) of
+# those its partitions scored by their codes, the best by the codes.
+RESCORE_PER_K = 4
 FILTER_LIST_US = 0.016
 FILTER_ROW_TEST_US = 0.011
 # Vectors beyond this many bytes in a partition are read back at the uncached cost.

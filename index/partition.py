@@ -43,9 +43,11 @@ from index.defaults import (
     FILTER_CACHED_BYTES,
     FILTER_LIST_US,
     FILTER_MAX_BOOST,
+    FILTER_READ_CODES_US,
     FILTER_READ_UNCACHED_US,
     FILTER_READ_US,
     FILTER_ROW_TEST_US,
+    RESCORE_PER_K,
 )
 from index.faiss_index import (
     CoarseCells,
@@ -62,6 +64,7 @@ from index.faiss_index import (
 from index.filters import RowAttributes, RowSet, SearchFilter
 from index.joint_scan import JointMember
 from index.list_bounds import ListRadii
+from index.row_codes import CODES_MIN_ROWS, ENCODE_CHUNK, RowCodes, shortlist
 from index.rwlock import RWLock
 from index.visibility import ImageState
 from streams.malloc_tuning import release_free_memory
@@ -158,6 +161,10 @@ class MatchingRows:
     # the list rather than changing it, so it maps these rows right ever after.
     # Looked up only for the rows that win (an id read is a cache miss per row).
     row_image: list[str]
+    # Scores from the partition's 8-bit codes (index/row_codes.py): a shard keeps
+    # the best few rows by them and asks for those rows' exact scores.
+    approximate: bool = False
+    rows_per_image: int = 1  # the partition's most rows for one image (tiles)
 
 
 class ScannedRows(NamedTuple):
@@ -244,6 +251,11 @@ class Partition:
         # Per IVF list, how far its rows lie from the centroid (None unless the
         # index is a plain IVF): bounds that let a shard skip lists (list_bounds).
         self._radii: ListRadii | None = None
+        # 8-bit codes of the rows, kept once a filtered search has read rows back
+        # from an IVF (index/row_codes.py); built a chunk at a time in the background.
+        self._codes: RowCodes | None = None
+        self._codes_thread: threading.Thread | None = None
+        self._codes_start = threading.Lock()
         self._dead_rows = 0
         self._allowed_rows = 0  # rows whose bit is set: what a search can return
         self._images = 0  # images with rows (never deleted ones: a delete retires rows)
@@ -384,7 +396,7 @@ class Partition:
             if where is not None:
                 plan = self._filter_plan(where, params)
                 if rows_if_cheaper and plan.read_back:
-                    return self._read_back(plan, queries)
+                    return self._read_back(plan, queries, approximate=True)
                 scores, found = self._search_where(queries, k, params, plan, cells)
             else:
                 fetch = min(rows, k * self._max_rows_per_image)
@@ -587,7 +599,10 @@ class Partition:
         if fetch == 0:
             return _no_rows(len(queries))
         if plan.read_back:
-            read = self._read_back(plan, queries)
+            read = self._read_back(plan, queries, approximate=True)
+            if read.approximate:  # the best by the codes, scored again exactly
+                few = shortlist(read.scores, RESCORE_PER_K * fetch)
+                read = self._exact_locked(read.rows[few], queries)
             return _best_of(read.scores, read.rows, fetch)
         bitmap = selected.bitmap(len(self._allowed))
         selector = faiss.IDSelectorBitmap(8 * len(bitmap), faiss.swig_ptr(bitmap))
@@ -604,11 +619,73 @@ class Partition:
                 return scores, found
         return self._search_until_enough(queries, fetch, fetch, boosted, parameters)
 
-    def _read_back(self, plan: FilterPlan, queries: np.ndarray) -> MatchingRows:
-        """Under the lock: the plan's rows, scored against ``queries``."""
+    def _read_back(
+        self, plan: FilterPlan, queries: np.ndarray, approximate: bool = False
+    ) -> MatchingRows:
+        """Under the lock: the plan's rows, scored against ``queries``; by the rows'
+        8-bit codes when ``approximate`` allows it and they are ready, else exactly."""
         rows = plan.selected.sorted_rows()
+        codes = self._codes
+        if approximate and len(rows) > CODES_MIN_ROWS and codes is not None and codes.current():
+            return MatchingRows(
+                codes.scores(rows, queries),
+                rows,
+                self._row_image,
+                approximate=True,
+                rows_per_image=self._max_rows_per_image,
+            )
+        return self._exact_locked(rows, queries)
+
+    def exact_rows(
+        self, rows: np.ndarray, queries: np.ndarray, row_image: list[str]
+    ) -> MatchingRows | None:
+        """``rows`` (of an approximate :class:`MatchingRows` read with ``row_image``)
+        scored exactly, less those hidden since; ``None`` when a compaction has
+        renumbered the rows meanwhile."""
+        with self._lock.read():
+            if self._row_image is not row_image:
+                return None
+            return self._exact_locked(rows[self._visible[rows]], queries)
+
+    def _exact_locked(self, rows: np.ndarray, queries: np.ndarray) -> MatchingRows:
+        """Under the lock: ``rows`` read back and scored exactly."""
         vectors = reconstruct_rows(self._index, rows, self._nlist > 0)
-        return MatchingRows(queries @ vectors.T, rows, self._row_image)
+        return MatchingRows(
+            queries @ vectors.T, rows, self._row_image, rows_per_image=self._max_rows_per_image
+        )
+
+    def _want_codes(self) -> None:
+        """Under the read lock, from a filtered search of an IVF that would read its
+        rows back by their codes: have the codes built if nobody has started to
+        (in the background, a chunk under the read lock at a time, so writers
+        wait ~2.5 ms at most; at once, under this search's hold, for a partition
+        without background work)."""
+        if self._codes is not None or not self._codes_start.acquire(blocking=False):
+            return
+        try:
+            if self._codes is not None:
+                return
+            codes = self._codes = RowCodes(self._index)
+            if not self.background:
+                codes.catch_up()
+                return
+            self._codes_thread = threading.Thread(
+                target=self._build_codes, args=(codes,), name="partition-codes", daemon=True
+            )
+            self._codes_thread.start()
+        finally:
+            self._codes_start.release()
+
+    def _build_codes(self, codes: RowCodes) -> None:
+        """Encode every row into ``codes``, a chunk per read hold, until they are
+        current or no longer this partition's (a rebuild replaced them)."""
+        while True:
+            with self._lock.read():
+                if self._codes is not codes:
+                    return
+                codes.catch_up(ENCODE_CHUNK)
+                if codes.current():
+                    return
 
     def _filter_plan(self, where: SearchFilter, params: SearchParams) -> FilterPlan:
         """Under the lock: how to search the visible rows that match ``where``."""
@@ -626,16 +703,28 @@ class Partition:
         """Reading ``matching`` rows back costs less than the walk: an IVF walk visits
         ``nprobe`` of its lists and tests every row in them, any other index every
         row (a graph walk with a raised efSearch visits a large share of a filtered
-        graph). Costs in microseconds, measured (index/defaults.py)."""
+        graph). Costs in microseconds, measured (index/defaults.py). An IVF whose
+        rows would be read back by their codes has them built (once)."""
+        by_codes = self._nlist > 0 and matching > CODES_MIN_ROWS
         if self.filter_exact_rows is not None:
-            return matching <= self.filter_exact_rows
+            cheaper = matching <= self.filter_exact_rows
+            if cheaper and by_codes and self._codes is None:
+                self._want_codes()
+            return cheaper
         rows = len(self._row_image)
         walk = rows * FILTER_ROW_TEST_US
         if self._nlist:
             lists = min(nprobe, self._nlist)
             walk = lists * (FILTER_LIST_US + FILTER_ROW_TEST_US * rows / self._nlist)
         cached = rows * self.dim * 4 <= FILTER_CACHED_BYTES
-        return matching * (FILTER_READ_US if cached else FILTER_READ_UNCACHED_US) <= walk
+        read = FILTER_READ_US if cached else FILTER_READ_UNCACHED_US
+        if by_codes and matching * FILTER_READ_CODES_US <= walk:
+            codes = self._codes
+            if codes is None:
+                self._want_codes()  # read back exactly until they are ready
+            elif codes.current():
+                read = min(read, FILTER_READ_CODES_US)
+        return matching * read <= walk
 
     def _filter(self, params: SearchParams) -> faiss.SearchParameters:
         """faiss search parameters carrying the ``_allowed`` bitmap as a selector.
@@ -715,6 +804,8 @@ class Partition:
             # an http(s) URI is a str of its own: 49 bytes of header plus its characters
             map_bytes += sum(49 + len(state.uri) for state in self._states.values() if state.uri)
             map_bytes += self._attributes.nbytes()
+            if self._codes is not None:
+                map_bytes += self._codes.nbytes
             return MemoryReport(self.kind, rows, live, self._images, size, map_bytes)
 
     # ----------------------------------------------------------------- writes
@@ -774,8 +865,13 @@ class Partition:
                 if placed is not None and placed.key == self.coarse_key:  # still those cells
                     lists = np.ascontiguousarray(np.concatenate(added_lists))
                 small = len(stacked) < SMALL_BATCH
+                codes = self._codes
+                codes_current = codes is not None and codes.current()
                 with one_omp_thread() if small else contextlib.nullcontext():
                     self._add(stacked, lists)
+                if codes_current:  # else their builder catches up
+                    assert codes is not None
+                    codes.append(stacked)
                 if self._radii is not None:
                     self._radii.catch_up()
                 for item, _ in batch:
@@ -880,9 +976,9 @@ class Partition:
     def wait_idle(self, timeout_s: float | None = None) -> None:
         """Wait for background rebuilds to finish (tests, benchmarks, shutdown)."""
         self.plan.wait_idle(timeout_s)
-        thread = self._compaction_thread
-        if thread is not None:
-            thread.join(timeout_s)
+        for thread in (self._compaction_thread, self._codes_thread):
+            if thread is not None:
+                thread.join(timeout_s)
 
     # ----------------------------------------------------------- row bookkeeping
 
@@ -978,8 +1074,12 @@ class Partition:
         train_and_add(fresh, vectors)  # a template copy is trained already
         del vectors
         radii = ListRadii.of(fresh)  # before the lock: it reads every row back
+        codes = None
+        if self._codes is not None and faiss.try_extract_index_ivf(fresh) is not None:
+            codes = RowCodes(fresh)  # filtered searches read codes: keep them
+            codes.catch_up()
         with self._lock.write():
-            self._swap(fresh, target, key, live, rows_at_start, radii)
+            self._swap(fresh, target, key, live, rows_at_start, radii, codes)
         release_free_memory()  # the old index's blocks, freed by the swap
         log.info(
             "partition rebuilt as %s: %d live rows (%d rebuilds)", target, len(live), self.rebuilds
@@ -993,6 +1093,7 @@ class Partition:
         live: np.ndarray,
         rows_at_start: int,
         radii: ListRadii | None,
+        codes: RowCodes | None,
     ) -> None:
         """Under the lock: add rows written during the build, renumber, replace."""
         rows_now = len(self._row_image)
@@ -1002,10 +1103,12 @@ class Partition:
             fresh.add(reconstruct_rows(self._index, added))
             if radii is not None:
                 radii.catch_up()
+            if codes is not None:
+                codes.catch_up()
         kept = np.concatenate([live, added])
         if len(kept) < rows_now:  # rows were retired: renumber (identity otherwise)
             self._renumber(kept, rows_now)
-        self._install(fresh, target, key, radii)
+        self._install(fresh, target, key, radii, codes)
         self.rebuilds += 1
 
     def _renumber(self, kept: np.ndarray, rows_now: int) -> None:
@@ -1028,10 +1131,15 @@ class Partition:
                 state.first_row = mapping[state.first_row]
 
     def _install(
-        self, index: faiss.Index, factory: str, key: str | None, radii: ListRadii | None
+        self,
+        index: faiss.Index,
+        factory: str,
+        key: str | None,
+        radii: ListRadii | None,
+        codes: RowCodes | None = None,
     ) -> None:
         """Make ``index`` (built as ``factory``, centroids digest ``key``, its lists'
-        ``radii`` counting every row) the one searched."""
+        ``radii`` counting every row, its rows' ``codes`` if any) the one searched."""
         # faiss's factory, clone and deserialize return the concrete class, which
         # IVF-only calls need (a downcast copy would not own the index: no copy here).
         self._index = index
@@ -1043,6 +1151,7 @@ class Partition:
         self.kind = "exact" if factory == EXACT_FACTORY else "ann"
         self.coarse_key = key
         self._radii = radii
+        self._codes = codes  # a builder of the old index's codes sees this and stops
 
     # --------------------------------------------------------------- snapshots
 
