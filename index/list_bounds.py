@@ -28,6 +28,7 @@ covers every row of the index.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import math
 from collections.abc import Sequence
@@ -132,10 +133,10 @@ class KthScoreGuess:
     """
 
     def __init__(
-        self, window: int = 256, quantile: float = 0.9, min_seen: int = 16, every: int = 16
+        self, window: int = 256, quantile: float = 0.9, min_seen: int = 16, every: int = 1
     ) -> None:
         self.window, self.quantile, self.min_seen, self.every = window, quantile, min_seen, every
-        self._gaps: dict[int, collections.deque[float]] = {}
+        self._gaps: dict[int, SlidingWindow] = {}
         self._margins: dict[int, float] = {}
         self._since: dict[int, int] = {}
 
@@ -156,23 +157,45 @@ class KthScoreGuess:
         if gaps is None:
             if len(self._gaps) >= MAX_GUESSED_KS:  # an unusual k: not worth a guess
                 return
-            gaps = self._gaps.setdefault(k, collections.deque(maxlen=self.window))
+            gaps = self._gaps.setdefault(k, SlidingWindow(self.window))
         # Plain floats: a search has one query or a few, where numpy's calls cost more.
         nearest = cells.scores[:, 0].tolist()
-        gaps.extend(n - s for n, s in zip(nearest, kth, strict=True) if not math.isnan(s))
+        for n, s in zip(nearest, kth, strict=True):
+            if not math.isnan(s):
+                gaps.add(n - s)
         since = self._since.get(k, 0) + len(nearest)
         if since >= self.every and len(gaps) >= self.min_seen:
-            self._margins[k] = _quantile(gaps, self.quantile)
+            self._margins[k] = gaps.quantile(self.quantile)
             since = 0
         self._since[k] = since
 
 
-def _quantile(values: collections.deque[float], share: float) -> float:
-    """numpy's default (linear) quantile of ``values``, by a C sort of Python floats:
-    7 us for 256 of them where ``np.quantile`` took 37 us, paid by every 16th
-    search (enough of them to show at the p95 of a 0.2 ms search)."""
-    ordered = sorted(values)
-    position = share * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+class SlidingWindow:
+    """The last ``size`` values, kept in arrival order and sorted, so that a quantile is
+    an index: ~1 us an added value (a bisection and a list shift of 256 pointers)
+    where sorting the window for each quantile took 7 us, and ``np.quantile`` 37
+    us. Paid every 16th search, the sort showed at the p95 of a 0.17 ms search
+    (20 us at the p95 of the guess's update, measured at 100k vectors)."""
+
+    def __init__(self, size: int) -> None:
+        self._arrivals: collections.deque[float] = collections.deque()
+        self._sorted: list[float] = []
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def add(self, value: float) -> None:
+        if len(self._arrivals) == self.size:
+            oldest = self._arrivals.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, oldest)]
+        self._arrivals.append(value)
+        bisect.insort(self._sorted, value)
+
+    def quantile(self, share: float) -> float:
+        """numpy's default (linear) quantile of the values."""
+        ordered = self._sorted
+        position = share * (len(ordered) - 1)
+        low = math.floor(position)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)

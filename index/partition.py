@@ -269,6 +269,8 @@ class Partition:
         # The index as an inner-product IVF-Flat (a shard's joint scan stacks its
         # lists: index/joint_scan.py), else None.
         self._flat_ivf: faiss.IndexIVFFlat | None = None
+        # (the lock's write count, the JointMember made then): reused until a write.
+        self._member: tuple[int, JointMember] | None = None
         self._max_rows_per_image = 1
         self._lock = RWLock()
         self._rebuild_lock = threading.Lock()  # one rebuild at a time (compaction or plan)
@@ -448,8 +450,12 @@ class Partition:
         have one row each (a row's bound is not a tiled image's)."""
         if self._flat_ivf is None or self.coarse_key != key:
             return None
+        writes = self._lock.writes
+        cached = self._member
+        if cached is not None and cached[0] == writes:  # nothing written since
+            return cached[1]
         hidden = len(self._row_image) - self._allowed_rows
-        return JointMember(
+        member = JointMember(
             self._flat_ivf,
             self._row_image,
             self._visible,
@@ -457,6 +463,9 @@ class Partition:
             self._max_rows_per_image,
             self.list_radii(),
         )
+        # Racing readers may both make one; either is right.
+        self._member = (writes, member)
+        return member
 
     def list_radii(self) -> ListRadii | None:
         """The IVF lists' radii while they count every row of the index, else ``None``.
@@ -1152,6 +1161,7 @@ class Partition:
         self.coarse_key = key
         self._radii = radii
         self._codes = codes  # a builder of the old index's codes sees this and stops
+        self._member = None  # it holds the old index: let it go now
 
     # --------------------------------------------------------------- snapshots
 

@@ -24,6 +24,9 @@ class RWLock:
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
+        # Write holds released so far: what a reader derived from the guarded data
+        # under an earlier hold is still true while this has not changed.
+        self.writes = 0
 
     def read(self) -> _ReadHold:
         """``with lock.read():`` shares the lock with other readers for the block."""
@@ -55,6 +58,7 @@ class RWLock:
             yield
         finally:
             with self._cond:
+                self.writes += 1
                 self._writer = False
                 self._cond.notify_all()
 

@@ -3,7 +3,6 @@ answers exactly what the scan of every list answers while scanning fewer lists,
 whether its partitions are scanned in one faiss call (index/joint_scan.py) or
 one by one."""
 
-import collections
 import dataclasses
 import gc
 import time
@@ -16,7 +15,7 @@ import pytest
 import index.shard as shard_module
 from index.faiss_index import CoarseCells, SearchParams, cell_finder
 from index.joint_scan import JointLists
-from index.list_bounds import KthScoreGuess, ListRadii, _quantile, score_bounds
+from index.list_bounds import KthScoreGuess, ListRadii, SlidingWindow, score_bounds
 from index.partition import Partition, Placement, Upsert, WriteResult
 from index.shard import IndexShard, partition_for
 from index.snapshot import SnapshotInfo, load_snapshot, save_snapshot, snapshot_path
@@ -155,11 +154,15 @@ def test_only_a_plain_ivf_with_a_flat_quantizer_gets_radii():
 
 @pytest.mark.parametrize("size", [1, 2, 17, 256])
 @pytest.mark.parametrize("share", [0.0, 0.5, 0.9, 0.95, 1.0])
-def test_the_guess_quantile_is_numpys(size, share):
-    values = np.random.default_rng(size).normal(size=size)
-    assert _quantile(collections.deque(values.tolist()), share) == pytest.approx(
-        float(np.quantile(values, share)), abs=1e-12
-    )
+def test_the_guess_quantile_is_numpys_over_the_last_values(size, share):
+    values = np.random.default_rng(size).normal(size=3 * size)
+    values[size] = values[0]  # a repeated value: the right copy leaves the window
+    window = SlidingWindow(size)
+    for count, value in enumerate(values.tolist(), start=1):
+        window.add(value)
+        last = values[max(0, count - size) : count]
+        assert len(window) == len(last)
+        assert window.quantile(share) == pytest.approx(float(np.quantile(last, share)), abs=1e-12)
 
 
 def test_the_kth_guess_waits_for_answers_then_takes_the_gap_quantile():
@@ -600,3 +603,20 @@ def test_an_ivf_that_is_not_flat_is_searched_partition_by_partition_without_retr
     assert scanned_lists["joint passes"] == 0
     assert tried["locks"] == PARTITIONS  # the first search found out; the others did not try
     assert shard._unstackable_key == shard.plan.template.key
+
+
+def test_a_partition_reuses_its_joint_member_until_a_write():
+    """What a joint scan reads of a partition is made once per write, not per search:
+    the same object until a delete, then one that counts the hidden row."""
+    _, shard, _ = _filled_and_learnt(21)
+    part = next(iter(shard.partitions.values()))
+    key = part.coarse_key
+    with part.reading():
+        first = part.joint_member(key)
+        assert first is not None and part.joint_member(key) is first
+    victim = part._row_image[0]
+    part.delete_many([victim], 1e9)
+    with part.reading():
+        after = part.joint_member(key)
+    assert after is not None and after is not first
+    assert after.hidden_rows == first.hidden_rows + 1
