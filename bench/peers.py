@@ -78,6 +78,7 @@ NOTES = {
     "default consistency; its RSS counted with ours",
 }
 PACE_S = 0.01  # 100 writes per second
+SEARCH_ROUNDS = 3  # the query set this many times; the median round's p95 is reported
 POLL_TIMEOUT_S = 10.0
 
 
@@ -367,8 +368,30 @@ def run_worker(system: str, data_dir: Path, budget: Budget) -> dict[str, Any]:
         result["index"] = getattr(store, "index_name", lambda: None)()
         for query in queries[:10]:
             store.search(query, K)
+        result |= search_rounds(store, queries, truth, budget)
+        inserted = [Write(store, n + j, vector, insert=True) for j, vector in enumerate(inserts)]
+        result |= paced_writes("insert_found", inserted, budget)
+        deleted = [Write(store, int(key), base[key], insert=False) for key in deletes.tolist()]
+        result |= paced_writes("delete_gone", deleted, budget)
+        return result
+
+
+def search_rounds(
+    store: Store, queries: np.ndarray, truth: np.ndarray, budget: Budget
+) -> dict[str, Any]:
+    """The queries back to back, ``SEARCH_ROUNDS`` times: p50 and p95 are the median
+    round's (each round's p95 is kept too), recall is the first round's.
+
+    On this 2-vCPU machine one round's p95 moves by a third between rounds of the
+    same process (visearch at 100k: 0.26-0.36 ms over four rounds; a query's
+    latency in one round correlated 0.27 with its latency in the next): most of
+    the tail is the machine, not the query. A system whose first round spends
+    the budget measures one round (fewer queries), and says so."""
+    rounds: list[tuple[float, float]] = []
+    recall, asked = 0.0, 0
+    started = time.perf_counter()
+    for round_number in range(SEARCH_ROUNDS):
         latencies, found = [], 0
-        started = time.perf_counter()
         for query, want in zip(queries, truth, strict=True):
             tick = time.perf_counter()
             got = store.search(query, K)
@@ -376,17 +399,22 @@ def run_worker(system: str, data_dir: Path, budget: Budget) -> dict[str, Any]:
             found += len(set(got) & set(want.tolist()))
             if budget.over(started):
                 break
-        result |= {
-            "queries": len(latencies),
-            "search_p50_ms": percentile(latencies, 50) * 1e3,
-            "search_p95_ms": percentile(latencies, 95) * 1e3,
-            "recall_at_10": found / (K * len(latencies)),
-        }
-        inserted = [Write(store, n + j, vector, insert=True) for j, vector in enumerate(inserts)]
-        result |= paced_writes("insert_found", inserted, budget)
-        deleted = [Write(store, int(key), base[key], insert=False) for key in deletes.tolist()]
-        result |= paced_writes("delete_gone", deleted, budget)
-        return result
+        if round_number == 0:
+            recall, asked = found / (K * len(latencies)), len(latencies)
+        elif len(latencies) < asked:  # cut short: not a whole round
+            break
+        rounds.append((percentile(latencies, 50) * 1e3, percentile(latencies, 95) * 1e3))
+        if budget.over(started):
+            break
+    middle = sorted(rounds, key=lambda r: r[1])[len(rounds) // 2]
+    return {
+        "queries": asked,
+        "search_rounds": len(rounds),
+        "search_p50_ms": middle[0],
+        "search_p95_ms": middle[1],
+        "search_p95_rounds_ms": [round(r[1], 4) for r in rounds],
+        "recall_at_10": recall,
+    }
 
 
 @dataclass
@@ -588,6 +616,7 @@ def report(kind: str, n: int, results: dict[str, dict[str, Any]]) -> None:
                 data=kind,
                 queries=result.get("queries"),
                 index=result.get("index"),
+                search_p95_rounds_ms=result.get("search_p95_rounds_ms"),
                 insert_missed=result.get("insert_found_missed"),
                 delete_missed=result.get("delete_gone_missed"),
                 machine=machine(),
@@ -618,7 +647,9 @@ def print_table(rows: list[tuple[str, int, str, dict[str, Any]]]) -> None:
     log(
         "  Every system runs in its own process on the same data and queries; in-process "
         "libraries pay no network hop, Milvus Lite pays gRPC over a local socket. Writes "
-        "count as visible when a search returns them (each system's default consistency)."
+        "count as visible when a search returns them (each system's default consistency). "
+        f"Search p50/p95: the median of {SEARCH_ROUNDS} rounds of the queries by p95 (each "
+        "round's p95 is in the JSON lines); recall: the first round's."
     )
 
 
