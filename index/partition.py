@@ -687,14 +687,22 @@ class Partition:
 
     def _build_codes(self, codes: RowCodes) -> None:
         """Encode every row into ``codes``, a chunk per read hold, until they are
-        current or no longer this partition's (a rebuild replaced them)."""
-        while True:
-            with self._lock.read():
-                if self._codes is not codes:
-                    return
-                codes.catch_up(ENCODE_CHUNK)
-                if codes.current():
-                    return
+        current or no longer this partition's (a rebuild replaced them). A failure
+        (memory, say) is logged and drops them: filters read rows back exactly
+        meanwhile, and a later filtered search starts a new build."""
+        try:
+            while True:
+                with self._lock.read():
+                    if self._codes is not codes:
+                        return
+                    codes.catch_up(ENCODE_CHUNK)
+                    if codes.current():
+                        return
+        except Exception:
+            log.exception("building the rows' codes failed; filters read rows back meanwhile")
+            with self._lock.write():
+                if self._codes is codes:
+                    self._codes = None
 
     def _filter_plan(self, where: SearchFilter, params: SearchParams) -> FilterPlan:
         """Under the lock: how to search the visible rows that match ``where``."""

@@ -183,3 +183,23 @@ def test_codes_are_built_in_the_background_and_counted_in_memory():
     truth = [i for i, _ in _filtered_truth(vectors, query, 10)]
     assert [h.image_id for h in first] == truth
     assert [h.image_id for h in shard.search(query, 10, FEW)] == truth
+
+
+def test_a_failed_build_is_logged_and_a_later_search_builds_again(monkeypatch, caplog):
+    shard, vectors = _shard(4000, background=True)
+    query = _unit(np.random.default_rng(8), 1)[0]
+    truth = [i for i, _ in _filtered_truth(vectors, query, 10)]
+
+    def fail(self, limit=None):
+        raise MemoryError("no room for codes")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RowCodes, "catch_up", fail)
+        assert [h.image_id for h in shard.search(query, 10, FEW)] == truth
+        shard.wait_idle()
+    parts = list(shard.partitions.values())
+    assert all(part._codes is None for part in parts)  # dropped, not left half-built
+    assert "building the rows' codes failed" in caplog.text
+    assert [h.image_id for h in shard.search(query, 10, FEW)] == truth  # starts a new build
+    shard.wait_idle()
+    assert all(part._codes is not None and part._codes.current() for part in parts)
