@@ -47,9 +47,12 @@ FILTER_READ_UNCACHED_US = 0.23
 # 256 bytes a row and one matrix product: 0.12 us a row at 125k rows (1,024 / 4,096
 # rows in 125 / 521 us), 0.085 us at 12.5k; the shortlist is rescored on top.
 FILTER_READ_CODES_US = 0.13
-# A shard rescores exactly this many times k rows (times an image's most rows) of
-# those its partitions scored by their codes, the best by the codes.
-RESCORE_PER_K = 4
+# A partition reads back exactly this many times k rows (times an image's most
+# rows) of those it scored by their codes, the best by the codes, per query. In
+# an ad-hoc loop over a 1M shard, the best 2 x k rows by the codes over all eight
+# partitions held every true top 10 of 1,500 filtered queries (1 x k: 99 %);
+# here each partition keeps its own best 2 x k.
+RESCORE_PER_K = 2
 FILTER_LIST_US = 0.016
 FILTER_ROW_TEST_US = 0.011
 # Vectors beyond this many bytes in a partition are read back at the uncached cost.

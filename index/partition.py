@@ -161,10 +161,6 @@ class MatchingRows:
     # the list rather than changing it, so it maps these rows right ever after.
     # Looked up only for the rows that win (an id read is a cache miss per row).
     row_image: list[str]
-    # Scores from the partition's 8-bit codes (index/row_codes.py): a shard keeps
-    # the best few rows by them and asks for those rows' exact scores.
-    approximate: bool = False
-    rows_per_image: int = 1  # the partition's most rows for one image (tiles)
 
 
 class ScannedRows(NamedTuple):
@@ -398,7 +394,7 @@ class Partition:
             if where is not None:
                 plan = self._filter_plan(where, params)
                 if rows_if_cheaper and plan.read_back:
-                    return self._read_back(plan, queries, approximate=True)
+                    return self._read_back(plan, queries, k)
                 scores, found = self._search_where(queries, k, params, plan, cells)
             else:
                 fetch = min(rows, k * self._max_rows_per_image)
@@ -608,10 +604,7 @@ class Partition:
         if fetch == 0:
             return _no_rows(len(queries))
         if plan.read_back:
-            read = self._read_back(plan, queries, approximate=True)
-            if read.approximate:  # the best by the codes, scored again exactly
-                few = shortlist(read.scores, RESCORE_PER_K * fetch)
-                read = self._exact_locked(read.rows[few], queries)
+            read = self._read_back(plan, queries, k)
             return _best_of(read.scores, read.rows, fetch)
         bitmap = selected.bitmap(len(self._allowed))
         selector = faiss.IDSelectorBitmap(8 * len(bitmap), faiss.swig_ptr(bitmap))
@@ -628,40 +621,17 @@ class Partition:
                 return scores, found
         return self._search_until_enough(queries, fetch, fetch, boosted, parameters)
 
-    def _read_back(
-        self, plan: FilterPlan, queries: np.ndarray, approximate: bool = False
-    ) -> MatchingRows:
-        """Under the lock: the plan's rows, scored against ``queries``; by the rows'
-        8-bit codes when ``approximate`` allows it and they are ready, else exactly."""
+    def _read_back(self, plan: FilterPlan, queries: np.ndarray, k: int) -> MatchingRows:
+        """Under the lock: the plan's rows, scored exactly against ``queries``; from
+        an IVF whose rows' 8-bit codes are ready, only the best ``RESCORE_PER_K`` x
+        ``k`` (x an image's most rows) by the codes, per query, are read back."""
         rows = plan.selected.sorted_rows()
         codes = self._codes
-        if approximate and len(rows) > CODES_MIN_ROWS and codes is not None and codes.current():
-            return MatchingRows(
-                codes.scores(rows, queries),
-                rows,
-                self._row_image,
-                approximate=True,
-                rows_per_image=self._max_rows_per_image,
-            )
-        return self._exact_locked(rows, queries)
-
-    def exact_rows(
-        self, rows: np.ndarray, queries: np.ndarray, row_image: list[str]
-    ) -> MatchingRows | None:
-        """``rows`` (of an approximate :class:`MatchingRows` read with ``row_image``)
-        scored exactly, less those hidden since; ``None`` when a compaction has
-        renumbered the rows meanwhile."""
-        with self._lock.read():
-            if self._row_image is not row_image:
-                return None
-            return self._exact_locked(rows[self._visible[rows]], queries)
-
-    def _exact_locked(self, rows: np.ndarray, queries: np.ndarray) -> MatchingRows:
-        """Under the lock: ``rows`` read back and scored exactly."""
+        few = RESCORE_PER_K * k * self._max_rows_per_image
+        if len(rows) > max(CODES_MIN_ROWS, 2 * few) and codes is not None and codes.current():
+            rows = rows[shortlist(codes.scores(rows, queries), few)]
         vectors = reconstruct_rows(self._index, rows, self._nlist > 0)
-        return MatchingRows(
-            queries @ vectors.T, rows, self._row_image, rows_per_image=self._max_rows_per_image
-        )
+        return MatchingRows(queries @ vectors.T, rows, self._row_image)
 
     def _want_codes(self) -> None:
         """Under the read lock, from a filtered search of an IVF that would read its

@@ -7,12 +7,12 @@ those rows lie scattered over every list, a cache and TLB miss each: faiss's
 the index walk with a bitmap, which took 4.7-5.0 ms p50 a query there. The
 same rows as 8-bit codes in one array (256 bytes a row at 256-d, not 1,024)
 are a numpy gather and one matrix product, ~0.12 us a row. Their scores
-are approximate, so a shard keeps the best few by them (``RESCORE_PER_K``
-x k) and scores those again from the index, exactly
-(:meth:`Partition.exact_rows <index.partition.Partition.exact_rows>`): the
-answer is the exact filtered top ``k`` whenever the shortlist holds it (in an
-ad-hoc loop over a 1M shard, a shortlist of 2 x k held every true top 10 of
-1,500 filtered queries; 4 x k are kept).
+are approximate, so each partition keeps the best few by them
+(``RESCORE_PER_K`` x k a query) and reads those back and scores them
+exactly, under the same read hold: the answer is the exact filtered top
+``k`` whenever the shortlists hold it (in an ad-hoc loop over a 1M shard,
+the best 2 x k of all eight partitions' rows by the codes held every true
+top 10 of 1,500 filtered queries; each partition keeps its own 2 x k).
 
 The codes cost a byte a dimension a row, so a partition keeps them only once
 a filtered search has asked for them, and builds them a chunk at a time in
@@ -37,14 +37,11 @@ from index.faiss_index import reconstruct_rows
 # ~2.5 ms for 4,096 rows of 256-d: a 1M shard's 1M rows took 0.64 s, measured).
 ENCODE_CHUNK = 4_096
 LEVELS = 255
-# Fewer matching rows than this are read back exactly, not from the codes: the
-# shortlist's exact rescoring costs a lock round and a faiss call a partition (~10
-# us), which the codes save only from a few hundred rows on (a 1M shard's partition,
-# bench.filtered --crossover: 64 / 256 / 1,024 rows read back in 24 / 70 / 292 us,
-# from the codes in 17 / 36 / 125 us). With a threshold of 64, a 0.1 % filter at
-# 1M (~125 rows a partition) took 0.57-0.64 / 0.66-0.91 ms p50 / p95 through the
-# codes: no faster than reading the rows back (0.58-0.67 / 0.72-0.80).
-CODES_MIN_ROWS = 256
+# Fewer matching rows than this (or than twice the rows rescored) are read back
+# without the codes: 64 rows of a 1M shard's partition are read back and scored in
+# 24 us, scored by their codes in 17 us, and the 20 rescored (k = 10) cost ~8 us
+# more (bench.filtered --crossover).
+CODES_MIN_ROWS = 64
 # Rows the per-dimension ranges are taken from (the first ones of the index).
 TRAIN_ROWS = 8_192
 

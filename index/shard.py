@@ -38,7 +38,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 from kafka.partitioner.default import murmur2
 
-from index.defaults import FILTER_MAX_BOOST, READ_BACK_FIRST_SORT, RESCORE_PER_K
+from index.defaults import FILTER_MAX_BOOST, READ_BACK_FIRST_SORT
 from index.faiss_index import CoarseCells, SearchParams, one_omp_thread
 from index.freshness import FreshnessHistogram, RecentTimes
 from index.joint_scan import JointLists, JointMember, joint_fetch
@@ -52,7 +52,6 @@ from index.partition import (
     WriteResult,
 )
 from index.recall_monitor import RecallMonitor
-from index.row_codes import shortlist
 from index.snapshot import (
     SnapshotError,
     SnapshotInfo,
@@ -293,18 +292,17 @@ class IndexShard:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         with one_omp_thread():  # a query or a few gain nothing from an OpenMP team
             cells = self._coarse_cells(queries, params)
-            pruned = None
-            if cells is not None and params.where is None:
-                pruned = self._scan_joint(queries, k, cells)
-                if pruned is None:
-                    pruned = self._scan_pruned(queries, k, params, cells)
             scored = None
-            while pruned is None and scored is None:  # again if rows were renumbered
+            if cells is not None and params.where is None:
+                scored = self._scan_joint(queries, k, cells)
+                if scored is None:
+                    scored = self._scan_pruned(queries, k, params, cells)
+            if scored is None:
                 scored = self._top_by_partition(queries, k, params, cells)
         results = []
         learning = cells is not None and params.where is None  # the guess is unfiltered
         kth = []  # per query, the k-th best score (NaN for a short answer)
-        for row in pruned if pruned is not None else scored or ():
+        for row in scored:
             # A C sort of the ~k x partitions candidates: 2.8 us for 88 of them, where
             # heapq.nlargest with a Python key took 10 us (measured); ties keep their order.
             best = sorted(row, key=_score, reverse=True)[:k]
@@ -321,11 +319,9 @@ class IndexShard:
 
     def _top_by_partition(
         self, queries: np.ndarray, k: int, params: SearchParams, cells: CoarseCells | None
-    ) -> list[list[tuple[float, str, Partition]]] | None:
+    ) -> list[list[tuple[float, str, Partition]]]:
         """Per query, each partition's best ``k`` images as (score, image_id,
-        partition); rows partitions read back for a filter are ranked together.
-        ``None`` when a partition renumbered its rows before the read-back was
-        rescored (the caller asks again)."""
+        partition); rows partitions read back for a filter are ranked together."""
         scored: list[list[tuple[float, str, Partition]]] = [[] for _ in queries]
         read: list[tuple[Partition, MatchingRows]] = []
         for part in self.partitions.values():
@@ -336,10 +332,7 @@ class IndexShard:
             for row, top in zip(scored, found, strict=True):
                 row.extend([(score, image_id, part) for score, image_id in top])
         if read:
-            exact = _rescored(queries, k, read)
-            if exact is None:
-                return None
-            _score_read_back(k, exact, scored)
+            _score_read_back(k, read, scored)
         return scored
 
     def _scan_joint(
@@ -731,36 +724,6 @@ def _best_scanned(
         best.append(top)
         kth.append(top[k - 1][0] if len(top) >= k else -math.inf)
     return best, kth
-
-
-def _rescored(
-    queries: np.ndarray, k: int, read: list[tuple[Partition, MatchingRows]]
-) -> list[tuple[Partition, MatchingRows]] | None:
-    """``read`` with every approximate :class:`MatchingRows` (scored by a partition's
-    8-bit codes) cut down to the shortlist and scored exactly: per query, the
-    best ``RESCORE_PER_K`` x k rows by the codes over all those partitions
-    (times an image's most rows), their union read back from the partitions
-    that hold them. ``None`` when a partition renumbered its rows meanwhile."""
-    approximate = [n for n, (_, matching) in enumerate(read) if matching.approximate]
-    if not approximate:
-        return read
-    exact = [pair for pair in read if not pair[1].approximate]
-    scores = np.concatenate([read[n][1].scores for n in approximate], axis=1)
-    counts = [len(read[n][1].rows) for n in approximate]
-    starts = np.cumsum([0, *counts])
-    few = RESCORE_PER_K * k * max(read[n][1].rows_per_image for n in approximate)
-    chosen = shortlist(scores, few)  # sorted, so each partition's stay in order
-    owner = np.searchsorted(starts, chosen, side="right") - 1
-    for position, n in enumerate(approximate):
-        mine = chosen[owner == position] - starts[position]
-        if not len(mine):
-            continue
-        part, matching = read[n]
-        rescored = part.exact_rows(matching.rows[mine], queries, matching.row_image)
-        if rescored is None:
-            return None
-        exact.append((part, rescored))
-    return exact
 
 
 def _score_read_back(

@@ -6,10 +6,11 @@ import faiss
 import numpy as np
 import pytest
 
+from index.defaults import RESCORE_PER_K
 from index.faiss_index import SearchParams
 from index.filters import SearchFilter
 from index.partition import MatchingRows, Partition
-from index.row_codes import CODES_MIN_ROWS, TRAIN_ROWS, RowCodes
+from index.row_codes import TRAIN_ROWS, RowCodes
 from index.shard import IndexShard, partition_for
 
 DIM = 16
@@ -108,8 +109,10 @@ def test_a_shard_answers_a_filter_through_codes_with_the_exact_top_k():
     for part in shard.partitions.values():
         assert part._codes is not None and part._codes.current()
         found = part.top_or_rows(queries[:1], 10, FEW)
-        assert isinstance(found, MatchingRows) and found.approximate
-        assert len(found.rows) > CODES_MIN_ROWS
+        # of ~500 matching rows, the best 2 x k by the codes, scored exactly
+        assert isinstance(found, MatchingRows) and len(found.rows) == RESCORE_PER_K * 10
+        exact = queries[:1] @ vectors[[int(found.row_image[r][4:]) for r in found.rows]].T
+        assert np.allclose(found.scores, exact, atol=1e-5)
     part = next(iter(shard.partitions.values()))
     elsewhere = {f"img-{i}" for i in range(len(vectors))} - part.image_ids()
     for query in queries:
@@ -153,21 +156,20 @@ def test_codes_follow_inserts_deletes_and_a_compaction():
     assert [h.image_id for h in shard.search(query, 10, FEW)] == expected
 
 
-def test_rows_rescored_after_a_delete_or_a_renumbering_are_never_stale():
-    shard, _ = _shard(4000)
-    query = _unit(np.random.default_rng(6), 1)[None, 0]
+def test_a_batch_of_queries_reads_back_each_querys_shortlist():
+    shard, vectors = _shard(4000)
+    queries = _unit(np.random.default_rng(6), 3)
     part = next(iter(shard.partitions.values()))
-    part.top_or_rows(query, 10, FEW)  # the codes, at once
-    found = part.top_or_rows(query, 10, FEW)
-    assert isinstance(found, MatchingRows) and found.approximate
-    victim = found.row_image[int(found.rows[0])]
-    part.delete_many([victim], 1e4)
-    rescored = part.exact_rows(found.rows, query, found.row_image)
-    assert rescored is not None and not rescored.approximate
-    assert victim not in {rescored.row_image[r] for r in rescored.rows.tolist()}
-    assert len(rescored.rows) == len(found.rows) - 1
-    part.rebuild()  # the deleted row goes: every row after it moves
-    assert part.exact_rows(found.rows, query, found.row_image) is None
+    part.top_or_rows(queries, 10, FEW)  # the codes, at once
+    found = part.top_or_rows(queries, 10, FEW)
+    assert isinstance(found, MatchingRows)
+    assert RESCORE_PER_K * 10 < len(found.rows) <= 3 * RESCORE_PER_K * 10
+    images = [int(found.row_image[r][4:]) for r in found.rows]
+    mine = [i for i in range(len(vectors)) if f"img-{i}" in part and _owner(i) == "few"]
+    for query, scores in zip(queries, found.scores, strict=True):
+        best = {f"img-{i}" for i in sorted(mine, key=lambda i: -(vectors[i] @ query))[:10]}
+        assert best <= {found.row_image[r] for r in found.rows}  # each query's own top 10
+        assert np.allclose(scores, vectors[images] @ query, atol=1e-5)
 
 
 def test_codes_are_built_in_the_background_and_counted_in_memory():
