@@ -1059,12 +1059,12 @@ class Partition:
         else:  # a copy has the template's centroids, hence its key
             target, fresh, key = template.factory, template.copy(), template.key
         train_and_add(fresh, vectors)  # a template copy is trained already
-        del vectors
-        radii = ListRadii.of(fresh)  # before the lock: it reads every row back
         codes = None
         if self._codes is not None and faiss.try_extract_index_ivf(fresh) is not None:
             codes = RowCodes(fresh)  # filtered searches read codes: keep them
-            codes.catch_up()
+            codes.append(vectors)  # the rows just added, in order: no read-back
+        del vectors
+        radii = ListRadii.of(fresh)  # before the lock: it reads every row back
         with self._lock.write():
             self._swap(fresh, target, key, live, rows_at_start, radii, codes)
         release_free_memory()  # the old index's blocks, freed by the swap

@@ -91,8 +91,10 @@ class RowCodes:
         if start != self.covered:
             raise ValueError(f"codes cover {self.covered} rows, the new ones start at {start}")
         if self._retrain_due(start + len(vectors)):
-            self.catch_up()  # few rows yet: train on them all and encode them again
-            return
+            if start:
+                self.catch_up()  # few rows yet: train on them all and encode them again
+                return
+            self._train(vectors[:TRAIN_ROWS])  # the first rows: nothing to read back
         self._store(start, self._encode(vectors))
         self.covered = start + len(vectors)
 
