@@ -215,8 +215,9 @@ def warm_up(
     shard: object, query: np.ndarray, draws: FilterDraw, context: dict[str, object], n: int
 ) -> None:
     """One search of every kind and selectivity, untimed, and the background work they
-    start (partitions build their rows' 8-bit codes once a filter would read rows
-    back by them): the sets are timed in the steady state a running service is in."""
+    start (a shard of 65,536 rows or more copies its rows into shared arrays with
+    8-bit codes once a filter would read rows back: index/shard_rows.py): the sets
+    are timed in the steady state a running service is in."""
     partitions = shard.partitions.values()  # type: ignore[attr-defined]
     before = sum(part.memory(False).map_bytes for part in partitions)
     for kind in KINDS:
@@ -224,9 +225,10 @@ def warm_up(
             shard.search(query, K, SearchParams(where=draws.draw(kind, target)))  # type: ignore[attr-defined]
     started = time.perf_counter()
     shard.wait_idle()  # type: ignore[attr-defined]
-    codes = (sum(part.memory(False).map_bytes for part in partitions) - before) / n
-    log(f"  warm-up: {time.perf_counter() - started:.1f} s more, {codes:.0f} bytes a vector more")
-    emit("filtered", "row_codes_bytes_per_vector", codes, "bytes", **context)
+    after = sum(part.memory(False).map_bytes for part in partitions)
+    extra = (after - before + shard.shard_rows_bytes) / n  # type: ignore[attr-defined]
+    log(f"  warm-up: {time.perf_counter() - started:.1f} s more, {extra:.0f} bytes a vector more")
+    emit("filtered", "filter_rows_bytes_per_vector", extra, "bytes", **context)
 
 
 def unfiltered_p95(shard: object, queries: np.ndarray) -> float:

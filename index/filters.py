@@ -268,9 +268,9 @@ class RowAttributes:
         if found is None:
             return self._time_range_rows(where, rows)
         if found.mask is not None:  # scan the column
-            return RowSet.both(found, RowSet(mask=self._time_mask(where, times)))
+            return RowSet.both(found, RowSet(mask=time_mask(where, times)))
         assert found.rows is not None
-        return RowSet(found.rows[self._time_mask(where, times[found.rows])])
+        return RowSet(found.rows[time_mask(where, times[found.rows])])
 
     def _times(self, rows: int) -> np.ndarray:
         """Upload time of rows ``0 .. rows - 1``; NaN (matching no range) for rows no
@@ -285,19 +285,13 @@ class RowAttributes:
         (rows arrive roughly in upload order, so that is a short stretch), or the
         whole column when that stretch is half of it or more."""
         blocks = -(-rows // TIME_BLOCK)
-        low = -np.inf if where.uploaded_after is None else where.uploaded_after
-        high = np.inf if where.uploaded_before is None else where.uploaded_before
-        touched = np.flatnonzero(
-            (self._block_max[:blocks] >= low) & (self._block_min[:blocks] < high)
-        )
-        if not len(touched):
+        touched = touched_blocks(where, self._block_min[:blocks], self._block_max[:blocks])
+        if touched is None:
             return RowSet(_NONE)
-        start = int(touched[0]) * TIME_BLOCK
-        end = min(rows, (int(touched[-1]) + 1) * TIME_BLOCK)
+        start, end = touched[0] * TIME_BLOCK, min(rows, touched[1] * TIME_BLOCK)
         if 2 * (end - start) > rows:
-            return RowSet(mask=self._time_mask(where, self._time[:rows]))
-        stretch = self._time[start:end]
-        hit = np.flatnonzero((stretch >= low) & (stretch < high))
+            return RowSet(mask=time_mask(where, self._time[:rows]))
+        hit = np.flatnonzero(time_mask(where, self._time[start:end]))
         return RowSet((hit + start).astype(np.int32))
 
     def _grow_time(self, rows: int) -> None:
@@ -319,15 +313,6 @@ class RowAttributes:
         # fmin / fmax skip NaN; a block of NaN only keeps the initial (matches nothing)
         self._block_min = np.fmin.reduce(by_block, axis=1, initial=np.inf)
         self._block_max = np.fmax.reduce(by_block, axis=1, initial=-np.inf)
-
-    @staticmethod
-    def _time_mask(where: SearchFilter, times: np.ndarray) -> np.ndarray:
-        mask = np.ones(len(times), dtype=bool)
-        if where.uploaded_after is not None:
-            mask &= times >= where.uploaded_after
-        if where.uploaded_before is not None:
-            mask &= times < where.uploaded_before
-        return mask
 
     @staticmethod
     def _size(postings_of: dict[str, _Postings], key: str) -> int:
@@ -417,6 +402,29 @@ class RowSet:
             rows, mask = other.rows, found.mask
         assert rows is not None and mask is not None
         return RowSet(rows[mask[rows]])
+
+
+def time_mask(where: SearchFilter, times: np.ndarray) -> np.ndarray:
+    """Which of ``times`` lie in ``where``'s upload-time range (NaN: none)."""
+    mask = np.ones(len(times), dtype=bool)
+    if where.uploaded_after is not None:
+        mask &= times >= where.uploaded_after
+    if where.uploaded_before is not None:
+        mask &= times < where.uploaded_before
+    return mask
+
+
+def touched_blocks(
+    where: SearchFilter, block_min: np.ndarray, block_max: np.ndarray
+) -> tuple[int, int] | None:
+    """The first and past-the-last block of a zone map (min and max upload time per
+    block of rows) whose range overlaps ``where``'s; ``None`` when none does."""
+    low = -np.inf if where.uploaded_after is None else where.uploaded_after
+    high = np.inf if where.uploaded_before is None else where.uploaded_before
+    touched = np.flatnonzero((block_max >= low) & (block_min < high))
+    if not len(touched):
+        return None
+    return int(touched[0]), int(touched[-1]) + 1
 
 
 def _sorted_union(lists: list[np.ndarray]) -> np.ndarray:

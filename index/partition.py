@@ -64,8 +64,9 @@ from index.faiss_index import (
 from index.filters import RowAttributes, RowSet, SearchFilter
 from index.joint_scan import JointMember
 from index.list_bounds import ListRadii
-from index.row_codes import CODES_MIN_ROWS, ENCODE_CHUNK, RowCodes, shortlist
+from index.row_codes import CODES_MIN_ROWS, ENCODE_CHUNK, RowCodes
 from index.rwlock import RWLock
+from index.shard_rows import RowFacts, ShardRows
 from index.visibility import ImageState
 from streams.malloc_tuning import release_free_memory
 
@@ -252,6 +253,11 @@ class Partition:
         self._codes: RowCodes | None = None
         self._codes_thread: threading.Thread | None = None
         self._codes_start = threading.Lock()
+        # False: never build them (a shard that keeps every partition's rows in
+        # shared arrays scores a selective filter's rows there: index/shard_rows.py).
+        self.codes_allowed = True
+        # The shard's rows this partition's rows are kept in too, and its slot there.
+        self._shard_rows: tuple[ShardRows, int] | None = None
         self._dead_rows = 0
         self._allowed_rows = 0  # rows whose bit is set: what a search can return
         self._images = 0  # images with rows (never deleted ones: a delete retires rows)
@@ -629,9 +635,34 @@ class Partition:
         codes = self._codes
         few = RESCORE_PER_K * k * self._max_rows_per_image
         if len(rows) > max(CODES_MIN_ROWS, 2 * few) and codes is not None and codes.current():
-            rows = rows[shortlist(codes.scores(rows, queries), few)]
-        vectors = reconstruct_rows(self._index, rows, self._nlist > 0)
-        return MatchingRows(queries @ vectors.T, rows, self._row_image)
+            rows = codes.best(rows, queries, few)
+        return MatchingRows(queries @ self.read_rows(rows).T, rows, self._row_image)
+
+    def read_rows(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Under the read lock (the caller's): the vectors of ``rows``; into ``out``
+        (float32, one row each, C order) when given: a shard reads a shortlist from
+        each partition into one array, one faiss call a partition."""
+        if out is None:
+            return reconstruct_rows(self._index, rows, self._nlist > 0)
+        wanted = np.ascontiguousarray(rows, dtype=np.int64)
+        self._index.reconstruct_batch_c(len(wanted), faiss.swig_ptr(wanted), faiss.swig_ptr(out))  # type: ignore[attr-defined]
+        return out
+
+    @property
+    def row_images(self) -> list[str]:
+        """Under the read lock: the image of each row. A compaction replaces the list
+        rather than changing it, so one read under the lock names those rows ever after."""
+        return self._row_image
+
+    @property
+    def max_rows_per_image(self) -> int:
+        """The most rows one image has had here (a global vector and its tiles)."""
+        return self._max_rows_per_image
+
+    @property
+    def rows(self) -> int:
+        """Rows of the index, retired ones included (read under the lock)."""
+        return len(self._row_image)
 
     def _want_codes(self) -> None:
         """Under the read lock, from a filtered search of an IVF that would read its
@@ -639,6 +670,8 @@ class Partition:
         (in the background, a chunk under the read lock at a time, so writers
         wait ~2.5 ms at most; at once, under this search's hold, for a partition
         without background work)."""
+        if not self.codes_allowed:
+            return
         if self._codes is not None or not self._codes_start.acquire(blocking=False):
             return
         try:
@@ -699,10 +732,7 @@ class Partition:
                 self._want_codes()
             return cheaper
         rows = len(self._row_image)
-        walk = rows * FILTER_ROW_TEST_US
-        if self._nlist:
-            lists = min(nprobe, self._nlist)
-            walk = lists * (FILTER_LIST_US + FILTER_ROW_TEST_US * rows / self._nlist)
+        walk = self.walk_us(nprobe)
         cached = rows * self.dim * 4 <= FILTER_CACHED_BYTES
         read = FILTER_READ_US if cached else FILTER_READ_UNCACHED_US
         if by_codes and matching * FILTER_READ_CODES_US <= walk:
@@ -712,6 +742,15 @@ class Partition:
             elif codes.current():
                 read = min(read, FILTER_READ_CODES_US)
         return matching * read <= walk
+
+    def walk_us(self, nprobe: int) -> float:
+        """Under the lock: the estimated cost of a filtered index walk at ``nprobe``
+        (an IVF tests every row of the lists it visits, any other index every row)."""
+        rows = len(self._row_image)
+        if not self._nlist:
+            return rows * FILTER_ROW_TEST_US
+        lists = min(nprobe, self._nlist)
+        return lists * (FILTER_LIST_US + FILTER_ROW_TEST_US * rows / self._nlist)
 
     def _filter(self, params: SearchParams) -> faiss.SearchParameters:
         """faiss search parameters carrying the ``_allowed`` bitmap as a selector.
@@ -859,6 +898,8 @@ class Partition:
                 if codes_current:  # else their builder catches up
                     assert codes is not None
                     codes.append(stacked)
+                if self._shard_rows is not None:
+                    self._keep_shard_rows(first, stacked)
                 if self._radii is not None:
                     self._radii.catch_up()
                 for item, _ in batch:
@@ -954,6 +995,9 @@ class Partition:
         won = state.set_tags(tags, at)
         if won and state.row_count:
             self._attributes.retag(state.first_row, state.row_count, old, tags)
+            if self._shard_rows is not None:
+                shard_rows, slot = self._shard_rows
+                shard_rows.retag(slot, state.first_row, state.row_count, old, tags)
         return won
 
     def _after_write(self) -> None:
@@ -992,6 +1036,9 @@ class Partition:
     def _set_allowed(self, rows: range, allowed: bool) -> None:
         bits = self._allowed
         self._visible[rows.start : rows.stop] = allowed
+        if self._shard_rows is not None:
+            shard_rows, slot = self._shard_rows
+            shard_rows.set_visible(slot, rows.start, len(rows), allowed)
         for row in rows:
             mask = 1 << (row & 7)
             if bool(bits[row >> 3] & mask) == allowed:
@@ -1112,6 +1159,7 @@ class Partition:
         self._allowed_rows = int(allowed.sum())
         self._dead_rows = int(len(kept) - alive.sum())
         self._attributes.renumber(new_of_old, kept)
+        self._forget_shard_rows()
         mapping = new_of_old.tolist()
         for state in self._states.values():
             if state.row_count:
@@ -1140,6 +1188,56 @@ class Partition:
         self._radii = radii
         self._codes = codes  # a builder of the old index's codes sees this and stops
         self._member = None  # it holds the old index: let it go now
+
+    # -------------------------------------------------------------- shard rows
+
+    def keep_rows_in(self, shard_rows: ShardRows, slot: int) -> None:
+        """Keep this partition's rows in ``shard_rows`` at ``slot`` too, from now on:
+        writes go there as well once :meth:`catch_up_shard_rows` has copied the
+        rows written before."""
+        with self._lock.write():
+            self._shard_rows = (shard_rows, slot)
+            shard_rows.reset(slot)
+
+    def catch_up_shard_rows(self, shard_rows: ShardRows, limit: int) -> bool:
+        """Copy up to ``limit`` more rows into ``shard_rows`` (under the read lock);
+        True once it covers every row (or no longer keeps this partition's)."""
+        with self._lock.read():
+            if self._shard_rows is None or self._shard_rows[0] is not shard_rows:
+                return True
+            slot = self._shard_rows[1]
+            first = shard_rows.covered[slot]
+            end = min(len(self._row_image), first + limit)
+            if end > first:
+                vectors = reconstruct_rows(self._index, np.arange(first, end), self._nlist > 0)
+                shard_rows.catch_up(slot, self._row_facts(first, vectors))
+            return end == len(self._row_image)
+
+    def _keep_shard_rows(self, first: int, vectors: np.ndarray) -> None:
+        """Under the write lock: rows ``first ..`` (``vectors``) were just added."""
+        assert self._shard_rows is not None
+        shard_rows, slot = self._shard_rows
+        if shard_rows.covered[slot] == first:  # else its catch-up copies them later
+            shard_rows.catch_up(slot, self._row_facts(first, vectors))
+
+    def _row_facts(self, first: int, vectors: np.ndarray) -> RowFacts:
+        end = first + len(vectors)
+        states = [self._states.get(image_id, _NO_ROWS) for image_id in self._row_image[first:end]]
+        return RowFacts(
+            first,
+            vectors,
+            self._visible[first:end].copy(),
+            [state.owner_id for state in states],
+            [state.tags for state in states],
+            np.array([state.uploaded_at for state in states], dtype=np.float64),
+        )
+
+    def _forget_shard_rows(self) -> None:
+        """Under the write lock: rows were renumbered or replaced; the shard's copy
+        of them starts over (searches do not use it until it is caught up)."""
+        if self._shard_rows is not None:
+            shard_rows, slot = self._shard_rows
+            shard_rows.reset(slot)
 
     # --------------------------------------------------------------- snapshots
 
@@ -1189,6 +1287,7 @@ class Partition:
             self._dead_rows = int(rows - alive.sum())
             self._states = states
             self._attributes = _attributes_of(states)
+            self._forget_shard_rows()
             self._images = sum(1 for s in states.values() if s.row_count)
             self._max_rows_per_image = int(state["max_rows_per_image"])
         self.plan.adopt(index, factory, key)

@@ -46,6 +46,127 @@ CODES_MIN_ROWS = 64
 TRAIN_ROWS = 8_192
 
 
+class CodeScale:
+    """Per dimension, the range 8-bit codes divide into ``LEVELS`` steps: a code is the
+    value's place between the lowest and highest value of the rows trained on
+    (a value outside is clamped; exact rescoring makes up for it)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.low = np.zeros(dim, dtype=np.float32)
+        self.step = np.ones(dim, dtype=np.float32)  # value per code level
+        self._scanning: faiss.IndexIVFScalarQuantizer | None = None  # see best()
+
+    def train(self, vectors: np.ndarray) -> None:
+        low, high = vectors.min(axis=0), vectors.max(axis=0)
+        self.low = low.astype(np.float32)
+        self.step = (np.maximum(high - low, 1e-12) / LEVELS).astype(np.float32)
+        self._scanning = None
+
+    def encode(self, vectors: np.ndarray) -> np.ndarray:
+        levels = np.rint((vectors - self.low) / self.step - 0.5)
+        return np.clip(levels, 0, LEVELS).astype(np.uint8)
+
+    def scores(self, codes: np.ndarray, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        """Approximate inner products of ``queries`` with the vectors ``codes[rows]``
+        stand for (queries x rows).
+
+        ``SCORE_CHUNK`` rows at a time, through buffers this thread reuses: the
+        gathered codes and their float copy stay in the L2 cache, and no fresh
+        megabyte is mapped (and page-faulted) per query. 10,000 rows of a 1M
+        array scored in 1.1 ms this way, 1.65 ms by one gather, one ``astype``
+        and one product (measured, 2 vCPU).
+        """
+        weights = queries * self.step  # a code level's worth of each dimension
+        offset = queries @ (self.low + 0.5 * self.step)  # codes stand for mid-levels
+        scores = np.empty((len(queries), len(rows)), dtype=np.float32)
+        gathered, floats = _buffers(codes.shape[1])
+        for start in range(0, len(rows), SCORE_CHUNK):
+            end = min(len(rows), start + SCORE_CHUNK)
+            chunk = gathered[: end - start]
+            np.take(codes, rows[start:end], axis=0, out=chunk)
+            as_float = floats[: end - start]
+            np.copyto(as_float, chunk)
+            np.matmul(weights, as_float.T, out=scores[:, start:end])
+        scores += offset[:, None]
+        return scores
+
+    def best(
+        self, codes: np.ndarray, rows: np.ndarray, queries: np.ndarray, few: int
+    ) -> np.ndarray:
+        """The sorted distinct ``rows`` that are among the best ``few`` of some query by
+        their codes (``codes[rows]``): the rows to score again exactly.
+
+        faiss scores the codes: a scalar quantizer's list scanner reads 8-bit codes
+        laid out as these are (a code decodes to ``low + (code + 0.5) x step``,
+        faiss's ``QT_8bit`` with ``vmin = low`` and ``vdiff = 255 x step``) and
+        keeps a query's best in a heap, with no float copy of the codes. On ~1,000
+        rows of a 1M shard that took 88 us p50 where numpy's gather, product and
+        partial sort (:meth:`scores` and ``argpartition``) took 130 (ad-hoc loop,
+        the same rows and queries, the same top rows every time).
+        """
+        if few >= len(rows):
+            return np.unique(rows)
+        scanning = self._scanning
+        if scanning is None:
+            scanning = self._scanning = _code_scanning_index(self)
+        wanted = np.ascontiguousarray(rows, dtype=np.int64)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        heaps = []
+        for query in queries:
+            scanner = scanning.get_InvertedListScanner(False, None, None)
+            scanner.set_query(faiss.swig_ptr(query))
+            scanner.set_list(0, 0.0)
+            scores = np.full(few, -np.inf, dtype=np.float32)
+            found = np.full(few, -1, dtype=np.int64)
+            heaps.append((scanner, scores, found))
+        gathered, _ = _buffers(codes.shape[1])
+        for start in range(0, len(wanted), SCORE_CHUNK):
+            end = min(len(wanted), start + SCORE_CHUNK)
+            np.take(codes, wanted[start:end], axis=0, out=gathered[: end - start])
+            chunk, ids = faiss.swig_ptr(gathered), faiss.swig_ptr(wanted[start:end])
+            for scanner, scores, found in heaps:
+                scanner.scan_codes(
+                    end - start, chunk, ids, faiss.swig_ptr(scores), faiss.swig_ptr(found), few
+                )
+        return np.unique(np.concatenate([found for _, _, found in heaps]))
+
+
+def _code_scanning_index(scale: CodeScale) -> faiss.IndexIVFScalarQuantizer:
+    """A one-list inner-product IVF of ``scale``'s 8-bit codes, for its list scanner
+    (the list itself stays empty: CodeScale.best hands the scanner the codes)."""
+    index = faiss.IndexIVFScalarQuantizer(
+        faiss.IndexFlatIP(scale.dim),
+        scale.dim,
+        1,
+        faiss.ScalarQuantizer.QT_8bit,
+        faiss.METRIC_INNER_PRODUCT,
+        False,  # no residuals: codes of the vectors themselves
+    )
+    trained = np.concatenate([scale.low, scale.step * LEVELS]).astype(np.float32)
+    faiss.copy_array_to_vector(trained, index.sq.trained)
+    index.is_trained = True
+    return index
+
+
+# Rows gathered and scored at a time (CodeScale.scores): 64 KB of codes and
+# 256 KB of floats at 256-d.
+SCORE_CHUNK = 256
+_scratch = threading.local()
+
+
+def _buffers(dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's chunk buffers for ``dim``-dimensional codes."""
+    buffers = getattr(_scratch, "buffers", None)
+    if buffers is None or buffers[0].shape[1] != dim:
+        buffers = (
+            np.empty((SCORE_CHUNK, dim), dtype=np.uint8),
+            np.empty((SCORE_CHUNK, dim), dtype=np.float32),
+        )
+        _scratch.buffers = buffers
+    return buffers
+
+
 class RowCodes:
     """8-bit codes of the rows of one faiss index, row ``r`` at position ``r``.
 
@@ -59,8 +180,7 @@ class RowCodes:
         self.dim = int(index.d)
         self._ivf = faiss.try_extract_index_ivf(index) is not None
         self._codes = np.empty((0, self.dim), dtype=np.uint8)
-        self._low = np.zeros(self.dim, dtype=np.float32)
-        self._step = np.ones(self.dim, dtype=np.float32)  # value per code level
+        self.scale = CodeScale(self.dim)
         self.covered = 0  # rows 0 .. covered - 1 are encoded
         self._trained_rows = 0  # rows the ranges were taken from
         self._catching_up = threading.Lock()
@@ -81,7 +201,7 @@ class RowCodes:
                 total = min(total, self.covered + limit)
             for start in range(self.covered, total, ENCODE_CHUNK):
                 end = min(total, start + ENCODE_CHUNK)
-                self._store(start, self._encode(self._read(start, end)))
+                self._store(start, self.scale.encode(self._read(start, end)))
                 self.covered = end  # after the codes: a reader that sees it sees them
 
     def append(self, vectors: np.ndarray) -> None:
@@ -95,15 +215,16 @@ class RowCodes:
                 self.catch_up()  # few rows yet: train on them all and encode them again
                 return
             self._train(vectors[:TRAIN_ROWS])  # the first rows: nothing to read back
-        self._store(start, self._encode(vectors))
+        self._store(start, self.scale.encode(vectors))
         self.covered = start + len(vectors)
 
     def scores(self, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
         """Approximate inner products of ``queries`` with ``rows`` (queries x rows)."""
-        weights = queries * self._step  # a code level's worth of each dimension
-        offset = queries @ (self._low + 0.5 * self._step)  # codes stand for mid-levels
-        gathered = self._codes[rows].astype(np.float32)
-        return weights @ gathered.T + offset[:, None]
+        return self.scale.scores(self._codes, rows, queries)
+
+    def best(self, rows: np.ndarray, queries: np.ndarray, few: int) -> np.ndarray:
+        """The sorted distinct ``rows`` among some query's best ``few`` by their codes."""
+        return self.scale.best(self._codes, rows, queries, few)
 
     @property
     def nbytes(self) -> int:
@@ -119,17 +240,11 @@ class RowCodes:
         return trained < TRAIN_ROWS and total >= max(1, min(2 * trained, TRAIN_ROWS))
 
     def _train(self, vectors: np.ndarray) -> None:
-        low, high = vectors.min(axis=0), vectors.max(axis=0)
-        self._low = low.astype(np.float32)
-        self._step = (np.maximum(high - low, 1e-12) / LEVELS).astype(np.float32)
+        self.scale.train(vectors)
         self._trained_rows = len(vectors)
 
     def _read(self, start: int, end: int) -> np.ndarray:
         return reconstruct_rows(self.index, np.arange(start, end, dtype=np.int64), self._ivf)
-
-    def _encode(self, vectors: np.ndarray) -> np.ndarray:
-        levels = np.rint((vectors - self._low) / self._step - 0.5)
-        return np.clip(levels, 0, LEVELS).astype(np.uint8)
 
     def _store(self, start: int, codes: np.ndarray) -> None:
         end = start + len(codes)
@@ -138,11 +253,3 @@ class RowCodes:
             grown[:start] = self._codes[:start]
             self._codes = grown
         self._codes[start:end] = codes
-
-
-def shortlist(scores: np.ndarray, few: int) -> np.ndarray:
-    """Sorted positions of the best ``few`` columns of ``scores`` (queries x rows) for
-    any query: the rows to score again exactly."""
-    if few >= scores.shape[1]:
-        return np.arange(scores.shape[1])
-    return np.unique(np.argpartition(-scores, few - 1, axis=1)[:, :few])

@@ -85,6 +85,10 @@ def _shard(n, background=False, seed=2):
     for part in shard.partitions.values():
         assert part.kind == "ann"
         part.filter_exact_rows = 10**6  # read the matching rows back
+        # A shard keeps its rows in shared arrays instead (test_shard_rows.py), from
+        # ROWS_MIN rows on; these shards are smaller, and their partitions' own
+        # codes (what a partition used alone builds) are what is tested here.
+        part.codes_allowed = True
     return shard, vectors
 
 
@@ -205,3 +209,21 @@ def test_a_failed_build_is_logged_and_a_later_search_builds_again(monkeypatch, c
     assert [h.image_id for h in shard.search(query, 10, FEW)] == truth  # starts a new build
     shard.wait_idle()
     assert all(part._codes is not None and part._codes.current() for part in parts)
+
+
+def test_the_best_rows_by_codes_are_the_top_of_their_approximate_scores():
+    """CodeScale.best (faiss's scanner over the codes) keeps, per query, the rows whose
+    approximate scores (CodeScale.scores, numpy) are the highest; their union, sorted."""
+    rng = np.random.default_rng(9)
+    vectors = _unit(rng, 5000)
+    index = faiss.IndexFlatIP(DIM)
+    index.add(vectors)
+    codes = RowCodes(index)
+    codes.catch_up()
+    queries = _unit(rng, 3)
+    rows = np.sort(rng.choice(5000, 1200, replace=False))  # several chunks of codes
+    best = codes.best(rows, queries, 20)
+    approximate = codes.scores(rows, queries)
+    expected = np.unique(rows[np.argsort(-approximate, axis=1)[:, :20]])
+    assert np.array_equal(best, expected)
+    assert np.array_equal(codes.best(rows[:15], queries, 20), rows[:15])  # fewer than few
