@@ -394,9 +394,11 @@ class IndexShard:
         """Under every partition's read lock, the shard's rows current: see
         :meth:`_top_by_shard_rows`."""
         assert params.where is not None
+        most = shard_rows.most_matching(params.where)
+        if most is None or not self._reading_is_cheaper(parts, most, params):
+            return None  # fewer may match, but the bound says walk: partitions decide
         found = shard_rows.matching(params.where)
-        if found is None or not self._reading_is_cheaper(parts, len(found), params):
-            return None
+        assert found is not None
         self.filters_by_shard_rows += 1
         scored: list[list[tuple[float, str, Partition]]] = [[] for _ in queries]
         if not len(found):
@@ -434,7 +436,9 @@ class IndexShard:
     ) -> bool:
         """Under every partition's lock: scoring ``matching`` rows by their codes costs
         less than the partitions' filtered index walks (the cost model of
-        ``Partition._exact_is_cheaper``; under 1,024 rows it always does)."""
+        ``Partition._exact_is_cheaper``; under 1,024 rows it always does). True for
+        some count, true for any fewer: reading costs less and the walk, its budget
+        raised by 1 / selectivity, more."""
         if matching <= SURELY_CHEAPER_ROWS:
             return True
         rows = sum(part.rows for part in parts)

@@ -45,6 +45,9 @@ from index.row_codes import CodeScale
 ROWS_MIN = 65_536
 # Rows per block of the upload-time zone map.
 TIME_BLOCK = 256
+# A time range's rows are counted (not bounded by the zone map's stretch) when the
+# stretch is at most this long: comparing 131,072 times takes ~0.1 ms.
+TIME_COUNT_ROWS = 131_072
 # Vectors the shard's code scale is trained on (a random sample of the live ones).
 SCALE_SAMPLE = 8_192
 
@@ -192,6 +195,34 @@ class ShardRows:
         """Every slot covers every row of its partition (rows counted under its lock)."""
         return all(have == want for have, want in zip(self.covered, rows_per_slot, strict=True))
 
+    def most_matching(self, where: SearchFilter) -> int | None:
+        """An upper bound of the rows ``where`` matches, from the posting lists' sizes
+        and the zone map alone (cheap: a broad filter is walked, and merging its
+        lists here first cost a 1M shard ~0.2 s for a 50 % filter); ``None`` for
+        an empty filter."""
+        bounds = []
+        if where.owner_ids:
+            bounds.append(self._listed(self._owners, where.owner_ids))
+        if where.tags_any:
+            bounds.append(self._listed(self._tags, where.tags_any))
+        bounds.extend(self._listed(self._tags, (tag,)) for tag in where.tags_all)
+        if where.has_time_range:
+            bounds.append(self._in_time_range(where))
+        return min(bounds) if bounds else None
+
+    def _in_time_range(self, where: SearchFilter) -> int:
+        """Rows uploaded in ``where``'s range (counted if the zone map leaves a short
+        stretch to scan; its length otherwise: partitions fill at slightly
+        different paces, so a block's times spread and a stretch overstates a
+        1 % window of a 1M shard about twice)."""
+        touched = touched_blocks(where, self._block_min, self._block_max)
+        if touched is None:
+            return 0
+        start, end = touched[0] * TIME_BLOCK, touched[1] * TIME_BLOCK
+        if end - start > TIME_COUNT_ROWS:
+            return end - start
+        return int(np.count_nonzero(time_mask(where, self._times[start:end])))
+
     def matching(self, where: SearchFilter) -> np.ndarray | None:
         """The visible shard rows that match ``where`` (``None`` for an empty filter:
         every row, no selective search)."""
@@ -234,6 +265,11 @@ class ShardRows:
         lists = sum(ids.size for per in (*self._owners, *self._tags) for ids in per.values())
         zone_map = self._block_min.nbytes + self._block_max.nbytes
         return int(used * (self.dim + 1) + self._times.nbytes + zone_map + 8 * lists)
+
+    @staticmethod
+    def _listed(lists_per_slot: list[dict[str, _Ids]], keys: Iterable[str]) -> int:
+        """Rows in the lists of ``keys`` over every slot, a row counted once a list."""
+        return sum(lists[key].size for lists in lists_per_slot for key in keys if key in lists)
 
     def _union(self, lists_per_slot: list[dict[str, _Ids]], keys: Iterable[str]) -> np.ndarray:
         keys = tuple(keys)

@@ -57,6 +57,8 @@ def test_a_shard_observes_each_applied_vector_and_the_collector_serves_it() -> N
     assert samples[("visearch_shard_freshness_seconds_count", (("shard", "3"),))] == 2
     assert samples[("visearch_shard_consumer_lag", (("partition", "1"), ("shard", "3")))] == 7
     assert samples[("visearch_shard_images", (("shard", "3"),))] == 1  # "a" was deleted
+    # no filter asked for the shard's rows (index/shard_rows.py): none are kept
+    assert samples[("visearch_shard_filter_rows_bytes", (("shard", "3"),))] == 0
 
 
 def test_searchable_times_keep_only_the_most_recent_images() -> None:

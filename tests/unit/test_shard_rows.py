@@ -131,6 +131,11 @@ class World:
             used += self.shard.filters_by_shard_rows - before
             truth = self.truth(where, query)
             assert [h.image_id for h in hits] == [image_id for _, image_id in truth], where
+            shard_rows = self.shard._rows
+            if shard_rows is not None and shard_rows.current(
+                [part.rows for part in self.shard.partitions.values()]
+            ):  # the bound that decides without merging lists is a bound
+                assert shard_rows.most_matching(where) >= len(shard_rows.matching(where))
             assert np.allclose([h.score for h in hits], [score for score, _ in truth], atol=1e-5)
         return used
 
@@ -155,6 +160,9 @@ def test_filters_through_shard_rows_equal_the_truth_through_every_kind_of_write(
     assert world.shard._rows is None  # nothing built before a filter asks
     world.check(searches=2)  # the first selective filter builds them (at once here)
     assert world.shard._rows is not None
+    rows = sum(part.rows for part in world.shard.partitions.values())
+    # codes and a flag a row at least, an upload time, ~2 posting entries: under 2x that
+    assert rows * (DIM + 1) < world.shard.shard_rows_bytes < 2 * rows * (DIM + 1 + 8 + 2 * 8)
     assert world.check() > 0
     for round_number in range(6):
         live = world.live()

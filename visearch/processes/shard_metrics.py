@@ -8,6 +8,8 @@ responses (no consumer group exists for kafka-exporter to report: every shard
 copy reads the log on its own). ``visearch_shard_images{shard}``: images held.
 ``visearch_shard_recall_at_10{shard}``: recall@10 of sampled live queries
 against exact search (``index/recall_monitor.py``), once there are samples.
+``visearch_shard_filter_rows_bytes{shard}``: memory of the rows a shard keeps
+for selective filters (``index/shard_rows.py``; 0 until a filter needs them).
 The API serves these for its in-process shards; each `visearch shard` process
 for itself.
 """
@@ -49,7 +51,13 @@ class ShardCollector(Collector):
             "Recall@10 of a sample of live queries against exact search, recent samples",
             labels=["shard"],
         )
+        filter_rows = GaugeMetricFamily(
+            "visearch_shard_filter_rows_bytes",
+            "Memory of the rows kept for selective filters (codes, flags, times, lists)",
+            labels=["shard"],
+        )
         for shard_id, shard, consumer in self.sources():
+            filter_rows.add_metric([str(shard_id)], shard.shard_rows_bytes)
             buckets, total = shard.freshness.snapshot()
             freshness.add_metric([str(shard_id)], buckets, total)
             images.add_metric([str(shard_id)], len(shard))
@@ -62,3 +70,4 @@ class ShardCollector(Collector):
         yield lag
         yield images
         yield recall
+        yield filter_rows
