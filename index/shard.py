@@ -394,10 +394,20 @@ class IndexShard:
         """Under every partition's read lock, the shard's rows current: see
         :meth:`_top_by_shard_rows`."""
         assert params.where is not None
-        most = shard_rows.most_matching(params.where)
-        if most is None or not self._reading_is_cheaper(parts, most, params):
-            return None  # fewer may match, but the bound says walk: partitions decide
-        found = shard_rows.matching(params.where)
+        where = params.where
+        most = shard_rows.most_matching(where)
+        if most is None:
+            return None
+        found = None
+        if not self._reading_is_cheaper(parts, most, params):
+            # A time range's bound can be a few times too high: count its rows then
+            # (a scan of the bound's stretch), unless even a quarter would walk.
+            if not where.has_time_range or not self._reading_is_cheaper(parts, most // 4, params):
+                return None
+            found = shard_rows.matching(where)
+            if found is None or not self._reading_is_cheaper(parts, len(found), params):
+                return None
+        found = shard_rows.matching(where) if found is None else found
         assert found is not None
         self.filters_by_shard_rows += 1
         scored: list[list[tuple[float, str, Partition]]] = [[] for _ in queries]
@@ -410,12 +420,14 @@ class IndexShard:
         # Per row of ``vectors``: its partition and the image of its row.
         owner: list[Partition] = []
         named: list[str] = []
-        for slot, rows in shard_rows.split(found):
+        local, spans = shard_rows.split(found)
+        rows = local.tolist()
+        for slot, start, end in spans:
             part = parts[slot]
-            part.read_rows(rows, vectors[len(owner) : len(owner) + len(rows)])
+            part.read_rows(local[start:end], vectors[start:end])
             row_images = part.row_images
-            named.extend([row_images[row] for row in rows.tolist()])
-            owner.extend([part] * len(rows))
+            named.extend([row_images[row] for row in rows[start:end]])
+            owner.extend([part] * (end - start))
         exact = queries @ vectors.T
         for row, scores in zip(scored, exact, strict=True):
             best: dict[str, tuple[float, Partition]] = {}
