@@ -21,13 +21,19 @@ def _unit(rng, n):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_a_code_score_is_within_half_a_level_a_dimension_of_the_inner_product():
-    rng = np.random.default_rng(0)
-    vectors = _unit(rng, 3000)
+def _codes_of(vectors):
+    """Row codes of a flat index of ``vectors``, every row encoded."""
     index = faiss.IndexFlatIP(DIM)
     index.add(vectors)
     codes = RowCodes(index)
     codes.catch_up()
+    return codes
+
+
+def test_a_code_score_is_within_half_a_level_a_dimension_of_the_inner_product():
+    rng = np.random.default_rng(0)
+    vectors = _unit(rng, 3000)
+    codes = _codes_of(vectors)
     assert codes.current() and codes.nbytes == 3000 * DIM
     queries = _unit(rng, 5)
     rows = np.sort(rng.choice(3000, 500, replace=False))
@@ -215,11 +221,7 @@ def test_the_best_rows_by_codes_are_the_top_of_their_approximate_scores():
     """CodeScale.best (faiss's scanner over the codes) keeps, per query, the rows whose
     approximate scores (CodeScale.scores, numpy) are the highest; their union, sorted."""
     rng = np.random.default_rng(9)
-    vectors = _unit(rng, 5000)
-    index = faiss.IndexFlatIP(DIM)
-    index.add(vectors)
-    codes = RowCodes(index)
-    codes.catch_up()
+    codes = _codes_of(_unit(rng, 5000))
     queries = _unit(rng, 3)
     rows = np.sort(rng.choice(5000, 1200, replace=False))  # several chunks of codes
     best = codes.best(rows, queries, 20)

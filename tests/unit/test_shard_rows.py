@@ -179,14 +179,19 @@ def test_filters_through_shard_rows_equal_the_truth_through_every_kind_of_write(
         assert world.check() > 0
 
 
-def test_a_compaction_and_a_snapshot_load_make_a_partition_catch_up_again(small_rows_min):
-    rng = np.random.default_rng(1)
-    world = World(rng)
+def _built(seed):
+    """A world of 2,500 images whose shard has built its rows (the first filters ask)."""
+    world = World(np.random.default_rng(seed))
     for i in range(2500):
         world.upload(f"img-{i}")
     world.check(searches=2)
+    assert world.shard._rows is not None
+    return world
+
+
+def test_a_compaction_and_a_snapshot_load_make_a_partition_catch_up_again(small_rows_min):
+    world = _built(1)
     shard_rows = world.shard._rows
-    assert shard_rows is not None
     part = world.shard.partitions[0]
     mine = [i for i in world.live() if partition_for(i, PARTITIONS) == 0]
     for image_id in mine[: len(mine) // 2]:
@@ -253,11 +258,8 @@ def test_rows_built_while_images_keep_arriving_answer_exactly(small_rows_min):
 
 
 def test_a_broad_filter_walks_the_index_and_an_empty_one_is_no_filter(small_rows_min):
-    rng = np.random.default_rng(4)
-    world = World(rng)
-    for i in range(2500):
-        world.upload(f"img-{i}")
-    world.check(searches=2)
+    world = _built(4)
+    rng = world.rng
     broad = SearchFilter.of(uploaded_after=0.0)  # every image
     before = world.shard.filters_by_shard_rows
     world.shard.search(_unit(rng, 1)[0], K, SearchParams(where=broad))
