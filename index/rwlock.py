@@ -9,8 +9,9 @@ searches cannot starve ingestion.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
 
 
 class RWLock:
@@ -77,3 +78,33 @@ class _ReadHold:
 
     def __exit__(self, *exc_info: object) -> None:
         self._lock.release_read()
+
+
+class Readable(Protocol):
+    def reading(self) -> AbstractContextManager[None]: ...
+
+
+class ReadHolds:
+    """A read hold on each of several locks (a shard's partitions), taken in the given
+    order and released on exit: writers hold one partition's lock at a time, so no
+    cycle can form. Not an ExitStack: that cost ~2 us a partition more."""
+
+    __slots__ = ("_holds", "_taken")
+
+    def __init__(self, holders: Sequence[Readable]) -> None:
+        self._holds = [holder.reading() for holder in holders]
+        self._taken = 0
+
+    def __enter__(self) -> None:
+        try:
+            for hold in self._holds:
+                hold.__enter__()
+                self._taken += 1
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *_: object) -> None:
+        for hold in self._holds[: self._taken]:
+            hold.__exit__(None, None, None)
+        self._taken = 0

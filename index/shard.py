@@ -38,12 +38,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 from kafka.partitioner.default import murmur2
 
-from index.defaults import (
-    FILTER_MAX_BOOST,
-    FILTER_READ_CODES_US,
-    READ_BACK_FIRST_SORT,
-    RESCORE_PER_K,
-)
+from index.defaults import FILTER_MAX_BOOST, READ_BACK_FIRST_SORT
 from index.faiss_index import CoarseCells, SearchParams, one_omp_thread
 from index.freshness import FreshnessHistogram, RecentTimes
 from index.joint_scan import JointLists, JointMember, joint_fetch
@@ -55,11 +50,10 @@ from index.partition import (
     Partition,
     ScannedRows,
     WriteResult,
-    filter_boost,
 )
 from index.recall_monitor import RecallMonitor
-from index.row_codes import CODES_MIN_ROWS, ENCODE_CHUNK, CodeScale
-from index.shard_rows import ROWS_MIN, SCALE_SAMPLE, ShardRows
+from index.rwlock import ReadHolds
+from index.selective_filters import SelectiveFilters
 from index.snapshot import (
     SnapshotError,
     SnapshotInfo,
@@ -156,16 +150,9 @@ class IndexShard:
         self._radii_stack: tuple[list[tuple[weakref.ref[ListRadii], int]], np.ndarray] | None = None
         self.skipped_records = 0
         self._lock = threading.Lock()
-        # Every partition's rows in shared arrays, for selective filters
-        # (index/shard_rows.py): built once a filter reads rows back from a shard of
-        # ROWS_MIN rows or more. They replace the partitions' own row codes.
-        self._rows: ShardRows | None = None
-        self._rows_thread: threading.Thread | None = None
-        self._rows_start = threading.Lock()
-        # Filtered searches answered from them (racing searches may miss a count).
-        self.filters_by_shard_rows = 0
-        for part in parts:
-            part.codes_allowed = False
+        # Selective filters answered over every partition's rows at once
+        # (index/selective_filters.py); they replace the partitions' own row codes.
+        self.selective = SelectiveFilters(dim, parts)
 
     def __len__(self) -> int:
         """Indexed images (visible or not); O(partitions)."""
@@ -175,15 +162,12 @@ class IndexShard:
         """Wait for background re-plans and compactions (tests, benchmarks)."""
         for part in self.partitions.values():
             part.wait_idle(timeout_s)
-        thread = self._rows_thread
-        if thread is not None:
-            thread.join(timeout_s)
+        self.selective.wait_idle(timeout_s)
 
     @property
     def shard_rows_bytes(self) -> int:
         """Memory of the rows kept for selective filters (0 until a filter needs them)."""
-        rows = self._rows
-        return 0 if rows is None else rows.nbytes
+        return self.selective.nbytes
 
     def __contains__(self, image_id: str) -> bool:
         return any(image_id in p for p in self.partitions.values())
@@ -325,7 +309,7 @@ class IndexShard:
                 if scored is None:
                     scored = self._scan_pruned(queries, k, params, cells)
             if params.where is not None:
-                scored = self._top_by_shard_rows(queries, k, params)
+                scored = self.selective.search(queries, k, params)
             if scored is None:
                 scored = self._top_by_partition(queries, k, params, cells)
         results = []
@@ -362,147 +346,8 @@ class IndexShard:
                 row.extend([(score, image_id, part) for score, image_id in top])
         if read:
             _score_read_back(k, read, scored)
-            self._want_shard_rows()
+            self.selective.want()  # the shard's rows answer such filters at once
         return scored
-
-    def _top_by_shard_rows(
-        self, queries: np.ndarray, k: int, params: SearchParams
-    ) -> list[list[tuple[float, str, Partition]]] | None:
-        """A filtered search over the shard's rows (index/shard_rows.py): the matching
-        rows found and scored by their codes for the whole shard at once, the best
-        ``RESCORE_PER_K`` x k a query read back from their partitions and scored
-        exactly. ``None`` (search partition by partition) until those rows are
-        current, for an empty filter, or where the index walk is cheaper."""
-        shard_rows = self._rows
-        if shard_rows is None or params.where is None:
-            return None
-        parts = list(self.partitions.values())
-        with _Reading(parts):
-            if shard_rows.current([part.rows for part in parts]):
-                return self._search_shard_rows(shard_rows, parts, queries, k, params)
-        self._want_shard_rows()  # a partition renumbered or loaded a snapshot: catch up
-        return None
-
-    def _search_shard_rows(
-        self,
-        shard_rows: ShardRows,
-        parts: list[Partition],
-        queries: np.ndarray,
-        k: int,
-        params: SearchParams,
-    ) -> list[list[tuple[float, str, Partition]]] | None:
-        """Under every partition's read lock, the shard's rows current: see
-        :meth:`_top_by_shard_rows`."""
-        assert params.where is not None
-        where = params.where
-        most = shard_rows.most_matching(where)
-        if most is None:
-            return None
-        found = None
-        if not self._reading_is_cheaper(parts, most, params):
-            # A time range's bound can be a few times too high: count its rows then
-            # (a scan of the bound's stretch), unless even a quarter would walk.
-            if not where.has_time_range or not self._reading_is_cheaper(parts, most // 4, params):
-                return None
-            found = shard_rows.matching(where)
-            if found is None or not self._reading_is_cheaper(parts, len(found), params):
-                return None
-        found = shard_rows.matching(where) if found is None else found
-        assert found is not None
-        self.filters_by_shard_rows += 1
-        scored: list[list[tuple[float, str, Partition]]] = [[] for _ in queries]
-        if not len(found):
-            return scored
-        few = RESCORE_PER_K * k * max(part.max_rows_per_image for part in parts)
-        if len(found) > max(CODES_MIN_ROWS, 2 * few):
-            found = shard_rows.best(found, queries, few)
-        vectors = np.empty((len(found), self.dim), dtype=np.float32)
-        # Per row of ``vectors``: its partition and the image of its row.
-        owner: list[Partition] = []
-        named: list[str] = []
-        local, spans = shard_rows.split(found)
-        rows = local.tolist()
-        for slot, start, end in spans:
-            part = parts[slot]
-            part.read_rows(local[start:end], vectors[start:end])
-            row_images = part.row_images
-            named.extend([row_images[row] for row in rows[start:end]])
-            owner.extend([part] * (end - start))
-        exact = queries @ vectors.T
-        for row, scores in zip(scored, exact, strict=True):
-            best: dict[str, tuple[float, Partition]] = {}
-            order = np.argsort(-scores, kind="stable").tolist()
-            values = scores.tolist()
-            for column in order:  # best first: an image's first row is its best
-                image_id = named[column]
-                if image_id not in best:
-                    best[image_id] = (values[column], owner[column])
-                    if len(best) == k:
-                        break
-            row.extend((score, image_id, part) for image_id, (score, part) in best.items())
-        return scored
-
-    @staticmethod
-    def _reading_is_cheaper(
-        parts: Sequence[Partition], matching: int, params: SearchParams
-    ) -> bool:
-        """Under every partition's lock: scoring ``matching`` rows by their codes costs
-        less than the partitions' filtered index walks (the cost model of
-        ``Partition._exact_is_cheaper``; under 1,024 rows it always does). True for
-        some count, true for any fewer: reading costs less and the walk, its budget
-        raised by 1 / selectivity, more."""
-        if matching <= SURELY_CHEAPER_ROWS:
-            return True
-        rows = sum(part.rows for part in parts)
-        nprobe = params.nprobe * filter_boost(rows / matching)
-        return matching * FILTER_READ_CODES_US <= sum(part.walk_us(nprobe) for part in parts)
-
-    def _want_shard_rows(self) -> None:
-        """Have the shard's rows built or caught up (in the background, unless the
-        partitions do no background work) once the shard has ``ROWS_MIN`` rows."""
-        thread = self._rows_thread
-        if thread is not None and thread.is_alive():
-            return
-        parts = list(self.partitions.values())
-        if sum(part.live_rows for part in parts) < ROWS_MIN:
-            return
-        if not self._rows_start.acquire(blocking=False):
-            return
-        try:
-            if not parts[0].background:
-                self._build_shard_rows()
-                return
-            self._rows_thread = threading.Thread(
-                target=self._build_shard_rows, name="shard-rows", daemon=True
-            )
-            self._rows_thread.start()
-        finally:
-            self._rows_start.release()
-
-    def _build_shard_rows(self) -> None:
-        """Make the shard's rows (a code scale trained on a sample of live vectors)
-        if there are none, then copy every partition's rows not copied yet, a chunk
-        per read hold. A failure is logged: searches go partition by partition
-        meanwhile, and a later selective filter tries again."""
-        try:
-            parts = list(self.partitions.values())
-            shard_rows = self._rows
-            if shard_rows is None:
-                live = sum(part.live_rows for part in parts)
-                share = min(1.0, SCALE_SAMPLE / max(1, live))
-                rng = np.random.default_rng(0)
-                sample = np.concatenate([part.sample_vectors(share, rng) for part in parts])
-                scale = CodeScale(self.dim)
-                scale.train(sample)
-                shard_rows = ShardRows(self.dim, len(parts), scale)
-                for slot, part in enumerate(parts):
-                    part.keep_rows_in(shard_rows, slot)
-                self._rows = shard_rows
-            for part in parts:
-                while not part.catch_up_shard_rows(shard_rows, ENCODE_CHUNK):
-                    pass
-        except Exception:
-            log.exception("building the shard's rows failed; filters search partition by partition")
 
     def _scan_joint(
         self, queries: np.ndarray, k: int, cells: CoarseCells
@@ -521,7 +366,7 @@ class IndexShard:
         parts = list(self.partitions.values())
         if not parts or cells.key == self._unstackable_key:
             return None
-        with _Reading(parts):
+        with ReadHolds(parts):
             found = [part.joint_member(cells.key) for part in parts]
             members = [member for member in found if member is not None]
             if len(members) < len(parts):
@@ -817,38 +662,6 @@ PRUNE_MIN_SHARE = 0.25
 # data comes to cluster starts skipping again within that many searches.
 PRUNE_GIVE_UP_AFTER = 64
 PRUNE_RETRY_EVERY = 16
-
-
-class _Reading:
-    """Every partition's read lock, taken in one order and released on exit (writers
-    hold one partition's lock at a time, so no cycle can form). Not an
-    ExitStack: that cost ~2 us a partition more."""
-
-    __slots__ = ("_holds", "_taken")
-
-    def __init__(self, parts: Sequence[Partition]) -> None:
-        self._holds = [part.reading() for part in parts]
-        self._taken = 0
-
-    def __enter__(self) -> None:
-        try:
-            for hold in self._holds:
-                hold.__enter__()
-                self._taken += 1
-        except BaseException:
-            self.__exit__()
-            raise
-
-    def __exit__(self, *_: object) -> None:
-        for hold in self._holds[: self._taken]:
-            hold.__exit__(None, None, None)
-        self._taken = 0
-
-
-# Fewer matching rows than this are always scored over the shard's rows rather than
-# walked: 1,024 rows by their codes cost ~0.13 ms, less than any filtered walk of
-# a shard large enough to keep them (ROWS_MIN rows: 8 partitions x 16 lists).
-SURELY_CHEAPER_ROWS = 1_024
 
 
 class ListSkips(NamedTuple):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-import index.shard
+import index.selective_filters
 from index.faiss_index import SearchParams
 from index.filters import SearchFilter
 from index.partition import Partition
@@ -126,12 +126,12 @@ class World:
         for _ in range(searches):
             where = self.random_filter()
             query = _unit(self.rng, 1)[0]
-            before = self.shard.filters_by_shard_rows
+            before = self.shard.selective.answered
             hits = self.shard.search(query, K, SearchParams(where=where))
-            used += self.shard.filters_by_shard_rows - before
+            used += self.shard.selective.answered - before
             truth = self.truth(where, query)
             assert [h.image_id for h in hits] == [image_id for _, image_id in truth], where
-            shard_rows = self.shard._rows
+            shard_rows = self.shard.selective.rows
             if shard_rows is not None and shard_rows.current(
                 [part.rows for part in self.shard.partitions.values()]
             ):  # the bound that decides without merging lists is a bound
@@ -148,7 +148,7 @@ def _zipf(n):
 @pytest.fixture
 def small_rows_min(monkeypatch):
     """Shards of a few thousand rows keep their rows in shared arrays too."""
-    monkeypatch.setattr(index.shard, "ROWS_MIN", 500)
+    monkeypatch.setattr(index.selective_filters, "ROWS_MIN", 500)
 
 
 def test_filters_through_shard_rows_equal_the_truth_through_every_kind_of_write(small_rows_min):
@@ -157,9 +157,9 @@ def test_filters_through_shard_rows_equal_the_truth_through_every_kind_of_write(
     for i in range(2500):
         world.upload(f"img-{i}", tiles=2 if i % 50 == 0 else 0)
     world.shard.wait_idle()
-    assert world.shard._rows is None  # nothing built before a filter asks
+    assert world.shard.selective.rows is None  # nothing built before a filter asks
     world.check(searches=2)  # the first selective filter builds them (at once here)
-    assert world.shard._rows is not None
+    assert world.shard.selective.rows is not None
     rows = sum(part.rows for part in world.shard.partitions.values())
     # codes and a flag a row at least, an upload time, ~2 posting entries: under 2x that
     assert rows * (DIM + 1) < world.shard.shard_rows_bytes < 2 * rows * (DIM + 1 + 8 + 2 * 8)
@@ -185,13 +185,13 @@ def _built(seed):
     for i in range(2500):
         world.upload(f"img-{i}")
     world.check(searches=2)
-    assert world.shard._rows is not None
+    assert world.shard.selective.rows is not None
     return world
 
 
 def test_a_compaction_and_a_snapshot_load_make_a_partition_catch_up_again(small_rows_min):
     world = _built(1)
-    shard_rows = world.shard._rows
+    shard_rows = world.shard.selective.rows
     part = world.shard.partitions[0]
     mine = [i for i in world.live() if partition_for(i, PARTITIONS) == 0]
     for image_id in mine[: len(mine) // 2]:
@@ -251,7 +251,7 @@ def test_rows_built_while_images_keep_arriving_answer_exactly(small_rows_min):
         thread.join()
     assert not errors
     world.shard.wait_idle()
-    shard_rows = world.shard._rows
+    shard_rows = world.shard.selective.rows
     assert shard_rows is not None
     assert shard_rows.current([part.rows for part in world.shard.partitions.values()])
     assert world.check() > 0
@@ -261,10 +261,10 @@ def test_a_broad_filter_walks_the_index_and_an_empty_one_is_no_filter(small_rows
     world = _built(4)
     rng = world.rng
     broad = SearchFilter.of(uploaded_after=0.0)  # every image
-    before = world.shard.filters_by_shard_rows
+    before = world.shard.selective.answered
     world.shard.search(_unit(rng, 1)[0], K, SearchParams(where=broad))
-    assert world.shard.filters_by_shard_rows == before  # the walk was cheaper
-    shard_rows = world.shard._rows
+    assert world.shard.selective.answered == before  # the walk was cheaper
+    shard_rows = world.shard.selective.rows
     assert shard_rows is not None and shard_rows.matching(SearchFilter()) is None
 
 
