@@ -340,15 +340,18 @@ def search_parameters(
     return faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
 
 
-def reconstruct_rows(index: faiss.Index, rows: np.ndarray, ivf: bool | None = None) -> np.ndarray:
+def reconstruct_rows(
+    index: faiss.Index, rows: np.ndarray, ivf: bool | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
     """Vectors of ``rows`` (exact for Flat/HNSW/IVF-Flat, decoded for PQ/SQ).
 
     ``ivf``: whether ``index`` is an IVF, when the caller knows (a filtered
     search reads back from 8 partitions a query; each faiss call it saves is a
-    few microseconds).
+    few microseconds). ``out``: a float32 C-order array of one row each to read
+    them into (a shard reads a shortlist from each partition into one array).
     """
     if len(rows) == 0:
-        return np.empty((0, index.d), dtype=np.float32)
+        return np.empty((0, index.d), dtype=np.float32) if out is None else out
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     if ivf is None:
         ivf = faiss.try_extract_index_ivf(index) is not None
@@ -356,14 +359,15 @@ def reconstruct_rows(index: faiss.Index, rows: np.ndarray, ivf: bool | None = No
     # list whatever the range (34 us for a few rows of a 12k-row IVF512 partition,
     # measured), only worth it for most rows.
     if (
-        (not ivf or 4 * len(rows) >= index.ntotal)
+        out is None
+        and (not ivf or 4 * len(rows) >= index.ntotal)
         and int(rows[-1]) - int(rows[0]) == len(rows) - 1
         and np.all(np.diff(rows) == 1)
     ):
         return index.reconstruct_n(int(rows[0]), len(rows))
     # The C call itself: faiss's Python wrapper of it checks and converts again, and
     # a 0.1 % filter at 1M reads back from 8 partitions per query (~5 us each, measured).
-    vectors = np.empty((len(rows), index.d), dtype=np.float32)
+    vectors = np.empty((len(rows), index.d), dtype=np.float32) if out is None else out
     index.reconstruct_batch_c(len(rows), faiss.swig_ptr(rows), faiss.swig_ptr(vectors))  # type: ignore[attr-defined]
     return vectors
 

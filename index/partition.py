@@ -642,11 +642,7 @@ class Partition:
         """Under the read lock (the caller's): the vectors of ``rows``; into ``out``
         (float32, one row each, C order) when given: a shard reads a shortlist from
         each partition into one array, one faiss call a partition."""
-        if out is None:
-            return reconstruct_rows(self._index, rows, self._nlist > 0)
-        wanted = np.ascontiguousarray(rows, dtype=np.int64)
-        self._index.reconstruct_batch_c(len(wanted), faiss.swig_ptr(wanted), faiss.swig_ptr(out))  # type: ignore[attr-defined]
-        return out
+        return reconstruct_rows(self._index, rows, self._nlist > 0, out)
 
     @property
     def row_images(self) -> list[str]:

@@ -85,20 +85,18 @@ class SelectiveFilters:
         """Under every partition's read lock, the rows current: see :meth:`search`."""
         where = params.where
         assert where is not None
-        most = shard_rows.most_matching(where)
-        if most is None:
+        selection = shard_rows.select(where)
+        if selection is None:
             return None
-        found = None
-        if not self._reading_is_cheaper(most, params):
+        if not self._reading_is_cheaper(selection.most, params) and not (
             # A time range's bound can be a few times too high: count its rows then
             # (a scan of the bound's stretch), unless even a quarter would walk.
-            if not where.has_time_range or not self._reading_is_cheaper(most // 4, params):
-                return None
-            found = shard_rows.matching(where)
-            if found is None or not self._reading_is_cheaper(len(found), params):
-                return None
-        found = shard_rows.matching(where) if found is None else found
-        assert found is not None
+            where.has_time_range
+            and self._reading_is_cheaper(selection.most // 4, params)
+            and self._reading_is_cheaper(len(selection.rows()), params)
+        ):
+            return None
+        found = selection.rows()
         self.answered += 1
         if not len(found):
             return [[] for _ in queries]

@@ -173,18 +173,11 @@ class ShardRows:
             return
         size = max(rows, 2 * len(self._visible), 1024)
         size = -(-size // TIME_BLOCK) * TIME_BLOCK
-        visible = np.zeros(size, dtype=bool)
-        visible[: len(self._visible)] = self._visible
-        times = np.full(size, np.nan)
-        times[: len(self._times)] = self._times
-        block_min = np.full(size // TIME_BLOCK, np.inf)
-        block_min[: len(self._block_min)] = self._block_min
-        block_max = np.full(size // TIME_BLOCK, -np.inf)
-        block_max[: len(self._block_max)] = self._block_max
-        codes = np.empty((size, self.dim), dtype=np.uint8)
-        codes[: len(self._codes)] = self._codes
-        self._visible, self._times, self._codes = visible, times, codes
-        self._block_min, self._block_max = block_min, block_max
+        self._visible = _extended(self._visible, size, False)
+        self._times = _extended(self._times, size, np.nan)
+        self._block_min = _extended(self._block_min, size // TIME_BLOCK, np.inf)
+        self._block_max = _extended(self._block_max, size // TIME_BLOCK, -np.inf)
+        self._codes = _extended(self._codes, size, None)
 
     # ------------------------------------------------------------------- reads
 
@@ -192,47 +185,10 @@ class ShardRows:
         """Every slot covers every row of its partition (rows counted under its lock)."""
         return all(have == want for have, want in zip(self.covered, rows_per_slot, strict=True))
 
-    def most_matching(self, where: SearchFilter) -> int | None:
-        """An upper bound of the rows ``where`` matches, from the posting lists' sizes
-        and the zone map alone (cheap: a broad filter is walked, and merging its
-        lists here first cost a 1M shard ~0.2 s for a 50 % filter); ``None`` for
-        an empty filter."""
-        bounds = []
-        if where.owner_ids:
-            bounds.append(self._listed(self._owners, where.owner_ids))
-        if where.tags_any:
-            bounds.append(self._listed(self._tags, where.tags_any))
-        bounds.extend(self._listed(self._tags, (tag,)) for tag in where.tags_all)
-        if where.has_time_range:
-            bounds.append(self._in_time_range(where))
-        return min(bounds) if bounds else None
-
-    def _in_time_range(self, where: SearchFilter) -> int:
-        """The length of the zone map's stretch for ``where``'s range: partitions fill
-        at slightly different paces, so a block's times spread, and the stretch
-        overstates a 1 % window of a 1M shard about twice (0.1 %: ~9 times)."""
-        touched = touched_blocks(where, self._block_min, self._block_max)
-        return 0 if touched is None else (touched[1] - touched[0]) * TIME_BLOCK
-
-    def matching(self, where: SearchFilter) -> np.ndarray | None:
-        """The visible shard rows that match ``where`` (``None`` for an empty filter:
+    def select(self, where: SearchFilter) -> Selection | None:
+        """``where``'s matching rows, bounded first (``None`` for an empty filter:
         every row, no selective search)."""
-        found: np.ndarray | None = None
-        if where.owner_ids:
-            found = self._union(self._owners, where.owner_ids)
-        if where.tags_any:
-            found = _both(found, self._union(self._tags, where.tags_any))
-        for tag in where.tags_all:
-            found = _both(found, self._union(self._tags, (tag,)))
-        if where.has_time_range:
-            if found is None:
-                found = self._time_range_rows(where)
-            else:
-                times = self._times[found]
-                found = found[time_mask(where, times)]
-        if found is None:
-            return None
-        return found[self._visible[found]]
+        return None if where.empty else Selection(self, where)
 
     def best(self, rows: np.ndarray, queries: np.ndarray, few: int) -> np.ndarray:
         """The sorted distinct ``rows`` among some query's best ``few`` by their codes."""
@@ -261,32 +217,95 @@ class ShardRows:
         zone_map = self._block_min.nbytes + self._block_max.nbytes
         return int(used * (self.dim + 1) + self._times.nbytes + zone_map + 8 * lists)
 
-    @staticmethod
-    def _listed(lists_per_slot: list[dict[str, _Ids]], keys: Iterable[str]) -> int:
-        """Rows in the lists of ``keys`` over every slot, a row counted once a list."""
-        return sum(lists[key].size for lists in lists_per_slot for key in keys if key in lists)
-
-    def _union(self, lists_per_slot: list[dict[str, _Ids]], keys: Iterable[str]) -> np.ndarray:
-        keys = tuple(keys)
-        found = [lists[key].view() for lists in lists_per_slot for key in keys if key in lists]
-        if not found:
-            return _NONE
-        if len(found) == 1:
-            return found[0]
-        rows = np.concatenate(found)
-        return np.unique(rows) if len(keys) > 1 else rows  # slots never share a row
-
-    def _time_range_rows(self, where: SearchFilter) -> np.ndarray:
-        """Rows uploaded in ``where``'s range, through the zone map: only the stretch
-        from the first to the last block whose [min, max] overlaps it is scanned."""
-        touched = touched_blocks(where, self._block_min, self._block_max)
-        if touched is None:
-            return _NONE
-        start, end = touched[0] * TIME_BLOCK, touched[1] * TIME_BLOCK
-        return np.flatnonzero(time_mask(where, self._times[start:end])).astype(np.int64) + start
-
 
 _NONE = np.empty(0, dtype=np.int64)
+
+
+class Selection:
+    """The rows of a shard's rows that a filter matches: first a cheap upper bound of
+    their count (:attr:`most`, from the posting lists' sizes and the time column's
+    zone map), then, if asked, the rows themselves (:meth:`rows`), the zone map's
+    stretch found once for both. Read under every partition's read lock."""
+
+    def __init__(self, shard_rows: ShardRows, where: SearchFilter) -> None:
+        self._of = shard_rows
+        self._where = where
+        self._stretch: tuple[int, int] | None = None
+        if where.has_time_range:
+            touched = touched_blocks(where, shard_rows._block_min, shard_rows._block_max)
+            if touched is not None:
+                self._stretch = (touched[0] * TIME_BLOCK, touched[1] * TIME_BLOCK)
+        self.most = self._bound()
+        self._rows: np.ndarray | None = None
+
+    def _bound(self) -> int:
+        """At most this many rows match (merging a broad filter's lists to count them
+        cost a 1M shard ~0.2 s for a 50 % filter). A time range's stretch overstates
+        it: partitions fill at slightly different paces, so a block's times spread
+        (about twice for a 1 % window of a 1M shard; 0.1 %: ~9 times)."""
+        where, of = self._where, self._of
+        bounds = []
+        if where.owner_ids:
+            bounds.append(_listed(of._owners, where.owner_ids))
+        if where.tags_any:
+            bounds.append(_listed(of._tags, where.tags_any))
+        bounds.extend(_listed(of._tags, (tag,)) for tag in where.tags_all)
+        if where.has_time_range:
+            bounds.append(0 if self._stretch is None else self._stretch[1] - self._stretch[0])
+        return min(bounds)
+
+    def rows(self) -> np.ndarray:
+        """The visible matching rows (found once)."""
+        if self._rows is None:
+            self._rows = self._find()
+        return self._rows
+
+    def _find(self) -> np.ndarray:
+        where, of = self._where, self._of
+        found: np.ndarray | None = None
+        if where.owner_ids:
+            found = _union(of._owners, where.owner_ids)
+        if where.tags_any:
+            found = _both(found, _union(of._tags, where.tags_any))
+        for tag in where.tags_all:
+            found = _both(found, _union(of._tags, (tag,)))
+        if where.has_time_range:
+            if found is not None:
+                found = found[time_mask(where, of._times[found])]
+            elif self._stretch is None:
+                found = _NONE
+            else:  # only the stretch of the zone map's blocks that overlap the range
+                start, end = self._stretch
+                hit = np.flatnonzero(time_mask(where, of._times[start:end]))
+                found = hit.astype(np.int64) + start
+        assert found is not None  # the filter is not empty
+        return found[of._visible[found]]
+
+
+def _listed(lists_per_slot: list[dict[str, _Ids]], keys: Iterable[str]) -> int:
+    """Rows in the lists of ``keys`` over every slot, a row counted once a list."""
+    return sum(lists[key].size for lists in lists_per_slot for key in keys if key in lists)
+
+
+def _union(lists_per_slot: list[dict[str, _Ids]], keys: Iterable[str]) -> np.ndarray:
+    keys = tuple(keys)
+    found = [lists[key].view() for lists in lists_per_slot for key in keys if key in lists]
+    if not found:
+        return _NONE
+    if len(found) == 1:
+        return found[0]
+    rows = np.concatenate(found)
+    return np.unique(rows) if len(keys) > 1 else rows  # slots never share a row
+
+
+def _extended(array: np.ndarray, size: int, fill: object) -> np.ndarray:
+    """``array`` copied into the first rows of a new one of ``size`` rows, the rest
+    ``fill`` (left unwritten for ``None``: untouched pages take no memory)."""
+    grown = np.empty((size, *array.shape[1:]), dtype=array.dtype)
+    if fill is not None:
+        grown[len(array) :] = fill
+    grown[: len(array)] = array
+    return grown
 
 
 def _post(lists: dict[str, _Ids], rows: np.ndarray, keys_per_row: Iterable[Iterable[str]]) -> None:

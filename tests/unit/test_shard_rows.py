@@ -135,7 +135,8 @@ class World:
             if shard_rows is not None and shard_rows.current(
                 [part.rows for part in self.shard.partitions.values()]
             ):  # the bound that decides without merging lists is a bound
-                assert shard_rows.most_matching(where) >= len(shard_rows.matching(where))
+                selection = shard_rows.select(where)
+                assert selection.most >= len(selection.rows())
             assert np.allclose([h.score for h in hits], [score for score, _ in truth], atol=1e-5)
         return used
 
@@ -265,7 +266,7 @@ def test_a_broad_filter_walks_the_index_and_an_empty_one_is_no_filter(small_rows
     world.shard.search(_unit(rng, 1)[0], K, SearchParams(where=broad))
     assert world.shard.selective.answered == before  # the walk was cheaper
     shard_rows = world.shard.selective.rows
-    assert shard_rows is not None and shard_rows.matching(SearchFilter()) is None
+    assert shard_rows is not None and shard_rows.select(SearchFilter()) is None
 
 
 def test_shard_rows_refuse_rows_out_of_order_and_ignore_rows_not_copied_yet():
@@ -278,13 +279,11 @@ def test_shard_rows_refuse_rows_out_of_order_and_ignore_rows_not_copied_yet():
     with pytest.raises(ValueError, match="covers 3 rows"):
         rows.catch_up(1, facts)
     rows.set_visible(1, 2, 5, False)  # rows 3.. are not here yet: only row 2 changes
-    assert rows.matching(SearchFilter.of(owner_ids=["a"])).tolist() == [
-        1,
-        3,
-    ]  # 0 * 2 + 1, 1 * 2 + 1
+    owner_a = SearchFilter.of(owner_ids=["a"])
+    assert rows.select(owner_a).rows().tolist() == [1, 3]  # shard row = row * 2 + slot
     rows.retag(1, 0, 1, ("x",), ("y",))
-    assert rows.matching(SearchFilter.of(tags_any=["y"])).tolist() == [1]
-    assert rows.matching(SearchFilter.of(tags_all=["x"])).tolist() == [3]
-    assert rows.matching(SearchFilter.of(uploaded_after=1.5)).tolist() == [3]
+    assert rows.select(SearchFilter.of(tags_any=["y"])).rows().tolist() == [1]
+    assert rows.select(SearchFilter.of(tags_all=["x"])).rows().tolist() == [3]
+    assert rows.select(SearchFilter.of(uploaded_after=1.5)).rows().tolist() == [3]
     rows.reset(1)
-    assert rows.covered == [0, 0] and not len(rows.matching(SearchFilter.of(owner_ids=["a"])))
+    assert rows.covered == [0, 0] and not len(rows.select(owner_a).rows())
