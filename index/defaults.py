@@ -43,15 +43,17 @@ __all__ = [
 # 128 MB of vectors, far beyond the cache).
 FILTER_READ_US = 0.14
 FILTER_READ_UNCACHED_US = 0.23
-# The same rows from a partition's 8-bit codes (index/row_codes.py), a gather of
-# 256 bytes a row and one matrix product: 0.12 us a row at 125k rows (1,024 / 4,096
-# rows in 125 / 521 us), 0.085 us at 12.5k; the shortlist is rescored on top.
+# The same rows from their 8-bit codes (index/row_codes.py), a gather of 256 bytes
+# a row and one matrix product: 0.12 us a row at 125k rows (1,024 / 4,096 rows in
+# 125 / 521 us), 0.085 us at 12.5k; the shortlist is rescored on top. faiss's
+# scanner, which scores them now (CodeScale.best), took 88 us where this took 130
+# for ~1,000 rows of a 1M shard: the constant errs towards the walk.
 FILTER_READ_CODES_US = 0.13
-# A partition reads back exactly this many times k rows (times an image's most
-# rows) of those it scored by their codes, the best by the codes, per query. In
-# an ad-hoc loop over a 1M shard, the best 2 x k rows by the codes over all eight
-# partitions held every true top 10 of 1,500 filtered queries (1 x k: 99 %);
-# here each partition keeps its own best 2 x k.
+# Rows read back exactly: this many times k (times an image's most rows) of those
+# scored by their codes, the best by the codes, per query: over all of a shard's
+# partitions at once (index/selective_filters.py), or a partition used alone over
+# its own. The best 14 of a shard held every exact top 10 of 3,000 filtered
+# queries at 1M (mixture) and 99.97 % at 100k (photos), 16 all of both.
 RESCORE_PER_K = 2
 FILTER_LIST_US = 0.016
 FILTER_ROW_TEST_US = 0.011

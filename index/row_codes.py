@@ -6,8 +6,8 @@ those rows lie scattered over every list, a cache and TLB miss each: faiss's
 (125k rows, 128 MB of lists), so a 1 % filter's ~10,000 rows cost more than
 the index walk with a bitmap, which took 4.7-5.0 ms p50 a query there. The
 same rows as 8-bit codes in one array (256 bytes a row at 256-d, not 1,024)
-are a numpy gather and one matrix product, ~0.12 us a row. Their scores
-are approximate, so each partition keeps the best few by them
+are a gather and a scan, ~0.1 us a row (:meth:`CodeScale.best`). Their scores
+are approximate, so a partition used alone keeps the best few by them
 (``RESCORE_PER_K`` x k a query) and reads those back and scores them
 exactly, under the same read hold: the answer is the exact filtered top
 ``k`` whenever the shortlists hold it (in an ad-hoc loop over a 1M shard,
@@ -16,7 +16,9 @@ top 10 of 1,500 filtered queries; each partition keeps its own 2 x k).
 
 The codes cost a byte a dimension a row, so a partition keeps them only once
 a filtered search has asked for them, and builds them a chunk at a time in
-the background (0.64 s for a 1M shard's eight partitions, measured).
+the background (0.64 s for a 1M shard's eight partitions, measured). In a
+shard the partitions keep none: the shard keeps every partition's rows, codes
+on one :class:`CodeScale` included, in shared arrays (index/shard_rows.py).
 
 Per dimension, a code is the value's place between the lowest and highest
 value of that dimension among the first ``TRAIN_ROWS`` rows (a later row
@@ -70,27 +72,10 @@ class CodeScale:
 
     def scores(self, codes: np.ndarray, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
         """Approximate inner products of ``queries`` with the vectors ``codes[rows]``
-        stand for (queries x rows).
-
-        ``SCORE_CHUNK`` rows at a time, through buffers this thread reuses: the
-        gathered codes and their float copy stay in the L2 cache, and no fresh
-        megabyte is mapped (and page-faulted) per query. 10,000 rows of a 1M
-        array scored in 1.1 ms this way, 1.65 ms by one gather, one ``astype``
-        and one product (measured, 2 vCPU).
-        """
+        stand for (queries x rows): what :meth:`best` ranks by, in numpy."""
         weights = queries * self.step  # a code level's worth of each dimension
         offset = queries @ (self.low + 0.5 * self.step)  # codes stand for mid-levels
-        scores = np.empty((len(queries), len(rows)), dtype=np.float32)
-        gathered, floats = _buffers(codes.shape[1])
-        for start in range(0, len(rows), SCORE_CHUNK):
-            end = min(len(rows), start + SCORE_CHUNK)
-            chunk = gathered[: end - start]
-            np.take(codes, rows[start:end], axis=0, out=chunk)
-            as_float = floats[: end - start]
-            np.copyto(as_float, chunk)
-            np.matmul(weights, as_float.T, out=scores[:, start:end])
-        scores += offset[:, None]
-        return scores
+        return weights @ codes[rows].astype(np.float32).T + offset[:, None]
 
     def best(
         self, codes: np.ndarray, rows: np.ndarray, queries: np.ndarray, few: int
@@ -151,11 +136,7 @@ def _code_scanning_index(scale: CodeScale) -> faiss.IndexIVFScalarQuantizer:
     return index
 
 
-# Rows gathered and scored at a time (CodeScale.scores): 64 KB of codes and
-# 256 KB of floats at 256-d.
-SCORE_CHUNK = 256
-_scratch = threading.local()
-
+_scratch = threading.local()  # this thread's scanners and code buffer
 
 # Rows gathered and scanned at a time (CodeScale.best): no float copy is made, so
 # 256 KB of codes at 256-d, one chunk for a 0.1 % filter of a 1M shard.
@@ -180,18 +161,6 @@ def _scan_buffer(dim: int) -> np.ndarray:
     if buffer is None or buffer.shape[1] != dim:
         buffer = _scratch.scan = np.empty((SCAN_CHUNK, dim), dtype=np.uint8)
     return buffer
-
-
-def _buffers(dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """This thread's chunk buffers for ``dim``-dimensional codes."""
-    buffers = getattr(_scratch, "buffers", None)
-    if buffers is None or buffers[0].shape[1] != dim:
-        buffers = (
-            np.empty((SCORE_CHUNK, dim), dtype=np.uint8),
-            np.empty((SCORE_CHUNK, dim), dtype=np.float32),
-        )
-        _scratch.buffers = buffers
-    return buffers
 
 
 class RowCodes:
