@@ -22,6 +22,12 @@ Data: ``mixture`` (unit vectors around 1,000 Gaussian centres, 256-d) and
 to 256-d, with generated neighbours: ``bench.index.Generator``). Queries are
 fresh draws (not in the index).
 
+The systems take turns: every system loads (the others stopped with SIGSTOP,
+so no system's background threads run while another is timed), then the
+rounds of searches go round them, one round a system at a time, then each
+does its writes. Timed one after another, a system's p95 depended on when it
+ran (this machine's speed drifts over minutes).
+
 Prints JSON lines (``bench``, ``metric``, ``value``, ``unit``, ``baseline`` =
 raw faiss in the same run, ``system``, ``n``, ``data``, ...) on stdout and a
 table with fairness notes on stderr.
@@ -37,11 +43,16 @@ boundaries (the move to ANN, a retrain to a larger nlist).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
+import os
+import queue
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -78,7 +89,7 @@ NOTES = {
     "default consistency; its RSS counted with ours",
 }
 PACE_S = 0.01  # 100 writes per second
-SEARCH_ROUNDS = 3  # the query set this many times; the median round's p95 is reported
+SEARCH_ROUNDS = 5  # the query set this many times; the median round's p95 is reported
 POLL_TIMEOUT_S = 10.0
 
 
@@ -314,6 +325,14 @@ def directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def process_state(pid: int) -> str:
+    """The state letter of ``pid`` in /proc (``T``: stopped); ``X`` once it has gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "X"
+
+
 def tree_rss_bytes() -> int:
     """Resident memory of this process and its children (Milvus Lite's server)."""
     total = 0
@@ -349,8 +368,12 @@ def poll(check: Callable[[], bool]) -> float | None:
     return None
 
 
-def run_worker(system: str, data_dir: Path, budget: Budget) -> dict[str, Any]:
-    """One system through every phase; runs in its own process."""
+def run_worker(system: str, data_dir: Path, budget: Budget) -> None:
+    """One system through every phase, in its own process, as the parent asks: the
+    load (and its memory) at once, then a round of searches per ``round`` line
+    on stdin, then the writes on ``writes``. Each answer is a JSON line on stdout.
+    Between requests the parent keeps the process stopped (SIGSTOP), so the
+    systems are timed in turns, round by round, on the same machine state."""
     base = np.load(data_dir / "base.npy")
     queries = np.load(data_dir / "queries.npy")
     truth = np.load(data_dir / "truth.npy")
@@ -364,56 +387,85 @@ def run_worker(system: str, data_dir: Path, budget: Budget) -> dict[str, Any]:
         store.load(np.arange(n), base)
         load_s = time.perf_counter() - started
         memory = tree_rss_bytes() - rss_before + store.disk_bytes()
-        result: dict[str, Any] = {"load_per_s": n / load_s, "bytes_per_vector": memory / n}
-        result["index"] = getattr(store, "index_name", lambda: None)()
+        # Only the deleted rows are needed again: the other systems wait loaded meanwhile.
+        deleted = {int(key): base[key].copy() for key in deletes.tolist()}
+        del base
         for query in queries[:10]:
             store.search(query, K)
-        result |= search_rounds(store, queries, truth, budget)
-        inserted = [Write(store, n + j, vector, insert=True) for j, vector in enumerate(inserts)]
-        result |= paced_writes("insert_found", inserted, budget)
-        deleted = [Write(store, int(key), base[key], insert=False) for key in deletes.tolist()]
-        result |= paced_writes("delete_gone", deleted, budget)
-        return result
+        reply(
+            {
+                "load_per_s": n / load_s,
+                "bytes_per_vector": memory / n,
+                "index": getattr(store, "index_name", lambda: None)(),
+            }
+        )
+        for line in sys.stdin:
+            if line.strip() == "round":
+                reply(search_round(store, queries, truth, budget))
+            elif line.strip() == "writes":
+                result = paced_writes(
+                    "insert_found",
+                    [Write(store, n + j, vector, True) for j, vector in enumerate(inserts)],
+                    budget,
+                )
+                result |= paced_writes(
+                    "delete_gone",
+                    [Write(store, key, vector, False) for key, vector in deleted.items()],
+                    budget,
+                )
+                reply(result)
+                return
 
 
-def search_rounds(
+def reply(answer: dict[str, Any]) -> None:
+    """A worker's answer to its parent: one JSON line on stdout."""
+    sys.stdout.write(json.dumps(answer) + "\n")
+    sys.stdout.flush()
+
+
+def search_round(
     store: Store, queries: np.ndarray, truth: np.ndarray, budget: Budget
 ) -> dict[str, Any]:
-    """The queries back to back, ``SEARCH_ROUNDS`` times: p50 and p95 are the median
-    round's (each round's p95 is kept too), recall is the first round's.
+    """The queries back to back, once: p50 / p95, the true top 10 found, and whether the
+    budget cut the round short."""
+    latencies, found = [], 0
+    started = time.perf_counter()
+    spent = False
+    for query, want in zip(queries, truth, strict=True):
+        tick = time.perf_counter()
+        got = store.search(query, K)
+        latencies.append(time.perf_counter() - tick)
+        found += len(set(got) & set(want.tolist()))
+        if budget.over(started):
+            spent = True
+            break
+    return {
+        "p50_ms": percentile(latencies, 50) * 1e3,
+        "p95_ms": percentile(latencies, 95) * 1e3,
+        "asked": len(latencies),
+        "found": found,
+        "spent": spent,
+    }
 
-    On this 2-vCPU machine one round's p95 moves by a third between rounds of the
+
+def summarize_rounds(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The search figures of a system's rounds: p50 and p95 are the median round's by
+    p95 (each round's p95 is kept too), recall is the first round's.
+
+    On this 2-vCPU machine one round's p95 moved by a third between rounds of the
     same process (visearch at 100k: 0.26-0.36 ms over four rounds; a query's
     latency in one round correlated 0.27 with its latency in the next): most of
-    the tail is the machine, not the query. A system whose first round spends
-    the budget measures one round (fewer queries), and says so."""
-    rounds: list[tuple[float, float]] = []
-    recall, asked = 0.0, 0
-    started = time.perf_counter()
-    for round_number in range(SEARCH_ROUNDS):
-        latencies, found = [], 0
-        for query, want in zip(queries, truth, strict=True):
-            tick = time.perf_counter()
-            got = store.search(query, K)
-            latencies.append(time.perf_counter() - tick)
-            found += len(set(got) & set(want.tolist()))
-            if budget.over(started):
-                break
-        if round_number == 0:
-            recall, asked = found / (K * len(latencies)), len(latencies)
-        elif len(latencies) < asked:  # cut short: not a whole round
-            break
-        rounds.append((percentile(latencies, 50) * 1e3, percentile(latencies, 95) * 1e3))
-        if budget.over(started):
-            break
-    middle = sorted(rounds, key=lambda r: r[1])[len(rounds) // 2]
+    the tail is the machine, not the query, hence the rounds, and their turns
+    between systems (:func:`compare`)."""
+    first = rounds[0]
+    middle = sorted(rounds, key=lambda r: r["p95_ms"])[len(rounds) // 2]
     return {
-        "queries": asked,
+        "queries": first["asked"],
         "search_rounds": len(rounds),
-        "search_p50_ms": middle[0],
-        "search_p95_ms": middle[1],
-        "search_p95_rounds_ms": [round(r[1], 4) for r in rounds],
-        "recall_at_10": recall,
+        "search_p50_ms": middle["p50_ms"],
+        "search_p95_ms": middle["p95_ms"],
+        "search_p95_rounds_ms": [round(r["p95_ms"], 4) for r in rounds],
+        "recall_at_10": first["found"] / (K * max(1, first["asked"])),
     }
 
 
@@ -533,25 +585,131 @@ METRICS = (
 )
 
 
-def run_system(system: str, data_dir: Path, budget_s: float, timeout_s: float) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        "-m",
-        "bench.peers",
-        "--worker",
-        system,
-        "--data-dir",
-        str(data_dir),
-        "--budget-s",
-        str(budget_s),
-    ]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout_s:.0f} s"}
-    if done.returncode != 0:
-        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1][:300]}
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+class Worker:
+    """One system's worker process, stopped (SIGSTOP, with its children: Milvus Lite's
+    server) whenever it is not answering a request, so that no system's
+    background threads run while another is timed."""
+
+    def __init__(self, system: str, data_dir: Path, budget_s: float, timeout_s: float) -> None:
+        self.system = system
+        self.timeout_s = timeout_s
+        # Closed by close(): the worker's stderr, read for the reason when it fails.
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
+        command = [sys.executable, "-m", "bench.peers", "--worker", system]
+        command += ["--data-dir", str(data_dir), "--budget-s", str(budget_s)]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True
+        )
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.error: str | None = None
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put("")  # end of output: the process exited
+
+    def answer(self, command: str | None = None) -> dict[str, Any] | None:
+        """The worker's answer to ``command`` (its load when ``None``), resumed for it and
+        stopped after; ``None`` (and :attr:`error` set) if it failed or timed out."""
+        if self.error is not None:
+            return None
+        self._signal(signal.SIGCONT)
+        try:
+            if command is not None:
+                assert self.process.stdin is not None
+                self.process.stdin.write(command + "\n")
+                self.process.stdin.flush()
+            line = self._lines.get(timeout=self.timeout_s)
+        except queue.Empty:
+            self._fail(f"timed out after {self.timeout_s:.0f} s")
+            return None
+        except OSError as exc:  # its stdin closed: it died
+            line = ""
+            self._stderr.write(str(exc))
+        if not line:
+            self.process.wait()
+            self._stderr.seek(0)
+            last = (self._stderr.read().strip().splitlines() or ["failed"])[-1]
+            self._fail(last[:300])
+            return None
+        self._signal(signal.SIGSTOP)
+        self._wait_stopped()
+        return dict(json.loads(line))
+
+    def close(self) -> None:
+        """Resume (a stopped process does not act on a kill until resumed) and reap."""
+        self._signal(signal.SIGCONT)
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self._stderr.close()
+
+    def _fail(self, reason: str) -> None:
+        self.error = reason
+        self.close()
+
+    def _wait_stopped(self, timeout_s: float = 2.0) -> None:
+        """Until every process of the worker is stopped (a signal lands asynchronously):
+        only then may another system's timing start."""
+        deadline = time.monotonic() + timeout_s
+        pids = process_tree(self.process.pid)
+        while time.monotonic() < deadline and any(process_state(p) not in "TtXZ" for p in pids):
+            time.sleep(0.001)
+
+    def _signal(self, number: int) -> None:
+        for pid in process_tree(self.process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, number)
+
+
+def run_systems(
+    systems: Sequence[str], data_dir: Path, budget_s: float, timeout_s: float
+) -> dict[str, dict[str, Any]]:
+    """Every system of ``systems`` on the data in ``data_dir``: each loads in turn (the
+    others stopped), then the search rounds go round the systems, a round each
+    in turn (starting one system later every round), then the writes in turn.
+
+    This machine's speed drifts over minutes: timed one after another, a
+    system's p95 depended on when it ran (usearch's moved 0.22-0.35 ms at 100k
+    between runs of the same command). In turns, every system's median round
+    comes from the same stretch of time."""
+    results: dict[str, dict[str, Any]] = {}
+    workers: dict[str, Worker] = {}
+    for system in systems:
+        version = installed(system)
+        if version is None:
+            results[system] = {"error": f"not installed ({PACKAGES[system]})"}
+            continue
+        log(f"{system} {version}: loading ...")
+        worker = Worker(system, data_dir, budget_s, timeout_s)
+        loaded = worker.answer()
+        results[system] = {"version": version, **(loaded or {})}
+        if loaded is not None:
+            workers[system] = worker
+    rounds: dict[str, list[dict[str, Any]]] = {system: [] for system in workers}
+    names = list(workers)
+    for turn in range(SEARCH_ROUNDS if names else 0):
+        first = turn % len(names)
+        for system in names[first:] + names[:first]:
+            done = rounds[system]
+            if done and (done[0]["spent"] or done[-1]["asked"] < done[0]["asked"]):
+                continue  # its first round spent the budget: one round, fewer queries
+            answer = workers[system].answer("round")
+            if answer is not None:
+                done.append(answer)
+    for system, worker in workers.items():
+        if rounds[system]:
+            results[system] |= summarize_rounds(rounds[system])
+        log(f"{system}: writes ...")
+        written = worker.answer("writes")
+        if written is not None:
+            results[system] |= written
+        if worker.error is not None or not rounds[system]:
+            results[system] = {"error": worker.error or "no search round answered"}
+        worker.close()
+    return results
 
 
 def compare(args: argparse.Namespace) -> int:
@@ -567,18 +725,9 @@ def compare(args: argparse.Namespace) -> int:
             with tempfile.TemporaryDirectory(prefix="peers-data-") as tmp:
                 for name, array in data.items():
                     np.save(Path(tmp) / f"{name}.npy", array)
-                results = {}
-                for system in systems:
-                    version = installed(system)
-                    if version is None:
-                        results[system] = {"error": f"not installed ({PACKAGES[system]})"}
-                    else:
-                        log(f"{kind} n={n}: {system} {version} ...")
-                        results[system] = run_system(
-                            system, Path(tmp), args.budget_s, args.timeout_s
-                        )
-                        results[system]["version"] = version
-                    rows.append((kind, n, system, results[system]))
+                log(f"{kind} n={n}:")
+                results = run_systems(systems, Path(tmp), args.budget_s, args.timeout_s)
+            rows += [(kind, n, system, result) for system, result in results.items()]
             report(kind, n, results)
     print_table(rows)
     return 0
@@ -649,7 +798,9 @@ def print_table(rows: list[tuple[str, int, str, dict[str, Any]]]) -> None:
         "libraries pay no network hop, Milvus Lite pays gRPC over a local socket. Writes "
         "count as visible when a search returns them (each system's default consistency). "
         f"Search p50/p95: the median of {SEARCH_ROUNDS} rounds of the queries by p95 (each "
-        "round's p95 is in the JSON lines); recall: the first round's."
+        "round's p95 is in the JSON lines); recall: the first round's. The systems take "
+        "turns, a round each, the others stopped (SIGSTOP) meanwhile, so that their rounds "
+        "share the machine's state; loads and writes also run one system at a time."
     )
 
 
@@ -804,8 +955,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.writes = args.writes if args.writes is not None else (200 if quick else 1000)
     args.budget_s = args.budget_s or (60.0 if quick else 180.0)
     if args.worker:
-        result = run_worker(args.worker, args.data_dir, Budget(args.budget_s))
-        print(json.dumps(result))
+        run_worker(args.worker, args.data_dir, Budget(args.budget_s))
         return 0
     if args.crossover:
         return crossover(args)
