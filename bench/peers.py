@@ -685,9 +685,11 @@ def run_systems(
         log(f"{system} {version}: loading ...")
         worker = Worker(system, data_dir, budget_s, timeout_s)
         loaded = worker.answer()
-        results[system] = {"version": version, **(loaded or {})}
-        if loaded is not None:
-            workers[system] = worker
+        if loaded is None:  # the worker closed itself; its reason is the result
+            results[system] = {"version": version, "error": worker.error or "failed to load"}
+            continue
+        results[system] = {"version": version, **loaded}
+        workers[system] = worker
     rounds: dict[str, list[dict[str, Any]]] = {system: [] for system in workers}
     names = list(workers)
     for turn in range(SEARCH_ROUNDS if names else 0):

@@ -11,7 +11,14 @@ import sys
 import numpy as np
 import pytest
 
-from bench.peers import SEARCH_ROUNDS, Worker, installed, make_data, process_state
+from bench.peers import (
+    SEARCH_ROUNDS,
+    Worker,
+    installed,
+    make_data,
+    process_state,
+    run_systems,
+)
 
 
 @pytest.mark.timeout(300)
@@ -74,3 +81,9 @@ def test_a_worker_is_stopped_between_requests(tmp_path):
     finally:
         worker.close()
     assert worker.process.returncode is not None
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_cannot_load_is_reported_with_its_reason(tmp_path):
+    results = run_systems(["faiss"], tmp_path, budget_s=10.0, timeout_s=30.0)  # no data there
+    assert "base.npy" in results["faiss"]["error"]
