@@ -639,7 +639,10 @@ class Worker:
         return dict(json.loads(line))
 
     def close(self) -> None:
-        """Resume (a stopped process does not act on a kill until resumed) and reap."""
+        """Resume (a stopped process does not act on a kill until resumed) and reap;
+        once only (a reaped pid may be another process's by now)."""
+        if self.process.returncode is not None:
+            return
         self._signal(signal.SIGCONT)
         if self.process.poll() is None:
             self.process.kill()
@@ -677,40 +680,44 @@ def run_systems(
     comes from the same stretch of time."""
     results: dict[str, dict[str, Any]] = {}
     workers: dict[str, Worker] = {}
-    for system in systems:
-        version = installed(system)
-        if version is None:
-            results[system] = {"error": f"not installed ({PACKAGES[system]})"}
-            continue
-        log(f"{system} {version}: loading ...")
-        worker = Worker(system, data_dir, budget_s, timeout_s)
-        loaded = worker.answer()
-        if loaded is None:  # the worker closed itself; its reason is the result
-            results[system] = {"version": version, "error": worker.error or "failed to load"}
-            continue
-        results[system] = {"version": version, **loaded}
-        workers[system] = worker
-    rounds: dict[str, list[dict[str, Any]]] = {system: [] for system in workers}
-    names = list(workers)
-    for turn in range(SEARCH_ROUNDS if names else 0):
-        first = turn % len(names)
-        for system in names[first:] + names[:first]:
-            done = rounds[system]
-            if done and (done[0]["spent"] or done[-1]["asked"] < done[0]["asked"]):
-                continue  # its first round spent the budget: one round, fewer queries
-            answer = workers[system].answer("round")
-            if answer is not None:
-                done.append(answer)
-    for system, worker in workers.items():
-        if rounds[system]:
-            results[system] |= summarize_rounds(rounds[system])
-        log(f"{system}: writes ...")
-        written = worker.answer("writes")
-        if written is not None:
-            results[system] |= written
-        if worker.error is not None or not rounds[system]:
-            results[system] = {"error": worker.error or "no search round answered"}
-        worker.close()
+    try:
+        for system in systems:
+            version = installed(system)
+            if version is None:
+                results[system] = {"error": f"not installed ({PACKAGES[system]})"}
+                continue
+            log(f"{system} {version}: loading ...")
+            worker = Worker(system, data_dir, budget_s, timeout_s)
+            loaded = worker.answer()
+            if loaded is None:  # the worker closed itself; its reason is the result
+                results[system] = {"version": version, "error": worker.error or "failed to load"}
+                continue
+            results[system] = {"version": version, **loaded}
+            workers[system] = worker
+        rounds: dict[str, list[dict[str, Any]]] = {system: [] for system in workers}
+        names = list(workers)
+        for turn in range(SEARCH_ROUNDS if names else 0):
+            first = turn % len(names)
+            for system in names[first:] + names[:first]:
+                done = rounds[system]
+                if done and (done[0]["spent"] or done[-1]["asked"] < done[0]["asked"]):
+                    continue  # its first round spent the budget: one round, fewer queries
+                answer = workers[system].answer("round")
+                if answer is not None:
+                    done.append(answer)
+        for system, worker in workers.items():
+            if rounds[system]:
+                results[system] |= summarize_rounds(rounds[system])
+            log(f"{system}: writes ...")
+            written = worker.answer("writes")
+            if written is not None:
+                results[system] |= written
+            if worker.error is not None or not rounds[system]:
+                results[system] = {"error": worker.error or "no search round answered"}
+            worker.close()
+    finally:  # never leave a worker stopped behind (an error, Ctrl-C)
+        for worker in workers.values():
+            worker.close()
     return results
 
 
