@@ -26,7 +26,9 @@ The systems take turns: every system loads (the others stopped with SIGSTOP,
 so no system's background threads run while another is timed), then the
 rounds of searches go round them, one round a system at a time, then each
 does its writes. Timed one after another, a system's p95 depended on when it
-ran (this machine's speed drifts over minutes).
+ran (this machine's speed drifts over minutes). The systems stay loaded
+together until the end: at 1M, all six take ~13 GB between them (the sum of
+their bytes per vector, some of it files on disk).
 
 Prints JSON lines (``bench``, ``metric``, ``value``, ``unit``, ``baseline`` =
 raw faiss in the same run, ``system``, ``n``, ``data``, ...) on stdout and a
