@@ -59,7 +59,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 import numpy as np
 
@@ -376,6 +376,7 @@ def run_worker(system: str, data_dir: Path, budget: Budget) -> None:
     on stdin, then the writes on ``writes``. Each answer is a JSON line on stdout.
     Between requests the parent keeps the process stopped (SIGSTOP), so the
     systems are timed in turns, round by round, on the same machine state."""
+    answers = take_stdout()
     base = np.load(data_dir / "base.npy")
     queries = np.load(data_dir / "queries.npy")
     truth = np.load(data_dir / "truth.npy")
@@ -395,15 +396,16 @@ def run_worker(system: str, data_dir: Path, budget: Budget) -> None:
         for query in queries[:10]:
             store.search(query, K)
         reply(
+            answers,
             {
                 "load_per_s": n / load_s,
                 "bytes_per_vector": memory / n,
                 "index": getattr(store, "index_name", lambda: None)(),
-            }
+            },
         )
         for line in sys.stdin:
             if line.strip() == "round":
-                reply(search_round(store, queries, truth, budget))
+                reply(answers, search_round(store, queries, truth, budget))
             elif line.strip() == "writes":
                 result = paced_writes(
                     "insert_found",
@@ -415,14 +417,24 @@ def run_worker(system: str, data_dir: Path, budget: Budget) -> None:
                     [Write(store, key, vector, False) for key, vector in deleted.items()],
                     budget,
                 )
-                reply(result)
+                reply(answers, result)
                 return
 
 
-def reply(answer: dict[str, Any]) -> None:
-    """A worker's answer to its parent: one JSON line on stdout."""
-    sys.stdout.write(json.dumps(answer) + "\n")
+def take_stdout() -> TextIO:
+    """The worker's stdout, kept for its answers alone: file descriptor 1 then points
+    at stderr, so whatever a peer library (or a process it starts) prints goes
+    there instead of into the answers the parent reads line by line."""
+    answers = os.fdopen(os.dup(1), "w")
     sys.stdout.flush()
+    os.dup2(2, 1)
+    return answers
+
+
+def reply(answers: TextIO, answer: dict[str, Any]) -> None:
+    """A worker's answer to its parent: one JSON line."""
+    answers.write(json.dumps(answer) + "\n")
+    answers.flush()
 
 
 def search_round(

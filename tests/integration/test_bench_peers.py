@@ -87,3 +87,21 @@ def test_a_worker_is_stopped_between_requests(tmp_path):
 def test_a_worker_that_cannot_load_is_reported_with_its_reason(tmp_path):
     results = run_systems(["faiss"], tmp_path, budget_s=10.0, timeout_s=30.0)  # no data there
     assert "base.npy" in results["faiss"]["error"]
+
+
+def test_a_worker_answers_alone_on_its_stdout():
+    """What a peer library prints (Python or a C library writing to fd 1) goes to the
+    worker's stderr, not into the answers its parent reads line by line."""
+    script = (
+        "import os\n"
+        "from bench.peers import reply, take_stdout\n"
+        "answers = take_stdout()\n"
+        "print('a library says hello', flush=True)\n"
+        "os.write(1, b'and so does its C part\\n')\n"
+        "reply(answers, {'round': 1})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [{"round": 1}]
+    assert "a library says hello" in done.stderr and "its C part" in done.stderr
