@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -142,27 +142,39 @@ class SearchFilter:
         return cls.of(**lists, **bounds)
 
 
-class _Postings:
-    """A growable, sorted array of rows (rows are appended in increasing order);
-    int32: 4 bytes per row and tag, and a partition never nears 2**31 rows."""
+class GrowableRows:
+    """A growable array of row numbers (``DTYPE``), doubled when full: a posting list
+    of a partition (``_Postings``) or of a shard's rows (index/shard_rows.py)."""
 
     __slots__ = ("rows", "size")
+    DTYPE: ClassVar[type[np.signedinteger[Any]]] = np.int64
 
     def __init__(self) -> None:
-        self.rows = np.empty(8, dtype=np.int32)
+        self.rows = np.empty(8, dtype=self.DTYPE)
         self.size = 0
 
     def view(self) -> np.ndarray:
         return self.rows[: self.size]
 
-    def append(self, first: int, count: int) -> None:
-        end = self.size + count
+    def extend(self, rows: np.ndarray) -> None:
+        end = self.size + len(rows)
         if end > len(self.rows):
-            grown = np.empty(max(end, 2 * len(self.rows)), dtype=np.int32)
+            grown = np.empty(max(end, 2 * len(self.rows)), dtype=self.DTYPE)
             grown[: self.size] = self.rows[: self.size]
             self.rows = grown
-        self.rows[self.size : end] = np.arange(first, first + count)
+        self.rows[self.size : end] = rows
         self.size = end
+
+
+class _Postings(GrowableRows):
+    """A growable, sorted array of rows (rows are appended in increasing order);
+    int32: 4 bytes per row and tag, and a partition never nears 2**31 rows."""
+
+    __slots__ = ()
+    DTYPE = np.int32
+
+    def append(self, first: int, count: int) -> None:
+        self.extend(np.arange(first, first + count))
 
     def remove(self, first: int, count: int) -> None:
         """Drop the run ``first .. first + count - 1`` (an image's rows, contiguous)."""
@@ -176,7 +188,7 @@ class _Postings:
     def renumber(self, new_of_old: np.ndarray) -> None:
         mapped = new_of_old[self.view()]
         kept = mapped[mapped >= 0]  # order kept: renumbering preserves row order
-        self.rows = np.empty(max(8, len(kept)), dtype=np.int32)
+        self.rows = np.empty(max(8, len(kept)), dtype=self.DTYPE)
         self.rows[: len(kept)] = kept
         self.size = len(kept)
 

@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from index.filters import SearchFilter, time_mask, touched_blocks
+from index.filters import GrowableRows, SearchFilter, time_mask, touched_blocks
 from index.row_codes import CodeScale
 
 # Shards smaller than this search filters partition by partition: at 100k the
@@ -60,26 +60,10 @@ class RowFacts(NamedTuple):
     times: np.ndarray  # upload time per row (Unix seconds)
 
 
-class _Ids:
+class _Ids(GrowableRows):
     """A growable array of shard rows (appended in any order)."""
 
-    __slots__ = ("rows", "size")
-
-    def __init__(self) -> None:
-        self.rows = np.empty(8, dtype=np.int64)
-        self.size = 0
-
-    def view(self) -> np.ndarray:
-        return self.rows[: self.size]
-
-    def append(self, rows: np.ndarray) -> None:
-        end = self.size + len(rows)
-        if end > len(self.rows):
-            grown = np.empty(max(end, 2 * len(self.rows)), dtype=np.int64)
-            grown[: self.size] = self.rows[: self.size]
-            self.rows = grown
-        self.rows[self.size : end] = rows
-        self.size = end
+    __slots__ = ()
 
     def remove(self, rows: np.ndarray) -> None:
         kept = self.view()[~np.isin(self.view(), rows)]
@@ -156,7 +140,7 @@ class ShardRows:
                 if tag in lists:
                     lists[tag].remove(rows)
             for tag in new_set - old_set:
-                lists.setdefault(tag, _Ids()).append(rows)
+                lists.setdefault(tag, _Ids()).extend(rows)
 
     def reset(self, slot: int) -> None:
         """Forget a partition's rows (it renumbered them, or loaded a snapshot): it is
@@ -315,7 +299,7 @@ def _post(lists: dict[str, _Ids], rows: np.ndarray, keys_per_row: Iterable[Itera
         for key in keys:
             by_key.setdefault(key, []).append(row)
     for key, keyed in by_key.items():
-        lists.setdefault(key, _Ids()).append(np.array(keyed, dtype=np.int64))
+        lists.setdefault(key, _Ids()).extend(np.array(keyed, dtype=np.int64))
 
 
 def _both(found: np.ndarray | None, other: np.ndarray) -> np.ndarray:
