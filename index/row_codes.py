@@ -28,6 +28,7 @@ rescoring of the shortlist makes up for it).
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
@@ -58,13 +59,11 @@ class CodeScale:
         self.dim = dim
         self.low = np.zeros(dim, dtype=np.float32)
         self.step = np.ones(dim, dtype=np.float32)  # value per code level
-        self._scanning: faiss.IndexIVFScalarQuantizer | None = None  # see best()
 
     def train(self, vectors: np.ndarray) -> None:
         low, high = vectors.min(axis=0), vectors.max(axis=0)
         self.low = low.astype(np.float32)
         self.step = (np.maximum(high - low, 1e-12) / LEVELS).astype(np.float32)
-        self._scanning = None
 
     def encode(self, vectors: np.ndarray) -> np.ndarray:
         levels = np.rint((vectors - self.low) / self.step - 0.5)
@@ -99,9 +98,7 @@ class CodeScale:
         """
         if few >= len(rows):
             return np.unique(rows)
-        scanning = self._scanning
-        if scanning is None:
-            scanning = self._scanning = _code_scanning_index(self.dim)
+        scanning = _code_scanning_index(self.dim)
         wanted = np.ascontiguousarray(rows, dtype=np.int64)
         queries = np.ascontiguousarray(queries * self.step, dtype=np.float32)
         heaps = []
@@ -125,10 +122,13 @@ class CodeScale:
         return np.unique(np.concatenate([found for _, _, found in heaps]))
 
 
+@functools.cache
 def _code_scanning_index(dim: int) -> faiss.IndexIVFScalarQuantizer:
     """A one-list inner-product IVF of 8-bit codes that decode to ``code + 0.5``, for
     its list scanner (the list itself stays empty: CodeScale.best hands the
-    scanner the codes, and the query weighted by the scale's steps)."""
+    scanner the codes, and the query weighted by the scale's steps). One per
+    dimension for every scale: it holds nothing of a scale's, and each thread's
+    scanners are kept for one index (a second one would make them again)."""
     index = faiss.IndexIVFScalarQuantizer(
         faiss.IndexFlatIP(dim),
         dim,
