@@ -46,7 +46,7 @@ import numpy as np
 
 from bench.output import bench_parser, emit, machine
 from bench.peers import DIM, make_data
-from bench.support import percentile
+from bench.support import middle, percentile
 from index.faiss_index import SearchParams
 from index.filters import SearchFilter
 
@@ -248,11 +248,6 @@ def unfiltered_p95(shard: object, queries: np.ndarray) -> float:
     return percentile(latencies, 95) * 1e3
 
 
-def median_round(rounds: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    """The (p50, p95) round with the median p95."""
-    return sorted(rounds, key=lambda r: r[1])[len(rounds) // 2]
-
-
 def run_filters(
     shard: object,
     base: np.ndarray,
@@ -285,7 +280,7 @@ def run_filters(
             latencies.append(time.perf_counter() - tick)
             answers.append({int(h.image_id) for h in hits})
         rounds.append((percentile(latencies, 50) * 1e3, percentile(latencies, 95) * 1e3))
-    p50, p95 = median_round(rounds)
+    p50, p95 = middle(rounds, key=lambda r: r[1])  # the (p50, p95) with the median p95
     recalls, post_recalls = [], []
     short = post_short = 0
     for (query, _, mask, truth), found in zip(cases, answers, strict=True):
@@ -300,7 +295,7 @@ def run_filters(
         "p50_ms": p50,
         "p95_ms": p95,
         "p95_rounds_ms": [round(r[1], 4) for r in rounds],
-        "baseline_p95_ms": sorted(baselines)[len(baselines) // 2],
+        "baseline_p95_ms": middle(baselines, key=float),
         "baseline_p95_rounds_ms": [round(b, 4) for b in baselines],
         "short": short / asked,
         "postfilter_recall": float(np.mean(post_recalls)) if post_recalls else float("nan"),

@@ -64,7 +64,7 @@ from typing import Any, Protocol, TextIO
 import numpy as np
 
 from bench.output import bench_parser, emit, machine
-from bench.support import percentile, process_tree
+from bench.support import middle, percentile, process_tree
 
 DIM = 256
 K = 10
@@ -472,12 +472,12 @@ def summarize_rounds(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     the tail is the machine, not the query, hence the rounds, and their turns
     between systems (:func:`compare`)."""
     first = rounds[0]
-    middle = sorted(rounds, key=lambda r: r["p95_ms"])[len(rounds) // 2]
+    median = middle(rounds, key=lambda r: float(r["p95_ms"]))
     return {
         "queries": first["asked"],
         "search_rounds": len(rounds),
-        "search_p50_ms": middle["p50_ms"],
-        "search_p95_ms": middle["p95_ms"],
+        "search_p50_ms": median["p50_ms"],
+        "search_p95_ms": median["p95_ms"],
         "search_p95_rounds_ms": [round(r["p95_ms"], 4) for r in rounds],
         "recall_at_10": first["found"] / (K * max(1, first["asked"])),
     }

@@ -15,10 +15,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import numpy as np
@@ -28,11 +29,19 @@ from streams.publisher import EventPublisher
 from streams.settings import Settings
 from visearch.local.stack import isolated_settings, settings_env
 
+T = TypeVar("T")
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def middle(values: Sequence[T], key: Callable[[T], float]) -> T:
+    """The middle of ``values`` ordered by ``key`` (the upper one of an even count):
+    the round a benchmark reports out of several of the same set, by its p95."""
+    return sorted(values, key=key)[len(values) // 2]
 
 
 def process_tree(pid: int) -> list[int]:
