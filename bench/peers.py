@@ -64,7 +64,7 @@ from typing import Any, Protocol, TextIO
 import numpy as np
 
 from bench.output import bench_parser, emit, machine
-from bench.support import middle, percentile, process_tree
+from bench.support import middle, percentile, process_state, process_tree
 
 DIM = 256
 K = 10
@@ -327,14 +327,6 @@ def directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def process_state(pid: int) -> str:
-    """The state letter of ``pid`` in /proc (``T``: stopped); ``X`` once it has gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "X"
-
-
 def tree_rss_bytes() -> int:
     """Resident memory of this process and its children (Milvus Lite's server)."""
     total = 0
@@ -470,7 +462,7 @@ def summarize_rounds(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     same process (visearch at 100k: 0.26-0.36 ms over four rounds; a query's
     latency in one round correlated 0.27 with its latency in the next): most of
     the tail is the machine, not the query, hence the rounds, and their turns
-    between systems (:func:`compare`)."""
+    between systems (:func:`run_systems`)."""
     first = rounds[0]
     median = middle(rounds, key=lambda r: float(r["p95_ms"]))
     return {

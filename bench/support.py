@@ -56,13 +56,25 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first); ``None``
+    once the process has gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of one process (0 once it has gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def process_state(pid: int) -> str:
+    """The state letter of ``pid`` in /proc (``T``: stopped); ``X`` once it has gone."""
+    fields = _stat_fields(pid)
+    return "X" if fields is None else fields[0]
 
 
 def command_of(pid: int) -> str:

@@ -16,9 +16,9 @@ from bench.peers import (
     Worker,
     installed,
     make_data,
-    process_state,
     run_systems,
 )
+from bench.support import process_state
 
 
 @pytest.mark.timeout(300)
